@@ -1,0 +1,568 @@
+//! De-aggregation: the consumer side, with the KCL's rules.
+//!
+//! The parser is written against the wire format directly (with `prost`'s varint primitives) rather
+//! than through generated structs, for three reasons: proto2 field presence must be observable
+//! (required fields, the optional explicit-hash-key index), data must stay zero-copy slices of the
+//! input, and hostile input must never size an allocation before the bytes it describes are present.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+use crate::{HashKey, HashKeyRange, KinesisRecord, MAGIC};
+
+const DIGEST_LEN: usize = 16;
+
+/// One user record recovered from a Kinesis record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DeaggregatedRecord {
+    partition_key: Arc<str>,
+    explicit_hash_key: Option<HashKey>,
+    data: Bytes,
+    sub_sequence_number: u64,
+    aggregated: bool,
+}
+
+impl DeaggregatedRecord {
+    /// The user record's partition key.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The explicit hash key, only if the producer set one for this user record.
+    pub fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.explicit_hash_key
+    }
+
+    /// The hash key that routes this user record: the explicit one, or MD5 of the partition key.
+    pub fn hash_key(&self) -> HashKey {
+        self.explicit_hash_key
+            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+    }
+
+    /// The payload, sharing the Kinesis record's buffer (no copy).
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The payload, by value.
+    pub fn into_data(self) -> Bytes {
+        self.data
+    }
+
+    /// Position within the aggregate, from 0 (always 0 for a record that was not aggregated). Together
+    /// with the Kinesis sequence number it identifies the user record for checkpointing.
+    pub fn sub_sequence_number(&self) -> u64 {
+        self.sub_sequence_number
+    }
+
+    /// Whether the record came out of an aggregate (`false` for a plain record passed through).
+    pub fn is_aggregated(&self) -> bool {
+        self.aggregated
+    }
+}
+
+/// Splits a Kinesis record into its user records, exactly as the KCL decides.
+///
+/// The record is treated as an aggregate only if its data starts with the magic `F3 89 9A C2`, has
+/// more than 16 bytes after it, the MD5 trailer matches and the protobuf is well formed. Anything
+/// else passes through as one plain record with sub-sequence number 0, as the KCL does. Use
+/// [`deaggregate_strict`] to learn *why* a record is not a valid aggregate.
+///
+/// ```
+/// use kpl_aggregation::{KinesisRecord, deaggregate};
+///
+/// let plain = KinesisRecord::new("user-42", "not an aggregate");
+/// let records = deaggregate(&plain);
+/// assert_eq!(records.len(), 1);
+/// assert!(!records[0].is_aggregated());
+/// assert_eq!(records[0].partition_key(), "user-42");
+/// ```
+pub fn deaggregate(record: &KinesisRecord) -> Vec<DeaggregatedRecord> {
+    deaggregate_strict(record).unwrap_or_else(|_| vec![passthrough(record)])
+}
+
+/// Decodes a Kinesis record that must be an aggregate, with a typed error when it is not.
+///
+/// ```
+/// use kpl_aggregation::{DecodeErrorKind, KinesisRecord, deaggregate_strict};
+///
+/// let plain = KinesisRecord::new("user-42", "not an aggregate");
+/// let error = deaggregate_strict(&plain).unwrap_err();
+/// assert_eq!(error.kind(), DecodeErrorKind::BadMagic);
+/// ```
+pub fn deaggregate_strict(record: &KinesisRecord) -> Result<Vec<DeaggregatedRecord>, DecodeError> {
+    let data = record.data();
+    let body = verified_body(data)?;
+    let message = parse_aggregated_record(data, body)?;
+    message.into_records(data)
+}
+
+/// [`deaggregate`], then the KCL's hash-range filter for a consumer reading shard `range`.
+///
+/// If any user record of an aggregate hashes outside `range`, the KCL discards the whole aggregate
+/// without a word. This function reports it as [`ShardDeaggregation::Dropped`], with the records,
+/// so the caller can log, count or keep them. Plain (non-aggregated) records are never filtered,
+/// also as in the KCL.
+///
+/// ```
+/// use kpl_aggregation::{HashKeyRange, KinesisRecord, ShardDeaggregation, deaggregate_for_shard};
+///
+/// let plain = KinesisRecord::new("user-42", "payload");
+/// match deaggregate_for_shard(&plain, HashKeyRange::FULL) {
+///     ShardDeaggregation::Kept(records) => assert_eq!(records.len(), 1),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+pub fn deaggregate_for_shard(record: &KinesisRecord, range: HashKeyRange) -> ShardDeaggregation {
+    let records = deaggregate(record);
+    let outside = records
+        .iter()
+        .filter(|sub| sub.is_aggregated())
+        .map(|sub| (sub.sub_sequence_number(), sub.hash_key()))
+        .find(|&(_, hash_key)| !range.contains(hash_key));
+    match outside {
+        None => ShardDeaggregation::Kept(records),
+        Some((sub_sequence_number, hash_key)) => ShardDeaggregation::Dropped(DroppedAggregate {
+            records,
+            range,
+            first_outside: sub_sequence_number,
+            first_outside_hash_key: hash_key,
+        }),
+    }
+}
+
+/// What a consumer of one shard gets from a Kinesis record: see [`deaggregate_for_shard`].
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ShardDeaggregation {
+    /// Every user record belongs to the shard (or the record was not an aggregate).
+    Kept(Vec<DeaggregatedRecord>),
+    /// The aggregate holds a user record outside the shard's range; the KCL drops all of it.
+    Dropped(DroppedAggregate),
+}
+
+impl ShardDeaggregation {
+    /// The records a KCL consumer would process: all of them, or none if the aggregate was dropped.
+    pub fn into_kept(self) -> Vec<DeaggregatedRecord> {
+        match self {
+            Self::Kept(records) => records,
+            Self::Dropped(_) => Vec::new(),
+        }
+    }
+}
+
+/// An aggregate that the KCL would drop because it holds a user record outside the shard's range.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DroppedAggregate {
+    records: Vec<DeaggregatedRecord>,
+    range: HashKeyRange,
+    first_outside: u64,
+    first_outside_hash_key: HashKey,
+}
+
+impl DroppedAggregate {
+    /// The shard's range the aggregate was checked against.
+    pub fn range(&self) -> HashKeyRange {
+        self.range
+    }
+
+    /// Sub-sequence number of the first user record outside the range.
+    pub fn first_outside(&self) -> u64 {
+        self.first_outside
+    }
+
+    /// Hash key of the first user record outside the range.
+    pub fn first_outside_hash_key(&self) -> HashKey {
+        self.first_outside_hash_key
+    }
+
+    /// All user records of the dropped aggregate.
+    pub fn records(&self) -> &[DeaggregatedRecord] {
+        &self.records
+    }
+
+    /// All user records of the dropped aggregate, by value.
+    pub fn into_records(self) -> Vec<DeaggregatedRecord> {
+        self.records
+    }
+}
+
+impl fmt::Display for DroppedAggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "aggregate of {} user records dropped: sub-record {} has hash key {}, outside the shard's range {}..={}",
+            self.records.len(),
+            self.first_outside,
+            self.first_outside_hash_key,
+            self.range.start(),
+            self.range.end()
+        )
+    }
+}
+
+/// Why a Kinesis record is not a valid aggregate.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct DecodeError {
+    kind: DecodeErrorKind,
+    detail: Cow<'static, str>,
+}
+
+impl DecodeError {
+    fn new(kind: DecodeErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// The category of the problem.
+    pub fn kind(&self) -> DecodeErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.kind {
+            DecodeErrorKind::BadMagic => {
+                "record does not start with the aggregation magic F3 89 9A C2"
+            }
+            DecodeErrorKind::Truncated => "aggregated record is truncated",
+            DecodeErrorKind::ChecksumMismatch => "aggregated record's MD5 trailer does not match",
+            DecodeErrorKind::Protobuf => "aggregated record's protobuf is malformed",
+            DecodeErrorKind::MissingRequiredField => "aggregated record lacks a required field",
+            DecodeErrorKind::IndexOutOfRange => "aggregated record has a table index out of range",
+            DecodeErrorKind::InvalidUtf8 => {
+                "aggregated record has a partition key that is not UTF-8"
+            }
+            DecodeErrorKind::InvalidExplicitHashKey => {
+                "aggregated record has an invalid explicit hash key"
+            }
+        };
+        if self.detail.is_empty() {
+            f.write_str(what)
+        } else {
+            write!(f, "{what}: {}", self.detail)
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The categories of [`DecodeError`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum DecodeErrorKind {
+    /// The data does not start with `F3 89 9A C2`: a plain record.
+    BadMagic,
+    /// The data is too short to hold magic, a protobuf and the 16-byte MD5 trailer.
+    Truncated,
+    /// The MD5 of the protobuf does not match the trailer.
+    ChecksumMismatch,
+    /// The protobuf does not parse: bad varint, length past the end, unsupported wire type.
+    Protobuf,
+    /// A `Record` lacks `partition_key_index` or `data`, or a `Tag` lacks `key` (proto2 `required`).
+    MissingRequiredField,
+    /// A `Record` refers to a table entry that does not exist.
+    IndexOutOfRange,
+    /// A partition key or tag in the tables is not valid UTF-8.
+    InvalidUtf8,
+    /// A referenced explicit hash key is not a decimal integer from 0 to 2^128 − 1.
+    InvalidExplicitHashKey,
+}
+
+fn passthrough(record: &KinesisRecord) -> DeaggregatedRecord {
+    DeaggregatedRecord {
+        partition_key: Arc::from(record.partition_key()),
+        explicit_hash_key: record.explicit_hash_key(),
+        data: record.data().clone(),
+        sub_sequence_number: 0,
+        aggregated: false,
+    }
+}
+
+/// Checks magic, length and MD5; returns the protobuf's position in `data`.
+fn verified_body(data: &[u8]) -> Result<std::ops::Range<usize>, DecodeError> {
+    if data.len() < MAGIC.len() {
+        let kind = if MAGIC.starts_with(data) && !data.is_empty() {
+            DecodeErrorKind::Truncated
+        } else {
+            DecodeErrorKind::BadMagic
+        };
+        return Err(DecodeError::new(kind, format!("{} bytes", data.len())));
+    }
+    if data[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::new(DecodeErrorKind::BadMagic, ""));
+    }
+    let after_magic = data.len() - MAGIC.len();
+    if after_magic <= DIGEST_LEN {
+        return Err(DecodeError::new(
+            DecodeErrorKind::Truncated,
+            format!("{after_magic} bytes after the magic; more than {DIGEST_LEN} are needed"),
+        ));
+    }
+    let body = MAGIC.len()..data.len() - DIGEST_LEN;
+    let digest: [u8; DIGEST_LEN] = Md5::digest(&data[body.clone()]).into();
+    if digest[..] != data[body.end..] {
+        return Err(DecodeError::new(DecodeErrorKind::ChecksumMismatch, ""));
+    }
+    Ok(body)
+}
+
+/// A `Record` as found on the wire, before its indexes are checked against the tables.
+struct RawRecord {
+    partition_key_index: u64,
+    explicit_hash_key_index: Option<u64>,
+    data: std::ops::Range<usize>,
+}
+
+/// Tables and records of an `AggregatedRecord`, positions relative to the whole Kinesis data.
+#[derive(Default)]
+struct ParsedAggregate {
+    partition_keys: Vec<Arc<str>>,
+    /// Entries are parsed eagerly but only an entry a record refers to must be valid.
+    explicit_hash_keys: Vec<Option<HashKey>>,
+    records: Vec<RawRecord>,
+}
+
+impl ParsedAggregate {
+    fn into_records(self, data: &Bytes) -> Result<Vec<DeaggregatedRecord>, DecodeError> {
+        let mut out = Vec::with_capacity(self.records.len());
+        for (position, raw) in self.records.into_iter().enumerate() {
+            let partition_key = usize::try_from(raw.partition_key_index)
+                .ok()
+                .and_then(|index| self.partition_keys.get(index))
+                .ok_or_else(|| {
+                    DecodeError::new(
+                        DecodeErrorKind::IndexOutOfRange,
+                        format!(
+                            "record {position} has partition_key_index {} but the table has {} entries",
+                            raw.partition_key_index,
+                            self.partition_keys.len()
+                        ),
+                    )
+                })?;
+            let explicit_hash_key = match raw.explicit_hash_key_index {
+                None => None,
+                Some(index) => {
+                    let entry = usize::try_from(index)
+                        .ok()
+                        .and_then(|i| self.explicit_hash_keys.get(i))
+                        .ok_or_else(|| {
+                            DecodeError::new(
+                                DecodeErrorKind::IndexOutOfRange,
+                                format!(
+                                    "record {position} has explicit_hash_key_index {index} but the table has {} entries",
+                                    self.explicit_hash_keys.len()
+                                ),
+                            )
+                        })?;
+                    Some(entry.ok_or_else(|| {
+                        DecodeError::new(
+                            DecodeErrorKind::InvalidExplicitHashKey,
+                            format!("table entry {index}, used by record {position}"),
+                        )
+                    })?)
+                }
+            };
+            out.push(DeaggregatedRecord {
+                partition_key: Arc::clone(partition_key),
+                explicit_hash_key,
+                data: data.slice(raw.data),
+                sub_sequence_number: position as u64,
+                aggregated: true,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Field tags (number << 3 | wire type) the parser recognises; any other tag is skipped as unknown,
+/// as protobuf parsers do (a known field number with an unexpected wire type counts as unknown).
+mod tag {
+    pub(super) const PARTITION_KEY_TABLE: u64 = 0x0A;
+    pub(super) const EXPLICIT_HASH_KEY_TABLE: u64 = 0x12;
+    pub(super) const RECORDS: u64 = 0x1A;
+    pub(super) const PARTITION_KEY_INDEX: u64 = 0x08;
+    pub(super) const EXPLICIT_HASH_KEY_INDEX: u64 = 0x10;
+    pub(super) const DATA: u64 = 0x1A;
+    pub(super) const TAGS: u64 = 0x22;
+    pub(super) const TAG_KEY: u64 = 0x0A;
+    pub(super) const TAG_VALUE: u64 = 0x12;
+}
+
+fn parse_aggregated_record(
+    data: &[u8],
+    body: std::ops::Range<usize>,
+) -> Result<ParsedAggregate, DecodeError> {
+    let mut parsed = ParsedAggregate::default();
+    let mut reader = Reader::new(data, body);
+    while !reader.is_empty() {
+        let tag = reader.varint()?;
+        match tag {
+            tag::PARTITION_KEY_TABLE => {
+                let entry = reader.length_delimited()?;
+                let key = std::str::from_utf8(&data[entry.clone()]).map_err(|_| {
+                    DecodeError::new(
+                        DecodeErrorKind::InvalidUtf8,
+                        format!("partition key table entry {}", parsed.partition_keys.len()),
+                    )
+                })?;
+                parsed.partition_keys.push(Arc::from(key));
+            }
+            tag::EXPLICIT_HASH_KEY_TABLE => {
+                let entry = reader.length_delimited()?;
+                parsed
+                    .explicit_hash_keys
+                    .push(HashKey::parse_decimal_bytes(&data[entry]).ok());
+            }
+            tag::RECORDS => {
+                let record = reader.length_delimited()?;
+                parsed.records.push(parse_record(data, record)?);
+            }
+            other => reader.skip(other)?,
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_record(data: &[u8], range: std::ops::Range<usize>) -> Result<RawRecord, DecodeError> {
+    let mut reader = Reader::new(data, range);
+    let mut partition_key_index = None;
+    let mut explicit_hash_key_index = None;
+    let mut payload = None;
+    while !reader.is_empty() {
+        match reader.varint()? {
+            tag::PARTITION_KEY_INDEX => partition_key_index = Some(reader.varint()?),
+            tag::EXPLICIT_HASH_KEY_INDEX => explicit_hash_key_index = Some(reader.varint()?),
+            tag::DATA => payload = Some(reader.length_delimited()?),
+            tag::TAGS => {
+                let tag_range = reader.length_delimited()?;
+                check_tag(data, tag_range)?;
+            }
+            other => reader.skip(other)?,
+        }
+    }
+    let missing = |field| DecodeError::new(DecodeErrorKind::MissingRequiredField, field);
+    Ok(RawRecord {
+        partition_key_index: partition_key_index
+            .ok_or_else(|| missing("Record.partition_key_index"))?,
+        explicit_hash_key_index,
+        data: payload.ok_or_else(|| missing("Record.data"))?,
+    })
+}
+
+/// Tags are never produced by the KPL and are not surfaced, but a proto2 parser (and so the KCL)
+/// rejects a `Tag` without its required `key`, so this parser does too.
+fn check_tag(data: &[u8], range: std::ops::Range<usize>) -> Result<(), DecodeError> {
+    let mut reader = Reader::new(data, range);
+    let mut has_key = false;
+    while !reader.is_empty() {
+        match reader.varint()? {
+            tag @ (tag::TAG_KEY | tag::TAG_VALUE) => {
+                let text = reader.length_delimited()?;
+                if std::str::from_utf8(&data[text]).is_err() {
+                    return Err(DecodeError::new(DecodeErrorKind::InvalidUtf8, "Tag"));
+                }
+                has_key |= tag == tag::TAG_KEY;
+            }
+            other => reader.skip(other)?,
+        }
+    }
+    if has_key {
+        Ok(())
+    } else {
+        Err(DecodeError::new(
+            DecodeErrorKind::MissingRequiredField,
+            "Tag.key",
+        ))
+    }
+}
+
+/// A cursor over `data[range]` that reads protobuf primitives and never reads past `range.end`.
+struct Reader<'a> {
+    data: &'a [u8],
+    position: usize,
+    end: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8], range: std::ops::Range<usize>) -> Self {
+        Self {
+            data,
+            position: range.start,
+            end: range.end,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.position >= self.end
+    }
+
+    fn remaining(&self) -> &'a [u8] {
+        self.data.get(self.position..self.end).unwrap_or_default()
+    }
+
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut buf = self.remaining();
+        let before = buf.len();
+        let value = prost::encoding::decode_varint(&mut buf)
+            .map_err(|_| DecodeError::new(DecodeErrorKind::Protobuf, "invalid varint"))?;
+        self.position += before - buf.len();
+        Ok(value)
+    }
+
+    /// Reads a length prefix and returns the range of the bytes it announces.
+    fn length_delimited(&mut self) -> Result<std::ops::Range<usize>, DecodeError> {
+        let len = self.varint()?;
+        let available = self.end - self.position;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&len| len <= available)
+            .ok_or_else(|| {
+                DecodeError::new(
+                    DecodeErrorKind::Protobuf,
+                    format!("length {len} runs past the end ({available} bytes left)"),
+                )
+            })?;
+        let start = self.position;
+        self.position += len;
+        Ok(start..self.position)
+    }
+
+    /// Skips the value of an unknown field.
+    fn skip(&mut self, tag: u64) -> Result<(), DecodeError> {
+        if tag >> 3 == 0 {
+            return Err(DecodeError::new(
+                DecodeErrorKind::Protobuf,
+                "field number 0",
+            ));
+        }
+        match tag & 0x7 {
+            0 => self.varint().map(drop),
+            1 => self.fixed(8),
+            2 => self.length_delimited().map(drop),
+            5 => self.fixed(4),
+            wire_type => Err(DecodeError::new(
+                DecodeErrorKind::Protobuf,
+                format!("unsupported wire type {wire_type}"),
+            )),
+        }
+    }
+
+    fn fixed(&mut self, len: usize) -> Result<(), DecodeError> {
+        if self.end - self.position < len {
+            return Err(DecodeError::new(
+                DecodeErrorKind::Protobuf,
+                format!("fixed{} value runs past the end", len * 8),
+            ));
+        }
+        self.position += len;
+        Ok(())
+    }
+}

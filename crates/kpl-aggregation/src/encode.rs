@@ -1,0 +1,444 @@
+//! The aggregated-record encoder, with exact incremental size accounting.
+//!
+//! The protobuf is written while records are added, into three buffers that mirror the three
+//! fields of `AggregatedRecord` (partition-key table, explicit-hash-key table, records). The encoded
+//! size is therefore always the sum of the buffer lengths: exact by construction, and the size a
+//! record *would* add is computed from the same arithmetic before it is written.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use prost::encoding::{encode_varint, encoded_len_varint};
+
+use crate::{HashKey, KinesisRecord, MAGIC, PartitionKey, UserRecord};
+
+/// Protobuf tags (field number << 3 | wire type) of the fields the encoder writes.
+mod tag {
+    pub(super) const PARTITION_KEY_TABLE: u8 = 0x0A;
+    pub(super) const EXPLICIT_HASH_KEY_TABLE: u8 = 0x12;
+    pub(super) const RECORDS: u8 = 0x1A;
+    pub(super) const PARTITION_KEY_INDEX: u8 = 0x08;
+    pub(super) const EXPLICIT_HASH_KEY_INDEX: u8 = 0x10;
+    pub(super) const DATA: u8 = 0x1A;
+}
+
+/// Bytes an aggregate carries besides its protobuf: the 4-byte magic and the 16-byte MD5 trailer.
+pub const AGGREGATE_OVERHEAD: usize = MAGIC.len() + 16;
+
+/// Deduplicating tables need a fast hasher: one lookup per record sits on the hot path. Iteration
+/// order never matters here (indices are assigned in insertion order), so a seeded hasher is safe.
+type Index<K> = HashMap<K, u64, foldhash::fast::RandomState>;
+
+/// The largest encoded size an aggregated record may have.
+///
+/// Defaults to the KPL's `AggregationMaxSize` of 51,200 bytes; the KPL allows 64 bytes to 10 MiB.
+///
+/// ```
+/// use kpl_aggregation::MaxAggregateSize;
+///
+/// assert_eq!(MaxAggregateSize::default().get(), 51_200);
+/// assert!(MaxAggregateSize::new(1024 * 1024).is_ok());
+/// assert!(MaxAggregateSize::new(63).is_err());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct MaxAggregateSize(usize);
+
+impl MaxAggregateSize {
+    /// The smallest allowed value, 64 bytes.
+    pub const MIN: usize = 64;
+    /// The largest allowed value, 10 MiB.
+    pub const MAX: usize = 10 * 1024 * 1024;
+    /// The KPL's default, 51,200 bytes.
+    pub const DEFAULT: Self = Self(51_200);
+
+    /// Validates `bytes` against `64..=10 MiB`.
+    pub fn new(bytes: usize) -> Result<Self, MaxAggregateSizeError> {
+        if (Self::MIN..=Self::MAX).contains(&bytes) {
+            Ok(Self(bytes))
+        } else {
+            Err(MaxAggregateSizeError { bytes })
+        }
+    }
+
+    /// The limit in bytes.
+    pub const fn get(self) -> usize {
+        self.0
+    }
+}
+
+impl Default for MaxAggregateSize {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// An aggregation size limit outside the allowed range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error(
+    "aggregation_max_size is {bytes} bytes; it must be from {min} to {max}",
+    min = MaxAggregateSize::MIN,
+    max = MaxAggregateSize::MAX
+)]
+pub struct MaxAggregateSizeError {
+    bytes: usize,
+}
+
+impl MaxAggregateSizeError {
+    /// The rejected value.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// Which partition key an aggregated Kinesis record carries on the outside.
+///
+/// Routing always uses the explicit hash key (the first user record's hash key), so the outer
+/// partition key only costs request bytes — and shows up in consumers that do not de-aggregate.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+#[non_exhaustive]
+pub enum OuterPartitionKey {
+    /// The KPL's choice: the one-byte constant `"a"`, the cheapest key.
+    #[default]
+    Constant,
+    /// The first user record's partition key, so that consumers which do not de-aggregate still see
+    /// a meaningful key (asked for in KPL issue #439).
+    FirstUserRecord,
+}
+
+impl OuterPartitionKey {
+    /// The constant the KPL puts on every aggregate.
+    pub const CONSTANT: &'static str = "a";
+}
+
+/// Packs user records into one Kinesis record in the KPL aggregation format.
+///
+/// The encoded size is tracked exactly as records are added, so [`Aggregator::size_with`] and
+/// [`Aggregator::try_push`] answer "does this record still fit?" in constant time, without encoding
+/// twice or trimming afterwards. [`Aggregator::finish`] emits what the KPL emits:
+///
+/// * one user record: its own data, partition key and hash key, not wrapped;
+/// * two or more: `F3 89 9A C2` + protobuf + MD5(protobuf), with the outer partition key chosen by
+///   [`OuterPartitionKey`] and the first user record's hash key as the explicit hash key.
+///
+/// The first record is always accepted, so a single record larger than the limit is emitted alone.
+/// The aggregator does not group by shard: the caller must only put records together that are
+/// predicted for the same shard, or a KCL consumer drops the whole aggregate.
+///
+/// ```
+/// use kpl_aggregation::{Aggregator, PartitionKey, UserRecord, deaggregate};
+///
+/// let mut aggregator = Aggregator::default();
+/// for (key, data) in [("pk-1", "hello"), ("pk-2", "world")] {
+///     let record = UserRecord::new(PartitionKey::new(key)?, data);
+///     aggregator.try_push(record)?;
+/// }
+/// let size = aggregator.size();
+/// let kinesis_record = aggregator.finish().expect("two records were added");
+/// assert_eq!(kinesis_record.data().len(), size);
+/// assert_eq!(kinesis_record.partition_key(), "a");
+/// assert_eq!(deaggregate(&kinesis_record).len(), 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    max_size: MaxAggregateSize,
+    outer_partition_key: OuterPartitionKey,
+    /// Encoded `partition_key_table` entries (tag, length, bytes), in table order.
+    partition_key_table: Vec<u8>,
+    /// Encoded `explicit_hash_key_table` entries, in table order.
+    explicit_hash_key_table: Vec<u8>,
+    /// Encoded `records` entries, in order.
+    records: Vec<u8>,
+    partition_key_index: Index<String>,
+    explicit_hash_key_index: Index<HashKey>,
+    record_count: usize,
+    /// Kept whole so that a lone record can be emitted unwrapped, as the KPL does.
+    first: Option<FirstRecord>,
+}
+
+#[derive(Debug)]
+struct FirstRecord {
+    partition_key: String,
+    hash_key: HashKey,
+    data: Bytes,
+}
+
+impl Aggregator {
+    /// An empty aggregator with the given size limit and outer-key policy.
+    pub fn new(max_size: MaxAggregateSize, outer_partition_key: OuterPartitionKey) -> Self {
+        Self {
+            max_size,
+            outer_partition_key,
+            ..Self::default()
+        }
+    }
+
+    /// The size limit.
+    pub fn max_size(&self) -> MaxAggregateSize {
+        self.max_size
+    }
+
+    /// How many user records have been added since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.record_count
+    }
+
+    /// Whether no user record has been added since the last [`finish`](Self::finish).
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+
+    /// The exact length of the data [`finish`](Self::finish) would emit now (0 when empty).
+    pub fn size(&self) -> usize {
+        match (&self.first, self.record_count) {
+            (None, _) => 0,
+            (Some(first), 1) => first.data.len(),
+            (Some(_), _) => self.aggregate_size(),
+        }
+    }
+
+    /// The exact length of the data [`finish`](Self::finish) would emit after adding `record`.
+    pub fn size_with(&self, record: &UserRecord) -> usize {
+        if self.is_empty() {
+            return record.data().len();
+        }
+        self.aggregate_size() + self.growth(record)
+    }
+
+    /// Whether `record` can be added without the aggregate exceeding the size limit.
+    ///
+    /// Always `true` for an empty aggregator: a record larger than the limit goes alone.
+    pub fn fits(&self, record: &UserRecord) -> bool {
+        self.is_empty() || self.size_with(record) <= self.max_size.get()
+    }
+
+    /// Adds `record` if it fits under the size limit; otherwise hands it back unchanged.
+    pub fn try_push(&mut self, record: UserRecord) -> Result<(), AggregateFull> {
+        if !self.fits(&record) {
+            return Err(AggregateFull {
+                size_with_record: self.size_with(&record),
+                limit: self.max_size.get(),
+                record,
+            });
+        }
+        self.push(record);
+        Ok(())
+    }
+
+    /// Emits the Kinesis record for everything added so far and resets the aggregator for reuse
+    /// (its buffers keep their capacity). Returns `None` when nothing was added.
+    pub fn finish(&mut self) -> Option<KinesisRecord> {
+        let first = self.first.take()?;
+        let record = if self.record_count == 1 {
+            KinesisRecord::new(first.partition_key, first.data)
+        } else {
+            let data = self.encode_aggregate();
+            let partition_key = match self.outer_partition_key {
+                OuterPartitionKey::Constant => OuterPartitionKey::CONSTANT.to_owned(),
+                OuterPartitionKey::FirstUserRecord => first.partition_key,
+            };
+            KinesisRecord::new(partition_key, data)
+        };
+        self.clear();
+        Some(record.with_explicit_hash_key(first.hash_key))
+    }
+
+    /// Drops every record added since the last [`finish`](Self::finish).
+    pub fn clear(&mut self) {
+        self.partition_key_table.clear();
+        self.explicit_hash_key_table.clear();
+        self.records.clear();
+        self.partition_key_index.clear();
+        self.explicit_hash_key_index.clear();
+        self.record_count = 0;
+        self.first = None;
+    }
+
+    fn aggregate_size(&self) -> usize {
+        AGGREGATE_OVERHEAD
+            + self.partition_key_table.len()
+            + self.explicit_hash_key_table.len()
+            + self.records.len()
+    }
+
+    /// How many bytes adding `record` would add to the aggregate's encoding.
+    fn growth(&self, record: &UserRecord) -> usize {
+        let key = record.partition_key().as_str();
+        let (key_index, new_key_bytes) = match self.partition_key_index.get(key) {
+            Some(&index) => (index, 0),
+            None => (
+                self.partition_key_index.len() as u64,
+                table_entry_len(key.len()),
+            ),
+        };
+        let (hash_key_index, new_hash_key_bytes) = match record.explicit_hash_key() {
+            None => (None, 0),
+            Some(hash_key) => match self.explicit_hash_key_index.get(&hash_key) {
+                Some(&index) => (Some(index), 0),
+                None => (
+                    Some(self.explicit_hash_key_index.len() as u64),
+                    table_entry_len(decimal_len(hash_key)),
+                ),
+            },
+        };
+        let body = record_body_len(key_index, hash_key_index, record.data().len());
+        new_key_bytes + new_hash_key_bytes + 1 + encoded_len_varint(body as u64) + body
+    }
+
+    fn push(&mut self, record: UserRecord) {
+        let (partition_key, explicit_hash_key, data) = record.into_parts();
+        if self.first.is_none() {
+            self.first = Some(FirstRecord {
+                partition_key: partition_key.as_str().to_owned(),
+                hash_key: explicit_hash_key.unwrap_or_else(|| partition_key.hash_key()),
+                data: data.clone(),
+            });
+        }
+        let key_index = self.intern_partition_key(partition_key);
+        let hash_key_index = explicit_hash_key.map(|hash_key| self.intern_hash_key(hash_key));
+
+        let body = record_body_len(key_index, hash_key_index, data.len());
+        let out = &mut self.records;
+        out.reserve(1 + encoded_len_varint(body as u64) + body);
+        out.push(tag::RECORDS);
+        encode_varint(body as u64, out);
+        out.push(tag::PARTITION_KEY_INDEX);
+        encode_varint(key_index, out);
+        if let Some(index) = hash_key_index {
+            out.push(tag::EXPLICIT_HASH_KEY_INDEX);
+            encode_varint(index, out);
+        }
+        out.push(tag::DATA);
+        encode_varint(data.len() as u64, out);
+        out.extend_from_slice(&data);
+        self.record_count += 1;
+    }
+
+    fn intern_partition_key(&mut self, partition_key: PartitionKey) -> u64 {
+        let next = self.partition_key_index.len() as u64;
+        let table = &mut self.partition_key_table;
+        *self
+            .partition_key_index
+            .entry(partition_key.into_string())
+            .or_insert_with_key(|key| {
+                write_table_entry(table, tag::PARTITION_KEY_TABLE, key.as_bytes());
+                next
+            })
+    }
+
+    fn intern_hash_key(&mut self, hash_key: HashKey) -> u64 {
+        let next = self.explicit_hash_key_index.len() as u64;
+        let table = &mut self.explicit_hash_key_table;
+        *self
+            .explicit_hash_key_index
+            .entry(hash_key)
+            .or_insert_with(|| {
+                let decimal = hash_key.to_string();
+                write_table_entry(table, tag::EXPLICIT_HASH_KEY_TABLE, decimal.as_bytes());
+                next
+            })
+    }
+
+    fn encode_aggregate(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.aggregate_size());
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.partition_key_table);
+        out.extend_from_slice(&self.explicit_hash_key_table);
+        out.extend_from_slice(&self.records);
+        let digest: [u8; 16] = Md5::digest(&out[MAGIC.len()..]).into();
+        out.extend_from_slice(&digest);
+        debug_assert_eq!(out.len(), self.aggregate_size());
+        Bytes::from(out)
+    }
+}
+
+/// A record that would push the aggregate over its size limit. Holds the record.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error(
+    "adding the record would make the aggregated record {size_with_record} bytes, \
+     over aggregation_max_size = {limit} bytes"
+)]
+pub struct AggregateFull {
+    record: UserRecord,
+    size_with_record: usize,
+    limit: usize,
+}
+
+impl AggregateFull {
+    /// The aggregate's size had the record been added.
+    pub fn size_with_record(&self) -> usize {
+        self.size_with_record
+    }
+
+    /// The size limit in force.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The rejected record.
+    pub fn record(&self) -> &UserRecord {
+        &self.record
+    }
+
+    /// Gives the rejected record back.
+    pub fn into_record(self) -> UserRecord {
+        self.record
+    }
+}
+
+/// Length of a `Record` message body: required pk index, optional EHK index, required data.
+fn record_body_len(key_index: u64, hash_key_index: Option<u64>, data_len: usize) -> usize {
+    let hash_key_index_len = hash_key_index.map_or(0, |index| 1 + encoded_len_varint(index));
+    1 + encoded_len_varint(key_index)
+        + hash_key_index_len
+        + 1
+        + encoded_len_varint(data_len as u64)
+        + data_len
+}
+
+/// Length of one length-delimited table entry holding `len` bytes.
+fn table_entry_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+fn write_table_entry(table: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    table.push(tag);
+    encode_varint(bytes.len() as u64, table);
+    table.extend_from_slice(bytes);
+}
+
+/// Number of decimal digits of a hash key.
+fn decimal_len(hash_key: HashKey) -> usize {
+    hash_key
+        .get()
+        .checked_ilog10()
+        .map_or(1, |log| log as usize + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_len_matches_formatting() {
+        for value in [0u128, 9, 10, 99, 100, u128::MAX] {
+            assert_eq!(
+                decimal_len(HashKey::new(value)),
+                value.to_string().len(),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_size_bounds() {
+        assert_eq!(MaxAggregateSize::new(64).map(MaxAggregateSize::get), Ok(64));
+        assert!(MaxAggregateSize::new(10 * 1024 * 1024).is_ok());
+        let error = MaxAggregateSize::new(10 * 1024 * 1024 + 1).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "aggregation_max_size is 10485761 bytes; it must be from 64 to 10485760"
+        );
+    }
+}
