@@ -1,1 +1,54 @@
-fn main() {}
+//! Aggregation encode and decode throughput, with a same-run baseline (MD5 + memcpy of the same
+//! bytes) so the ratio is meaningful on a noisy machine. `cargo xtask bench` prints the ratios.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use kpl_aggregation::{Aggregator, deaggregate};
+use kpl_benches::{RECORDS, aggregate_all, aggregate_each, md5_and_memcpy, user_records};
+
+fn aggregation(c: &mut Criterion) {
+    let records = user_records(RECORDS, 42);
+    let aggregates = aggregate_all(&mut Aggregator::default(), &records);
+
+    let mut group = c.benchmark_group("aggregation");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(6))
+        .throughput(Throughput::Elements(RECORDS as u64));
+
+    group.bench_function("baseline_md5_memcpy", |b| {
+        let mut scratch = Vec::with_capacity(64 * 1024);
+        b.iter(|| black_box(md5_and_memcpy(black_box(&aggregates), &mut scratch)));
+    });
+
+    group.bench_function("encode", |b| {
+        let mut aggregator = Aggregator::default();
+        b.iter(|| {
+            // Each aggregate is dropped as soon as it is made, as a producer sends it on: the
+            // allocator then reuses its memory, as in a long-running process.
+            let mut bytes = 0;
+            aggregate_each(&mut aggregator, black_box(&records), |record| {
+                bytes += black_box(record).data().len();
+            });
+            bytes
+        });
+    });
+
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            let mut count = 0;
+            for record in &aggregates {
+                count += deaggregate(black_box(record)).len();
+            }
+            assert_eq!(count, RECORDS);
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, aggregation);
+criterion_main!(benches);

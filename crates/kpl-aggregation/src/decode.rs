@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,19 +18,42 @@ use crate::{HashKey, HashKeyRange, KinesisRecord, MAGIC};
 const DIGEST_LEN: usize = 16;
 
 /// One user record recovered from a Kinesis record.
-#[derive(Clone, PartialEq, Eq, Debug)]
+///
+/// It shares the Kinesis record's buffer: neither the data nor the partition key is copied.
+/// Equality compares what the record says (keys, data, position), not where its bytes live.
+#[derive(Clone)]
 pub struct DeaggregatedRecord {
-    partition_key: Arc<str>,
+    /// The Kinesis record's data; for an aggregate, both the key and the payload are ranges of it.
+    source: Bytes,
+    data: Range<usize>,
+    partition_key: KeyText,
     explicit_hash_key: Option<HashKey>,
-    data: Bytes,
     sub_sequence_number: u64,
     aggregated: bool,
+}
+
+/// Where a de-aggregated record's partition key lives.
+#[derive(Clone)]
+enum KeyText {
+    /// A range of `source` that was checked to be UTF-8 when the aggregate was decoded.
+    InSource(Range<usize>),
+    /// The outer key of a plain record that passed through.
+    Outer(Arc<str>),
 }
 
 impl DeaggregatedRecord {
     /// The user record's partition key.
     pub fn partition_key(&self) -> &str {
-        &self.partition_key
+        match &self.partition_key {
+            // The range was validated as UTF-8 during decoding, so the fallback is unreachable;
+            // it exists only because this crate forbids `unsafe` (no `from_utf8_unchecked`).
+            KeyText::InSource(range) => self
+                .source
+                .get(range.clone())
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or_default(),
+            KeyText::Outer(key) => key,
+        }
     }
 
     /// The explicit hash key, only if the producer set one for this user record.
@@ -40,17 +64,22 @@ impl DeaggregatedRecord {
     /// The hash key that routes this user record: the explicit one, or MD5 of the partition key.
     pub fn hash_key(&self) -> HashKey {
         self.explicit_hash_key
-            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+            .unwrap_or_else(|| HashKey::from_partition_key(self.partition_key()))
     }
 
-    /// The payload, sharing the Kinesis record's buffer (no copy).
-    pub fn data(&self) -> &Bytes {
-        &self.data
+    /// The payload.
+    pub fn data(&self) -> &[u8] {
+        self.source.get(self.data.clone()).unwrap_or_default()
     }
 
-    /// The payload, by value.
+    /// The payload as `Bytes`, sharing the Kinesis record's buffer (no copy).
+    pub fn data_bytes(&self) -> Bytes {
+        self.source.slice(self.data.clone())
+    }
+
+    /// The payload by value, sharing the Kinesis record's buffer (no copy).
     pub fn into_data(self) -> Bytes {
-        self.data
+        self.data_bytes()
     }
 
     /// Position within the aggregate, from 0 (always 0 for a record that was not aggregated). Together
@@ -62,6 +91,30 @@ impl DeaggregatedRecord {
     /// Whether the record came out of an aggregate (`false` for a plain record passed through).
     pub fn is_aggregated(&self) -> bool {
         self.aggregated
+    }
+}
+
+impl PartialEq for DeaggregatedRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.sub_sequence_number == other.sub_sequence_number
+            && self.aggregated == other.aggregated
+            && self.explicit_hash_key == other.explicit_hash_key
+            && self.partition_key() == other.partition_key()
+            && self.data() == other.data()
+    }
+}
+
+impl Eq for DeaggregatedRecord {}
+
+impl fmt::Debug for DeaggregatedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeaggregatedRecord")
+            .field("partition_key", &self.partition_key())
+            .field("explicit_hash_key", &self.explicit_hash_key)
+            .field("data", &Bytes::copy_from_slice(self.data()))
+            .field("sub_sequence_number", &self.sub_sequence_number)
+            .field("aggregated", &self.aggregated)
+            .finish()
     }
 }
 
@@ -278,16 +331,17 @@ pub enum DecodeErrorKind {
 
 fn passthrough(record: &KinesisRecord) -> DeaggregatedRecord {
     DeaggregatedRecord {
-        partition_key: Arc::from(record.partition_key()),
+        source: record.data().clone(),
+        data: 0..record.data().len(),
+        partition_key: KeyText::Outer(Arc::from(record.partition_key())),
         explicit_hash_key: record.explicit_hash_key(),
-        data: record.data().clone(),
         sub_sequence_number: 0,
         aggregated: false,
     }
 }
 
 /// Checks magic, length and MD5; returns the protobuf's position in `data`.
-fn verified_body(data: &[u8]) -> Result<std::ops::Range<usize>, DecodeError> {
+fn verified_body(data: &[u8]) -> Result<Range<usize>, DecodeError> {
     if data.len() < MAGIC.len() {
         let kind = if MAGIC.starts_with(data) && !data.is_empty() {
             DecodeErrorKind::Truncated
@@ -318,13 +372,14 @@ fn verified_body(data: &[u8]) -> Result<std::ops::Range<usize>, DecodeError> {
 struct RawRecord {
     partition_key_index: u64,
     explicit_hash_key_index: Option<u64>,
-    data: std::ops::Range<usize>,
+    data: Range<usize>,
 }
 
 /// Tables and records of an `AggregatedRecord`, positions relative to the whole Kinesis data.
 #[derive(Default)]
 struct ParsedAggregate {
-    partition_keys: Vec<Arc<str>>,
+    /// Ranges of the data holding each partition key, checked to be UTF-8.
+    partition_keys: Vec<Range<usize>>,
     /// Entries are parsed eagerly but only an entry a record refers to must be valid.
     explicit_hash_keys: Vec<Option<HashKey>>,
     records: Vec<RawRecord>,
@@ -371,9 +426,10 @@ impl ParsedAggregate {
                 }
             };
             out.push(DeaggregatedRecord {
-                partition_key: Arc::clone(partition_key),
+                source: data.clone(),
+                data: raw.data,
+                partition_key: KeyText::InSource(partition_key.clone()),
                 explicit_hash_key,
-                data: data.slice(raw.data),
                 sub_sequence_number: position as u64,
                 aggregated: true,
             });
@@ -398,7 +454,7 @@ mod tag {
 
 fn parse_aggregated_record(
     data: &[u8],
-    body: std::ops::Range<usize>,
+    body: Range<usize>,
 ) -> Result<ParsedAggregate, DecodeError> {
     let mut parsed = ParsedAggregate::default();
     let mut reader = Reader::new(data, body);
@@ -407,13 +463,13 @@ fn parse_aggregated_record(
         match tag {
             tag::PARTITION_KEY_TABLE => {
                 let entry = reader.length_delimited()?;
-                let key = std::str::from_utf8(&data[entry.clone()]).map_err(|_| {
-                    DecodeError::new(
+                if std::str::from_utf8(&data[entry.clone()]).is_err() {
+                    return Err(DecodeError::new(
                         DecodeErrorKind::InvalidUtf8,
                         format!("partition key table entry {}", parsed.partition_keys.len()),
-                    )
-                })?;
-                parsed.partition_keys.push(Arc::from(key));
+                    ));
+                }
+                parsed.partition_keys.push(entry);
             }
             tag::EXPLICIT_HASH_KEY_TABLE => {
                 let entry = reader.length_delimited()?;
@@ -431,7 +487,7 @@ fn parse_aggregated_record(
     Ok(parsed)
 }
 
-fn parse_record(data: &[u8], range: std::ops::Range<usize>) -> Result<RawRecord, DecodeError> {
+fn parse_record(data: &[u8], range: Range<usize>) -> Result<RawRecord, DecodeError> {
     let mut reader = Reader::new(data, range);
     let mut partition_key_index = None;
     let mut explicit_hash_key_index = None;
@@ -459,7 +515,7 @@ fn parse_record(data: &[u8], range: std::ops::Range<usize>) -> Result<RawRecord,
 
 /// Tags are never produced by the KPL and are not surfaced, but a proto2 parser (and so the KCL)
 /// rejects a `Tag` without its required `key`, so this parser does too.
-fn check_tag(data: &[u8], range: std::ops::Range<usize>) -> Result<(), DecodeError> {
+fn check_tag(data: &[u8], range: Range<usize>) -> Result<(), DecodeError> {
     let mut reader = Reader::new(data, range);
     let mut has_key = false;
     while !reader.is_empty() {
@@ -492,7 +548,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(data: &'a [u8], range: std::ops::Range<usize>) -> Self {
+    fn new(data: &'a [u8], range: Range<usize>) -> Self {
         Self {
             data,
             position: range.start,
@@ -518,7 +574,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length prefix and returns the range of the bytes it announces.
-    fn length_delimited(&mut self) -> Result<std::ops::Range<usize>, DecodeError> {
+    fn length_delimited(&mut self) -> Result<Range<usize>, DecodeError> {
         let len = self.varint()?;
         let available = self.end - self.position;
         let len = usize::try_from(len)

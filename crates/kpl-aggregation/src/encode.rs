@@ -6,12 +6,14 @@
 //! record *would* add is computed from the same arithmetic before it is written.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use md5::{Digest, Md5};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-use crate::{HashKey, KinesisRecord, MAGIC, PartitionKey, UserRecord};
+use crate::{HashKey, KinesisRecord, MAGIC, UserRecord};
 
 /// Protobuf tags (field number << 3 | wire type) of the fields the encoder writes.
 mod tag {
@@ -28,7 +30,7 @@ pub const AGGREGATE_OVERHEAD: usize = MAGIC.len() + 16;
 
 /// Deduplicating tables need a fast hasher: one lookup per record sits on the hot path. Iteration
 /// order never matters here (indices are assigned in insertion order), so a seeded hasher is safe.
-type Index<K> = HashMap<K, u64, foldhash::fast::RandomState>;
+type FastHasher = foldhash::fast::RandomState;
 
 /// The largest encoded size an aggregated record may have.
 ///
@@ -121,6 +123,8 @@ impl OuterPartitionKey {
 /// * two or more: `F3 89 9A C2` + protobuf + MD5(protobuf), with the outer partition key chosen by
 ///   [`OuterPartitionKey`] and the first user record's hash key as the explicit hash key.
 ///
+/// Records are borrowed, not consumed: a producer keeps each user record until its outcome is
+/// known (it may have to re-aggregate it for a retry), and the aggregator copies what it encodes.
 /// The first record is always accepted, so a single record larger than the limit is emitted alone.
 /// The aggregator does not group by shard: the caller must only put records together that are
 /// predicted for the same shard, or a KCL consumer drops the whole aggregate.
@@ -131,7 +135,7 @@ impl OuterPartitionKey {
 /// let mut aggregator = Aggregator::default();
 /// for (key, data) in [("pk-1", "hello"), ("pk-2", "world")] {
 ///     let record = UserRecord::new(PartitionKey::new(key)?, data);
-///     aggregator.try_push(record)?;
+///     aggregator.try_push(&record)?;
 /// }
 /// let size = aggregator.size();
 /// let kinesis_record = aggregator.finish().expect("two records were added");
@@ -150,11 +154,23 @@ pub struct Aggregator {
     explicit_hash_key_table: Vec<u8>,
     /// Encoded `records` entries, in order.
     records: Vec<u8>,
-    partition_key_index: Index<String>,
-    explicit_hash_key_index: Index<HashKey>,
+    /// Finds a partition key's table index; the key bytes themselves live in `partition_key_table`.
+    partition_key_index: HashTable<KeySlot>,
+    explicit_hash_key_index: HashMap<HashKey, u64, FastHasher>,
+    hasher: FastHasher,
     record_count: usize,
     /// Kept whole so that a lone record can be emitted unwrapped, as the KPL does.
     first: Option<FirstRecord>,
+}
+
+/// Where one distinct partition key sits in the encoded partition-key table.
+#[derive(Clone, Copy, Debug)]
+struct KeySlot {
+    hash: u64,
+    /// Byte range of the key's text within `partition_key_table`.
+    start: usize,
+    end: usize,
+    index: u64,
 }
 
 #[derive(Debug)]
@@ -162,6 +178,19 @@ struct FirstRecord {
     partition_key: String,
     hash_key: HashKey,
     data: Bytes,
+}
+
+/// Where a record's keys would go: existing table indexes, or new entries and their encoded size.
+struct Placement {
+    key_hash: u64,
+    key_index: u64,
+    new_key: bool,
+    hash_key_index: Option<u64>,
+    new_hash_key: bool,
+    /// Bytes the record adds to the protobuf: new table entries plus the record entry.
+    growth: usize,
+    /// Length of the `Record` message body.
+    body: usize,
 }
 
 impl Aggregator {
@@ -203,7 +232,7 @@ impl Aggregator {
         if self.is_empty() {
             return record.data().len();
         }
-        self.aggregate_size() + self.growth(record)
+        self.aggregate_size() + self.place(record).growth
     }
 
     /// Whether `record` can be added without the aggregate exceeding the size limit.
@@ -213,16 +242,26 @@ impl Aggregator {
         self.is_empty() || self.size_with(record) <= self.max_size.get()
     }
 
-    /// Adds `record` if it fits under the size limit; otherwise hands it back unchanged.
-    pub fn try_push(&mut self, record: UserRecord) -> Result<(), AggregateFull> {
-        if !self.fits(&record) {
-            return Err(AggregateFull {
-                size_with_record: self.size_with(&record),
-                limit: self.max_size.get(),
-                record,
+    /// Adds a copy of `record` if it fits under the size limit; otherwise leaves the aggregator as
+    /// it was and says by how much the record missed.
+    pub fn try_push(&mut self, record: &UserRecord) -> Result<(), AggregateFull> {
+        let placement = self.place(record);
+        if self.first.is_some() {
+            let size_with_record = self.aggregate_size() + placement.growth;
+            if size_with_record > self.max_size.get() {
+                return Err(AggregateFull {
+                    size_with_record,
+                    limit: self.max_size.get(),
+                });
+            }
+        } else {
+            self.first = Some(FirstRecord {
+                partition_key: record.partition_key().as_str().to_owned(),
+                hash_key: record.hash_key(),
+                data: record.data().clone(),
             });
         }
-        self.push(record);
+        self.write(record, &placement);
         Ok(())
     }
 
@@ -262,82 +301,88 @@ impl Aggregator {
             + self.records.len()
     }
 
-    /// How many bytes adding `record` would add to the aggregate's encoding.
-    fn growth(&self, record: &UserRecord) -> usize {
-        let key = record.partition_key().as_str();
-        let (key_index, new_key_bytes) = match self.partition_key_index.get(key) {
-            Some(&index) => (index, 0),
-            None => (
-                self.partition_key_index.len() as u64,
-                table_entry_len(key.len()),
-            ),
+    /// Looks both keys up (one hash-table probe each) and computes what the record would add.
+    fn place(&self, record: &UserRecord) -> Placement {
+        let key = record.partition_key().as_str().as_bytes();
+        let key_hash = self.hasher.hash_one(key);
+        let table = &self.partition_key_table;
+        let found = self.partition_key_index.find(key_hash, |slot| {
+            slot.hash == key_hash && table.get(slot.start..slot.end) == Some(key)
+        });
+        let (key_index, new_key) = match found {
+            Some(slot) => (slot.index, false),
+            None => (self.partition_key_index.len() as u64, true),
         };
-        let (hash_key_index, new_hash_key_bytes) = match record.explicit_hash_key() {
-            None => (None, 0),
+        let (hash_key_index, new_hash_key) = match record.explicit_hash_key() {
+            None => (None, false),
             Some(hash_key) => match self.explicit_hash_key_index.get(&hash_key) {
-                Some(&index) => (Some(index), 0),
-                None => (
-                    Some(self.explicit_hash_key_index.len() as u64),
-                    table_entry_len(decimal_len(hash_key)),
-                ),
+                Some(&index) => (Some(index), false),
+                None => (Some(self.explicit_hash_key_index.len() as u64), true),
             },
         };
         let body = record_body_len(key_index, hash_key_index, record.data().len());
-        new_key_bytes + new_hash_key_bytes + 1 + encoded_len_varint(body as u64) + body
+        let mut growth = 1 + encoded_len_varint(body as u64) + body;
+        if new_key {
+            growth += table_entry_len(key.len());
+        }
+        if let (true, Some(hash_key)) = (new_hash_key, record.explicit_hash_key()) {
+            growth += table_entry_len(decimal_len(hash_key));
+        }
+        Placement {
+            key_hash,
+            key_index,
+            new_key,
+            hash_key_index,
+            new_hash_key,
+            growth,
+            body,
+        }
     }
 
-    fn push(&mut self, record: UserRecord) {
-        let (partition_key, explicit_hash_key, data) = record.into_parts();
-        if self.first.is_none() {
-            self.first = Some(FirstRecord {
-                partition_key: partition_key.as_str().to_owned(),
-                hash_key: explicit_hash_key.unwrap_or_else(|| partition_key.hash_key()),
-                data: data.clone(),
-            });
+    fn write(&mut self, record: &UserRecord, placement: &Placement) {
+        if placement.new_key {
+            let key = record.partition_key().as_str().as_bytes();
+            let table = &mut self.partition_key_table;
+            table.push(tag::PARTITION_KEY_TABLE);
+            put_varint(table, key.len() as u64);
+            let start = table.len();
+            table.extend_from_slice(key);
+            let slot = KeySlot {
+                hash: placement.key_hash,
+                start,
+                end: table.len(),
+                index: placement.key_index,
+            };
+            self.partition_key_index
+                .insert_unique(placement.key_hash, slot, |slot| slot.hash);
         }
-        let key_index = self.intern_partition_key(partition_key);
-        let hash_key_index = explicit_hash_key.map(|hash_key| self.intern_hash_key(hash_key));
-
-        let body = record_body_len(key_index, hash_key_index, data.len());
+        if let (true, Some(hash_key), Some(index)) = (
+            placement.new_hash_key,
+            record.explicit_hash_key(),
+            placement.hash_key_index,
+        ) {
+            let decimal = hash_key.to_string();
+            let table = &mut self.explicit_hash_key_table;
+            table.push(tag::EXPLICIT_HASH_KEY_TABLE);
+            put_varint(table, decimal.len() as u64);
+            table.extend_from_slice(decimal.as_bytes());
+            self.explicit_hash_key_index.insert(hash_key, index);
+        }
+        let data = record.data();
         let out = &mut self.records;
-        out.reserve(1 + encoded_len_varint(body as u64) + body);
+        out.reserve(placement.growth);
         out.push(tag::RECORDS);
-        encode_varint(body as u64, out);
+        put_varint(out, placement.body as u64);
         out.push(tag::PARTITION_KEY_INDEX);
-        encode_varint(key_index, out);
-        if let Some(index) = hash_key_index {
+        put_varint(out, placement.key_index);
+        if let Some(index) = placement.hash_key_index {
             out.push(tag::EXPLICIT_HASH_KEY_INDEX);
-            encode_varint(index, out);
+            put_varint(out, index);
         }
         out.push(tag::DATA);
-        encode_varint(data.len() as u64, out);
-        out.extend_from_slice(&data);
+        put_varint(out, data.len() as u64);
+        out.extend_from_slice(data);
         self.record_count += 1;
-    }
-
-    fn intern_partition_key(&mut self, partition_key: PartitionKey) -> u64 {
-        let next = self.partition_key_index.len() as u64;
-        let table = &mut self.partition_key_table;
-        *self
-            .partition_key_index
-            .entry(partition_key.into_string())
-            .or_insert_with_key(|key| {
-                write_table_entry(table, tag::PARTITION_KEY_TABLE, key.as_bytes());
-                next
-            })
-    }
-
-    fn intern_hash_key(&mut self, hash_key: HashKey) -> u64 {
-        let next = self.explicit_hash_key_index.len() as u64;
-        let table = &mut self.explicit_hash_key_table;
-        *self
-            .explicit_hash_key_index
-            .entry(hash_key)
-            .or_insert_with(|| {
-                let decimal = hash_key.to_string();
-                write_table_entry(table, tag::EXPLICIT_HASH_KEY_TABLE, decimal.as_bytes());
-                next
-            })
     }
 
     fn encode_aggregate(&self) -> Bytes {
@@ -353,14 +398,14 @@ impl Aggregator {
     }
 }
 
-/// A record that would push the aggregate over its size limit. Holds the record.
-#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+/// A record that would push the aggregate over its size limit. The aggregator is unchanged and the
+/// caller still holds the record: finish this aggregate and start the next one with it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 #[error(
     "adding the record would make the aggregated record {size_with_record} bytes, \
      over aggregation_max_size = {limit} bytes"
 )]
 pub struct AggregateFull {
-    record: UserRecord,
     size_with_record: usize,
     limit: usize,
 }
@@ -374,16 +419,6 @@ impl AggregateFull {
     /// The size limit in force.
     pub fn limit(&self) -> usize {
         self.limit
-    }
-
-    /// The rejected record.
-    pub fn record(&self) -> &UserRecord {
-        &self.record
-    }
-
-    /// Gives the rejected record back.
-    pub fn into_record(self) -> UserRecord {
-        self.record
     }
 }
 
@@ -402,10 +437,15 @@ fn table_entry_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-fn write_table_entry(table: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
-    table.push(tag);
-    encode_varint(bytes.len() as u64, table);
-    table.extend_from_slice(bytes);
+/// Appends a varint. Indexes and lengths are nearly always below 128, so that case is kept inline
+/// and the general case is left to `prost`.
+#[inline]
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        encode_varint(value, out);
+    }
 }
 
 /// Number of decimal digits of a hash key.

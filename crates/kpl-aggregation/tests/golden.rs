@@ -30,7 +30,7 @@ fn encoder_reproduces_the_worked_example_byte_for_byte() {
         user("pk-2", "world"),
         user("pk-1", "!"),
     ] {
-        aggregator.try_push(record).unwrap();
+        aggregator.try_push(&record).unwrap();
     }
     assert_eq!(aggregator.size(), 61);
     let record = aggregator.finish().unwrap();
@@ -74,8 +74,8 @@ fn decoder_reads_the_worked_example() {
 fn index_zero_is_always_on_the_wire() {
     // proto2 `required`: a proto3-style encoder would omit `08 00` and the KCL would reject the blob.
     let mut aggregator = Aggregator::default();
-    aggregator.try_push(user("k", "x")).unwrap();
-    aggregator.try_push(user("k", "y")).unwrap();
+    aggregator.try_push(&user("k", "x")).unwrap();
+    aggregator.try_push(&user("k", "y")).unwrap();
     let record = aggregator.finish().unwrap();
     let protobuf = &record.data()[4..record.data().len() - 16];
     assert_eq!(protobuf, hex!("0a016b 1a0508001a0178 1a0508001a0179"));
@@ -84,7 +84,7 @@ fn index_zero_is_always_on_the_wire() {
 #[test]
 fn a_single_record_is_sent_raw_with_its_own_keys() {
     let mut aggregator = Aggregator::default();
-    aggregator.try_push(user("pk-1", "hello")).unwrap();
+    aggregator.try_push(&user("pk-1", "hello")).unwrap();
     assert_eq!(aggregator.size(), 5);
     let record = aggregator.finish().unwrap();
     assert_eq!(record.data().as_ref(), b"hello");
@@ -100,9 +100,9 @@ fn a_single_record_is_sent_raw_with_its_own_keys() {
 fn explicit_hash_keys_go_to_their_table_and_route_the_aggregate() {
     let mut aggregator = Aggregator::default();
     aggregator
-        .try_push(user("pk-1", "hello").with_explicit_hash_key(HashKey::new(12345)))
+        .try_push(&user("pk-1", "hello").with_explicit_hash_key(HashKey::new(12345)))
         .unwrap();
-    aggregator.try_push(user("pk-2", "world")).unwrap();
+    aggregator.try_push(&user("pk-2", "world")).unwrap();
     let record = aggregator.finish().unwrap();
     let protobuf = hex!(
         "0a04706b2d31 0a04706b2d32 120531323334 35 1a0b080010001a0568656c6c6f 1a0908011a05776f726c64"
@@ -126,8 +126,8 @@ fn outer_partition_key_policy() {
         MaxAggregateSize::DEFAULT,
         OuterPartitionKey::FirstUserRecord,
     );
-    aggregator.try_push(user("pk-1", "hello")).unwrap();
-    aggregator.try_push(user("pk-2", "world")).unwrap();
+    aggregator.try_push(&user("pk-1", "hello")).unwrap();
+    aggregator.try_push(&user("pk-2", "world")).unwrap();
     let record = aggregator.finish().unwrap();
     assert_eq!(record.partition_key(), "pk-1");
     assert_eq!(record.explicit_hash_key(), Some(HashKey::new(PK1_HASH_KEY)));
