@@ -565,6 +565,17 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        // Tags, indexes and small lengths are single bytes; only longer varints go through prost.
+        if let Some(&byte) = self
+            .data
+            .get(self.position)
+            .filter(|_| self.position < self.end)
+        {
+            if byte < 0x80 {
+                self.position += 1;
+                return Ok(u64::from(byte));
+            }
+        }
         let mut buf = self.remaining();
         let before = buf.len();
         let value = prost::encoding::decode_varint(&mut buf)

@@ -144,7 +144,7 @@ impl OuterPartitionKey {
 /// assert_eq!(deaggregate(&kinesis_record).len(), 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Aggregator {
     max_size: MaxAggregateSize,
     outer_partition_key: OuterPartitionKey,
@@ -173,7 +173,7 @@ struct KeySlot {
     index: u64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct FirstRecord {
     partition_key: String,
     hash_key: HashKey,

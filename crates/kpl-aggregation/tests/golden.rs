@@ -152,3 +152,26 @@ fn tampered_worked_example_passes_through_or_errors() {
         assert_eq!(passed[0].data().as_ref(), bytes.as_slice());
     }
 }
+
+/// Produced by the Python `aws-kinesis-agg` 1.2.3 `RecordAggregator` (AWS's independent
+/// implementation) from ("pk-1", "hello"), ("pk-2", "world", EHK "12345"), ("pk-1", "!").
+const PYTHON_AGG_WITH_EHK: [u8; 70] = hex!(
+    "f3899ac2 0a04706b2d31 0a04706b2d32 120531323334 35 1a0908001a0568656c6c6f"
+    "1a0b080110001a05776f726c64 1a0508001a0121 a295f5e43fb26c8162345bfacc09fb74"
+);
+
+#[test]
+fn matches_the_python_reference_encoder_with_an_explicit_hash_key() {
+    let mut aggregator = Aggregator::default();
+    aggregator.try_push(&user("pk-1", "hello")).unwrap();
+    aggregator
+        .try_push(&user("pk-2", "world").with_explicit_hash_key(HashKey::new(12345)))
+        .unwrap();
+    aggregator.try_push(&user("pk-1", "!")).unwrap();
+    let record = aggregator.finish().unwrap();
+    assert_eq!(record.data().as_ref(), PYTHON_AGG_WITH_EHK);
+
+    let decoded = deaggregate_strict(&KinesisRecord::new("a", &PYTHON_AGG_WITH_EHK[..])).unwrap();
+    let keys: Vec<_> = decoded.iter().map(|r| r.explicit_hash_key()).collect();
+    assert_eq!(keys, [None, Some(HashKey::new(12345)), None]);
+}
