@@ -1,1 +1,360 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
+//!
+//! - `ci`: everything CI checks, in order; `.ci/run` and GitHub Actions call exactly this.
+//! - `setup`: installs what the tests need (the Python interop oracle) into `.tools/` (git-ignored).
+//! - `bench`: runs the criterion benchmarks and prints the ratios the targets are stated in.
+//! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+/// The independent aggregation implementation the interop tests compare against.
+const ORACLE_PACKAGES: [&str; 2] = ["aws-kinesis-agg==1.2.3", "six==1.17.0"];
+/// Crates that must never appear in the dependency tree of the listed crate.
+const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 1] = [(
+    "kpl-aggregation",
+    &[
+        "tokio",
+        "aws-sdk-kinesis",
+        "aws-config",
+        "aws-smithy-runtime",
+        "metrics",
+    ],
+)];
+const FUZZ_TARGETS: [&str; 2] = ["decode", "roundtrip"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("setup") => setup().map(drop),
+        Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
+        _ => Err(
+            "usage: cargo xtask <ci | setup | bench [criterion args] | fuzz [TARGET] [--secs N]>"
+                .to_owned(),
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+fn run(step: &str, command: &mut Command) -> Result {
+    eprintln!("\n==> {step}");
+    let status = command
+        .status()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+/// Test counts summed over every `test result:` line a cargo test run prints.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Runs a cargo test command, echoing its output and adding its results to `tally`.
+fn run_tests(step: &str, command: &mut Command, tally: &mut Tally) -> Result {
+    eprintln!("\n==> {step}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{step}: could not start: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| format!("{step}: reading output: {e}"))?;
+        println!("{line}");
+        if let Some(rest) = line.trim().strip_prefix("test result: ") {
+            let count = |label: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(label)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            tally.passed += count(" passed");
+            tally.failed += count(" failed");
+            tally.ignored += count(" ignored");
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{step}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn ci() -> Result {
+    let python = setup()?;
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    check_dependency_boundaries()?;
+
+    let mut tally = Tally::default();
+    let result = (|| {
+        run_tests(
+            "cargo test (unit, integration, property and interop tests; examples)",
+            cargo()
+                .args(["test", "--workspace", "--locked", "--exclude", "kpl-fuzz"])
+                .args(["--lib", "--bins", "--tests", "--examples"])
+                .env("KPL_INTEROP_PYTHON", &python),
+            &mut tally,
+        )?;
+        run_tests(
+            "cargo test --doc",
+            cargo().args(["test", "--workspace", "--locked", "--doc"]),
+            &mut tally,
+        )?;
+        run(
+            "cargo doc",
+            cargo()
+                .args(["doc", "--workspace", "--no-deps", "--locked"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        )?;
+        run_tests(
+            "fuzz corpus replay",
+            cargo().args([
+                "test",
+                "--locked",
+                "-p",
+                "kpl-fuzz",
+                "--test",
+                "corpus_replay",
+            ]),
+            &mut tally,
+        )
+    })();
+    println!(
+        "\nsummary: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    result
+}
+
+/// Creates `.tools/interop-venv` with the Python oracle if it is missing; returns its interpreter.
+fn setup() -> Result<PathBuf> {
+    let venv = root().join(".tools/interop-venv");
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args([
+                "-c",
+                "import aws_kinesis_agg.aggregator, aws_kinesis_agg.deaggregator",
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if python.exists() && ready(&python) {
+        return Ok(python);
+    }
+    let system_python = ["python3", "python"]
+        .into_iter()
+        .find(|name| Command::new(name).arg("--version").output().is_ok())
+        .ok_or(
+            "the interop tests need Python 3 with the venv module (to install aws-kinesis-agg \
+             1.2.3), and neither `python3` nor `python` is on PATH",
+        )?;
+    run(
+        "create .tools/interop-venv",
+        Command::new(system_python).arg("-m").arg("venv").arg(&venv),
+    )?;
+    run(
+        "install the Python aggregation oracle",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(ORACLE_PACKAGES),
+    )?;
+    if ready(&python) {
+        Ok(python)
+    } else {
+        Err(format!(
+            "{} cannot import aws_kinesis_agg after installing it",
+            python.display()
+        ))
+    }
+}
+
+fn check_dependency_boundaries() -> Result {
+    eprintln!("\n==> dependency boundaries");
+    for (krate, forbidden) in FORBIDDEN_DEPENDENCIES {
+        let output = cargo()
+            .args([
+                "tree",
+                "--locked",
+                "-p",
+                krate,
+                "-e",
+                "normal,build",
+                "--prefix",
+                "none",
+            ])
+            .output()
+            .map_err(|e| format!("cargo tree: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("cargo tree -p {krate} failed"));
+        }
+        let tree = String::from_utf8_lossy(&output.stdout);
+        for line in tree.lines() {
+            let name = line.split(' ').next().unwrap_or_default();
+            if forbidden.contains(&name) || name.starts_with("aws-") {
+                return Err(format!(
+                    "{krate} must not depend on {name}, but its tree has: {line}"
+                ));
+            }
+        }
+        eprintln!("{krate}: none of {forbidden:?} nor any aws-* crate");
+    }
+    Ok(())
+}
+
+fn bench(extra: &[String]) -> Result {
+    run(
+        "cargo bench",
+        cargo()
+            .args([
+                "bench",
+                "--locked",
+                "-p",
+                "kpl-benches",
+                "--bench",
+                "aggregation",
+                "--",
+            ])
+            .args(extra),
+    )?;
+    let estimate = |name: &str| -> Result<f64> {
+        let path = root().join(format!(
+            "target/criterion/aggregation/{name}/new/estimates.json"
+        ));
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e} (was the benchmark filtered out?)", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        json["mean"]["point_estimate"]
+            .as_f64()
+            .ok_or_else(|| format!("{}: no mean estimate", path.display()))
+    };
+    const RECORDS: f64 = 1_000_000.0;
+    let baseline = estimate("baseline_md5_memcpy")? / RECORDS;
+    let encode = estimate("encode")? / RECORDS;
+    let decode = estimate("decode")? / RECORDS;
+    println!(
+        "\nper user record (16-char key + 100 B, 51,200-byte aggregates; mean of criterion samples)"
+    );
+    println!("  baseline (MD5 + memcpy of the encoded bytes): {baseline:7.1} ns");
+    println!(
+        "  encode:                                      {encode:7.1} ns  = {:.3} x baseline (target <= 1.15)",
+        encode / baseline
+    );
+    println!(
+        "  decode:                                      {decode:7.1} ns  = {:.2} M user records/s (target >= 5)",
+        1_000.0 / decode
+    );
+    Ok(())
+}
+
+fn fuzz(args: &[String]) -> Result {
+    let mut secs = 60u64;
+    let mut targets: Vec<&str> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--secs" => {
+                secs = rest
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or("--secs takes a number of seconds")?;
+            }
+            name if FUZZ_TARGETS.contains(&name) => targets.push(name),
+            other => {
+                return Err(format!(
+                    "unknown fuzz argument {other:?}; targets: {FUZZ_TARGETS:?}"
+                ));
+            }
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    let tools = root().join(".tools/cargo-fuzz");
+    let cargo_fuzz = tools.join("bin/cargo-fuzz");
+    if !cargo_fuzz.exists() {
+        run(
+            "install cargo-fuzz into .tools/cargo-fuzz",
+            cargo()
+                .args(["install", "cargo-fuzz", "--locked", "--root"])
+                .arg(&tools),
+        )?;
+    }
+    for target in targets {
+        let corpus = root().join("fuzz/corpus").join(target);
+        run(
+            &format!("cargo fuzz run {target} for {secs} s"),
+            Command::new(&cargo_fuzz)
+                .current_dir(root())
+                .args(["fuzz", "run", target, "--features", "libfuzzer"])
+                .arg(&corpus)
+                .arg("--")
+                .arg(format!("-max_total_time={secs}"))
+                // cargo-fuzz passes nightly-only sanitizer flags; this lets the stable toolchain
+                // accept them (the only toolchain these machines have).
+                .env("RUSTC_BOOTSTRAP", "1"),
+        )?;
+    }
+    Ok(())
+}

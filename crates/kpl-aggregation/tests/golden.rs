@@ -2,6 +2,11 @@
 //! independent Python implementation (`testdata/`, see `testdata/PROVENANCE.md`), never by this
 //! crate's own encoder.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on unexpected results by design"
+)]
+
 use hex_literal::hex;
 use kpl_aggregation::{
     Aggregator, DecodeErrorKind, HashKey, KinesisRecord, MaxAggregateSize, OuterPartitionKey,
@@ -52,7 +57,7 @@ fn decoder_reads_the_worked_example() {
         .map(|r| {
             (
                 r.partition_key(),
-                &r.data()[..],
+                r.data(),
                 r.sub_sequence_number(),
                 r.explicit_hash_key(),
             )
@@ -149,7 +154,7 @@ fn tampered_worked_example_passes_through_or_errors() {
         let passed = deaggregate(&record);
         assert_eq!(passed.len(), 1);
         assert!(!passed[0].is_aggregated());
-        assert_eq!(passed[0].data().as_ref(), bytes.as_slice());
+        assert_eq!(passed[0].data(), bytes.as_slice());
     }
 }
 

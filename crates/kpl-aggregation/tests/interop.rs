@@ -4,6 +4,11 @@
 //! `cargo xtask ci` installs it into `.tools/interop-venv` (git-ignored). These tests never skip:
 //! without the oracle they fail and say how to install it.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on unexpected results by design"
+)]
+
 mod common;
 
 use std::fmt::Write as _;

@@ -1,5 +1,10 @@
 //! Property tests of the encoder and decoder.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on unexpected results by design"
+)]
+
 mod common;
 
 use common::{assert_same_records, user_record};

@@ -1,6 +1,11 @@
 //! Every strict-mode error kind, each from a hand-made aggregate whose MD5 trailer is valid, so the
 //! protobuf itself is what is judged. The lenient decoder passes each through as one plain record.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers panic on unexpected results by design"
+)]
+
 use hex_literal::hex;
 use kpl_aggregation::{DecodeErrorKind, HashKey, KinesisRecord, deaggregate, deaggregate_strict};
 use md5::{Digest, Md5};
