@@ -125,6 +125,10 @@ impl fmt::Debug for DeaggregatedRecord {
 /// else passes through as one plain record with sub-sequence number 0, as the KCL does. Use
 /// [`deaggregate_strict`] to learn *why* a record is not a valid aggregate.
 ///
+/// Where the KCL has no clear rule this function picks the safe one: a partition key that is not
+/// UTF-8, or a table index out of range, makes the record pass through whole (the KCL decodes such
+/// a key lossily, and throws on such an index).
+///
 /// ```
 /// use kpl_aggregation::{KinesisRecord, deaggregate};
 ///
