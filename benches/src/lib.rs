@@ -43,12 +43,7 @@ pub fn aggregate_each(
     mut sink: impl FnMut(KinesisRecord),
 ) {
     for record in records {
-        if aggregator.try_push(record).is_err() {
-            aggregator.finish().into_iter().for_each(&mut sink);
-            if aggregator.try_push(record).is_err() {
-                unreachable!("an empty aggregator accepts any record");
-            }
-        }
+        aggregator.push(record).into_iter().for_each(&mut sink);
     }
     aggregator.finish().into_iter().for_each(sink);
 }

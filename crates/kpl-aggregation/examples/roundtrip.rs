@@ -44,12 +44,7 @@ fn run() -> Result<(), String> {
     let mut aggregator = Aggregator::default();
     let mut kinesis_records = Vec::new();
     for record in &records {
-        if aggregator.try_push(record).is_err() {
-            kinesis_records.extend(aggregator.finish());
-            aggregator
-                .try_push(record)
-                .map_err(|e| format!("an empty aggregator refused a record: {e}"))?;
-        }
+        kinesis_records.extend(aggregator.push(record));
     }
     kinesis_records.extend(aggregator.finish());
     let encoded = started.elapsed();

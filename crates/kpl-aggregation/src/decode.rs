@@ -13,9 +13,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use md5::{Digest, Md5};
 
-use crate::{HashKey, HashKeyRange, KinesisRecord, MAGIC};
-
-const DIGEST_LEN: usize = 16;
+use crate::wire::{DIGEST_LEN, MAGIC, tag};
+use crate::{HashKey, HashKeyRange, KinesisRecord};
 
 /// One user record recovered from a Kinesis record.
 ///
@@ -442,20 +441,6 @@ impl ParsedAggregate {
     }
 }
 
-/// Field tags (number << 3 | wire type) the parser recognises; any other tag is skipped as unknown,
-/// as protobuf parsers do (a known field number with an unexpected wire type counts as unknown).
-mod tag {
-    pub(super) const PARTITION_KEY_TABLE: u64 = 0x0A;
-    pub(super) const EXPLICIT_HASH_KEY_TABLE: u64 = 0x12;
-    pub(super) const RECORDS: u64 = 0x1A;
-    pub(super) const PARTITION_KEY_INDEX: u64 = 0x08;
-    pub(super) const EXPLICIT_HASH_KEY_INDEX: u64 = 0x10;
-    pub(super) const DATA: u64 = 0x1A;
-    pub(super) const TAGS: u64 = 0x22;
-    pub(super) const TAG_KEY: u64 = 0x0A;
-    pub(super) const TAG_VALUE: u64 = 0x12;
-}
-
 fn parse_aggregated_record(
     data: &[u8],
     body: Range<usize>,
@@ -463,9 +448,11 @@ fn parse_aggregated_record(
     let mut parsed = ParsedAggregate::default();
     let mut reader = Reader::new(data, body);
     while !reader.is_empty() {
-        let tag = reader.varint()?;
-        match tag {
-            tag::PARTITION_KEY_TABLE => {
+        // Any other tag, a known field number with an unexpected wire type included, is an unknown
+        // field and is skipped, as protobuf parsers do.
+        let field = reader.varint()?;
+        match u8::try_from(field) {
+            Ok(tag::PARTITION_KEY_TABLE) => {
                 let entry = reader.length_delimited()?;
                 if std::str::from_utf8(&data[entry.clone()]).is_err() {
                     return Err(DecodeError::new(
@@ -475,17 +462,17 @@ fn parse_aggregated_record(
                 }
                 parsed.partition_keys.push(entry);
             }
-            tag::EXPLICIT_HASH_KEY_TABLE => {
+            Ok(tag::EXPLICIT_HASH_KEY_TABLE) => {
                 let entry = reader.length_delimited()?;
                 parsed
                     .explicit_hash_keys
                     .push(HashKey::parse_decimal_bytes(&data[entry]).ok());
             }
-            tag::RECORDS => {
+            Ok(tag::RECORDS) => {
                 let record = reader.length_delimited()?;
                 parsed.records.push(parse_record(data, record)?);
             }
-            other => reader.skip(other)?,
+            _ => reader.skip(field)?,
         }
     }
     Ok(parsed)
@@ -497,15 +484,16 @@ fn parse_record(data: &[u8], range: Range<usize>) -> Result<RawRecord, DecodeErr
     let mut explicit_hash_key_index = None;
     let mut payload = None;
     while !reader.is_empty() {
-        match reader.varint()? {
-            tag::PARTITION_KEY_INDEX => partition_key_index = Some(reader.varint()?),
-            tag::EXPLICIT_HASH_KEY_INDEX => explicit_hash_key_index = Some(reader.varint()?),
-            tag::DATA => payload = Some(reader.length_delimited()?),
-            tag::TAGS => {
+        let field = reader.varint()?;
+        match u8::try_from(field) {
+            Ok(tag::PARTITION_KEY_INDEX) => partition_key_index = Some(reader.varint()?),
+            Ok(tag::EXPLICIT_HASH_KEY_INDEX) => explicit_hash_key_index = Some(reader.varint()?),
+            Ok(tag::DATA) => payload = Some(reader.length_delimited()?),
+            Ok(tag::TAGS) => {
                 let tag_range = reader.length_delimited()?;
                 check_tag(data, tag_range)?;
             }
-            other => reader.skip(other)?,
+            _ => reader.skip(field)?,
         }
     }
     let missing = |field| DecodeError::new(DecodeErrorKind::MissingRequiredField, field);
@@ -523,15 +511,16 @@ fn check_tag(data: &[u8], range: Range<usize>) -> Result<(), DecodeError> {
     let mut reader = Reader::new(data, range);
     let mut has_key = false;
     while !reader.is_empty() {
-        match reader.varint()? {
-            tag @ (tag::TAG_KEY | tag::TAG_VALUE) => {
+        let field = reader.varint()?;
+        match u8::try_from(field) {
+            Ok(known @ (tag::TAG_KEY | tag::TAG_VALUE)) => {
                 let text = reader.length_delimited()?;
                 if std::str::from_utf8(&data[text]).is_err() {
                     return Err(DecodeError::new(DecodeErrorKind::InvalidUtf8, "Tag"));
                 }
-                has_key |= tag == tag::TAG_KEY;
+                has_key |= known == tag::TAG_KEY;
             }
-            other => reader.skip(other)?,
+            _ => reader.skip(field)?,
         }
     }
     if has_key {

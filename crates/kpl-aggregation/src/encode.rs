@@ -13,20 +13,8 @@ use hashbrown::HashTable;
 use md5::{Digest, Md5};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-use crate::{HashKey, KinesisRecord, MAGIC, UserRecord};
-
-/// Protobuf tags (field number << 3 | wire type) of the fields the encoder writes.
-mod tag {
-    pub(super) const PARTITION_KEY_TABLE: u8 = 0x0A;
-    pub(super) const EXPLICIT_HASH_KEY_TABLE: u8 = 0x12;
-    pub(super) const RECORDS: u8 = 0x1A;
-    pub(super) const PARTITION_KEY_INDEX: u8 = 0x08;
-    pub(super) const EXPLICIT_HASH_KEY_INDEX: u8 = 0x10;
-    pub(super) const DATA: u8 = 0x1A;
-}
-
-/// Bytes an aggregate carries besides its protobuf: the 4-byte magic and the 16-byte MD5 trailer.
-pub const AGGREGATE_OVERHEAD: usize = MAGIC.len() + 16;
+use crate::wire::{AGGREGATE_OVERHEAD, MAGIC, tag};
+use crate::{HashKey, KinesisRecord, UserRecord};
 
 /// Deduplicating tables need a fast hasher: one lookup per record sits on the hot path. Iteration
 /// order never matters here (indices are assigned in insertion order), so a seeded hasher is safe.
@@ -246,23 +234,48 @@ impl Aggregator {
     /// it was and says by how much the record missed.
     pub fn try_push(&mut self, record: &UserRecord) -> Result<(), AggregateFull> {
         let placement = self.place(record);
-        if self.first.is_some() {
-            let size_with_record = self.aggregate_size() + placement.growth;
-            if size_with_record > self.max_size.get() {
-                return Err(AggregateFull {
-                    size_with_record,
-                    limit: self.max_size.get(),
-                });
-            }
-        } else {
-            self.first = Some(FirstRecord {
-                partition_key: record.partition_key().as_str().to_owned(),
-                hash_key: record.hash_key(),
-                data: record.data().clone(),
+        if let Some(size_with_record) = self.overflow(&placement) {
+            return Err(AggregateFull {
+                size_with_record,
+                limit: self.max_size.get(),
             });
         }
-        self.write(record, &placement);
+        self.accept(record, &placement);
         Ok(())
+    }
+
+    /// Adds a copy of `record`, first finishing the current aggregate if the record does not fit
+    /// in it. Returns the finished aggregate, if there was one; `record` then starts the next.
+    ///
+    /// This is the usual loop of a producer: push every record predicted for a shard, send what
+    /// comes back, and [`finish`](Self::finish) at the flush deadline.
+    ///
+    /// ```
+    /// use kpl_aggregation::{Aggregator, MaxAggregateSize, OuterPartitionKey, PartitionKey, UserRecord};
+    ///
+    /// let limit = MaxAggregateSize::new(1_000)?;
+    /// let mut aggregator = Aggregator::new(limit, OuterPartitionKey::Constant);
+    /// let mut sent = Vec::new();
+    /// for i in 0..100 {
+    ///     let record = UserRecord::new(PartitionKey::new(format!("key-{i}"))?, vec![0u8; 50]);
+    ///     sent.extend(aggregator.push(&record));
+    /// }
+    /// sent.extend(aggregator.finish());
+    /// assert!(sent.len() > 1);
+    /// assert!(sent.iter().all(|record| record.data().len() <= 1_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn push(&mut self, record: &UserRecord) -> Option<KinesisRecord> {
+        let placement = self.place(record);
+        if self.overflow(&placement).is_none() {
+            self.accept(record, &placement);
+            return None;
+        }
+        let finished = self.finish();
+        // The tables were just cleared, so the record's place must be computed afresh.
+        let placement = self.place(record);
+        self.accept(record, &placement);
+        finished
     }
 
     /// Emits the Kinesis record for everything added so far and resets the aggregator for reuse
@@ -292,6 +305,24 @@ impl Aggregator {
         self.explicit_hash_key_index.clear();
         self.record_count = 0;
         self.first = None;
+    }
+
+    /// The size the aggregate would have with a record at `placement`, if that exceeds the limit.
+    /// A record is never too large for an empty aggregator: it then goes alone.
+    fn overflow(&self, placement: &Placement) -> Option<usize> {
+        let size_with_record = self.aggregate_size() + placement.growth;
+        (self.first.is_some() && size_with_record > self.max_size.get()).then_some(size_with_record)
+    }
+
+    fn accept(&mut self, record: &UserRecord, placement: &Placement) {
+        if self.first.is_none() {
+            self.first = Some(FirstRecord {
+                partition_key: record.partition_key().as_str().to_owned(),
+                hash_key: record.hash_key(),
+                data: record.data().clone(),
+            });
+        }
+        self.write(record, placement);
     }
 
     fn aggregate_size(&self) -> usize {

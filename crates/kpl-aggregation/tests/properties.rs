@@ -29,15 +29,13 @@ fn aggregate_one(records: &[UserRecord]) -> KinesisRecord {
     aggregator.finish().unwrap()
 }
 
-/// Aggregates in order under `limit`, starting a new aggregate whenever a record does not fit.
+/// Aggregates in order under `limit` with `Aggregator::push`, which starts a new aggregate whenever
+/// a record does not fit.
 fn aggregate_all(records: &[UserRecord], limit: MaxAggregateSize) -> Vec<KinesisRecord> {
     let mut aggregator = Aggregator::new(limit, OuterPartitionKey::Constant);
     let mut out = Vec::new();
     for record in records {
-        if aggregator.try_push(record).is_err() {
-            out.extend(aggregator.finish());
-            aggregator.try_push(record).unwrap();
-        }
+        out.extend(aggregator.push(record));
     }
     out.extend(aggregator.finish());
     out
