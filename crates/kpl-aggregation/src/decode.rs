@@ -262,29 +262,35 @@ impl fmt::Display for DroppedAggregate {
 }
 
 /// Why a Kinesis record is not a valid aggregate.
+///
+/// Boxed, so that the parser's `Result`s stay two words wide on the hot path.
 #[derive(Clone, PartialEq, Eq, Debug)]
-pub struct DecodeError {
+pub struct DecodeError(Box<DecodeErrorDetail>);
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+struct DecodeErrorDetail {
     kind: DecodeErrorKind,
     detail: Cow<'static, str>,
 }
 
 impl DecodeError {
+    #[cold]
     fn new(kind: DecodeErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self {
+        Self(Box::new(DecodeErrorDetail {
             kind,
             detail: detail.into(),
-        }
+        }))
     }
 
     /// The category of the problem.
     pub fn kind(&self) -> DecodeErrorKind {
-        self.kind
+        self.0.kind
     }
 }
 
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.kind {
+        let what = match self.0.kind {
             DecodeErrorKind::BadMagic => {
                 "record does not start with the aggregation magic F3 89 9A C2"
             }
@@ -300,10 +306,10 @@ impl fmt::Display for DecodeError {
                 "aggregated record has an invalid explicit hash key"
             }
         };
-        if self.detail.is_empty() {
+        if self.0.detail.is_empty() {
             f.write_str(what)
         } else {
-            write!(f, "{what}: {}", self.detail)
+            write!(f, "{what}: {}", self.0.detail)
         }
     }
 }
@@ -454,7 +460,8 @@ fn parse_aggregated_record(
         match u8::try_from(field) {
             Ok(tag::PARTITION_KEY_TABLE) => {
                 let entry = reader.length_delimited()?;
-                if std::str::from_utf8(&data[entry.clone()]).is_err() {
+                let key = &data[entry.clone()];
+                if !key.is_ascii() && std::str::from_utf8(key).is_err() {
                     return Err(DecodeError::new(
                         DecodeErrorKind::InvalidUtf8,
                         format!("partition key table entry {}", parsed.partition_keys.len()),
@@ -557,18 +564,20 @@ impl<'a> Reader<'a> {
         self.data.get(self.position..self.end).unwrap_or_default()
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
         // Tags, indexes and small lengths are single bytes; only longer varints go through prost.
-        if let Some(&byte) = self
-            .data
-            .get(self.position)
-            .filter(|_| self.position < self.end)
-        {
-            if byte < 0x80 {
+        match self.data.get(self.position) {
+            Some(&byte) if byte < 0x80 && self.position < self.end => {
                 self.position += 1;
-                return Ok(u64::from(byte));
+                Ok(u64::from(byte))
             }
+            _ => self.long_varint(),
         }
+    }
+
+    #[cold]
+    fn long_varint(&mut self) -> Result<u64, DecodeError> {
         let mut buf = self.remaining();
         let before = buf.len();
         let value = prost::encoding::decode_varint(&mut buf)
@@ -578,6 +587,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length prefix and returns the range of the bytes it announces.
+    #[inline]
     fn length_delimited(&mut self) -> Result<Range<usize>, DecodeError> {
         let len = self.varint()?;
         let available = self.end - self.position;
