@@ -1,0 +1,1441 @@
+//! The producer state machine.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::mem;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kpl_aggregation::{Aggregator, HashKey, KinesisRecord, PartitionKey, UserRecord};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::backoff::{Backoff, RefreshBackoff};
+use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
+use crate::limiter::ShardLimiter;
+use crate::outcome::{
+    Attempt, Delivery, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason,
+    Rejected,
+};
+use crate::shard_map::ShardMap;
+use crate::stats::{ShardStats, StreamStats};
+use crate::stream::Stream;
+use crate::transport::{
+    DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
+    PutRecordsRequest, PutRecordsResponse, Request, Response, ShardDescription, ShardFilter,
+    ShardId, StreamSummary, TransportError, TransportErrorKind,
+};
+
+/// When a shard has this many bytes waiting in its stream's collector, the collector sends at
+/// once, so one busy shard does not build up bursts (the KPL's constant).
+const SHARD_COLLECTED_BYTES_TRIGGER: usize = 256 * 1024;
+/// Page size of `ListShards`.
+const LIST_SHARDS_PAGE: u32 = 1_000;
+
+/// Identifies a request the engine asked to send, so its answer can be handed back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(u64);
+
+/// A user record accepted and not yet finished.
+#[derive(Debug)]
+struct Pending {
+    id: u64,
+    stream: Stream,
+    record: UserRecord,
+    hash_key: HashKey,
+    arrival: Instant,
+    /// Latest time to leave the aggregation (or map-wait) stage this round.
+    deadline: Instant,
+    expiration: Instant,
+    /// End of the previous attempt, or arrival: the start of the next attempt's delay.
+    last_end: Instant,
+    attempts: Vec<Attempt>,
+}
+
+impl Pending {
+    fn size(&self) -> usize {
+        self.record.data().len() + self.record.partition_key().len()
+    }
+
+    fn into_record(self) -> Record {
+        let (key, explicit_hash_key, data) = self.record.into_parts();
+        let record = Record::new(self.stream, key.into_string(), data);
+        match explicit_hash_key {
+            Some(hash_key) => record.with_explicit_hash_key(hash_key.to_string()),
+            None => record,
+        }
+    }
+
+    fn add_failed_attempt(&mut self, sent_at: Instant, now: Instant, code: &Arc<str>, message: &Arc<str>) {
+        self.attempts.push(Attempt::failed(
+            sent_at.saturating_duration_since(self.last_end),
+            now.saturating_duration_since(sent_at),
+            code.clone(),
+            message.clone(),
+        ));
+        self.last_end = now;
+    }
+}
+
+/// A Kinesis record ready to send, with the user records it carries.
+#[derive(Debug)]
+struct Batch {
+    kinesis_record: KinesisRecord,
+    records: Vec<Pending>,
+    /// The predicted shard (slot); `None` when sent without a prediction.
+    slot: Option<usize>,
+    deadline: Instant,
+    expiration: Instant,
+    size: usize,
+}
+
+impl Batch {
+    /// `records` is never empty: batches are made from finished aggregates, which hold at least
+    /// one record, or from a single record.
+    fn new(kinesis_record: KinesisRecord, records: Vec<Pending>, slot: Option<usize>) -> Self {
+        let mut times = records.iter().map(|p| (p.deadline, p.expiration));
+        let first = times.next().expect("a batch holds at least one record");
+        let (deadline, expiration) = times.fold(first, |(d, e), (pd, pe)| (d.min(pd), e.min(pe)));
+        let size = kinesis_record.billed_size();
+        Self {
+            kinesis_record,
+            records,
+            slot,
+            deadline,
+            expiration,
+            size,
+        }
+    }
+}
+
+/// One predicted shard: its open aggregate, its rate-limit queue and its retry state.
+#[derive(Debug)]
+struct ShardState {
+    id: ShardId,
+    open: bool,
+    aggregator: Aggregator,
+    aggregated: Vec<Pending>,
+    aggregate_deadline: Option<Instant>,
+    /// Kinesis records waiting for tokens, oldest first (retries go to the front).
+    ready: VecDeque<Batch>,
+    /// A lower bound of the earliest expiration in `ready`.
+    ready_expiration: Option<Instant>,
+    limiter: ShardLimiter,
+    backoff: Backoff,
+    blocked_until: Option<Instant>,
+    /// Ordering mode: a batch of this shard is in the collector or in flight.
+    busy: bool,
+    collected_bytes: usize,
+    timer: Option<Instant>,
+    stats: ShardStats,
+}
+
+#[derive(Debug)]
+struct Collector {
+    batches: Vec<Batch>,
+    size: usize,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Refresh {
+    in_flight: bool,
+    started_at: Instant,
+    pages: Vec<ShardDescription>,
+    next_at: Option<Instant>,
+    backoff: RefreshBackoff,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    stream: Stream,
+    map: Option<ShardMap>,
+    /// When the refresh that built `map` started; answers to requests sent before it may
+    /// reflect an older layout and do not trigger another refresh.
+    map_started_at: Option<Instant>,
+    refresh: Refresh,
+    summary_known: bool,
+    summary_in_flight: bool,
+    max_record_size: usize,
+    slots: Vec<ShardState>,
+    slot_of: BTreeMap<ShardId, usize>,
+    /// For each open shard of `map`, in map order, its slot.
+    open_slots: Vec<usize>,
+    /// Records waiting for a shard map (the first one, or a refresh after a wrong-shard
+    /// landing), sorted by deadline.
+    awaiting_map: VecDeque<Pending>,
+    /// Backoff of records sent without a prediction.
+    unpredicted_backoff: Backoff,
+    collector: Collector,
+    timer: Option<Instant>,
+    stats: StreamStats,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Stream(usize),
+    Shard(usize, usize),
+}
+
+#[derive(Debug)]
+struct EntryMeta {
+    slot: Option<usize>,
+    records: Vec<Pending>,
+}
+
+#[derive(Debug)]
+enum InFlightKind {
+    PutRecords(Vec<EntryMeta>),
+    ListShards,
+    DescribeStreamSummary,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    stream: usize,
+    sent_at: Option<Instant>,
+    kind: InFlightKind,
+}
+
+/// Per-slot consequences of one `PutRecords` answer.
+#[derive(Debug, Default, Clone, Copy)]
+struct SlotVerdict {
+    retried: bool,
+    throttled: bool,
+    written: bool,
+}
+
+/// The deterministic heart of the producer: shard maps, per-shard aggregation, collection into
+/// `PutRecords` calls, per-shard rate limiting, retries and outcomes. It does no IO and reads no
+/// clock; it is driven by method calls that carry the current time.
+///
+/// # Driving the engine
+///
+/// *Inputs* are [`submit`](Self::submit), [`flush`](Self::flush),
+/// [`flush_marker`](Self::flush_marker), [`abandon`](Self::abandon),
+/// [`handle_response`](Self::handle_response) and [`handle_timeout`](Self::handle_timeout).
+/// After any input, the driver polls the *outputs* in this order until each is empty:
+///
+/// 1. [`poll_request`](Self::poll_request): requests to send (at most as many as it can have in
+///    flight; the rest wait in the engine and meanwhile keep growing fuller);
+/// 2. [`poll_event`](Self::poll_event): per-record outcomes and flush completions;
+/// 3. [`poll_timeout`](Self::poll_timeout): when to call `handle_timeout` next.
+///
+/// Every accepted record ends in exactly one [`Event::Delivered`] or [`Event::Failed`].
+/// The same configuration and the same inputs give the same outputs, byte for byte.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use kpl_engine::{Engine, EngineConfig, Event, Record, Request, Response, Stream};
+/// use kpl_engine::transport::{ListShardsResponse, PutRecordsEntryResult, PutRecordsResponse, ShardDescription, ShardId};
+/// use kpl_aggregation::HashKeyRange;
+///
+/// let start = Instant::now();
+/// let mut engine = Engine::new(EngineConfig::default())?;
+/// let stream = Stream::new("orders")?;
+/// engine.submit(Record::new(stream.clone(), "customer-1", &b"hello"[..]), start)?;
+///
+/// // The first request lists the stream's shards; answer with one shard.
+/// let mut now = start;
+/// let mut delivered = 0;
+/// while delivered == 0 {
+///     while let Some((id, request)) = engine.poll_request(now) {
+///         let response = match request {
+///             Request::ListShards(_) => Response::ListShards(ListShardsResponse {
+///                 shards: vec![ShardDescription { shard_id: ShardId::from("shardId-0"), hash_key_range: HashKeyRange::FULL, open: true }],
+///                 next_token: None,
+///             }),
+///             Request::PutRecords(put) => Response::PutRecords(PutRecordsResponse {
+///                 entries: put.entries.iter().map(|_| PutRecordsEntryResult::Written {
+///                     shard_id: ShardId::from("shardId-0"),
+///                     sequence_number: "1".into(),
+///                 }).collect(),
+///             }),
+///             _ => continue,
+///         };
+///         engine.handle_response(id, Ok(response), now);
+///     }
+///     while let Some(event) = engine.poll_event() {
+///         if let Event::Delivered(delivery) = event {
+///             assert_eq!(delivery.shard_id().as_str(), "shardId-0");
+///             delivered += 1;
+///         }
+///     }
+///     now = engine.poll_timeout().unwrap_or(now + Duration::from_millis(1));
+///     engine.handle_timeout(now);
+/// }
+/// assert_eq!(engine.outstanding_records(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    rng: SmallRng,
+    streams: Vec<StreamState>,
+    stream_index: BTreeMap<Stream, usize>,
+    timers: BTreeSet<(Instant, Timer)>,
+    outbox: VecDeque<(RequestId, Request)>,
+    requests: BTreeMap<RequestId, InFlight>,
+    next_request: u64,
+    events: VecDeque<Event>,
+    next_record: u64,
+    /// Arrival times of records from `window_start` on; `None` once finished.
+    window: VecDeque<Option<Instant>>,
+    window_start: u64,
+    markers: VecDeque<(u64, FlushId)>,
+    next_marker: u64,
+    outstanding_records: usize,
+    outstanding_bytes: usize,
+}
+
+fn arm(timers: &mut BTreeSet<(Instant, Timer)>, armed: &mut Option<Instant>, at: Instant, timer: Timer) {
+    if armed.is_none_or(|current| at < current) {
+        timers.insert((at, timer));
+        *armed = Some(at);
+    }
+}
+
+fn min_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+impl Engine {
+    /// An engine with `config`, checked first.
+    pub fn new(config: EngineConfig) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self {
+            rng: SmallRng::seed_from_u64(config.rng_seed),
+            config,
+            streams: Vec::new(),
+            stream_index: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            outbox: VecDeque::new(),
+            requests: BTreeMap::new(),
+            next_request: 0,
+            events: VecDeque::new(),
+            next_record: 0,
+            window: VecDeque::new(),
+            window_start: 0,
+            markers: VecDeque::new(),
+            next_marker: 0,
+            outstanding_records: 0,
+            outstanding_bytes: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Inputs
+    // ----------------------------------------------------------------------------------------
+
+    /// Accepts a record, or refuses it (handing it back) when it is invalid or the outstanding
+    /// limits are reached.
+    pub fn submit(&mut self, record: Record, now: Instant) -> Result<RecordId, Rejected> {
+        let size = record.size();
+        if self.outstanding_records >= self.config.max_outstanding_records {
+            let limit = self.config.max_outstanding_records;
+            return Err(Rejected::new(RejectReason::TooManyRecords { limit }, record));
+        }
+        if self.outstanding_records > 0
+            && self.outstanding_bytes + size > self.config.max_outstanding_bytes
+        {
+            let reason = RejectReason::TooManyBytes {
+                outstanding: self.outstanding_bytes,
+                size,
+                limit: self.config.max_outstanding_bytes,
+            };
+            return Err(Rejected::new(reason, record));
+        }
+        let limit = self
+            .stream_index
+            .get(record.stream())
+            .map_or(self.config.max_user_record_size, |&si| self.streams[si].max_record_size);
+        if size > limit {
+            return Err(Rejected::new(RejectReason::TooLarge { size, limit }, record));
+        }
+        let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
+            None => None,
+            Some(Ok(hash_key)) => Some(hash_key),
+            Some(Err(error)) => {
+                return Err(Rejected::new(RejectReason::ExplicitHashKey(error), record));
+            }
+        };
+        let (stream, key, ehk_text, data) = record.into_parts();
+        let key = match PartitionKey::new(key) {
+            Ok(key) => key,
+            Err(error) => {
+                let chars = error.char_count();
+                let mut record = Record::new(stream, error.into_key(), data);
+                if let Some(text) = ehk_text {
+                    record = record.with_explicit_hash_key(text);
+                }
+                return Err(Rejected::new(RejectReason::PartitionKey { chars }, record));
+            }
+        };
+        let mut user_record = UserRecord::new(key, data);
+        if let Some(hash_key) = explicit_hash_key {
+            user_record = user_record.with_explicit_hash_key(hash_key);
+        }
+
+        let si = self.stream_slot(&stream, now);
+        let id = self.next_record;
+        self.next_record += 1;
+        self.window.push_back(Some(now));
+        self.outstanding_records += 1;
+        self.outstanding_bytes += size;
+        let expiration = now + self.config.record_ttl;
+        let pending = Pending {
+            id,
+            stream,
+            hash_key: user_record.hash_key(),
+            record: user_record,
+            arrival: now,
+            deadline: (now + self.config.record_max_buffered_time).min(expiration),
+            expiration,
+            last_end: now,
+            attempts: Vec::new(),
+        };
+        let stats = &mut self.streams[si].stats;
+        stats.user_records_received += 1;
+        stats.user_records_pending += 1;
+        self.route(si, pending, now);
+        Ok(RecordId(id))
+    }
+
+    /// Sends what is buffered for `stream` (or every stream) now, without waiting for deadlines.
+    /// Rate limits still apply, and records waiting for a first shard map keep waiting (at most
+    /// until their deadline).
+    pub fn flush(&mut self, stream: Option<&Stream>, now: Instant) {
+        let selected: Vec<usize> = match stream {
+            Some(stream) => self.stream_index.get(stream).copied().into_iter().collect(),
+            None => (0..self.streams.len()).collect(),
+        };
+        for si in selected {
+            for slot in 0..self.streams[si].slots.len() {
+                self.finish_aggregate(si, slot);
+                self.service_shard(si, slot, now);
+            }
+            self.flush_collector(si);
+        }
+    }
+
+    /// Flushes every stream and returns a marker: [`Event::Flushed`] with this id comes once
+    /// every record accepted before this call has its outcome.
+    pub fn flush_marker(&mut self, now: Instant) -> FlushId {
+        let id = FlushId(self.next_marker);
+        self.next_marker += 1;
+        self.markers.push_back((self.next_record, id));
+        self.retire_window();
+        self.flush(None, now);
+        id
+    }
+
+    /// Fails every outstanding record at once with [`FailureReason::Abandoned`] and forgets every
+    /// request in flight; their answers will be ignored. Used at shutdown.
+    pub fn abandon(&mut self) {
+        let mut abandoned: Vec<Pending> = Vec::new();
+        for stream in &mut self.streams {
+            abandoned.extend(stream.awaiting_map.drain(..));
+            for batch in stream.collector.batches.drain(..) {
+                abandoned.extend(batch.records);
+            }
+            stream.collector.size = 0;
+            stream.collector.deadline = None;
+            for shard in &mut stream.slots {
+                shard.aggregator.clear();
+                abandoned.append(&mut shard.aggregated);
+                shard.aggregate_deadline = None;
+                for batch in shard.ready.drain(..) {
+                    abandoned.extend(batch.records);
+                }
+                shard.busy = false;
+                shard.collected_bytes = 0;
+            }
+            stream.refresh.in_flight = false;
+            stream.summary_in_flight = false;
+        }
+        for (_, in_flight) in mem::take(&mut self.requests) {
+            if let InFlightKind::PutRecords(entries) = in_flight.kind {
+                for entry in entries {
+                    abandoned.extend(entry.records);
+                }
+            }
+        }
+        self.outbox.clear();
+        abandoned.sort_by_key(|p| p.id);
+        for pending in abandoned {
+            self.fail(pending, FailureReason::Abandoned);
+        }
+    }
+
+    /// Hands the engine the answer to a request from [`poll_request`](Self::poll_request).
+    /// Answers to unknown or abandoned requests are ignored.
+    pub fn handle_response(
+        &mut self,
+        id: RequestId,
+        result: Result<Response, TransportError>,
+        now: Instant,
+    ) {
+        let Some(in_flight) = self.requests.remove(&id) else {
+            return;
+        };
+        let si = in_flight.stream;
+        let sent_at = in_flight.sent_at.unwrap_or(now);
+        match (in_flight.kind, result) {
+            (InFlightKind::PutRecords(entries), Ok(Response::PutRecords(response))) => {
+                self.on_put_records(si, entries, Ok(response), sent_at, now);
+            }
+            (InFlightKind::PutRecords(entries), Ok(_)) => {
+                let error = TransportError::new(
+                    TransportErrorKind::Other,
+                    "UnexpectedResponse",
+                    "the transport answered PutRecords with another operation's response",
+                );
+                self.on_put_records(si, entries, Err(error), sent_at, now);
+            }
+            (InFlightKind::PutRecords(entries), Err(error)) => {
+                self.on_put_records(si, entries, Err(error), sent_at, now);
+            }
+            (InFlightKind::ListShards, Ok(Response::ListShards(page))) => {
+                self.on_list_shards(si, Ok(page), now);
+            }
+            (InFlightKind::ListShards, Ok(_)) => {
+                let error = TransportError::new(TransportErrorKind::Other, "UnexpectedResponse", "not a ListShards response");
+                self.on_list_shards(si, Err(error), now);
+            }
+            (InFlightKind::ListShards, Err(error)) => self.on_list_shards(si, Err(error), now),
+            (InFlightKind::DescribeStreamSummary, result) => {
+                let summary = match result {
+                    Ok(Response::DescribeStreamSummary(summary)) => Some(summary),
+                    _ => None,
+                };
+                self.on_summary(si, summary);
+            }
+        }
+    }
+
+    /// Runs everything that was due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Stream(si) => {
+                    if self.streams[si].timer == Some(at) {
+                        self.streams[si].timer = None;
+                        self.service_stream(si, now);
+                    }
+                }
+                Timer::Shard(si, slot) => {
+                    if self.streams[si].slots[slot].timer == Some(at) {
+                        self.streams[si].slots[slot].timer = None;
+                        self.service_shard(si, slot, now);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outputs
+    // ----------------------------------------------------------------------------------------
+
+    /// The next request to send. The driver should call this only when it can send (it may keep
+    /// requests in the engine while its connections are busy).
+    pub fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Request)> {
+        let (id, request) = self.outbox.pop_front()?;
+        if let Some(in_flight) = self.requests.get_mut(&id) {
+            in_flight.sent_at = Some(now);
+            if let InFlightKind::PutRecords(entries) = &in_flight.kind {
+                let stats = &mut self.streams[in_flight.stream].stats;
+                for entry in entries {
+                    for pending in &entry.records {
+                        if pending.attempts.is_empty() {
+                            let waited = now.saturating_duration_since(pending.arrival);
+                            stats.buffering_time.record(waited.as_secs_f64() * 1_000.0);
+                        }
+                    }
+                }
+            }
+        }
+        Some((id, request))
+    }
+
+    /// The next outcome or flush completion.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    /// Whether requests are waiting for [`poll_request`](Self::poll_request).
+    pub fn has_requests(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Records accepted and not finished.
+    pub fn outstanding_records(&self) -> usize {
+        self.outstanding_records
+    }
+
+    /// Bytes (data + partition keys) of records accepted and not finished.
+    pub fn outstanding_bytes(&self) -> usize {
+        self.outstanding_bytes
+    }
+
+    /// When the oldest unfinished record was accepted.
+    pub fn oldest_outstanding(&self) -> Option<Instant> {
+        self.window.front().copied().flatten()
+    }
+
+    /// Requests handed out and not answered, plus those waiting to be handed out.
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Statistics per stream.
+    pub fn stats(&self) -> impl Iterator<Item = (&Stream, StreamStats)> {
+        self.streams.iter().map(|stream| {
+            let mut stats = stream.stats.clone();
+            for shard in &stream.slots {
+                let mut shard_stats = shard.stats.clone();
+                shard_stats.rate_factor = shard.limiter.rate_factor();
+                stats.shards.insert(shard.id.clone(), shard_stats);
+            }
+            (&stream.stream, stats)
+        })
+    }
+
+    /// The current shard map of `stream`, if one has been read.
+    pub fn shard_map(&self, stream: &Stream) -> Option<&ShardMap> {
+        let &si = self.stream_index.get(stream)?;
+        self.streams[si].map.as_ref()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Streams and shard maps
+    // ----------------------------------------------------------------------------------------
+
+    fn stream_slot(&mut self, stream: &Stream, now: Instant) -> usize {
+        if let Some(&si) = self.stream_index.get(stream) {
+            return si;
+        }
+        let si = self.streams.len();
+        self.streams.push(StreamState {
+            stream: stream.clone(),
+            map: None,
+            map_started_at: None,
+            refresh: Refresh {
+                in_flight: false,
+                started_at: now,
+                pages: Vec::new(),
+                next_at: None,
+                backoff: RefreshBackoff::new(),
+            },
+            summary_known: false,
+            summary_in_flight: false,
+            max_record_size: self.config.max_user_record_size,
+            slots: Vec::new(),
+            slot_of: BTreeMap::new(),
+            open_slots: Vec::new(),
+            awaiting_map: VecDeque::new(),
+            unpredicted_backoff: Backoff::new(self.config.retry_backoff_base, self.config.retry_backoff_cap),
+            collector: Collector {
+                batches: Vec::new(),
+                size: 0,
+                deadline: None,
+            },
+            timer: None,
+            stats: StreamStats::default(),
+        });
+        self.stream_index.insert(stream.clone(), si);
+        self.start_refresh(si, now);
+        si
+    }
+
+    fn enqueue(&mut self, si: usize, kind: InFlightKind, request: Request) -> RequestId {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.requests.insert(
+            id,
+            InFlight {
+                stream: si,
+                sent_at: None,
+                kind,
+            },
+        );
+        self.outbox.push_back((id, request));
+        id
+    }
+
+    fn start_refresh(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        if stream.refresh.in_flight {
+            return;
+        }
+        stream.refresh.in_flight = true;
+        stream.refresh.started_at = now;
+        stream.refresh.pages.clear();
+        stream.refresh.next_at = None;
+        let request = Request::ListShards(ListShardsRequest {
+            stream: stream.stream.clone(),
+            next_token: None,
+            filter: ShardFilter::AtLatest,
+            max_results: LIST_SHARDS_PAGE,
+        });
+        let describe = (!stream.summary_known && !stream.summary_in_flight).then(|| {
+            stream.summary_in_flight = true;
+            Request::DescribeStreamSummary(DescribeStreamSummaryRequest {
+                stream: stream.stream.clone(),
+            })
+        });
+        self.enqueue(si, InFlightKind::ListShards, request);
+        if let Some(describe) = describe {
+            self.enqueue(si, InFlightKind::DescribeStreamSummary, describe);
+        }
+    }
+
+    fn on_summary(&mut self, si: usize, summary: Option<StreamSummary>) {
+        let stream = &mut self.streams[si];
+        stream.summary_in_flight = false;
+        // A failed or unhelpful answer leaves the configured limit; the next refresh asks again.
+        if let Some(summary) = summary {
+            stream.summary_known = true;
+            if let Some(kib) = summary.max_record_size_kib {
+                let bytes = (kib as usize).saturating_mul(1024);
+                stream.max_record_size = bytes.clamp(1024 * 1024, MAX_RECORD_SIZE_LIMIT);
+            }
+        }
+    }
+
+    fn on_list_shards(&mut self, si: usize, page: Result<ListShardsResponse, TransportError>, now: Instant) {
+        match page {
+            Ok(page) => {
+                let stream = &mut self.streams[si];
+                stream.refresh.pages.extend(page.shards);
+                match page.next_token {
+                    Some(token) => {
+                        let request = Request::ListShards(ListShardsRequest {
+                            stream: stream.stream.clone(),
+                            next_token: Some(token),
+                            filter: ShardFilter::AtLatest,
+                            max_results: LIST_SHARDS_PAGE,
+                        });
+                        self.enqueue(si, InFlightKind::ListShards, request);
+                    }
+                    None => self.install_map(si, now),
+                }
+            }
+            Err(_) => {
+                let stream = &mut self.streams[si];
+                stream.refresh.in_flight = false;
+                stream.refresh.pages.clear();
+                let retry_at = now + stream.refresh.backoff.next_delay();
+                stream.refresh.next_at = Some(retry_at);
+                arm(&mut self.timers, &mut stream.timer, retry_at, Timer::Stream(si));
+            }
+        }
+    }
+
+    fn install_map(&mut self, si: usize, now: Instant) {
+        let interval = self.config.shard_map_refresh_interval;
+        let jitter = self.rng.random_range(0.9..=1.1);
+        let stream = &mut self.streams[si];
+        let shards = mem::take(&mut stream.refresh.pages);
+        let map = ShardMap::from_shards(&shards, stream.map.as_ref());
+        stream.refresh.in_flight = false;
+        stream.refresh.backoff.reset();
+        stream.map_started_at = Some(stream.refresh.started_at);
+        let next_at = now + interval.mul_f64(jitter);
+        stream.refresh.next_at = Some(next_at);
+
+        let mut open_slots = Vec::with_capacity(map.open_shards().len());
+        for (_, shard_id) in map.open_shards() {
+            let slot = match stream.slot_of.get(shard_id) {
+                Some(&slot) => slot,
+                None => {
+                    let slot = stream.slots.len();
+                    stream.slots.push(ShardState {
+                        id: shard_id.clone(),
+                        open: true,
+                        aggregator: Aggregator::new(
+                            self.config.aggregation_max_size,
+                            self.config.outer_partition_key,
+                        ),
+                        aggregated: Vec::new(),
+                        aggregate_deadline: None,
+                        ready: VecDeque::new(),
+                        ready_expiration: None,
+                        limiter: ShardLimiter::new(self.config.rate_limit, now),
+                        backoff: Backoff::new(self.config.retry_backoff_base, self.config.retry_backoff_cap),
+                        blocked_until: None,
+                        busy: false,
+                        collected_bytes: 0,
+                        timer: None,
+                        stats: ShardStats::default(),
+                    });
+                    stream.slot_of.insert(shard_id.clone(), slot);
+                    slot
+                }
+            };
+            open_slots.push(slot);
+        }
+        // Records queued on shards that closed go through the new map; those in flight are
+        // judged by where they land.
+        let mut displaced: Vec<Pending> = Vec::new();
+        for (slot, shard) in stream.slots.iter_mut().enumerate() {
+            shard.open = open_slots.contains(&slot);
+            if !shard.open {
+                shard.aggregator.clear();
+                shard.aggregate_deadline = None;
+                for batch in shard.ready.drain(..) {
+                    displaced.extend(batch.records);
+                }
+                displaced.append(&mut shard.aggregated);
+                shard.ready_expiration = None;
+            }
+        }
+        displaced.sort_by_key(|p| p.id);
+        displaced.extend(stream.awaiting_map.drain(..));
+        stream.map = Some(map);
+        stream.open_slots = open_slots;
+        arm(&mut self.timers, &mut stream.timer, next_at, Timer::Stream(si));
+        for pending in displaced {
+            self.route(si, pending, now);
+        }
+    }
+
+    /// A landing that contradicts the map: refresh, unless the map was read after the request
+    /// was sent (then it already reflects what the request saw).
+    fn invalidate_map(&mut self, si: usize, sent_at: Instant, now: Instant) {
+        let stream = &self.streams[si];
+        if stream.map_started_at.is_none_or(|read| sent_at >= read) {
+            self.start_refresh(si, now);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Aggregation and limiting
+    // ----------------------------------------------------------------------------------------
+
+    fn predict(&self, si: usize, hash_key: HashKey) -> Option<usize> {
+        let stream = &self.streams[si];
+        let index = stream.map.as_ref()?.lookup(hash_key)?;
+        stream.open_slots.get(index).copied()
+    }
+
+    /// Sends a record to its predicted shard's aggregate, to the map wait, or alone.
+    fn route(&mut self, si: usize, pending: Pending, now: Instant) {
+        if let Some(slot) = self.predict(si, pending.hash_key) {
+            self.aggregate(si, slot, pending, now);
+            return;
+        }
+        let stream = &mut self.streams[si];
+        if stream.map.is_none() {
+            Self::await_map(&mut self.timers, si, stream, pending);
+        } else {
+            // The map has a gap where this key falls (a listing taken mid-reshard): send it alone,
+            // where no aggregate can be dropped because of it.
+            self.send_unpredicted(si, pending, now);
+        }
+    }
+
+    fn await_map(timers: &mut BTreeSet<(Instant, Timer)>, si: usize, stream: &mut StreamState, pending: Pending) {
+        let deadline = pending.deadline;
+        let at = stream.awaiting_map.partition_point(|p| p.deadline <= deadline);
+        stream.awaiting_map.insert(at, pending);
+        arm(timers, &mut stream.timer, deadline, Timer::Stream(si));
+    }
+
+    fn send_unpredicted(&mut self, si: usize, pending: Pending, now: Instant) {
+        let mut record = KinesisRecord::new(pending.record.partition_key().as_str(), pending.record.data().clone());
+        record = record.with_explicit_hash_key(pending.hash_key);
+        let batch = Batch::new(record, vec![pending], None);
+        self.collect(si, batch, now);
+    }
+
+    fn aggregate(&mut self, si: usize, slot: usize, pending: Pending, now: Instant) {
+        let max_count = if self.config.aggregation_enabled {
+            self.config.aggregation_max_count
+        } else {
+            1
+        };
+        let shard = &mut self.streams[si].slots[slot];
+        if shard.aggregated.len() as u64 >= max_count {
+            Self::finish_shard_aggregate(shard, slot);
+        }
+        if let Some(finished) = shard.aggregator.push(&pending.record) {
+            let records = mem::take(&mut shard.aggregated);
+            Self::push_ready(shard, Batch::new(finished, records, Some(slot)));
+            shard.aggregate_deadline = None;
+        }
+        shard.aggregate_deadline = min_instant(shard.aggregate_deadline, Some(pending.deadline));
+        shard.aggregated.push(pending);
+        let due_now = shard.aggregated.len() as u64 >= max_count;
+        if due_now {
+            Self::finish_shard_aggregate(shard, slot);
+        }
+        if shard.ready.is_empty() {
+            if let Some(deadline) = shard.aggregate_deadline {
+                arm(&mut self.timers, &mut shard.timer, deadline, Timer::Shard(si, slot));
+            }
+        } else {
+            self.service_shard(si, slot, now);
+        }
+    }
+
+    fn push_ready(shard: &mut ShardState, batch: Batch) {
+        shard.ready_expiration = min_instant(shard.ready_expiration, Some(batch.expiration));
+        shard.ready.push_back(batch);
+    }
+
+    fn finish_shard_aggregate(shard: &mut ShardState, slot: usize) {
+        if let Some(record) = shard.aggregator.finish() {
+            let records = mem::take(&mut shard.aggregated);
+            Self::push_ready(shard, Batch::new(record, records, Some(slot)));
+        }
+        shard.aggregate_deadline = None;
+    }
+
+    fn finish_aggregate(&mut self, si: usize, slot: usize) {
+        Self::finish_shard_aggregate(&mut self.streams[si].slots[slot], slot);
+    }
+
+    /// Puts records to retry at the front of their (re-predicted) shards' queues, aggregated
+    /// among themselves, so they go before anything accepted after them.
+    fn requeue_front(&mut self, si: usize, records: Vec<Pending>, now: Instant) {
+        let mut by_slot: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
+        for pending in records {
+            match self.predict(si, pending.hash_key) {
+                Some(slot) => by_slot.entry(slot).or_default().push(pending),
+                None => {
+                    let stream = &mut self.streams[si];
+                    Self::await_map(&mut self.timers, si, stream, pending);
+                }
+            }
+        }
+        let max_count = if self.config.aggregation_enabled {
+            self.config.aggregation_max_count
+        } else {
+            1
+        };
+        for (slot, records) in by_slot {
+            let mut aggregator = Aggregator::new(self.config.aggregation_max_size, self.config.outer_partition_key);
+            let mut batches: Vec<Batch> = Vec::new();
+            let mut current: Vec<Pending> = Vec::new();
+            for pending in records {
+                if current.len() as u64 >= max_count {
+                    if let Some(record) = aggregator.finish() {
+                        batches.push(Batch::new(record, mem::take(&mut current), Some(slot)));
+                    }
+                }
+                if let Some(record) = aggregator.push(&pending.record) {
+                    batches.push(Batch::new(record, mem::take(&mut current), Some(slot)));
+                }
+                current.push(pending);
+            }
+            if let Some(record) = aggregator.finish() {
+                batches.push(Batch::new(record, current, Some(slot)));
+            }
+            let shard = &mut self.streams[si].slots[slot];
+            for batch in batches.into_iter().rev() {
+                shard.ready_expiration = min_instant(shard.ready_expiration, Some(batch.expiration));
+                shard.ready.push_front(batch);
+            }
+            self.service_shard(si, slot, now);
+        }
+    }
+
+    /// Moves a shard forward: closes a due aggregate, fails expired records, passes what the
+    /// limiter allows to the collector, and arms the shard's next wake-up.
+    fn service_shard(&mut self, si: usize, slot: usize, now: Instant) {
+        let ordering = self.config.ordering == OrderingMode::PerShard;
+        {
+            let shard = &mut self.streams[si].slots[slot];
+            if shard.aggregate_deadline.is_some_and(|deadline| deadline <= now) {
+                Self::finish_shard_aggregate(shard, slot);
+            }
+        }
+        self.sweep_expired(si, slot, now);
+        let mut wake: Option<Instant> = None;
+        loop {
+            let shard = &mut self.streams[si].slots[slot];
+            let Some(front) = shard.ready.front() else {
+                shard.ready_expiration = None;
+                break;
+            };
+            if let Some(until) = shard.blocked_until {
+                if until > now {
+                    wake = Some(until);
+                    break;
+                }
+                shard.blocked_until = None;
+            }
+            if ordering && shard.busy {
+                break;
+            }
+            if let Err(at) = shard.limiter.try_take(front.size, now) {
+                wake = Some(at);
+                break;
+            }
+            let Some(batch) = shard.ready.pop_front() else {
+                break;
+            };
+            if ordering {
+                shard.busy = true;
+            }
+            self.collect(si, batch, now);
+        }
+        let shard = &mut self.streams[si].slots[slot];
+        let next = min_instant(min_instant(wake, shard.aggregate_deadline), shard.ready_expiration);
+        if let Some(at) = next {
+            arm(&mut self.timers, &mut shard.timer, at, Timer::Shard(si, slot));
+        }
+    }
+
+    fn sweep_expired(&mut self, si: usize, slot: usize, now: Instant) {
+        let shard = &mut self.streams[si].slots[slot];
+        if shard.ready_expiration.is_none_or(|at| at > now) {
+            return;
+        }
+        let mut expired: Vec<Pending> = Vec::new();
+        let mut survivors: Vec<Pending> = Vec::new();
+        let mut kept: VecDeque<Batch> = VecDeque::with_capacity(shard.ready.len());
+        for batch in shard.ready.drain(..) {
+            if batch.expiration > now {
+                kept.push_back(batch);
+                continue;
+            }
+            for pending in batch.records {
+                if pending.expiration <= now {
+                    expired.push(pending);
+                } else {
+                    survivors.push(pending);
+                }
+            }
+        }
+        shard.ready_expiration = kept.iter().map(|b| b.expiration).min();
+        shard.ready = kept;
+        let code: Arc<str> = "Expired".into();
+        let message: Arc<str> = "record_ttl reached while waiting for the shard's rate limit".into();
+        for mut pending in expired {
+            pending.add_failed_attempt(now, now, &code, &message);
+            self.fail(pending, FailureReason::Expired);
+        }
+        if !survivors.is_empty() {
+            self.requeue_front(si, survivors, now);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Collection
+    // ----------------------------------------------------------------------------------------
+
+    fn collect(&mut self, si: usize, batch: Batch, now: Instant) {
+        let max_count = self.config.request_max_count();
+        let max_size = self.config.request_max_size();
+        let grace = self.config.collection_grace();
+        let ordering = self.config.ordering == OrderingMode::PerShard;
+        let collector = &self.streams[si].collector;
+        let one_per_shard_conflict = ordering
+            && batch.slot.is_some()
+            && collector.batches.iter().any(|b| b.slot == batch.slot);
+        if !collector.batches.is_empty()
+            && (collector.batches.len() + 1 > max_count
+                || collector.size + batch.size > max_size
+                || one_per_shard_conflict)
+        {
+            self.flush_collector(si);
+        }
+        let stream = &mut self.streams[si];
+        let deadline = batch.deadline.max(now + grace);
+        let mut shard_full = false;
+        if let Some(slot) = batch.slot {
+            let shard = &mut stream.slots[slot];
+            shard.collected_bytes += batch.size;
+            shard_full = shard.collected_bytes >= SHARD_COLLECTED_BYTES_TRIGGER;
+        }
+        let collector = &mut stream.collector;
+        collector.size += batch.size;
+        collector.batches.push(batch);
+        collector.deadline = min_instant(collector.deadline, Some(deadline));
+        if shard_full || collector.batches.len() >= max_count || collector.size >= max_size {
+            self.flush_collector(si);
+        } else {
+            arm(&mut self.timers, &mut stream.timer, deadline, Timer::Stream(si));
+        }
+    }
+
+    fn flush_collector(&mut self, si: usize) {
+        let stream = &mut self.streams[si];
+        if stream.collector.batches.is_empty() {
+            return;
+        }
+        let batches = mem::take(&mut stream.collector.batches);
+        stream.collector.size = 0;
+        stream.collector.deadline = None;
+        let mut entries = Vec::with_capacity(batches.len());
+        let mut metas = Vec::with_capacity(batches.len());
+        stream.stats.kinesis_records_per_request.record(batches.len() as f64);
+        for batch in batches {
+            if let Some(slot) = batch.slot {
+                let shard = &mut stream.slots[slot];
+                shard.collected_bytes = shard.collected_bytes.saturating_sub(batch.size);
+            }
+            stream
+                .stats
+                .user_records_per_kinesis_record
+                .record(batch.records.len() as f64);
+            entries.push(batch.kinesis_record);
+            metas.push(EntryMeta {
+                slot: batch.slot,
+                records: batch.records,
+            });
+        }
+        let request = Request::PutRecords(PutRecordsRequest {
+            stream: stream.stream.clone(),
+            entries,
+        });
+        self.enqueue(si, InFlightKind::PutRecords(metas), request);
+    }
+
+    fn service_stream(&mut self, si: usize, now: Instant) {
+        // Records whose wait for a map is over go alone, unaggregated and unlimited, as the KPL
+        // sends records it cannot predict.
+        loop {
+            let stream = &mut self.streams[si];
+            let Some(front) = stream.awaiting_map.front() else {
+                break;
+            };
+            if front.deadline > now {
+                break;
+            }
+            let Some(pending) = stream.awaiting_map.pop_front() else {
+                break;
+            };
+            match self.predict(si, pending.hash_key) {
+                Some(slot) => self.aggregate(si, slot, pending, now),
+                None => self.send_unpredicted(si, pending, now),
+            }
+        }
+        if self.streams[si].collector.deadline.is_some_and(|at| at <= now) {
+            self.flush_collector(si);
+        }
+        if self.streams[si].refresh.next_at.is_some_and(|at| at <= now) {
+            self.start_refresh(si, now);
+        }
+        let stream = &mut self.streams[si];
+        let next = min_instant(
+            min_instant(stream.awaiting_map.front().map(|p| p.deadline), stream.collector.deadline),
+            stream.refresh.next_at,
+        );
+        if let Some(at) = next {
+            arm(&mut self.timers, &mut stream.timer, at, Timer::Stream(si));
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Answers
+    // ----------------------------------------------------------------------------------------
+
+    fn on_put_records(
+        &mut self,
+        si: usize,
+        entries: Vec<EntryMeta>,
+        result: Result<PutRecordsResponse, TransportError>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let mut verdicts: BTreeMap<Option<usize>, SlotVerdict> = BTreeMap::new();
+        let request_ms = now.saturating_duration_since(sent_at).as_secs_f64() * 1_000.0;
+        self.streams[si].stats.request_time.record(request_ms);
+        match result {
+            Err(error) => {
+                let code: Arc<str> = error.code().into();
+                let message: Arc<str> = error.message().into();
+                self.streams[si].stats.error(&code, 1);
+                for entry in entries {
+                    let verdict = verdicts.entry(entry.slot).or_default();
+                    self.on_entry_failed(si, entry, error.kind(), &code, &message, verdict, sent_at, now);
+                }
+            }
+            Ok(response) if response.entries.len() != entries.len() => {
+                let code: Arc<str> = "RecordCountMismatch".into();
+                let message: Arc<str> = format!(
+                    "PutRecords sent {} records and got {} results",
+                    entries.len(),
+                    response.entries.len()
+                )
+                .into();
+                self.streams[si].stats.error(&code, 1);
+                for entry in entries {
+                    for mut pending in entry.records {
+                        pending.add_failed_attempt(sent_at, now, &code, &message);
+                        self.fail(pending, FailureReason::RecordCountMismatch);
+                    }
+                }
+            }
+            Ok(response) => {
+                for (entry, result) in entries.into_iter().zip(response.entries) {
+                    let verdict = verdicts.entry(entry.slot).or_default();
+                    match result {
+                        PutRecordsEntryResult::Written {
+                            shard_id,
+                            sequence_number,
+                        } => self.on_entry_written(si, entry, shard_id, sequence_number, verdict, sent_at, now),
+                        PutRecordsEntryResult::Failed { code, message } => {
+                            let kind = TransportErrorKind::from_code(&code);
+                            let code: Arc<str> = code.into();
+                            let message: Arc<str> = message.into();
+                            self.streams[si].stats.error(&code, 1);
+                            self.on_entry_failed(si, entry, kind, &code, &message, verdict, sent_at, now);
+                        }
+                    }
+                }
+            }
+        }
+        let ordering = self.config.ordering == OrderingMode::PerShard;
+        for (slot, verdict) in verdicts {
+            let Some(slot) = slot else {
+                if !verdict.retried {
+                    self.streams[si].unpredicted_backoff.reset();
+                }
+                continue;
+            };
+            let shard = &mut self.streams[si].slots[slot];
+            if ordering {
+                shard.busy = false;
+            }
+            if verdict.throttled {
+                shard.limiter.on_throttled(sent_at, now);
+            }
+            if verdict.retried {
+                let delay = shard.backoff.next_delay(&mut self.rng);
+                let until = now + delay;
+                shard.blocked_until = Some(shard.blocked_until.map_or(until, |b| b.max(until)));
+            } else if verdict.written {
+                shard.backoff.reset();
+            }
+            self.service_shard(si, slot, now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one call site; the arguments are the entry's context")]
+    fn on_entry_written(
+        &mut self,
+        si: usize,
+        entry: EntryMeta,
+        shard_id: ShardId,
+        sequence_number: Arc<str>,
+        verdict: &mut SlotVerdict,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let stream = &self.streams[si];
+        let predicted: Option<ShardId> = entry.slot.map(|slot| stream.slots[slot].id.clone());
+        if entry.records.len() > 1 {
+            // The KCL drops a whole aggregate when any of its records hashes outside the shard
+            // it was read from, so an aggregate counts as written only if all of them belong.
+            let range = stream.map.as_ref().and_then(|map| map.range_of(&shard_id));
+            let all_inside = range.is_some_and(|range| entry.records.iter().all(|p| range.contains(p.hash_key)));
+            if !all_inside {
+                let code: Arc<str> = "WrongShard".into();
+                let message: Arc<str> = format!(
+                    "an aggregate of {} records landed on {shard_id}, which does not own all of their hash keys; all are re-sent",
+                    entry.records.len()
+                )
+                .into();
+                self.streams[si].stats.error(&code, 1);
+                self.invalidate_map(si, sent_at, now);
+                let mut retry = Vec::with_capacity(entry.records.len());
+                for mut pending in entry.records {
+                    pending.add_failed_attempt(sent_at, now, &code, &message);
+                    if pending.expiration <= now {
+                        self.expire(pending, now);
+                    } else {
+                        pending.deadline = (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
+                        retry.push(pending);
+                    }
+                }
+                self.streams[si].stats.retries_per_record += retry.len() as u64;
+                let stream = &mut self.streams[si];
+                for pending in retry {
+                    // Wait for the refreshed map (or the deadline) instead of landing wrong again.
+                    Self::await_map(&mut self.timers, si, stream, pending);
+                }
+                return;
+            }
+        }
+        if predicted.is_some_and(|predicted| predicted != shard_id) {
+            self.invalidate_map(si, sent_at, now);
+        }
+        verdict.written = true;
+        let stream = &mut self.streams[si];
+        let bytes = entry.records.iter().map(|p| p.record.data().len() as u64).sum::<u64>();
+        let kinesis_bytes = (entry.records.iter().map(Pending::size).sum::<usize>()) as u64;
+        stream.stats.kinesis_records_put += 1;
+        stream.stats.kinesis_records_data_put += kinesis_bytes;
+        stream.stats.user_records_put += entry.records.len() as u64;
+        stream.stats.user_records_data_put += bytes;
+        if let Some(&slot) = stream.slot_of.get(&shard_id) {
+            let shard_stats = &mut stream.slots[slot].stats;
+            shard_stats.kinesis_records_put += 1;
+            shard_stats.kinesis_records_data_put += kinesis_bytes;
+            shard_stats.user_records_put += entry.records.len() as u64;
+        }
+        for mut pending in entry.records {
+            pending.attempts.push(Attempt::written(
+                sent_at.saturating_duration_since(pending.last_end),
+                now.saturating_duration_since(sent_at),
+                shard_id.clone(),
+                sequence_number.clone(),
+            ));
+            self.finish(pending.id, pending.size(), si);
+            self.events.push_back(Event::Delivered(Delivery {
+                id: RecordId(pending.id),
+                stream: pending.stream,
+                shard_id: shard_id.clone(),
+                sequence_number: sequence_number.clone(),
+                attempts: pending.attempts,
+            }));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one entry's full context")]
+    fn on_entry_failed(
+        &mut self,
+        si: usize,
+        entry: EntryMeta,
+        kind: TransportErrorKind,
+        code: &Arc<str>,
+        message: &Arc<str>,
+        verdict: &mut SlotVerdict,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let throttled = kind == TransportErrorKind::Throttled;
+        if throttled {
+            verdict.throttled = true;
+            if let Some(slot) = entry.slot {
+                self.streams[si].slots[slot].stats.throttled += 1;
+            }
+        }
+        let terminal = if !kind.is_retryable() {
+            Some(FailureReason::Terminal(kind))
+        } else if throttled && self.config.fail_if_throttled {
+            Some(FailureReason::Throttled)
+        } else {
+            None
+        };
+        let mut retry = Vec::new();
+        for mut pending in entry.records {
+            pending.add_failed_attempt(sent_at, now, code, message);
+            match terminal {
+                Some(reason) => self.fail(pending, reason),
+                None if pending.expiration <= now => self.expire(pending, now),
+                None => {
+                    pending.deadline = (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
+                    retry.push(pending);
+                }
+            }
+        }
+        if retry.is_empty() {
+            return;
+        }
+        verdict.retried = true;
+        self.streams[si].stats.retries_per_record += retry.len() as u64;
+        match entry.slot {
+            Some(_) => self.requeue_front(si, retry, now),
+            None => {
+                let delay = self.streams[si].unpredicted_backoff.next_delay(&mut self.rng);
+                let stream = &mut self.streams[si];
+                for mut pending in retry {
+                    pending.deadline = (now + delay).min(pending.expiration);
+                    Self::await_map(&mut self.timers, si, stream, pending);
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outcomes
+    // ----------------------------------------------------------------------------------------
+
+    fn expire(&mut self, mut pending: Pending, now: Instant) {
+        let code: Arc<str> = "Expired".into();
+        let message: Arc<str> = "record_ttl reached before the record could be written".into();
+        pending.add_failed_attempt(now, now, &code, &message);
+        self.fail(pending, FailureReason::Expired);
+    }
+
+    fn fail(&mut self, pending: Pending, reason: FailureReason) {
+        let si = self.stream_index.get(&pending.stream).copied();
+        if let Some(si) = si {
+            let stats = &mut self.streams[si].stats;
+            stats.user_records_failed += 1;
+            if reason == FailureReason::Expired {
+                stats.user_records_expired += 1;
+            }
+            self.finish(pending.id, pending.size(), si);
+        }
+        let id = RecordId(pending.id);
+        let mut pending = pending;
+        let attempts = mem::take(&mut pending.attempts);
+        let record = pending.into_record();
+        self.events.push_back(Event::Failed(Failure {
+            id,
+            reason,
+            record,
+            attempts,
+        }));
+    }
+
+    fn finish(&mut self, id: u64, size: usize, si: usize) {
+        self.outstanding_records -= 1;
+        self.outstanding_bytes -= size;
+        self.streams[si].stats.user_records_pending -= 1;
+        if let Some(offset) = id.checked_sub(self.window_start) {
+            if let Some(slot) = self.window.get_mut(offset as usize) {
+                *slot = None;
+            }
+        }
+        self.retire_window();
+    }
+
+    fn retire_window(&mut self) {
+        while let Some(None) = self.window.front() {
+            self.window.pop_front();
+            self.window_start += 1;
+        }
+        let first_unfinished = if self.window.is_empty() {
+            self.next_record
+        } else {
+            self.window_start
+        };
+        while let Some(&(bound, id)) = self.markers.front() {
+            if bound > first_unfinished {
+                break;
+            }
+            self.markers.pop_front();
+            self.events.push_back(Event::Flushed(id));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+}
+

@@ -1,0 +1,400 @@
+//! What goes in (records) and what comes out (per-record outcomes with their attempt history).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kpl_aggregation::HashKeyParseError;
+
+use crate::stream::Stream;
+use crate::transport::{ShardId, TransportErrorKind};
+
+/// A record as the application hands it over.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    stream: Stream,
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+    data: Bytes,
+}
+
+impl Record {
+    /// A record for `stream` with a partition key and data.
+    pub fn new(stream: Stream, partition_key: impl Into<String>, data: impl Into<Bytes>) -> Self {
+        Self {
+            stream,
+            partition_key: partition_key.into(),
+            explicit_hash_key: None,
+            data: data.into(),
+        }
+    }
+
+    /// Routes the record by this decimal hash key instead of the MD5 of its partition key.
+    #[must_use]
+    pub fn with_explicit_hash_key(mut self, hash_key: impl Into<String>) -> Self {
+        self.explicit_hash_key = Some(hash_key.into());
+        self
+    }
+
+    /// The target stream.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The partition key.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The explicit hash key, if one was given.
+    pub fn explicit_hash_key(&self) -> Option<&str> {
+        self.explicit_hash_key.as_deref()
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// The size the service counts against the record limit: data plus partition key.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    /// Takes the record apart: stream, partition key, explicit hash key, data.
+    pub fn into_parts(self) -> (Stream, String, Option<String>, Bytes) {
+        (self.stream, self.partition_key, self.explicit_hash_key, self.data)
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("stream", &self.stream)
+            .field("partition_key", &self.partition_key)
+            .field("explicit_hash_key", &self.explicit_hash_key)
+            .field("data_len", &self.data.len())
+            .finish()
+    }
+}
+
+/// Identifies an accepted record in the events about it. Increases with acceptance order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordId(pub(crate) u64);
+
+impl RecordId {
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why a record was refused at the door.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The partition key is not 1..=256 characters.
+    #[error("partition_key has {chars} characters; allowed 1..=256")]
+    PartitionKey {
+        /// Its length in characters.
+        chars: usize,
+    },
+    /// The explicit hash key is not a decimal number in 0..2^128.
+    #[error("explicit_hash_key is invalid")]
+    ExplicitHashKey(#[source] HashKeyParseError),
+    /// Data plus partition key exceed the stream's record size limit.
+    #[error("record size (data + partition key) is {size} bytes; the stream allows {limit}")]
+    TooLarge {
+        /// The record's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Accepting it would pass `max_outstanding_records`.
+    #[error("{limit} records are outstanding, the max_outstanding_records limit")]
+    TooManyRecords {
+        /// The limit.
+        limit: usize,
+    },
+    /// Accepting it would pass `max_outstanding_bytes`.
+    #[error("{outstanding} bytes outstanding plus {size} would exceed max_outstanding_bytes ({limit})")]
+    TooManyBytes {
+        /// Bytes outstanding now.
+        outstanding: usize,
+        /// This record's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl RejectReason {
+    /// Whether waiting (for outstanding records to finish) could make the record acceptable.
+    pub fn is_back_pressure(&self) -> bool {
+        matches!(self, Self::TooManyRecords { .. } | Self::TooManyBytes { .. })
+    }
+}
+
+/// A refused record, with the reason and the record handed back.
+#[derive(Debug, thiserror::Error)]
+#[error("record refused: {reason}")]
+pub struct Rejected {
+    #[source]
+    reason: RejectReason,
+    record: Record,
+}
+
+impl Rejected {
+    pub(crate) fn new(reason: RejectReason, record: Record) -> Self {
+        Self { reason, record }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> &RejectReason {
+        &self.reason
+    }
+
+    /// The caller's record, back.
+    pub fn into_record(self) -> Record {
+        self.record
+    }
+}
+
+/// One try at writing a record: how long it waited before, how long the call took, and how it
+/// ended. The KPL's `Attempt`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Attempt {
+    delay: Duration,
+    duration: Duration,
+    result: AttemptResult,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+enum AttemptResult {
+    Written {
+        shard_id: ShardId,
+        sequence_number: Arc<str>,
+    },
+    Failed {
+        code: Arc<str>,
+        message: Arc<str>,
+    },
+}
+
+impl Attempt {
+    pub(crate) fn written(delay: Duration, duration: Duration, shard_id: ShardId, sequence_number: Arc<str>) -> Self {
+        Self {
+            delay,
+            duration,
+            result: AttemptResult::Written {
+                shard_id,
+                sequence_number,
+            },
+        }
+    }
+
+    pub(crate) fn failed(delay: Duration, duration: Duration, code: Arc<str>, message: Arc<str>) -> Self {
+        Self {
+            delay,
+            duration,
+            result: AttemptResult::Failed { code, message },
+        }
+    }
+
+    /// Time from acceptance (first attempt) or the previous attempt's end to this one's start.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// Time the call took; zero for attempts that made no call (such as expiry).
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// Whether this attempt wrote the record.
+    pub fn is_success(&self) -> bool {
+        matches!(self.result, AttemptResult::Written { .. })
+    }
+
+    /// The error code of a failed attempt.
+    pub fn error_code(&self) -> Option<&str> {
+        match &self.result {
+            AttemptResult::Failed { code, .. } => Some(code),
+            AttemptResult::Written { .. } => None,
+        }
+    }
+
+    /// The error message of a failed attempt.
+    pub fn error_message(&self) -> Option<&str> {
+        match &self.result {
+            AttemptResult::Failed { message, .. } => Some(message),
+            AttemptResult::Written { .. } => None,
+        }
+    }
+
+    /// The shard a successful attempt wrote to.
+    pub fn shard_id(&self) -> Option<&ShardId> {
+        match &self.result {
+            AttemptResult::Written { shard_id, .. } => Some(shard_id),
+            AttemptResult::Failed { .. } => None,
+        }
+    }
+
+    /// The sequence number of a successful attempt.
+    pub fn sequence_number(&self) -> Option<&str> {
+        match &self.result {
+            AttemptResult::Written {
+                sequence_number, ..
+            } => Some(sequence_number),
+            AttemptResult::Failed { .. } => None,
+        }
+    }
+}
+
+impl fmt::Debug for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Attempt");
+        s.field("delay", &self.delay).field("duration", &self.duration);
+        match &self.result {
+            AttemptResult::Written {
+                shard_id,
+                sequence_number,
+            } => s.field("shard_id", shard_id).field("sequence_number", sequence_number),
+            AttemptResult::Failed { code, message } => s.field("error_code", code).field("error_message", message),
+        };
+        s.finish()
+    }
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.result {
+            AttemptResult::Written {
+                shard_id,
+                sequence_number,
+            } => write!(f, "written to {shard_id} as {sequence_number}")?,
+            AttemptResult::Failed { code, message } => write!(f, "{code}: {message}")?,
+        }
+        write!(f, " (after {:?}, took {:?})", self.delay, self.duration)
+    }
+}
+
+/// A record written: where, and how it got there.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub(crate) id: RecordId,
+    pub(crate) stream: Stream,
+    pub(crate) shard_id: ShardId,
+    pub(crate) sequence_number: Arc<str>,
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+impl Delivery {
+    /// The record.
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+    /// Its stream.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+    /// The shard it was written to.
+    pub fn shard_id(&self) -> &ShardId {
+        &self.shard_id
+    }
+    /// Its sequence number (shared by all user records of one aggregate).
+    pub fn sequence_number(&self) -> &str {
+        &self.sequence_number
+    }
+    /// Every attempt, the last one successful.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+}
+
+/// Why a record failed for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// The service refused it with an error retrying cannot fix (not found, access denied, …).
+    Terminal(TransportErrorKind),
+    /// `RecordTtl` passed before it was written.
+    Expired,
+    /// It was throttled and `fail_if_throttled` is set.
+    Throttled,
+    /// The owner gave up on it ([`Engine::abandon`](crate::Engine::abandon)), for example at shutdown.
+    Abandoned,
+    /// The service answered a `PutRecords` with a different number of results than entries.
+    RecordCountMismatch,
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Terminal(kind) => write!(f, "terminal error ({kind})"),
+            Self::Expired => f.write_str("record_ttl expired"),
+            Self::Throttled => f.write_str("throttled and fail_if_throttled is set"),
+            Self::Abandoned => f.write_str("abandoned before it was written"),
+            Self::RecordCountMismatch => f.write_str("the service returned a different number of results"),
+        }
+    }
+}
+
+/// A record that will not be written, with the record handed back.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub(crate) id: RecordId,
+    pub(crate) reason: FailureReason,
+    pub(crate) record: Record,
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+impl Failure {
+    /// The record's id.
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+    /// Why it failed.
+    pub fn reason(&self) -> FailureReason {
+        self.reason
+    }
+    /// The record.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+    /// Takes the record back.
+    pub fn into_record(self) -> Record {
+        self.record
+    }
+    /// Every attempt, in order; the last one says what finally went wrong.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "record {} to {} failed: {}", self.id.0, self.record.stream, self.reason)?;
+        if let Some(last) = self.attempts.last() {
+            write!(f, "; after {} attempt(s), the last: {last}", self.attempts.len())?;
+        }
+        Ok(())
+    }
+}
+
+/// Identifies a flush marker; see [`Engine::flush_marker`](crate::Engine::flush_marker).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlushId(pub(crate) u64);
+
+/// Something the owner of the engine must learn about.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A record was written.
+    Delivered(Delivery),
+    /// A record will not be written.
+    Failed(Failure),
+    /// Every record accepted before the marker was created has its outcome.
+    Flushed(FlushId),
+}

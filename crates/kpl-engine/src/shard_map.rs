@@ -1,0 +1,112 @@
+//! The shard map of one stream: which open shard owns a hash key, and the ranges of every shard
+//! seen, open or closed, for checking where records landed.
+
+use std::collections::BTreeMap;
+
+use kpl_aggregation::{HashKey, HashKeyRange};
+
+use crate::transport::{ShardDescription, ShardId};
+
+/// A stream's open shards, sorted by hash range, plus the ranges of shards seen before.
+#[derive(Clone, Debug, Default)]
+pub struct ShardMap {
+    /// Open shards sorted by the start of their range; ranges do not overlap.
+    open: Vec<(HashKeyRange, ShardId)>,
+    /// Every shard ever listed, including closed ones, so landings on a parent or a child can be
+    /// checked after a reshard.
+    known: BTreeMap<ShardId, HashKeyRange>,
+}
+
+impl ShardMap {
+    /// Builds a map from `ListShards` output. Closed shards are only remembered; overlapping open
+    /// ranges (a listing taken mid-reshard) keep the first shard of each overlap.
+    pub fn from_shards(shards: &[ShardDescription], previous: Option<&Self>) -> Self {
+        let mut known = previous.map(|map| map.known.clone()).unwrap_or_default();
+        let mut open: Vec<(HashKeyRange, ShardId)> = Vec::new();
+        for shard in shards {
+            known.insert(shard.shard_id.clone(), shard.hash_key_range);
+            if shard.open {
+                open.push((shard.hash_key_range, shard.shard_id.clone()));
+            }
+        }
+        open.sort_by_key(|(range, id)| (range.start(), id.clone()));
+        let mut disjoint: Vec<(HashKeyRange, ShardId)> = Vec::with_capacity(open.len());
+        for (range, id) in open {
+            if disjoint.last().is_some_and(|(last, _)| range.start() <= last.end()) {
+                continue;
+            }
+            disjoint.push((range, id));
+        }
+        Self {
+            open: disjoint,
+            known,
+        }
+    }
+
+    /// The open shard owning `hash_key`, as an index into [`open_shards`](Self::open_shards), in
+    /// O(log n). `None` if no open shard covers it.
+    pub fn lookup(&self, hash_key: HashKey) -> Option<usize> {
+        let index = self.open.partition_point(|(range, _)| range.end() < hash_key);
+        let (range, _) = self.open.get(index)?;
+        range.contains(hash_key).then_some(index)
+    }
+
+    /// The open shards, sorted by range.
+    pub fn open_shards(&self) -> &[(HashKeyRange, ShardId)] {
+        &self.open
+    }
+
+    /// The range of any shard seen so far, open or closed.
+    pub fn range_of(&self, shard_id: &ShardId) -> Option<HashKeyRange> {
+        self.known.get(shard_id).copied()
+    }
+
+    /// Whether `shard_id` is open in this map.
+    pub fn is_open(&self, shard_id: &ShardId) -> bool {
+        self.open.iter().any(|(_, id)| id == shard_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, start: u128, end: u128, open: bool) -> ShardDescription {
+        ShardDescription {
+            shard_id: ShardId::from(id),
+            hash_key_range: HashKeyRange::new(HashKey::new(start), HashKey::new(end)).unwrap(),
+            open,
+        }
+    }
+
+    #[test]
+    fn lookup_finds_the_owner_at_every_boundary() {
+        let map = ShardMap::from_shards(
+            &[
+                shard("s2", 200, u128::MAX, true),
+                shard("s0", 0, 99, true),
+                shard("s1", 100, 199, true),
+                shard("old", 0, u128::MAX, false),
+            ],
+            None,
+        );
+        let owner = |key: u128| map.lookup(HashKey::new(key)).map(|i| map.open_shards()[i].1.as_str().to_owned());
+        assert_eq!(owner(0).as_deref(), Some("s0"));
+        assert_eq!(owner(99).as_deref(), Some("s0"));
+        assert_eq!(owner(100).as_deref(), Some("s1"));
+        assert_eq!(owner(199).as_deref(), Some("s1"));
+        assert_eq!(owner(200).as_deref(), Some("s2"));
+        assert_eq!(owner(u128::MAX).as_deref(), Some("s2"));
+        assert!(!map.is_open(&ShardId::from("old")));
+        assert_eq!(map.range_of(&ShardId::from("old")), Some(HashKeyRange::FULL));
+    }
+
+    #[test]
+    fn gaps_answer_none_and_old_ranges_are_remembered() {
+        let first = ShardMap::from_shards(&[shard("a", 0, 10, true)], None);
+        assert_eq!(first.lookup(HashKey::new(11)), None);
+        let second = ShardMap::from_shards(&[shard("b", 0, 5, true), shard("c", 6, 10, true)], Some(&first));
+        assert!(second.range_of(&ShardId::from("a")).is_some());
+        assert_eq!(second.open_shards().len(), 2);
+    }
+}

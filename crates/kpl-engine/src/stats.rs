@@ -1,0 +1,139 @@
+//! Counters and distributions the metrics layer exports, kept as plain data, and the one list of
+//! metric names (the KPL's CloudWatch names) they are exported under.
+
+use std::collections::BTreeMap;
+
+use crate::transport::ShardId;
+
+/// The KPL's metric names, one constant per exported statistic. An exporter maps each field of
+/// [`StreamStats`] / [`ShardStats`] to the name documented on it.
+pub mod names {
+    /// [`StreamStats::user_records_received`](super::StreamStats::user_records_received).
+    pub const USER_RECORDS_RECEIVED: &str = "UserRecordsReceived";
+    /// [`StreamStats::user_records_pending`](super::StreamStats::user_records_pending).
+    pub const USER_RECORDS_PENDING: &str = "UserRecordsPending";
+    /// [`StreamStats::user_records_put`](super::StreamStats::user_records_put).
+    pub const USER_RECORDS_PUT: &str = "UserRecordsPut";
+    /// [`StreamStats::user_records_data_put`](super::StreamStats::user_records_data_put).
+    pub const USER_RECORDS_DATA_PUT: &str = "UserRecordsDataPut";
+    /// [`StreamStats::user_records_failed`](super::StreamStats::user_records_failed).
+    pub const USER_RECORDS_FAILED: &str = "UserRecordsFailed";
+    /// [`StreamStats::user_records_expired`](super::StreamStats::user_records_expired).
+    pub const USER_RECORD_EXPIRED: &str = "UserRecordExpired";
+    /// [`StreamStats::kinesis_records_put`](super::StreamStats::kinesis_records_put).
+    pub const KINESIS_RECORDS_PUT: &str = "KinesisRecordsPut";
+    /// [`StreamStats::kinesis_records_data_put`](super::StreamStats::kinesis_records_data_put).
+    pub const KINESIS_RECORDS_DATA_PUT: &str = "KinesisRecordsDataPut";
+    /// [`StreamStats::retries_per_record`](super::StreamStats::retries_per_record).
+    pub const RETRIES_PER_RECORD: &str = "RetriesPerRecord";
+    /// [`StreamStats::errors_by_code`](super::StreamStats::errors_by_code), one series per code.
+    pub const ERRORS_BY_CODE: &str = "ErrorsByCode";
+    /// The sum of [`StreamStats::errors_by_code`](super::StreamStats::errors_by_code).
+    pub const ALL_ERRORS: &str = "AllErrors";
+    /// [`StreamStats::buffering_time`](super::StreamStats::buffering_time).
+    pub const BUFFERING_TIME: &str = "BufferingTime";
+    /// [`StreamStats::request_time`](super::StreamStats::request_time).
+    pub const REQUEST_TIME: &str = "RequestTime";
+    /// [`StreamStats::user_records_per_kinesis_record`](super::StreamStats::user_records_per_kinesis_record).
+    pub const USER_RECORDS_PER_KINESIS_RECORD: &str = "UserRecordsPerKinesisRecord";
+    /// [`StreamStats::kinesis_records_per_request`](super::StreamStats::kinesis_records_per_request).
+    pub const KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST: &str = "KinesisRecordsPerPutRecordsRequest";
+    /// The label carrying the stream name.
+    pub const LABEL_STREAM: &str = "StreamName";
+    /// The label carrying the shard id.
+    pub const LABEL_SHARD: &str = "ShardId";
+    /// The label carrying an error code.
+    pub const LABEL_ERROR_CODE: &str = "ErrorCode";
+}
+
+/// Count, sum, minimum and maximum of a distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Samples.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// The smallest.
+    pub min: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Summary {
+    pub(crate) fn record(&mut self, value: f64) {
+        if self.count == 0 {
+            self.min = value;
+            self.max = value;
+        } else {
+            self.min = self.min.min(value);
+            self.max = self.max.max(value);
+        }
+        self.count += 1;
+        self.sum += value;
+    }
+
+    /// The mean, or 0 without samples.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 { 0.0 } else { self.sum / self.count as f64 }
+    }
+}
+
+/// Statistics of one stream since the engine started.
+#[derive(Clone, Debug, Default)]
+pub struct StreamStats {
+    /// User records accepted.
+    pub user_records_received: u64,
+    /// User records accepted and not finished.
+    pub user_records_pending: u64,
+    /// User records written.
+    pub user_records_put: u64,
+    /// Bytes of user-record data written.
+    pub user_records_data_put: u64,
+    /// User records that failed for good (expired ones included).
+    pub user_records_failed: u64,
+    /// User records that failed because `record_ttl` passed.
+    pub user_records_expired: u64,
+    /// Kinesis records (aggregates or single records) written.
+    pub kinesis_records_put: u64,
+    /// Bytes of Kinesis records written (data + partition keys).
+    pub kinesis_records_data_put: u64,
+    /// Failed attempts that were retried, counted per user record.
+    pub retries_per_record: u64,
+    /// Failed attempts per error code, counted per Kinesis record or per request.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Milliseconds from acceptance to the first send of each user record.
+    pub buffering_time: Summary,
+    /// Milliseconds per `PutRecords` call.
+    pub request_time: Summary,
+    /// User records per Kinesis record sent.
+    pub user_records_per_kinesis_record: Summary,
+    /// Kinesis records per `PutRecords` call.
+    pub kinesis_records_per_request: Summary,
+    /// Per-shard statistics.
+    pub shards: BTreeMap<ShardId, ShardStats>,
+}
+
+/// Statistics of one shard.
+#[derive(Clone, Debug, Default)]
+pub struct ShardStats {
+    /// User records written to this shard.
+    pub user_records_put: u64,
+    /// Kinesis records written to this shard.
+    pub kinesis_records_put: u64,
+    /// Bytes written to this shard (data + partition keys).
+    pub kinesis_records_data_put: u64,
+    /// Kinesis records refused by throttling.
+    pub throttled: u64,
+    /// The current AIMD rate multiplier (1 = the configured `rate_limit`).
+    pub rate_factor: f64,
+}
+
+impl StreamStats {
+    pub(crate) fn error(&mut self, code: &str, count: u64) {
+        if let Some(n) = self.errors_by_code.get_mut(code) {
+            *n += count;
+        } else {
+            self.errors_by_code.insert(code.to_owned(), count);
+        }
+    }
+}
