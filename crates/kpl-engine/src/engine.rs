@@ -807,8 +807,8 @@ impl Engine {
                 shard.ready_expiration = None;
             }
         }
-        displaced.sort_by_key(|p| p.id);
         displaced.extend(stream.awaiting_map.drain(..));
+        displaced.sort_by_key(|p| p.id);
         stream.map = Some(map);
         stream.open_slots = open_slots;
         arm(&mut self.timers, &mut stream.timer, next_at, Timer::Stream(si));
@@ -1270,7 +1270,25 @@ impl Engine {
                     }
                 }
                 self.streams[si].stats.retries_per_record += retry.len() as u64;
+                let ordering = self.config.ordering == OrderingMode::PerShard;
                 let stream = &mut self.streams[si];
+                if let (true, Some(slot)) = (ordering, entry.slot) {
+                    // Records queued behind the misrouted aggregate must not overtake it: they
+                    // wait for the new map with it, in acceptance order.
+                    let shard = &mut stream.slots[slot];
+                    shard.aggregator.clear();
+                    shard.aggregate_deadline = None;
+                    shard.ready_expiration = None;
+                    for batch in shard.ready.drain(..) {
+                        retry.extend(batch.records);
+                    }
+                    retry.append(&mut shard.aggregated);
+                    retry.sort_by_key(|p| p.id);
+                    let deadline = now + self.config.record_max_buffered_time / 2;
+                    for pending in &mut retry {
+                        pending.deadline = deadline.min(pending.expiration);
+                    }
+                }
                 for pending in retry {
                     // Wait for the refreshed map (or the deadline) instead of landing wrong again.
                     Self::await_map(&mut self.timers, si, stream, pending);
