@@ -5,7 +5,7 @@ use std::mem;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kpl_aggregation::{Aggregator, HashKey, KinesisRecord, PartitionKey, UserRecord};
+use kpl_aggregation::{Aggregator, HashKey, HashKeyRange, KinesisRecord, PartitionKey, UserRecord};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -111,6 +111,7 @@ impl Batch {
 #[derive(Debug)]
 struct ShardState {
     id: ShardId,
+    range: HashKeyRange,
     open: bool,
     aggregator: Aggregator,
     aggregated: Vec<Pending>,
@@ -124,6 +125,9 @@ struct ShardState {
     blocked_until: Option<Instant>,
     /// Ordering mode: a batch of this shard is in the collector or in flight.
     busy: bool,
+    /// Ordering mode: one of this shard's aggregates landed elsewhere; send nothing until the
+    /// map is re-read.
+    awaiting_refresh: bool,
     collected_bytes: usize,
     timer: Option<Instant>,
     stats: ShardStats,
@@ -165,6 +169,8 @@ struct StreamState {
     awaiting_map: VecDeque<Pending>,
     /// Backoff of records sent without a prediction.
     unpredicted_backoff: Backoff,
+    /// A flush was asked for while records waited for a map: flush again once it is installed.
+    flush_on_map: bool,
     collector: Collector,
     timer: Option<Instant>,
     stats: StreamStats,
@@ -410,14 +416,16 @@ impl Engine {
     }
 
     /// Sends what is buffered for `stream` (or every stream) now, without waiting for deadlines.
-    /// Rate limits still apply, and records waiting for a first shard map keep waiting (at most
-    /// until their deadline).
+    /// Rate limits still apply. Records waiting for a shard map keep waiting for it (at most
+    /// until their deadline) and are sent as soon as it arrives.
     pub fn flush(&mut self, stream: Option<&Stream>, now: Instant) {
         let selected: Vec<usize> = match stream {
             Some(stream) => self.stream_index.get(stream).copied().into_iter().collect(),
             None => (0..self.streams.len()).collect(),
         };
         for si in selected {
+            let stream = &mut self.streams[si];
+            stream.flush_on_map |= !stream.awaiting_map.is_empty();
             for slot in 0..self.streams[si].slots.len() {
                 self.finish_aggregate(si, slot);
                 self.service_shard(si, slot, now);
@@ -652,6 +660,7 @@ impl Engine {
             open_slots: Vec::new(),
             awaiting_map: VecDeque::new(),
             unpredicted_backoff: Backoff::new(self.config.retry_backoff_base, self.config.retry_backoff_cap),
+            flush_on_map: false,
             collector: Collector {
                 batches: Vec::new(),
                 size: 0,
@@ -738,15 +747,17 @@ impl Engine {
                     None => self.install_map(si, now),
                 }
             }
-            Err(_) => {
-                let stream = &mut self.streams[si];
-                stream.refresh.in_flight = false;
-                stream.refresh.pages.clear();
-                let retry_at = now + stream.refresh.backoff.next_delay();
-                stream.refresh.next_at = Some(retry_at);
-                arm(&mut self.timers, &mut stream.timer, retry_at, Timer::Stream(si));
-            }
+            Err(_) => self.refresh_failed(si, now),
         }
+    }
+
+    fn refresh_failed(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        stream.refresh.in_flight = false;
+        stream.refresh.pages.clear();
+        let retry_at = now + stream.refresh.backoff.next_delay();
+        stream.refresh.next_at = Some(retry_at);
+        arm(&mut self.timers, &mut stream.timer, retry_at, Timer::Stream(si));
     }
 
     fn install_map(&mut self, si: usize, now: Instant) {
@@ -755,6 +766,11 @@ impl Engine {
         let stream = &mut self.streams[si];
         let shards = mem::take(&mut stream.refresh.pages);
         let map = ShardMap::from_shards(&shards, stream.map.as_ref());
+        if !map.is_consistent() {
+            // Pages read across a reshard; read again rather than route by a torn map.
+            self.refresh_failed(si, now);
+            return;
+        }
         stream.refresh.in_flight = false;
         stream.refresh.backoff.reset();
         stream.map_started_at = Some(stream.refresh.started_at);
@@ -762,13 +778,14 @@ impl Engine {
         stream.refresh.next_at = Some(next_at);
 
         let mut open_slots = Vec::with_capacity(map.open_shards().len());
-        for (_, shard_id) in map.open_shards() {
+        for &(range, ref shard_id) in map.open_shards() {
             let slot = match stream.slot_of.get(shard_id) {
                 Some(&slot) => slot,
                 None => {
                     let slot = stream.slots.len();
                     stream.slots.push(ShardState {
                         id: shard_id.clone(),
+                        range,
                         open: true,
                         aggregator: Aggregator::new(
                             self.config.aggregation_max_size,
@@ -782,6 +799,7 @@ impl Engine {
                         backoff: Backoff::new(self.config.retry_backoff_base, self.config.retry_backoff_cap),
                         blocked_until: None,
                         busy: false,
+                        awaiting_refresh: false,
                         collected_bytes: 0,
                         timer: None,
                         stats: ShardStats::default(),
@@ -797,6 +815,7 @@ impl Engine {
         let mut displaced: Vec<Pending> = Vec::new();
         for (slot, shard) in stream.slots.iter_mut().enumerate() {
             shard.open = open_slots.contains(&slot);
+            shard.awaiting_refresh = false;
             if !shard.open {
                 shard.aggregator.clear();
                 shard.aggregate_deadline = None;
@@ -812,8 +831,13 @@ impl Engine {
         stream.map = Some(map);
         stream.open_slots = open_slots;
         arm(&mut self.timers, &mut stream.timer, next_at, Timer::Stream(si));
+        let flush = mem::take(&mut stream.flush_on_map);
         for pending in displaced {
             self.route(si, pending, now);
+        }
+        if flush {
+            let stream = self.streams[si].stream.clone();
+            self.flush(Some(&stream), now);
         }
     }
 
@@ -842,14 +866,10 @@ impl Engine {
             self.aggregate(si, slot, pending, now);
             return;
         }
+        // No map yet (the map is never torn: see `install_map`). Wait for it; at the deadline
+        // the record goes alone, unpredicted, except in ordering mode.
         let stream = &mut self.streams[si];
-        if stream.map.is_none() {
-            Self::await_map(&mut self.timers, si, stream, pending);
-        } else {
-            // The map has a gap where this key falls (a listing taken mid-reshard): send it alone,
-            // where no aggregate can be dropped because of it.
-            self.send_unpredicted(si, pending, now);
-        }
+        Self::await_map(&mut self.timers, si, stream, pending);
     }
 
     fn await_map(timers: &mut BTreeSet<(Instant, Timer)>, si: usize, stream: &mut StreamState, pending: Pending) {
@@ -969,6 +989,7 @@ impl Engine {
             }
         }
         self.sweep_expired(si, slot, now);
+        let parent_busy = ordering && self.parent_busy(si, slot);
         let mut wake: Option<Instant> = None;
         loop {
             let shard = &mut self.streams[si].slots[slot];
@@ -983,7 +1004,7 @@ impl Engine {
                 }
                 shard.blocked_until = None;
             }
-            if ordering && shard.busy {
+            if ordering && (shard.busy || shard.awaiting_refresh || parent_busy) {
                 break;
             }
             if let Err(at) = shard.limiter.try_take(front.size, now) {
@@ -1003,6 +1024,19 @@ impl Engine {
         if let Some(at) = next {
             arm(&mut self.timers, &mut shard.timer, at, Timer::Shard(si, slot));
         }
+    }
+
+    /// Ordering mode: whether a closed shard overlapping this one still has a request in
+    /// flight. Its records may come back for retry, and must go before this shard's.
+    fn parent_busy(&self, si: usize, slot: usize) -> bool {
+        let stream = &self.streams[si];
+        let range = stream.slots[slot].range;
+        stream.slots.iter().any(|other| {
+            !other.open
+                && other.busy
+                && other.range.start() <= range.end()
+                && range.start() <= other.range.end()
+        })
     }
 
     fn sweep_expired(&mut self, si: usize, slot: usize, now: Instant) {
@@ -1122,11 +1156,19 @@ impl Engine {
             if front.deadline > now {
                 break;
             }
-            let Some(pending) = stream.awaiting_map.pop_front() else {
+            let Some(mut pending) = stream.awaiting_map.pop_front() else {
                 break;
             };
             match self.predict(si, pending.hash_key) {
                 Some(slot) => self.aggregate(si, slot, pending, now),
+                None if pending.expiration <= now => self.expire(pending, now),
+                None if self.config.ordering == OrderingMode::PerShard => {
+                    // Sending without a map would give up the one-request-per-shard rule, so in
+                    // ordering mode records wait for the map until they expire.
+                    pending.deadline = pending.expiration;
+                    let stream = &mut self.streams[si];
+                    Self::await_map(&mut self.timers, si, stream, pending);
+                }
                 None => self.send_unpredicted(si, pending, now),
             }
         }
@@ -1207,6 +1249,11 @@ impl Engine {
             }
         }
         let ordering = self.config.ordering == OrderingMode::PerShard;
+        let closed_parent_done = ordering
+            && verdicts
+                .keys()
+                .flatten()
+                .any(|&slot| !self.streams[si].slots[slot].open);
         for (slot, verdict) in verdicts {
             let Some(slot) = slot else {
                 if !verdict.retried {
@@ -1229,6 +1276,13 @@ impl Engine {
                 shard.backoff.reset();
             }
             self.service_shard(si, slot, now);
+        }
+        if closed_parent_done {
+            for slot in 0..self.streams[si].slots.len() {
+                if self.streams[si].slots[slot].open {
+                    self.service_shard(si, slot, now);
+                }
+            }
         }
     }
 
@@ -1270,25 +1324,20 @@ impl Engine {
                     }
                 }
                 self.streams[si].stats.retries_per_record += retry.len() as u64;
-                let ordering = self.config.ordering == OrderingMode::PerShard;
-                let stream = &mut self.streams[si];
-                if let (true, Some(slot)) = (ordering, entry.slot) {
-                    // Records queued behind the misrouted aggregate must not overtake it: they
-                    // wait for the new map with it, in acceptance order.
-                    let shard = &mut stream.slots[slot];
-                    shard.aggregator.clear();
-                    shard.aggregate_deadline = None;
-                    shard.ready_expiration = None;
-                    for batch in shard.ready.drain(..) {
-                        retry.extend(batch.records);
-                    }
-                    retry.append(&mut shard.aggregated);
-                    retry.sort_by_key(|p| p.id);
-                    let deadline = now + self.config.record_max_buffered_time / 2;
-                    for pending in &mut retry {
-                        pending.deadline = deadline.min(pending.expiration);
-                    }
+                if !self.streams[si].refresh.in_flight {
+                    // The map was re-read after this request left: it already knows where the
+                    // records belong, so they go to the head of their shards now.
+                    self.requeue_front(si, retry, now);
+                    return;
                 }
+                if let (OrderingMode::PerShard, Some(slot)) = (self.config.ordering, entry.slot) {
+                    // Ordering mode: the records go back to the head of their shard, which
+                    // sends nothing more until the new map says where everything belongs.
+                    self.streams[si].slots[slot].awaiting_refresh = true;
+                    self.requeue_front(si, retry, now);
+                    return;
+                }
+                let stream = &mut self.streams[si];
                 for pending in retry {
                     // Wait for the refreshed map (or the deadline) instead of landing wrong again.
                     Self::await_map(&mut self.timers, si, stream, pending);
@@ -1451,9 +1500,5 @@ impl Engine {
         }
     }
 
-    #[cfg(test)]
-    pub(crate) fn timer_count(&self) -> usize {
-        self.timers.len()
-    }
 }
 

@@ -15,6 +15,8 @@ pub struct ShardMap {
     /// Every shard ever listed, including closed ones, so landings on a parent or a child can be
     /// checked after a reshard.
     known: BTreeMap<ShardId, HashKeyRange>,
+    /// Whether the listing had overlapping open shards (one of each overlap was left out).
+    had_overlaps: bool,
 }
 
 impl ShardMap {
@@ -31,8 +33,10 @@ impl ShardMap {
         }
         open.sort_by_key(|(range, id)| (range.start(), id.clone()));
         let mut disjoint: Vec<(HashKeyRange, ShardId)> = Vec::with_capacity(open.len());
+        let mut had_overlaps = false;
         for (range, id) in open {
             if disjoint.last().is_some_and(|(last, _)| range.start() <= last.end()) {
+                had_overlaps = true;
                 continue;
             }
             disjoint.push((range, id));
@@ -40,7 +44,21 @@ impl ShardMap {
         Self {
             open: disjoint,
             known,
+            had_overlaps,
         }
+    }
+
+    /// Whether the open shards tile the whole hash key space exactly, as they always do in a
+    /// consistent listing. A listing paged across a reshard may have gaps or overlaps.
+    pub fn is_consistent(&self) -> bool {
+        let mut next_start = Some(0u128);
+        for (range, _) in &self.open {
+            if Some(range.start().get()) != next_start {
+                return false;
+            }
+            next_start = range.end().get().checked_add(1);
+        }
+        !self.had_overlaps && !self.open.is_empty() && next_start.is_none()
     }
 
     /// The open shard owning `hash_key`, as an index into [`open_shards`](Self::open_shards), in
@@ -108,5 +126,18 @@ mod tests {
         let second = ShardMap::from_shards(&[shard("b", 0, 5, true), shard("c", 6, 10, true)], Some(&first));
         assert!(second.range_of(&ShardId::from("a")).is_some());
         assert_eq!(second.open_shards().len(), 2);
+        assert!(!second.is_consistent(), "11.. is not covered");
+    }
+
+    #[test]
+    fn consistency_needs_exact_tiling_without_overlaps() {
+        let full = ShardMap::from_shards(&[shard("a", 0, 10, true), shard("b", 11, u128::MAX, true)], None);
+        assert!(full.is_consistent());
+        let overlap = ShardMap::from_shards(
+            &[shard("a", 0, 10, true), shard("b", 11, u128::MAX, true), shard("c", 5, 20, true)],
+            None,
+        );
+        assert!(!overlap.is_consistent());
+        assert!(!ShardMap::from_shards(&[], None).is_consistent());
     }
 }
