@@ -92,7 +92,9 @@ mod tests {
         let run = || {
             let mut rng = SmallRng::seed_from_u64(42);
             let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-            (0..10).map(|_| backoff.next_delay(&mut rng)).collect::<Vec<_>>()
+            (0..10)
+                .map(|_| backoff.next_delay(&mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());
     }
@@ -100,7 +102,9 @@ mod tests {
     #[test]
     fn refresh_backoff_follows_the_kpl_schedule() {
         let mut backoff = RefreshBackoff::new();
-        let delays: Vec<u64> = (0..12).map(|_| backoff.next_delay().as_millis() as u64).collect();
+        let delays: Vec<u64> = (0..12)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
         assert_eq!(&delays[..4], &[1_000, 1_500, 2_250, 3_375]);
         assert_eq!(*delays.last().unwrap(), 30_000);
         backoff.reset();

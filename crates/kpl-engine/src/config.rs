@@ -169,7 +169,12 @@ impl EngineConfig {
             self.collection_max_size >= 52_224,
             "52224..",
         )?;
-        check("rate_limit", self.rate_limit, self.rate_limit >= 1, "1.. (percent)")?;
+        check(
+            "rate_limit",
+            self.rate_limit,
+            self.rate_limit >= 1,
+            "1.. (percent)",
+        )?;
         check(
             "record_ttl",
             millis(self.record_ttl),
@@ -249,18 +254,49 @@ mod tests {
 
     #[test]
     fn each_range_is_enforced_and_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut EngineConfig)>)> = vec![
-            ("aggregation_max_count", Box::new(|c| c.aggregation_max_count = 0)),
-            ("collection_max_count", Box::new(|c| c.collection_max_count = 501)),
-            ("collection_max_size", Box::new(|c| c.collection_max_size = 52_223)),
+        type Spoil = Box<dyn Fn(&mut EngineConfig)>;
+        let cases: Vec<(&str, Spoil)> = vec![
+            (
+                "aggregation_max_count",
+                Box::new(|c| c.aggregation_max_count = 0),
+            ),
+            (
+                "collection_max_count",
+                Box::new(|c| c.collection_max_count = 501),
+            ),
+            (
+                "collection_max_size",
+                Box::new(|c| c.collection_max_size = 52_223),
+            ),
             ("rate_limit", Box::new(|c| c.rate_limit = 0)),
-            ("record_ttl", Box::new(|c| c.record_ttl = Duration::from_millis(99))),
-            ("max_user_record_size", Box::new(|c| c.max_user_record_size = 63)),
-            ("max_outstanding_records", Box::new(|c| c.max_outstanding_records = 0)),
-            ("max_outstanding_bytes", Box::new(|c| c.max_outstanding_bytes = 10)),
-            ("shard_map_refresh_interval", Box::new(|c| c.shard_map_refresh_interval = Duration::ZERO)),
-            ("retry_backoff_base", Box::new(|c| c.retry_backoff_base = Duration::ZERO)),
-            ("retry_backoff_cap", Box::new(|c| c.retry_backoff_cap = Duration::from_micros(1))),
+            (
+                "record_ttl",
+                Box::new(|c| c.record_ttl = Duration::from_millis(99)),
+            ),
+            (
+                "max_user_record_size",
+                Box::new(|c| c.max_user_record_size = 63),
+            ),
+            (
+                "max_outstanding_records",
+                Box::new(|c| c.max_outstanding_records = 0),
+            ),
+            (
+                "max_outstanding_bytes",
+                Box::new(|c| c.max_outstanding_bytes = 10),
+            ),
+            (
+                "shard_map_refresh_interval",
+                Box::new(|c| c.shard_map_refresh_interval = Duration::ZERO),
+            ),
+            (
+                "retry_backoff_base",
+                Box::new(|c| c.retry_backoff_base = Duration::ZERO),
+            ),
+            (
+                "retry_backoff_cap",
+                Box::new(|c| c.retry_backoff_cap = Duration::from_micros(1)),
+            ),
         ];
         for (key, spoil) in cases {
             let mut config = EngineConfig::default();

@@ -65,7 +65,13 @@ impl Pending {
         }
     }
 
-    fn add_failed_attempt(&mut self, sent_at: Instant, now: Instant, code: &Arc<str>, message: &Arc<str>) {
+    fn add_failed_attempt(
+        &mut self,
+        sent_at: Instant,
+        now: Instant,
+        code: &Arc<str>,
+        message: &Arc<str>,
+    ) {
         self.attempts.push(Attempt::failed(
             sent_at.saturating_duration_since(self.last_end),
             now.saturating_duration_since(sent_at),
@@ -293,7 +299,12 @@ pub struct Engine {
     outstanding_bytes: usize,
 }
 
-fn arm(timers: &mut BTreeSet<(Instant, Timer)>, armed: &mut Option<Instant>, at: Instant, timer: Timer) {
+fn arm(
+    timers: &mut BTreeSet<(Instant, Timer)>,
+    armed: &mut Option<Instant>,
+    at: Instant,
+    timer: Timer,
+) {
     if armed.is_none_or(|current| at < current) {
         timers.insert((at, timer));
         *armed = Some(at);
@@ -347,7 +358,10 @@ impl Engine {
         let size = record.size();
         if self.outstanding_records >= self.config.max_outstanding_records {
             let limit = self.config.max_outstanding_records;
-            return Err(Rejected::new(RejectReason::TooManyRecords { limit }, record));
+            return Err(Rejected::new(
+                RejectReason::TooManyRecords { limit },
+                record,
+            ));
         }
         if self.outstanding_records > 0
             && self.outstanding_bytes + size > self.config.max_outstanding_bytes
@@ -362,9 +376,14 @@ impl Engine {
         let limit = self
             .stream_index
             .get(record.stream())
-            .map_or(self.config.max_user_record_size, |&si| self.streams[si].max_record_size);
+            .map_or(self.config.max_user_record_size, |&si| {
+                self.streams[si].max_record_size
+            });
         if size > limit {
-            return Err(Rejected::new(RejectReason::TooLarge { size, limit }, record));
+            return Err(Rejected::new(
+                RejectReason::TooLarge { size, limit },
+                record,
+            ));
         }
         let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
             None => None,
@@ -515,7 +534,11 @@ impl Engine {
                 self.on_list_shards(si, Ok(page), now);
             }
             (InFlightKind::ListShards, Ok(_)) => {
-                let error = TransportError::new(TransportErrorKind::Other, "UnexpectedResponse", "not a ListShards response");
+                let error = TransportError::new(
+                    TransportErrorKind::Other,
+                    "UnexpectedResponse",
+                    "not a ListShards response",
+                );
                 self.on_list_shards(si, Err(error), now);
             }
             (InFlightKind::ListShards, Err(error)) => self.on_list_shards(si, Err(error), now),
@@ -659,7 +682,10 @@ impl Engine {
             slot_of: BTreeMap::new(),
             open_slots: Vec::new(),
             awaiting_map: VecDeque::new(),
-            unpredicted_backoff: Backoff::new(self.config.retry_backoff_base, self.config.retry_backoff_cap),
+            unpredicted_backoff: Backoff::new(
+                self.config.retry_backoff_base,
+                self.config.retry_backoff_cap,
+            ),
             flush_on_map: false,
             collector: Collector {
                 batches: Vec::new(),
@@ -729,7 +755,12 @@ impl Engine {
         }
     }
 
-    fn on_list_shards(&mut self, si: usize, page: Result<ListShardsResponse, TransportError>, now: Instant) {
+    fn on_list_shards(
+        &mut self,
+        si: usize,
+        page: Result<ListShardsResponse, TransportError>,
+        now: Instant,
+    ) {
         match page {
             Ok(page) => {
                 let stream = &mut self.streams[si];
@@ -757,7 +788,12 @@ impl Engine {
         stream.refresh.pages.clear();
         let retry_at = now + stream.refresh.backoff.next_delay();
         stream.refresh.next_at = Some(retry_at);
-        arm(&mut self.timers, &mut stream.timer, retry_at, Timer::Stream(si));
+        arm(
+            &mut self.timers,
+            &mut stream.timer,
+            retry_at,
+            Timer::Stream(si),
+        );
     }
 
     fn install_map(&mut self, si: usize, now: Instant) {
@@ -796,7 +832,10 @@ impl Engine {
                         ready: VecDeque::new(),
                         ready_expiration: None,
                         limiter: ShardLimiter::new(self.config.rate_limit, now),
-                        backoff: Backoff::new(self.config.retry_backoff_base, self.config.retry_backoff_cap),
+                        backoff: Backoff::new(
+                            self.config.retry_backoff_base,
+                            self.config.retry_backoff_cap,
+                        ),
                         blocked_until: None,
                         busy: false,
                         awaiting_refresh: false,
@@ -830,7 +869,12 @@ impl Engine {
         displaced.sort_by_key(|p| p.id);
         stream.map = Some(map);
         stream.open_slots = open_slots;
-        arm(&mut self.timers, &mut stream.timer, next_at, Timer::Stream(si));
+        arm(
+            &mut self.timers,
+            &mut stream.timer,
+            next_at,
+            Timer::Stream(si),
+        );
         let flush = mem::take(&mut stream.flush_on_map);
         for pending in displaced {
             self.route(si, pending, now);
@@ -872,15 +916,25 @@ impl Engine {
         Self::await_map(&mut self.timers, si, stream, pending);
     }
 
-    fn await_map(timers: &mut BTreeSet<(Instant, Timer)>, si: usize, stream: &mut StreamState, pending: Pending) {
+    fn await_map(
+        timers: &mut BTreeSet<(Instant, Timer)>,
+        si: usize,
+        stream: &mut StreamState,
+        pending: Pending,
+    ) {
         let deadline = pending.deadline;
-        let at = stream.awaiting_map.partition_point(|p| p.deadline <= deadline);
+        let at = stream
+            .awaiting_map
+            .partition_point(|p| p.deadline <= deadline);
         stream.awaiting_map.insert(at, pending);
         arm(timers, &mut stream.timer, deadline, Timer::Stream(si));
     }
 
     fn send_unpredicted(&mut self, si: usize, pending: Pending, now: Instant) {
-        let mut record = KinesisRecord::new(pending.record.partition_key().as_str(), pending.record.data().clone());
+        let mut record = KinesisRecord::new(
+            pending.record.partition_key().as_str(),
+            pending.record.data().clone(),
+        );
         record = record.with_explicit_hash_key(pending.hash_key);
         let batch = Batch::new(record, vec![pending], None);
         self.collect(si, batch, now);
@@ -909,7 +963,12 @@ impl Engine {
         }
         if shard.ready.is_empty() {
             if let Some(deadline) = shard.aggregate_deadline {
-                arm(&mut self.timers, &mut shard.timer, deadline, Timer::Shard(si, slot));
+                arm(
+                    &mut self.timers,
+                    &mut shard.timer,
+                    deadline,
+                    Timer::Shard(si, slot),
+                );
             }
         } else {
             self.service_shard(si, slot, now);
@@ -952,7 +1011,10 @@ impl Engine {
             1
         };
         for (slot, records) in by_slot {
-            let mut aggregator = Aggregator::new(self.config.aggregation_max_size, self.config.outer_partition_key);
+            let mut aggregator = Aggregator::new(
+                self.config.aggregation_max_size,
+                self.config.outer_partition_key,
+            );
             let mut batches: Vec<Batch> = Vec::new();
             let mut current: Vec<Pending> = Vec::new();
             for pending in records {
@@ -971,7 +1033,8 @@ impl Engine {
             }
             let shard = &mut self.streams[si].slots[slot];
             for batch in batches.into_iter().rev() {
-                shard.ready_expiration = min_instant(shard.ready_expiration, Some(batch.expiration));
+                shard.ready_expiration =
+                    min_instant(shard.ready_expiration, Some(batch.expiration));
                 shard.ready.push_front(batch);
             }
             self.service_shard(si, slot, now);
@@ -984,7 +1047,10 @@ impl Engine {
         let ordering = self.config.ordering == OrderingMode::PerShard;
         {
             let shard = &mut self.streams[si].slots[slot];
-            if shard.aggregate_deadline.is_some_and(|deadline| deadline <= now) {
+            if shard
+                .aggregate_deadline
+                .is_some_and(|deadline| deadline <= now)
+            {
                 Self::finish_shard_aggregate(shard, slot);
             }
         }
@@ -1020,9 +1086,17 @@ impl Engine {
             self.collect(si, batch, now);
         }
         let shard = &mut self.streams[si].slots[slot];
-        let next = min_instant(min_instant(wake, shard.aggregate_deadline), shard.ready_expiration);
+        let next = min_instant(
+            min_instant(wake, shard.aggregate_deadline),
+            shard.ready_expiration,
+        );
         if let Some(at) = next {
-            arm(&mut self.timers, &mut shard.timer, at, Timer::Shard(si, slot));
+            arm(
+                &mut self.timers,
+                &mut shard.timer,
+                at,
+                Timer::Shard(si, slot),
+            );
         }
     }
 
@@ -1063,7 +1137,8 @@ impl Engine {
         shard.ready_expiration = kept.iter().map(|b| b.expiration).min();
         shard.ready = kept;
         let code: Arc<str> = "Expired".into();
-        let message: Arc<str> = "record_ttl reached while waiting for the shard's rate limit".into();
+        let message: Arc<str> =
+            "record_ttl reached while waiting for the shard's rate limit".into();
         for mut pending in expired {
             pending.add_failed_attempt(now, now, &code, &message);
             self.fail(pending, FailureReason::Expired);
@@ -1108,7 +1183,12 @@ impl Engine {
         if shard_full || collector.batches.len() >= max_count || collector.size >= max_size {
             self.flush_collector(si);
         } else {
-            arm(&mut self.timers, &mut stream.timer, deadline, Timer::Stream(si));
+            arm(
+                &mut self.timers,
+                &mut stream.timer,
+                deadline,
+                Timer::Stream(si),
+            );
         }
     }
 
@@ -1122,7 +1202,10 @@ impl Engine {
         stream.collector.deadline = None;
         let mut entries = Vec::with_capacity(batches.len());
         let mut metas = Vec::with_capacity(batches.len());
-        stream.stats.kinesis_records_per_request.record(batches.len() as f64);
+        stream
+            .stats
+            .kinesis_records_per_request
+            .record(batches.len() as f64);
         for batch in batches {
             if let Some(slot) = batch.slot {
                 let shard = &mut stream.slots[slot];
@@ -1172,7 +1255,11 @@ impl Engine {
                 None => self.send_unpredicted(si, pending, now),
             }
         }
-        if self.streams[si].collector.deadline.is_some_and(|at| at <= now) {
+        if self.streams[si]
+            .collector
+            .deadline
+            .is_some_and(|at| at <= now)
+        {
             self.flush_collector(si);
         }
         if self.streams[si].refresh.next_at.is_some_and(|at| at <= now) {
@@ -1180,7 +1267,10 @@ impl Engine {
         }
         let stream = &mut self.streams[si];
         let next = min_instant(
-            min_instant(stream.awaiting_map.front().map(|p| p.deadline), stream.collector.deadline),
+            min_instant(
+                stream.awaiting_map.front().map(|p| p.deadline),
+                stream.collector.deadline,
+            ),
             stream.refresh.next_at,
         );
         if let Some(at) = next {
@@ -1210,7 +1300,16 @@ impl Engine {
                 self.streams[si].stats.error(&code, 1);
                 for entry in entries {
                     let verdict = verdicts.entry(entry.slot).or_default();
-                    self.on_entry_failed(si, entry, error.kind(), &code, &message, verdict, sent_at, now);
+                    self.on_entry_failed(
+                        si,
+                        entry,
+                        error.kind(),
+                        &code,
+                        &message,
+                        verdict,
+                        sent_at,
+                        now,
+                    );
                 }
             }
             Ok(response) if response.entries.len() != entries.len() => {
@@ -1236,13 +1335,23 @@ impl Engine {
                         PutRecordsEntryResult::Written {
                             shard_id,
                             sequence_number,
-                        } => self.on_entry_written(si, entry, shard_id, sequence_number, verdict, sent_at, now),
+                        } => self.on_entry_written(
+                            si,
+                            entry,
+                            shard_id,
+                            sequence_number,
+                            verdict,
+                            sent_at,
+                            now,
+                        ),
                         PutRecordsEntryResult::Failed { code, message } => {
                             let kind = TransportErrorKind::from_code(&code);
                             let code: Arc<str> = code.into();
                             let message: Arc<str> = message.into();
                             self.streams[si].stats.error(&code, 1);
-                            self.on_entry_failed(si, entry, kind, &code, &message, verdict, sent_at, now);
+                            self.on_entry_failed(
+                                si, entry, kind, &code, &message, verdict, sent_at, now,
+                            );
                         }
                     }
                 }
@@ -1286,7 +1395,10 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one call site; the arguments are the entry's context")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the arguments are the entry's context"
+    )]
     fn on_entry_written(
         &mut self,
         si: usize,
@@ -1303,7 +1415,8 @@ impl Engine {
             // The KCL drops a whole aggregate when any of its records hashes outside the shard
             // it was read from, so an aggregate counts as written only if all of them belong.
             let range = stream.map.as_ref().and_then(|map| map.range_of(&shard_id));
-            let all_inside = range.is_some_and(|range| entry.records.iter().all(|p| range.contains(p.hash_key)));
+            let all_inside =
+                range.is_some_and(|range| entry.records.iter().all(|p| range.contains(p.hash_key)));
             if !all_inside {
                 let code: Arc<str> = "WrongShard".into();
                 let message: Arc<str> = format!(
@@ -1319,7 +1432,8 @@ impl Engine {
                     if pending.expiration <= now {
                         self.expire(pending, now);
                     } else {
-                        pending.deadline = (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
+                        pending.deadline = (now + self.config.record_max_buffered_time / 2)
+                            .min(pending.expiration);
                         retry.push(pending);
                     }
                 }
@@ -1350,7 +1464,11 @@ impl Engine {
         }
         verdict.written = true;
         let stream = &mut self.streams[si];
-        let bytes = entry.records.iter().map(|p| p.record.data().len() as u64).sum::<u64>();
+        let bytes = entry
+            .records
+            .iter()
+            .map(|p| p.record.data().len() as u64)
+            .sum::<u64>();
         let kinesis_bytes = (entry.records.iter().map(Pending::size).sum::<usize>()) as u64;
         stream.stats.kinesis_records_put += 1;
         stream.stats.kinesis_records_data_put += kinesis_bytes;
@@ -1413,7 +1531,8 @@ impl Engine {
                 Some(reason) => self.fail(pending, reason),
                 None if pending.expiration <= now => self.expire(pending, now),
                 None => {
-                    pending.deadline = (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
+                    pending.deadline =
+                        (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
                     retry.push(pending);
                 }
             }
@@ -1426,7 +1545,9 @@ impl Engine {
         match entry.slot {
             Some(_) => self.requeue_front(si, retry, now),
             None => {
-                let delay = self.streams[si].unpredicted_backoff.next_delay(&mut self.rng);
+                let delay = self.streams[si]
+                    .unpredicted_backoff
+                    .next_delay(&mut self.rng);
                 let stream = &mut self.streams[si];
                 for mut pending in retry {
                     pending.deadline = (now + delay).min(pending.expiration);
@@ -1499,6 +1620,4 @@ impl Engine {
             self.events.push_back(Event::Flushed(id));
         }
     }
-
 }
-

@@ -81,8 +81,10 @@ impl ShardLimiter {
             return;
         }
         self.updated = now;
-        self.records.refill(elapsed * self.records_per_sec * self.factor);
-        self.bytes.refill(elapsed * self.bytes_per_sec * self.factor);
+        self.records
+            .refill(elapsed * self.records_per_sec * self.factor);
+        self.bytes
+            .refill(elapsed * self.bytes_per_sec * self.factor);
         self.factor = (self.factor + elapsed * AIMD_RECOVERY_PER_SEC).min(1.0);
     }
 
@@ -100,7 +102,8 @@ impl ShardLimiter {
         let wait_bytes = self.bytes.missing(bytes) / (self.bytes_per_sec * self.factor);
         let wait = wait_records.max(wait_bytes);
         // Round up to a whole millisecond so a wake-up never comes a hair too early.
-        let wait = Duration::from_millis((wait * 1_000.0).ceil() as u64).max(Duration::from_millis(1));
+        let wait =
+            Duration::from_millis((wait * 1_000.0).ceil() as u64).max(Duration::from_millis(1));
         Err(now + wait)
     }
 
@@ -127,6 +130,7 @@ impl ShardLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::{Clock, SystemClock};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -134,7 +138,7 @@ mod tests {
 
     #[test]
     fn bucket_starts_full_then_paces_at_the_configured_rate() {
-        let start = Instant::now();
+        let start = SystemClock.now();
         let mut limiter = ShardLimiter::new(100, start);
         for _ in 0..1_000 {
             limiter.try_take(10, start).unwrap();
@@ -151,7 +155,7 @@ mod tests {
 
     #[test]
     fn bytes_limit_and_oversized_records_wait_for_a_full_bucket() {
-        let start = Instant::now();
+        let start = SystemClock.now();
         let mut limiter = ShardLimiter::new(100, start);
         limiter.try_take(10 * 1_048_576, start).unwrap();
         let ready_at = limiter.try_take(1_048_576, start).unwrap_err();
@@ -164,7 +168,7 @@ mod tests {
 
     #[test]
     fn throttling_halves_the_rate_once_per_round_trip_and_recovers_additively() {
-        let start = Instant::now();
+        let start = SystemClock.now();
         let mut limiter = ShardLimiter::new(100, start);
         limiter.on_throttled(start, start + ms(10));
         assert_eq!(limiter.rate_factor(), 0.5);

@@ -64,7 +64,12 @@ impl Record {
 
     /// Takes the record apart: stream, partition key, explicit hash key, data.
     pub fn into_parts(self) -> (Stream, String, Option<String>, Bytes) {
-        (self.stream, self.partition_key, self.explicit_hash_key, self.data)
+        (
+            self.stream,
+            self.partition_key,
+            self.explicit_hash_key,
+            self.data,
+        )
     }
 }
 
@@ -118,7 +123,9 @@ pub enum RejectReason {
         limit: usize,
     },
     /// Accepting it would pass `max_outstanding_bytes`.
-    #[error("{outstanding} bytes outstanding plus {size} would exceed max_outstanding_bytes ({limit})")]
+    #[error(
+        "{outstanding} bytes outstanding plus {size} would exceed max_outstanding_bytes ({limit})"
+    )]
     TooManyBytes {
         /// Bytes outstanding now.
         outstanding: usize,
@@ -132,32 +139,37 @@ pub enum RejectReason {
 impl RejectReason {
     /// Whether waiting (for outstanding records to finish) could make the record acceptable.
     pub fn is_back_pressure(&self) -> bool {
-        matches!(self, Self::TooManyRecords { .. } | Self::TooManyBytes { .. })
+        matches!(
+            self,
+            Self::TooManyRecords { .. } | Self::TooManyBytes { .. }
+        )
     }
 }
 
 /// A refused record, with the reason and the record handed back.
 #[derive(Debug, thiserror::Error)]
-#[error("record refused: {reason}")]
-pub struct Rejected {
-    #[source]
+#[error("record refused: {}", .0.reason)]
+pub struct Rejected(Box<RejectedParts>);
+
+#[derive(Debug)]
+struct RejectedParts {
     reason: RejectReason,
     record: Record,
 }
 
 impl Rejected {
     pub(crate) fn new(reason: RejectReason, record: Record) -> Self {
-        Self { reason, record }
+        Self(Box::new(RejectedParts { reason, record }))
     }
 
     /// Why.
     pub fn reason(&self) -> &RejectReason {
-        &self.reason
+        &self.0.reason
     }
 
     /// The caller's record, back.
     pub fn into_record(self) -> Record {
-        self.record
+        self.0.record
     }
 }
 
@@ -183,7 +195,12 @@ enum AttemptResult {
 }
 
 impl Attempt {
-    pub(crate) fn written(delay: Duration, duration: Duration, shard_id: ShardId, sequence_number: Arc<str>) -> Self {
+    pub(crate) fn written(
+        delay: Duration,
+        duration: Duration,
+        shard_id: ShardId,
+        sequence_number: Arc<str>,
+    ) -> Self {
         Self {
             delay,
             duration,
@@ -194,7 +211,12 @@ impl Attempt {
         }
     }
 
-    pub(crate) fn failed(delay: Duration, duration: Duration, code: Arc<str>, message: Arc<str>) -> Self {
+    pub(crate) fn failed(
+        delay: Duration,
+        duration: Duration,
+        code: Arc<str>,
+        message: Arc<str>,
+    ) -> Self {
         Self {
             delay,
             duration,
@@ -255,13 +277,18 @@ impl Attempt {
 impl fmt::Debug for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Attempt");
-        s.field("delay", &self.delay).field("duration", &self.duration);
+        s.field("delay", &self.delay)
+            .field("duration", &self.duration);
         match &self.result {
             AttemptResult::Written {
                 shard_id,
                 sequence_number,
-            } => s.field("shard_id", shard_id).field("sequence_number", sequence_number),
-            AttemptResult::Failed { code, message } => s.field("error_code", code).field("error_message", message),
+            } => s
+                .field("shard_id", shard_id)
+                .field("sequence_number", sequence_number),
+            AttemptResult::Failed { code, message } => {
+                s.field("error_code", code).field("error_message", message)
+            }
         };
         s.finish()
     }
@@ -336,7 +363,9 @@ impl fmt::Display for FailureReason {
             Self::Expired => f.write_str("record_ttl expired"),
             Self::Throttled => f.write_str("throttled and fail_if_throttled is set"),
             Self::Abandoned => f.write_str("abandoned before it was written"),
-            Self::RecordCountMismatch => f.write_str("the service returned a different number of results"),
+            Self::RecordCountMismatch => {
+                f.write_str("the service returned a different number of results")
+            }
         }
     }
 }
@@ -375,9 +404,17 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "record {} to {} failed: {}", self.id.0, self.record.stream, self.reason)?;
+        write!(
+            f,
+            "record {} to {} failed: {}",
+            self.id.0, self.record.stream, self.reason
+        )?;
         if let Some(last) = self.attempts.last() {
-            write!(f, "; after {} attempt(s), the last: {last}", self.attempts.len())?;
+            write!(
+                f,
+                "; after {} attempt(s), the last: {last}",
+                self.attempts.len()
+            )?;
         }
         Ok(())
     }

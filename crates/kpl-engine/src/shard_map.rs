@@ -35,7 +35,10 @@ impl ShardMap {
         let mut disjoint: Vec<(HashKeyRange, ShardId)> = Vec::with_capacity(open.len());
         let mut had_overlaps = false;
         for (range, id) in open {
-            if disjoint.last().is_some_and(|(last, _)| range.start() <= last.end()) {
+            if disjoint
+                .last()
+                .is_some_and(|(last, _)| range.start() <= last.end())
+            {
                 had_overlaps = true;
                 continue;
             }
@@ -64,7 +67,9 @@ impl ShardMap {
     /// The open shard owning `hash_key`, as an index into [`open_shards`](Self::open_shards), in
     /// O(log n). `None` if no open shard covers it.
     pub fn lookup(&self, hash_key: HashKey) -> Option<usize> {
-        let index = self.open.partition_point(|(range, _)| range.end() < hash_key);
+        let index = self
+            .open
+            .partition_point(|(range, _)| range.end() < hash_key);
         let (range, _) = self.open.get(index)?;
         range.contains(hash_key).then_some(index)
     }
@@ -108,7 +113,10 @@ mod tests {
             ],
             None,
         );
-        let owner = |key: u128| map.lookup(HashKey::new(key)).map(|i| map.open_shards()[i].1.as_str().to_owned());
+        let owner = |key: u128| {
+            map.lookup(HashKey::new(key))
+                .map(|i| map.open_shards()[i].1.as_str().to_owned())
+        };
         assert_eq!(owner(0).as_deref(), Some("s0"));
         assert_eq!(owner(99).as_deref(), Some("s0"));
         assert_eq!(owner(100).as_deref(), Some("s1"));
@@ -116,14 +124,20 @@ mod tests {
         assert_eq!(owner(200).as_deref(), Some("s2"));
         assert_eq!(owner(u128::MAX).as_deref(), Some("s2"));
         assert!(!map.is_open(&ShardId::from("old")));
-        assert_eq!(map.range_of(&ShardId::from("old")), Some(HashKeyRange::FULL));
+        assert_eq!(
+            map.range_of(&ShardId::from("old")),
+            Some(HashKeyRange::FULL)
+        );
     }
 
     #[test]
     fn gaps_answer_none_and_old_ranges_are_remembered() {
         let first = ShardMap::from_shards(&[shard("a", 0, 10, true)], None);
         assert_eq!(first.lookup(HashKey::new(11)), None);
-        let second = ShardMap::from_shards(&[shard("b", 0, 5, true), shard("c", 6, 10, true)], Some(&first));
+        let second = ShardMap::from_shards(
+            &[shard("b", 0, 5, true), shard("c", 6, 10, true)],
+            Some(&first),
+        );
         assert!(second.range_of(&ShardId::from("a")).is_some());
         assert_eq!(second.open_shards().len(), 2);
         assert!(!second.is_consistent(), "11.. is not covered");
@@ -131,10 +145,17 @@ mod tests {
 
     #[test]
     fn consistency_needs_exact_tiling_without_overlaps() {
-        let full = ShardMap::from_shards(&[shard("a", 0, 10, true), shard("b", 11, u128::MAX, true)], None);
+        let full = ShardMap::from_shards(
+            &[shard("a", 0, 10, true), shard("b", 11, u128::MAX, true)],
+            None,
+        );
         assert!(full.is_consistent());
         let overlap = ShardMap::from_shards(
-            &[shard("a", 0, 10, true), shard("b", 11, u128::MAX, true), shard("c", 5, 20, true)],
+            &[
+                shard("a", 0, 10, true),
+                shard("b", 11, u128::MAX, true),
+                shard("c", 5, 20, true),
+            ],
             None,
         );
         assert!(!overlap.is_consistent());

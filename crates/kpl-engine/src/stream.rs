@@ -44,20 +44,32 @@ fn validate_name(name: &str) -> Result<(), &'static str> {
 fn validate_arn(arn: &str) -> Result<(), &'static str> {
     // arn:<partition>:kinesis:<region>:<account>:stream/<name>
     let mut parts = arn.splitn(6, ':');
-    let (Some("arn"), Some(partition), Some("kinesis"), Some(region), Some(account), Some(resource)) = (
+    let (
+        Some("arn"),
+        Some(partition),
+        Some("kinesis"),
+        Some(region),
+        Some(account),
+        Some(resource),
+    ) = (
         parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
         parts.next(),
-    ) else {
+    )
+    else {
         return Err("a stream ARN looks like arn:aws:kinesis:<region>:<account>:stream/<name>");
     };
     if !partition.starts_with("aws") {
         return Err("the ARN's partition must be aws, aws-cn, aws-us-gov, ...");
     }
-    if region.is_empty() || !region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         return Err("the ARN's region is missing or malformed");
     }
     if account.len() != 12 || !account.chars().all(|c| c.is_ascii_digit()) {
@@ -157,6 +169,6 @@ mod tests {
             let error = Stream::new(bad).unwrap_err();
             assert_eq!(error.input(), bad);
         }
-        assert!(Stream::new(&"x".repeat(128)).is_ok());
+        assert!(Stream::new("x".repeat(128)).is_ok());
     }
 }

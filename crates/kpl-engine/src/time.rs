@@ -18,12 +18,18 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods, reason = "the one place that reads the real clock")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the real clock"
+    )]
     fn now(&self) -> Instant {
         Instant::now()
     }
 
-    #[allow(clippy::disallowed_methods, reason = "the one place that reads the real clock")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the real clock"
+    )]
     fn system_time(&self) -> SystemTime {
         SystemTime::now()
     }

@@ -209,8 +209,11 @@ impl TransportErrorKind {
             | "ThrottlingException"
             | "Throttling"
             | "KMSThrottlingException" => Self::Throttled,
-            "InternalFailure" | "InternalFailureException" | "ServiceUnavailable"
-            | "ServiceUnavailableException" | "InternalServerError" => Self::ServiceUnavailable,
+            "InternalFailure"
+            | "InternalFailureException"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "InternalServerError" => Self::ServiceUnavailable,
             "ResourceNotFoundException" => Self::NotFound,
             "AccessDeniedException" | "AccessDenied" => Self::AccessDenied,
             "ValidationException" | "InvalidArgumentException" | "SerializationException" => {
@@ -276,7 +279,11 @@ pub struct TransportError {
 
 impl TransportError {
     /// An error of `kind` with the service's (or the transport's) code and message.
-    pub fn new(kind: TransportErrorKind, code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: TransportErrorKind,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             code: code.into(),
@@ -446,13 +453,37 @@ mod tests {
     #[test]
     fn codes_are_classified_and_only_transient_kinds_retry() {
         let cases = [
-            ("ProvisionedThroughputExceededException", TransportErrorKind::Throttled, true),
-            ("KMSThrottlingException", TransportErrorKind::Throttled, true),
-            ("InternalFailure", TransportErrorKind::ServiceUnavailable, true),
-            ("ResourceNotFoundException", TransportErrorKind::NotFound, false),
-            ("AccessDeniedException", TransportErrorKind::AccessDenied, false),
+            (
+                "ProvisionedThroughputExceededException",
+                TransportErrorKind::Throttled,
+                true,
+            ),
+            (
+                "KMSThrottlingException",
+                TransportErrorKind::Throttled,
+                true,
+            ),
+            (
+                "InternalFailure",
+                TransportErrorKind::ServiceUnavailable,
+                true,
+            ),
+            (
+                "ResourceNotFoundException",
+                TransportErrorKind::NotFound,
+                false,
+            ),
+            (
+                "AccessDeniedException",
+                TransportErrorKind::AccessDenied,
+                false,
+            ),
             ("ValidationException", TransportErrorKind::Validation, false),
-            ("ExpiredTokenException", TransportErrorKind::ExpiredCredentials, false),
+            (
+                "ExpiredTokenException",
+                TransportErrorKind::ExpiredCredentials,
+                false,
+            ),
             ("KMSAccessDeniedException", TransportErrorKind::Kms, false),
             ("SomethingNew", TransportErrorKind::Other, true),
         ];

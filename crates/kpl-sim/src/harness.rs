@@ -48,7 +48,11 @@ pub struct Pair {
 
 impl Pair {
     /// An engine with `config` against `sim`, starting at `start`.
-    pub fn new(config: EngineConfig, sim: SimKinesis, start: Instant) -> Result<Self, InvalidConfig> {
+    pub fn new(
+        config: EngineConfig,
+        sim: SimKinesis,
+        start: Instant,
+    ) -> Result<Self, InvalidConfig> {
         Ok(Self {
             engine: Engine::new(config)?,
             sim,
@@ -91,13 +95,18 @@ impl Pair {
                 Err(error) if error.kind() == TransportErrorKind::Timeout => self.request_timeout,
                 _ => self.latency,
             };
-            self.in_flight.insert((self.now + delay, self.next_call), (id, result));
+            self.in_flight
+                .insert((self.now + delay, self.next_call), (id, result));
             self.next_call += 1;
         }
         while let Some(event) = self.engine.poll_event() {
             match event {
-                Event::Delivered(delivery) => self.record_outcome(delivery.id(), Outcome::Delivered(delivery)),
-                Event::Failed(failure) => self.record_outcome(failure.id(), Outcome::Failed(failure)),
+                Event::Delivered(delivery) => {
+                    self.record_outcome(delivery.id(), Outcome::Delivered(delivery))
+                }
+                Event::Failed(failure) => {
+                    self.record_outcome(failure.id(), Outcome::Failed(failure))
+                }
                 Event::Flushed(id) => self.flushed.push(id),
                 _ => {}
             }
@@ -149,7 +158,10 @@ impl Pair {
     /// aside), or an hour of virtual time has passed.
     pub fn run_until_idle(&mut self) {
         let limit = self.now + Duration::from_secs(3_600);
-        while self.engine.outstanding_records() > 0 || !self.in_flight.is_empty() || self.engine.has_requests() {
+        while self.engine.outstanding_records() > 0
+            || !self.in_flight.is_empty()
+            || self.engine.has_requests()
+        {
             let Some(next) = self.next_time() else {
                 break;
             };

@@ -95,8 +95,10 @@ impl SimShard {
     fn admit(&mut self, bytes: usize, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.refilled = self.refilled.max(now);
-        self.record_tokens = (self.record_tokens + elapsed * SHARD_RECORDS_PER_SEC).min(SHARD_RECORDS_PER_SEC);
-        self.byte_tokens = (self.byte_tokens + elapsed * SHARD_BYTES_PER_SEC).min(SHARD_BYTES_PER_SEC);
+        self.record_tokens =
+            (self.record_tokens + elapsed * SHARD_RECORDS_PER_SEC).min(SHARD_RECORDS_PER_SEC);
+        self.byte_tokens =
+            (self.byte_tokens + elapsed * SHARD_BYTES_PER_SEC).min(SHARD_BYTES_PER_SEC);
         let bytes = bytes as f64;
         // A record larger than a second's allowance passes on a full bucket, as the real
         // service lets occasional large records through.
@@ -210,7 +212,11 @@ fn split_evenly(count: u32) -> Vec<HashKeyRange> {
     let start = |i: u128| i.wrapping_mul(q) + i * r / n;
     (0..n)
         .filter_map(|i| {
-            let end = if i + 1 == n { u128::MAX } else { start(i + 1) - 1 };
+            let end = if i + 1 == n {
+                u128::MAX
+            } else {
+                start(i + 1) - 1
+            };
             HashKeyRange::new(HashKey::new(start(i)), HashKey::new(end)).ok()
         })
         .collect()
@@ -312,7 +318,12 @@ impl SimKinesis {
     }
 
     /// Splits an open shard at `new_starting_hash_key`: the parent closes, two children open.
-    pub fn split_shard(&mut self, name: &str, shard_id: &str, new_starting_hash_key: HashKey) -> Result<(), SimError> {
+    pub fn split_shard(
+        &mut self,
+        name: &str,
+        shard_id: &str,
+        new_starting_hash_key: HashKey,
+    ) -> Result<(), SimError> {
         let stream = self.stream_mut(name)?;
         let now = stream.shards.first().map(|s| s.refilled);
         let index = stream
@@ -323,12 +334,18 @@ impl SimKinesis {
         let range = stream.shards[index].range;
         let split = new_starting_hash_key.get();
         if split <= range.start().get() || split > range.end().get() {
-            return Err(SimError("the split point must be inside the shard, above its start".into()));
+            return Err(SimError(
+                "the split point must be inside the shard, above its start".into(),
+            ));
         }
-        let low = HashKeyRange::new(range.start(), HashKey::new(split - 1)).map_err(|e| SimError(e.to_string()))?;
-        let high = HashKeyRange::new(HashKey::new(split), range.end()).map_err(|e| SimError(e.to_string()))?;
+        let low = HashKeyRange::new(range.start(), HashKey::new(split - 1))
+            .map_err(|e| SimError(e.to_string()))?;
+        let high = HashKeyRange::new(HashKey::new(split), range.end())
+            .map_err(|e| SimError(e.to_string()))?;
         stream.shards[index].open = false;
-        let refilled = stream.shards[index].refilled.max(now.unwrap_or(stream.shards[index].refilled));
+        let refilled = stream.shards[index]
+            .refilled
+            .max(now.unwrap_or(stream.shards[index].refilled));
         for child in [low, high] {
             let number = stream.next_shard_number;
             stream.next_shard_number += 1;
@@ -338,9 +355,19 @@ impl SimKinesis {
     }
 
     /// Merges two open, adjacent shards: both close, one child covering both opens.
-    pub fn merge_shards(&mut self, name: &str, shard_id: &str, adjacent_shard_id: &str) -> Result<(), SimError> {
+    pub fn merge_shards(
+        &mut self,
+        name: &str,
+        shard_id: &str,
+        adjacent_shard_id: &str,
+    ) -> Result<(), SimError> {
         let stream = self.stream_mut(name)?;
-        let find = |id: &str| stream.shards.iter().position(|s| s.open && s.id.as_str() == id);
+        let find = |id: &str| {
+            stream
+                .shards
+                .iter()
+                .position(|s| s.open && s.id.as_str() == id)
+        };
         let (Some(a), Some(b)) = (find(shard_id), find(adjacent_shard_id)) else {
             return Err(SimError("both shards must exist and be open".into()));
         };
@@ -353,7 +380,8 @@ impl SimKinesis {
         if low_range.end().get().checked_add(1) != Some(high_range.start().get()) {
             return Err(SimError("the shards are not adjacent".into()));
         }
-        let range = HashKeyRange::new(low_range.start(), high_range.end()).map_err(|e| SimError(e.to_string()))?;
+        let range = HashKeyRange::new(low_range.start(), high_range.end())
+            .map_err(|e| SimError(e.to_string()))?;
         stream.shards[low].open = false;
         stream.shards[high].open = false;
         let refilled = stream.shards[low].refilled;
@@ -367,7 +395,13 @@ impl SimKinesis {
     pub fn open_shards(&self, name: &str) -> Vec<(ShardId, HashKeyRange)> {
         self.streams
             .get(name)
-            .map(|s| s.shards.iter().filter(|s| s.open).map(|s| (s.id.clone(), s.range)).collect())
+            .map(|s| {
+                s.shards
+                    .iter()
+                    .filter(|s| s.open)
+                    .map(|s| (s.id.clone(), s.range))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -387,7 +421,8 @@ impl SimKinesis {
         };
         for shard in &stream.shards {
             for stored in &shard.records {
-                let mut record = KinesisRecord::new(stored.partition_key.clone(), stored.data.clone());
+                let mut record =
+                    KinesisRecord::new(stored.partition_key.clone(), stored.data.clone());
                 if let Some(hash_key) = stored.explicit_hash_key {
                     record = record.with_explicit_hash_key(hash_key);
                 }
@@ -399,11 +434,15 @@ impl SimKinesis {
                     hash_key: r.hash_key(),
                     data: r.data_bytes(),
                 };
-                if record.has_aggregation_magic() && kpl_aggregation::deaggregate_strict(&record).is_err() {
+                if record.has_aggregation_magic()
+                    && kpl_aggregation::deaggregate_strict(&record).is_err()
+                {
                     view.passed_through += 1;
                 }
                 match deaggregate_for_shard(&record, shard.range) {
-                    ShardDeaggregation::Kept(records) => view.records.extend(records.into_iter().map(convert)),
+                    ShardDeaggregation::Kept(records) => {
+                        view.records.extend(records.into_iter().map(convert))
+                    }
                     ShardDeaggregation::Dropped(dropped) => view.dropped.push(DroppedByKcl {
                         shard_id: shard.id.clone(),
                         sequence_number: stored.sequence_number.clone(),
@@ -459,14 +498,20 @@ impl SimKinesis {
                 ScriptedFault::ThrottleAll => throttle_all = true,
             }
         }
-        if self.faults.request_unavailable > 0.0 && self.rng.random_bool(self.faults.request_unavailable.min(1.0)) {
+        if self.faults.request_unavailable > 0.0
+            && self
+                .rng
+                .random_bool(self.faults.request_unavailable.min(1.0))
+        {
             return Err(if self.rng.random_bool(0.5) {
                 TransportError::from_code("InternalFailure", "HTTP 500: internal failure")
             } else {
                 TransportError::from_code("ServiceUnavailable", "HTTP 503: service unavailable")
             });
         }
-        if self.faults.request_timeout > 0.0 && self.rng.random_bool(self.faults.request_timeout.min(1.0)) {
+        if self.faults.request_timeout > 0.0
+            && self.rng.random_bool(self.faults.request_timeout.min(1.0))
+        {
             if self.rng.random_bool(0.5) {
                 let _ = self.answer(request, now, false);
             }
@@ -475,14 +520,25 @@ impl SimKinesis {
         self.answer(request, now, throttle_all)
     }
 
-    fn answer(&mut self, request: Request, now: Instant, throttle_all: bool) -> Result<Response, TransportError> {
+    fn answer(
+        &mut self,
+        request: Request,
+        now: Instant,
+        throttle_all: bool,
+    ) -> Result<Response, TransportError> {
         match request {
-            Request::PutRecords(request) => self.put_records(request, now, throttle_all).map(Response::PutRecords),
+            Request::PutRecords(request) => self
+                .put_records(request, now, throttle_all)
+                .map(Response::PutRecords),
             Request::ListShards(request) => self.list_shards(&request).map(Response::ListShards),
-            Request::DescribeStreamSummary(request) => {
-                self.describe_stream_summary(&request).map(Response::DescribeStreamSummary)
-            }
-            _ => Err(TransportError::new(TransportErrorKind::Validation, "UnknownOperation", "not simulated")),
+            Request::DescribeStreamSummary(request) => self
+                .describe_stream_summary(&request)
+                .map(Response::DescribeStreamSummary),
+            _ => Err(TransportError::new(
+                TransportErrorKind::Validation,
+                "UnknownOperation",
+                "not simulated",
+            )),
         }
     }
 
@@ -500,24 +556,40 @@ impl SimKinesis {
         self.counters.put_records_requests += 1;
         let name = self.resolve(&request.stream)?.to_owned();
         if request.entries.is_empty() || request.entries.len() > PUT_RECORDS_MAX_ENTRIES {
-            return Err(self.validation(format!("{} records; a request holds 1 to 500", request.entries.len())));
+            return Err(self.validation(format!(
+                "{} records; a request holds 1 to 500",
+                request.entries.len()
+            )));
         }
         if request.billed_size() > PUT_RECORDS_MAX_BYTES {
-            return Err(self.validation(format!("request size {} exceeds 5 MiB", request.billed_size())));
+            return Err(self.validation(format!(
+                "request size {} exceeds 5 MiB",
+                request.billed_size()
+            )));
         }
-        let max_record_size = self.streams.get(&name).map_or(DEFAULT_MAX_RECORD_SIZE, |s| s.max_record_size);
+        let max_record_size = self
+            .streams
+            .get(&name)
+            .map_or(DEFAULT_MAX_RECORD_SIZE, |s| s.max_record_size);
         for entry in &request.entries {
             let key_chars = entry.partition_key().chars().count();
             if !(1..=256).contains(&key_chars) {
                 return Err(self.validation(format!("partition key of {key_chars} characters")));
             }
             if entry.billed_size() > max_record_size {
-                return Err(self.validation(format!("record size {} exceeds {max_record_size}", entry.billed_size())));
+                return Err(self.validation(format!(
+                    "record size {} exceeds {max_record_size}",
+                    entry.billed_size()
+                )));
             }
         }
         let mut results = Vec::with_capacity(request.entries.len());
         for entry in request.entries {
-            if self.faults.entry_internal_failure > 0.0 && self.rng.random_bool(self.faults.entry_internal_failure.min(1.0)) {
+            if self.faults.entry_internal_failure > 0.0
+                && self
+                    .rng
+                    .random_bool(self.faults.entry_internal_failure.min(1.0))
+            {
                 results.push(PutRecordsEntryResult::Failed {
                     code: "InternalFailure".into(),
                     message: "Internal service failure.".into(),
@@ -529,10 +601,20 @@ impl SimKinesis {
                 .unwrap_or_else(|| HashKey::from_partition_key(entry.partition_key()));
             let sequence = self.next_sequence;
             let Some(stream) = self.streams.get_mut(&name) else {
-                return Err(TransportError::from_code("ResourceNotFoundException", "stream deleted"));
+                return Err(TransportError::from_code(
+                    "ResourceNotFoundException",
+                    "stream deleted",
+                ));
             };
-            let Some(shard) = stream.shards.iter_mut().find(|s| s.open && s.range.contains(hash_key)) else {
-                return Err(TransportError::from_code("InternalFailure", "no open shard owns the hash key"));
+            let Some(shard) = stream
+                .shards
+                .iter_mut()
+                .find(|s| s.open && s.range.contains(hash_key))
+            else {
+                return Err(TransportError::from_code(
+                    "InternalFailure",
+                    "no open shard owns the hash key",
+                ));
             };
             if throttle_all || !shard.admit(entry.billed_size(), now) {
                 self.counters.throttled_entries += 1;
@@ -561,12 +643,15 @@ impl SimKinesis {
         Ok(PutRecordsResponse { entries: results })
     }
 
-    fn list_shards(&mut self, request: &ListShardsRequest) -> Result<ListShardsResponse, TransportError> {
+    fn list_shards(
+        &mut self,
+        request: &ListShardsRequest,
+    ) -> Result<ListShardsResponse, TransportError> {
         let (name, offset) = match &request.next_token {
             Some(token) => {
-                let parsed = token
-                    .rsplit_once('|')
-                    .and_then(|(name, offset)| Some((name.to_owned(), offset.parse::<usize>().ok()?)));
+                let parsed = token.rsplit_once('|').and_then(|(name, offset)| {
+                    Some((name.to_owned(), offset.parse::<usize>().ok()?))
+                });
                 let Some(parsed) = parsed else {
                     return Err(self.validation("invalid NextToken".into()));
                 };
@@ -575,10 +660,15 @@ impl SimKinesis {
             None => (self.resolve(&request.stream)?.to_owned(), 0),
         };
         let Some(stream) = self.streams.get(&name) else {
-            return Err(TransportError::from_code("ExpiredNextTokenException", "stream is gone"));
+            return Err(TransportError::from_code(
+                "ExpiredNextTokenException",
+                "stream is gone",
+            ));
         };
         let open: Vec<&SimShard> = stream.shards.iter().filter(|s| s.open).collect();
-        let page = self.list_shards_page.min(request.max_results.max(1) as usize);
+        let page = self
+            .list_shards_page
+            .min(request.max_results.max(1) as usize);
         let end = (offset + page).min(open.len());
         let shards = open
             .get(offset..end)
@@ -594,7 +684,10 @@ impl SimKinesis {
         Ok(ListShardsResponse { shards, next_token })
     }
 
-    fn describe_stream_summary(&mut self, request: &DescribeStreamSummaryRequest) -> Result<StreamSummary, TransportError> {
+    fn describe_stream_summary(
+        &mut self,
+        request: &DescribeStreamSummaryRequest,
+    ) -> Result<StreamSummary, TransportError> {
         let name = self.resolve(&request.stream)?.to_owned();
         let stream = self
             .streams
@@ -616,7 +709,11 @@ impl SimKinesis {
 }
 
 fn timeout() -> TransportError {
-    TransportError::new(TransportErrorKind::Timeout, "RequestTimeout", "no answer within the request timeout")
+    TransportError::new(
+        TransportErrorKind::Timeout,
+        "RequestTimeout",
+        "no answer within the request timeout",
+    )
 }
 
 #[cfg(test)]

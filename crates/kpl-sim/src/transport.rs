@@ -41,7 +41,11 @@ impl SimTransport {
 }
 
 fn mismatch() -> TransportError {
-    TransportError::new(TransportErrorKind::Other, "UnexpectedResponse", "the simulator answered another operation")
+    TransportError::new(
+        TransportErrorKind::Other,
+        "UnexpectedResponse",
+        "the simulator answered another operation",
+    )
 }
 
 impl Transport for SimTransport {
@@ -61,7 +65,10 @@ impl Transport for SimTransport {
         })
     }
 
-    fn describe_stream_summary(&self, request: DescribeStreamSummaryRequest) -> TransportFuture<StreamSummary> {
+    fn describe_stream_summary(
+        &self,
+        request: DescribeStreamSummaryRequest,
+    ) -> TransportFuture<StreamSummary> {
         TransportFuture::ready(match self.call(Request::DescribeStreamSummary(request)) {
             Ok(Response::DescribeStreamSummary(response)) => Ok(response),
             Ok(_) => Err(mismatch()),

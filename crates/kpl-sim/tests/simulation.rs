@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, reason = "test helpers")]
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kpl_aggregation::{HashKey, HashKeyRange};
+use kpl_engine::time::{Clock, SystemClock};
 use kpl_engine::{
     EngineConfig, FailureReason, OrderingMode, Record, RecordId, RejectReason, Stream,
     TransportErrorKind,
@@ -21,7 +22,7 @@ fn stream() -> Stream {
 }
 
 fn pair_with(config: EngineConfig, shards: u32, seed: u64) -> Pair {
-    let start = Instant::now();
+    let start = SystemClock.now();
     let mut sim = SimKinesis::new(seed);
     sim.create_stream(STREAM, shards, start);
     Pair::new(config, sim, start).unwrap()
@@ -39,6 +40,11 @@ fn record_number(data: &[u8]) -> Option<u64> {
     text.parse().ok()
 }
 
+/// A partition key and, when given, the explicit hash key: what decides a record's shard.
+type RoutingKey<'a> = (&'a str, Option<&'a str>);
+/// Where a KCL consumer read a record: sequence number and sub-sequence number.
+type Position = (String, u64);
+
 /// What every run must satisfy, whatever the faults.
 struct Invariants {
     ordered_keys: bool,
@@ -46,13 +52,28 @@ struct Invariants {
 }
 
 fn check(pair: &Pair, invariants: &Invariants) {
-    assert!(pair.repeated_outcomes().is_empty(), "records with two outcomes: {:?}", pair.repeated_outcomes());
-    assert_eq!(pair.engine.outstanding_records(), 0, "outstanding records left");
+    assert!(
+        pair.repeated_outcomes().is_empty(),
+        "records with two outcomes: {:?}",
+        pair.repeated_outcomes()
+    );
+    assert_eq!(
+        pair.engine.outstanding_records(),
+        0,
+        "outstanding records left"
+    );
     assert_eq!(pair.engine.outstanding_bytes(), 0);
     for id in pair.submitted().keys() {
-        assert!(pair.outcomes().contains_key(id), "record {id:?} has no outcome");
+        assert!(
+            pair.outcomes().contains_key(id),
+            "record {id:?} has no outcome"
+        );
     }
-    assert_eq!(pair.sim.counters().limit_violations, 0, "a request broke a service limit");
+    assert_eq!(
+        pair.sim.counters().limit_violations,
+        0,
+        "a request broke a service limit"
+    );
 
     let by_number: BTreeMap<u64, RecordId> = pair
         .submitted()
@@ -77,23 +98,41 @@ fn check(pair: &Pair, invariants: &Invariants) {
         let number = record_number(record.data()).unwrap();
         match outcome {
             Outcome::Delivered(delivery) => {
-                let found = copies.get(&number).into_iter().flatten().find(|(shard, seq, _)| {
-                    shard == delivery.shard_id().as_str() && seq == delivery.sequence_number()
-                });
+                let found = copies
+                    .get(&number)
+                    .into_iter()
+                    .flatten()
+                    .find(|(shard, seq, _)| {
+                        shard == delivery.shard_id().as_str() && seq == delivery.sequence_number()
+                    });
                 let Some((_, seq, sub)) = found else {
-                    panic!("record {number} reported at {} {} is not readable there by a KCL consumer", delivery.shard_id(), delivery.sequence_number());
+                    panic!(
+                        "record {number} reported at {} {} is not readable there by a KCL consumer",
+                        delivery.shard_id(),
+                        delivery.sequence_number()
+                    );
                 };
                 delivered_at.insert(*id, (seq.clone(), *sub));
                 let last = delivery.attempts().last().unwrap();
                 assert!(last.is_success());
                 assert_eq!(last.shard_id(), Some(delivery.shard_id()));
                 if !invariants.duplicates_allowed {
-                    assert_eq!(copies[&number].len(), 1, "record {number} read more than once");
+                    assert_eq!(
+                        copies[&number].len(),
+                        1,
+                        "record {number} read more than once"
+                    );
                 }
             }
             Outcome::Failed(failure) => {
-                assert_eq!(failure.record(), record, "the failed record is handed back intact");
-                assert!(!failure.attempts().is_empty() || failure.reason() == FailureReason::Abandoned);
+                assert_eq!(
+                    failure.record(),
+                    record,
+                    "the failed record is handed back intact"
+                );
+                assert!(
+                    !failure.attempts().is_empty() || failure.reason() == FailureReason::Abandoned
+                );
             }
         }
     }
@@ -104,13 +143,17 @@ fn check(pair: &Pair, invariants: &Invariants) {
             let number = record_number(&consumed.data).unwrap();
             let id = by_number[&number];
             if let Some(Outcome::Delivered(delivery)) = pair.outcomes().get(&id) {
-                assert_ne!(delivery.sequence_number(), dropped.sequence_number, "record {number} was reported written by an aggregate the KCL drops");
+                assert_ne!(
+                    delivery.sequence_number(),
+                    dropped.sequence_number,
+                    "record {number} was reported written by an aggregate the KCL drops"
+                );
             }
         }
     }
     if invariants.ordered_keys {
         // Order holds per routing key: the partition key, or the explicit hash key when given.
-        let mut last_by_key: BTreeMap<(&str, Option<&str>), (RecordId, (String, u64))> = BTreeMap::new();
+        let mut last_by_key: BTreeMap<RoutingKey<'_>, (RecordId, Position)> = BTreeMap::new();
         for (id, position) in &delivered_at {
             let record = &pair.submitted()[id];
             let key = (record.partition_key(), record.explicit_hash_key());
@@ -127,10 +170,17 @@ fn check(pair: &Pair, invariants: &Invariants) {
     }
 }
 
-
-fn submit_n(pair: &mut Pair, first: u64, count: u64, key_of: impl Fn(u64) -> String) -> Vec<RecordId> {
+fn submit_n(
+    pair: &mut Pair,
+    first: u64,
+    count: u64,
+    key_of: impl Fn(u64) -> String,
+) -> Vec<RecordId> {
     (first..first + count)
-        .map(|n| pair.submit(Record::new(stream(), key_of(n), data_for(n, 100))).unwrap())
+        .map(|n| {
+            pair.submit(Record::new(stream(), key_of(n), data_for(n, 100)))
+                .unwrap()
+        })
         .collect()
 }
 
@@ -151,11 +201,21 @@ fn every_record_is_delivered_once_aggregated_on_its_own_shard() {
     assert!(view.dropped.is_empty());
     // Aggregation happened: far fewer Kinesis records than user records, on all four shards.
     let written = pair.sim.counters().written_entries;
-    assert!(written < 1_000, "{written} Kinesis records for 20,000 user records");
+    assert!(
+        written < 1_000,
+        "{written} Kinesis records for 20,000 user records"
+    );
     let stats: Vec<_> = pair.engine.stats().collect();
     let (_, stats) = &stats[0];
     assert_eq!(stats.user_records_put, 20_000);
-    assert_eq!(stats.shards.values().filter(|s| s.user_records_put > 0).count(), 4);
+    assert_eq!(
+        stats
+            .shards
+            .values()
+            .filter(|s| s.user_records_put > 0)
+            .count(),
+        4
+    );
     assert!(stats.user_records_per_kinesis_record.mean() > 20.0);
 }
 
@@ -166,7 +226,14 @@ fn list_shards_pages_are_all_read() {
     submit_n(&mut pair, 0, 500, |n| format!("k{n}"));
     pair.run_until_idle();
     check(&pair, &STRICT);
-    assert_eq!(pair.engine.shard_map(&stream()).unwrap().open_shards().len(), 5);
+    assert_eq!(
+        pair.engine
+            .shard_map(&stream())
+            .unwrap()
+            .open_shards()
+            .len(),
+        5
+    );
 }
 
 /// Hash keys owned by `range`, found by trying partition keys.
@@ -186,12 +253,28 @@ fn an_aggregate_straddling_a_split_is_resent_whole() {
     pair.run_until_idle();
     // Split the shard in the middle behind the producer's back.
     let middle = 1u128 << 127;
-    pair.sim.split_shard(STREAM, "shardId-000000000000", HashKey::new(middle)).unwrap();
+    pair.sim
+        .split_shard(STREAM, "shardId-000000000000", HashKey::new(middle))
+        .unwrap();
     // Records on both sides of the split, aggregated together under the old map.
-    let low = keys_in(HashKeyRange::new(HashKey::new(0), HashKey::new(middle - 1)).unwrap(), 50, "low");
-    let high = keys_in(HashKeyRange::new(HashKey::new(middle), HashKey::MAX).unwrap(), 50, "high");
-    let keys: Vec<String> = low.into_iter().zip(high).flat_map(|(a, b)| [a, b]).collect();
-    submit_n(&mut pair, 1, keys.len() as u64, |n| keys[(n - 1) as usize].clone());
+    let low = keys_in(
+        HashKeyRange::new(HashKey::new(0), HashKey::new(middle - 1)).unwrap(),
+        50,
+        "low",
+    );
+    let high = keys_in(
+        HashKeyRange::new(HashKey::new(middle), HashKey::MAX).unwrap(),
+        50,
+        "high",
+    );
+    let keys: Vec<String> = low
+        .into_iter()
+        .zip(high)
+        .flat_map(|(a, b)| [a, b])
+        .collect();
+    submit_n(&mut pair, 1, keys.len() as u64, |n| {
+        keys[(n - 1) as usize].clone()
+    });
     pair.run_until_idle();
 
     check(&pair, &STRICT_RESENT);
@@ -203,7 +286,11 @@ fn an_aggregate_straddling_a_split_is_resent_whole() {
     // Every record was re-sent and is readable exactly once, on the child that owns it.
     assert_eq!(view.records.len(), 101);
     for delivery in pair.delivered() {
-        let wrong_shard = delivery.attempts().iter().filter(|a| a.error_code() == Some("WrongShard")).count();
+        let wrong_shard = delivery
+            .attempts()
+            .iter()
+            .filter(|a| a.error_code() == Some("WrongShard"))
+            .count();
         if delivery.id().get() > 0 {
             assert_eq!(wrong_shard, 1, "each straddling record was retried once");
             assert_ne!(delivery.shard_id().as_str(), "shardId-000000000000");
@@ -222,7 +309,9 @@ fn a_record_that_belongs_to_the_shard_it_landed_on_is_accepted_without_resend() 
     let mut pair = pair_with(EngineConfig::default(), 1, 4);
     submit_n(&mut pair, 0, 1, |_| "warm-up".into());
     pair.run_until_idle();
-    pair.sim.split_shard(STREAM, "shardId-000000000000", HashKey::new(1u128 << 127)).unwrap();
+    pair.sim
+        .split_shard(STREAM, "shardId-000000000000", HashKey::new(1u128 << 127))
+        .unwrap();
     // One record alone: it lands wherever its own hash key belongs, so it is simply written.
     submit_n(&mut pair, 1, 1, |_| "single".into());
     pair.run_until_idle();
@@ -230,26 +319,48 @@ fn a_record_that_belongs_to_the_shard_it_landed_on_is_accepted_without_resend() 
     let delivery = pair.delivered().find(|d| d.id().get() == 1).unwrap();
     assert_eq!(delivery.attempts().len(), 1);
     // The landing on an unknown child triggered a map refresh.
-    assert_eq!(pair.engine.shard_map(&stream()).unwrap().open_shards().len(), 2);
+    assert_eq!(
+        pair.engine
+            .shard_map(&stream())
+            .unwrap()
+            .open_shards()
+            .len(),
+        2
+    );
 }
 
 #[test]
 fn terminal_errors_fail_at_once_without_retry_storms() {
-    let start = Instant::now();
+    let start = SystemClock.now();
     let sim = SimKinesis::new(5);
     let mut pair = Pair::new(EngineConfig::default(), sim, start).unwrap();
     let missing = Stream::new("missing").unwrap();
     for n in 0..200 {
-        pair.submit(Record::new(missing.clone(), format!("k{n}"), data_for(n, 10))).unwrap();
+        pair.submit(Record::new(
+            missing.clone(),
+            format!("k{n}"),
+            data_for(n, 10),
+        ))
+        .unwrap();
     }
     pair.run_until_idle();
     assert_eq!(pair.failed().count(), 200);
     for failure in pair.failed() {
-        assert_eq!(failure.reason(), FailureReason::Terminal(TransportErrorKind::NotFound));
+        assert_eq!(
+            failure.reason(),
+            FailureReason::Terminal(TransportErrorKind::NotFound)
+        );
         assert!(failure.attempts().len() <= 2);
-        assert_eq!(failure.attempts().last().unwrap().error_code(), Some("ResourceNotFoundException"));
+        assert_eq!(
+            failure.attempts().last().unwrap().error_code(),
+            Some("ResourceNotFoundException")
+        );
     }
-    assert!(pair.now - start < Duration::from_secs(2), "took {:?}", pair.now - start);
+    assert!(
+        pair.now - start < Duration::from_secs(2),
+        "took {:?}",
+        pair.now - start
+    );
 }
 
 #[test]
@@ -258,7 +369,10 @@ fn access_denied_on_put_fails_terminally() {
     pair.sim.set_access_denied(STREAM, true).unwrap();
     submit_n(&mut pair, 0, 50, |n| format!("k{n}"));
     pair.run_until_idle();
-    assert!(pair.failed().all(|f| f.reason() == FailureReason::Terminal(TransportErrorKind::AccessDenied)));
+    assert!(
+        pair.failed()
+            .all(|f| f.reason() == FailureReason::Terminal(TransportErrorKind::AccessDenied))
+    );
     assert_eq!(pair.failed().count(), 50);
 }
 
@@ -276,7 +390,12 @@ fn throttling_is_retried_with_backoff_and_the_rate_adapts() {
     assert_eq!(pair.delivered().count(), 6_000);
     assert!(pair.sim.counters().throttled_entries > 0);
     let stats: Vec<_> = pair.engine.stats().collect();
-    let throttled = stats[0].1.errors_by_code.get("ProvisionedThroughputExceededException").copied().unwrap_or(0);
+    let throttled = stats[0]
+        .1
+        .errors_by_code
+        .get("ProvisionedThroughputExceededException")
+        .copied()
+        .unwrap_or(0);
     // AIMD keeps throttles to a fraction of the records (the KPL would retry every 50 ms at full rate).
     assert!(throttled < 3_000, "{throttled} throttles");
     // The service allows about 1,000/s; delivery cannot be faster and should not be much slower.
@@ -290,7 +409,9 @@ fn fail_if_throttled_fails_throttled_records() {
     let mut config = EngineConfig::default();
     config.fail_if_throttled = true;
     let mut pair = pair_with(config, 1, 8);
-    pair.sim.script(ScriptedFault::Error { code: "ServiceUnavailable".into() });
+    pair.sim.script(ScriptedFault::Error {
+        code: "ServiceUnavailable".into(),
+    });
     submit_n(&mut pair, 0, 1, |_| "warm".into());
     pair.run_until_idle();
     pair.sim.script(ScriptedFault::ThrottleAll);
@@ -298,7 +419,11 @@ fn fail_if_throttled_fails_throttled_records() {
     pair.run_until_idle();
     let failed: Vec<_> = pair.failed().collect();
     assert_eq!(failed.len(), 10);
-    assert!(failed.iter().all(|f| f.reason() == FailureReason::Throttled));
+    assert!(
+        failed
+            .iter()
+            .all(|f| f.reason() == FailureReason::Throttled)
+    );
 }
 
 #[test]
@@ -315,9 +440,19 @@ fn records_expire_after_their_ttl() {
     assert_eq!(pair.failed().count(), 20);
     for failure in pair.failed() {
         assert_eq!(failure.reason(), FailureReason::Expired);
-        assert_eq!(failure.attempts().last().unwrap().error_code(), Some("Expired"));
-        let total: Duration = failure.attempts().iter().map(|a| a.delay() + a.duration()).sum();
-        assert!(total >= Duration::from_millis(500) && total < Duration::from_secs(2), "{total:?}");
+        assert_eq!(
+            failure.attempts().last().unwrap().error_code(),
+            Some("Expired")
+        );
+        let total: Duration = failure
+            .attempts()
+            .iter()
+            .map(|a| a.delay() + a.duration())
+            .sum();
+        assert!(
+            total >= Duration::from_millis(500) && total < Duration::from_secs(2),
+            "{total:?}"
+        );
     }
 }
 
@@ -348,7 +483,10 @@ fn back_pressure_refuses_and_hands_the_record_back() {
     submit_n(&mut pair, 0, 10, |n| format!("k{n}"));
     let record = Record::new(stream(), "k10", data_for(10, 1));
     let rejected = pair.submit(record.clone()).unwrap_err();
-    assert_eq!(rejected.reason(), &RejectReason::TooManyRecords { limit: 10 });
+    assert_eq!(
+        rejected.reason(),
+        &RejectReason::TooManyRecords { limit: 10 }
+    );
     assert!(rejected.reason().is_back_pressure());
     assert_eq!(rejected.into_record(), record);
     pair.run_until_idle();
@@ -360,27 +498,43 @@ fn invalid_records_are_refused_with_a_typed_reason() {
     let mut pair = pair_with(EngineConfig::default(), 1, 12);
     let cases = [
         (Record::new(stream(), "", vec![1]), "partition_key"),
-        (Record::new(stream(), "k".repeat(257), vec![1]), "partition_key"),
-        (Record::new(stream(), "k", vec![1]).with_explicit_hash_key("12a"), "explicit_hash_key"),
         (
-            Record::new(stream(), "k", vec![1]).with_explicit_hash_key("340282366920938463463374607431768211456"),
+            Record::new(stream(), "k".repeat(257), vec![1]),
+            "partition_key",
+        ),
+        (
+            Record::new(stream(), "k", vec![1]).with_explicit_hash_key("12a"),
             "explicit_hash_key",
         ),
-        (Record::new(stream(), "k", vec![0; 1024 * 1024]), "record size"),
+        (
+            Record::new(stream(), "k", vec![1])
+                .with_explicit_hash_key("340282366920938463463374607431768211456"),
+            "explicit_hash_key",
+        ),
+        (
+            Record::new(stream(), "k", vec![0; 1024 * 1024]),
+            "record size",
+        ),
     ];
     for (record, field) in cases {
         let rejected = pair.submit(record.clone()).unwrap_err();
-        assert!(rejected.to_string().contains(field) || rejected.reason().to_string().contains(field), "{rejected}");
+        assert!(
+            rejected.to_string().contains(field) || rejected.reason().to_string().contains(field),
+            "{rejected}"
+        );
         assert_eq!(rejected.into_record(), record);
     }
     assert_eq!(pair.engine.outstanding_records(), 0);
     // Exactly at the limit is fine: data + key = 1 MiB.
-    assert!(pair.submit(Record::new(stream(), "k", vec![0; 1024 * 1024 - 1])).is_ok());
+    assert!(
+        pair.submit(Record::new(stream(), "k", vec![0; 1024 * 1024 - 1]))
+            .is_ok()
+    );
 }
 
 #[test]
 fn the_stream_record_size_limit_is_learned() {
-    let start = Instant::now();
+    let start = SystemClock.now();
     let mut sim = SimKinesis::new(13);
     sim.create_stream(STREAM, 1, start);
     sim.set_max_record_size_kib(STREAM, 4096).unwrap();
@@ -406,7 +560,10 @@ fn deleting_the_stream_mid_load_fails_the_rest_cleanly() {
     assert_eq!(pair.outcomes().len(), 2_000);
     assert!(pair.repeated_outcomes().is_empty());
     assert!(pair.failed().count() >= 1_000);
-    assert!(pair.failed().all(|f| f.reason() == FailureReason::Terminal(TransportErrorKind::NotFound)));
+    assert!(
+        pair.failed()
+            .all(|f| f.reason() == FailureReason::Terminal(TransportErrorKind::NotFound))
+    );
 }
 
 #[test]
@@ -423,7 +580,13 @@ fn the_same_seed_gives_the_same_run() {
         pair.outcomes()
             .values()
             .map(|o| match o {
-                Outcome::Delivered(d) => format!("{} {} {} {:?}", d.id().get(), d.shard_id(), d.sequence_number(), d.attempts()),
+                Outcome::Delivered(d) => format!(
+                    "{} {} {} {:?}",
+                    d.id().get(),
+                    d.shard_id(),
+                    d.sequence_number(),
+                    d.attempts()
+                ),
                 Outcome::Failed(f) => format!("{} {:?}", f.id().get(), f.attempts()),
             })
             .collect::<Vec<_>>()
@@ -441,7 +604,8 @@ fn sweep_one(seed: u64) {
         config.ordering = OrderingMode::PerShard;
     }
     if rng.random_bool(0.3) {
-        config.aggregation_max_size = kpl_aggregation::MaxAggregateSize::new(rng.random_range(200..5_000)).unwrap();
+        config.aggregation_max_size =
+            kpl_aggregation::MaxAggregateSize::new(rng.random_range(200..5_000)).unwrap();
     }
     if rng.random_bool(0.2) {
         config.collection_max_count = rng.random_range(1..20);
@@ -450,9 +614,21 @@ fn sweep_one(seed: u64) {
     let mut pair = pair_with(config, shards, seed);
     let timeouts = rng.random_bool(0.3);
     pair.sim.set_faults(Faults {
-        entry_internal_failure: if rng.random_bool(0.5) { rng.random_range(0.0..0.2) } else { 0.0 },
-        request_unavailable: if rng.random_bool(0.5) { rng.random_range(0.0..0.2) } else { 0.0 },
-        request_timeout: if timeouts { rng.random_range(0.0..0.1) } else { 0.0 },
+        entry_internal_failure: if rng.random_bool(0.5) {
+            rng.random_range(0.0..0.2)
+        } else {
+            0.0
+        },
+        request_unavailable: if rng.random_bool(0.5) {
+            rng.random_range(0.0..0.2)
+        } else {
+            0.0
+        },
+        request_timeout: if timeouts {
+            rng.random_range(0.0..0.1)
+        } else {
+            0.0
+        },
     });
     if rng.random_bool(0.3) {
         pair.sim.set_list_shards_page(1);
@@ -462,16 +638,25 @@ fn sweep_one(seed: u64) {
     let reshard_at = rng.random_bool(0.4).then(|| rng.random_range(0..total));
     let delete_at = rng.random_bool(0.05).then(|| rng.random_range(0..total));
     if std::env::var_os("KPL_SIM_VERBOSE").is_some() {
-        eprintln!("seed {seed}: ordering {ordering}, shards {shards}, keys {keys}, total {total}, reshard {reshard_at:?}, delete {delete_at:?}, timeouts {timeouts}, config {:?}", pair.engine.config());
+        eprintln!(
+            "seed {seed}: ordering {ordering}, shards {shards}, keys {keys}, total {total}, reshard {reshard_at:?}, delete {delete_at:?}, timeouts {timeouts}, config {:?}",
+            pair.engine.config()
+        );
     }
     for n in 0..total {
         if Some(n) == reshard_at {
             let open = pair.sim.open_shards(STREAM);
             if open.len() >= 2 && rng.random_bool(0.5) {
-                let _ = pair.sim.merge_shards(STREAM, open[0].0.as_str(), open[1].0.as_str());
+                let _ = pair
+                    .sim
+                    .merge_shards(STREAM, open[0].0.as_str(), open[1].0.as_str());
             } else if let Some((id, range)) = open.first() {
                 let middle = range.start().get() / 2 + range.end().get() / 2;
-                let _ = pair.sim.split_shard(STREAM, id.as_str(), HashKey::new(middle.max(range.start().get() + 1)));
+                let _ = pair.sim.split_shard(
+                    STREAM,
+                    id.as_str(),
+                    HashKey::new(middle.max(range.start().get() + 1)),
+                );
             }
         }
         if Some(n) == delete_at {
@@ -513,8 +698,14 @@ fn sweep_one(seed: u64) {
 
 #[test]
 fn seeded_sweep_of_workloads_and_faults() {
-    let seeds: u64 = std::env::var("KPL_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000);
-    let first: u64 = std::env::var("KPL_SIM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seeds: u64 = std::env::var("KPL_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000);
+    let first: u64 = std::env::var("KPL_SIM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     for seed in first..first + seeds {
         let result = std::panic::catch_unwind(|| sweep_one(seed));
         if let Err(panic) = result {
