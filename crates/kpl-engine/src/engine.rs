@@ -447,9 +447,13 @@ impl Engine {
             stream.flush_on_map |= !stream.awaiting_map.is_empty();
             for slot in 0..self.streams[si].slots.len() {
                 self.finish_aggregate(si, slot);
+                // Forget the old wake-up; servicing arms the one that is still needed.
+                self.streams[si].slots[slot].timer = None;
                 self.service_shard(si, slot, now);
             }
             self.flush_collector(si);
+            self.streams[si].timer = None;
+            self.service_stream(si, now);
         }
     }
 
@@ -607,8 +611,20 @@ impl Engine {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(at, _)| at)
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Wake-ups superseded by earlier ones (or disarmed) are dropped here, so the driver
+        // does not wake for nothing.
+        while let Some(&(at, timer)) = self.timers.first() {
+            let armed = match timer {
+                Timer::Stream(si) => self.streams[si].timer,
+                Timer::Shard(si, slot) => self.streams[si].slots[slot].timer,
+            };
+            if armed == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop_first();
+        }
+        None
     }
 
     /// Whether requests are waiting for [`poll_request`](Self::poll_request).

@@ -120,7 +120,7 @@ impl Pair {
     }
 
     /// The time of the next thing that will happen, if anything will.
-    pub fn next_time(&self) -> Option<Instant> {
+    pub fn next_time(&mut self) -> Option<Instant> {
         let answer = self.in_flight.keys().next().map(|&(at, _)| at);
         match (answer, self.engine.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -1,0 +1,352 @@
+//! The engine driven by hand with explicit times: timing rules, request shapes and limits.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::time::{Duration, Instant};
+
+use kpl_aggregation::{HashKey, HashKeyRange, MaxAggregateSize};
+use kpl_engine::time::{Clock, SystemClock};
+use kpl_engine::transport::{
+    ListShardsResponse, PutRecordsEntryResult, PutRecordsRequest, PutRecordsResponse,
+    ShardDescription, ShardFilter, StreamSummary,
+};
+use kpl_engine::{
+    Engine, EngineConfig, Event, FailureReason, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+    Record, Request, RequestId, Response, ShardId, Stream, TransportError,
+};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn stream() -> Stream {
+    Stream::new("s").unwrap()
+}
+
+fn one_shard() -> Response {
+    Response::ListShards(ListShardsResponse {
+        shards: vec![ShardDescription {
+            shard_id: ShardId::from("shardId-000000000000"),
+            hash_key_range: HashKeyRange::FULL,
+            open: true,
+        }],
+        next_token: None,
+    })
+}
+
+fn written(request: &PutRecordsRequest) -> Response {
+    Response::PutRecords(PutRecordsResponse {
+        entries: request
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, _)| PutRecordsEntryResult::Written {
+                shard_id: ShardId::from("shardId-000000000000"),
+                sequence_number: format!("{i}").into(),
+            })
+            .collect(),
+    })
+}
+
+fn drain(engine: &mut Engine, now: Instant) -> Vec<(RequestId, Request)> {
+    std::iter::from_fn(|| engine.poll_request(now)).collect()
+}
+
+/// An engine that has read a one-shard map at `start` and finished a warm-up record.
+fn ready_engine(config: EngineConfig, start: Instant) -> Engine {
+    let mut engine = Engine::new(config).unwrap();
+    engine
+        .submit(Record::new(stream(), "warm", vec![0]), start)
+        .unwrap();
+    for (id, request) in drain(&mut engine, start) {
+        match request {
+            Request::ListShards(_) => engine.handle_response(id, Ok(one_shard()), start),
+            Request::DescribeStreamSummary(_) => engine.handle_response(
+                id,
+                Ok(Response::DescribeStreamSummary(StreamSummary {
+                    max_record_size_kib: Some(1024),
+                    open_shard_count: 1,
+                })),
+                start,
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    engine.flush(None, start);
+    for (id, request) in drain(&mut engine, start) {
+        let Request::PutRecords(put) = request else {
+            panic!("expected PutRecords")
+        };
+        engine.handle_response(id, Ok(written(&put)), start);
+    }
+    while engine.poll_event().is_some() {}
+    assert_eq!(engine.outstanding_records(), 0);
+    engine
+}
+
+fn puts(requests: Vec<(RequestId, Request)>) -> Vec<(RequestId, PutRecordsRequest)> {
+    requests
+        .into_iter()
+        .filter_map(|(id, r)| match r {
+            Request::PutRecords(put) => Some((id, put)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_record_waits_for_the_first_map_then_leaves_at_its_deadline_plus_grace() {
+    let t0 = SystemClock.now();
+    let mut engine = Engine::new(EngineConfig::default()).unwrap();
+    engine
+        .submit(Record::new(stream(), "k", vec![1]), t0)
+        .unwrap();
+    let requests = drain(&mut engine, t0);
+    assert!(matches!(&requests[0].1, Request::ListShards(list)
+        if list.next_token.is_none() && list.filter == ShardFilter::AtLatest && list.stream == stream()));
+    assert!(matches!(&requests[1].1, Request::DescribeStreamSummary(_)));
+    engine.handle_response(requests[0].0, Ok(one_shard()), t0 + ms(5));
+    assert!(drain(&mut engine, t0 + ms(5)).is_empty());
+    // Aggregation deadline: RecordMaxBufferedTime after arrival.
+    assert_eq!(engine.poll_timeout(), Some(t0 + ms(100)));
+    engine.handle_timeout(t0 + ms(100));
+    assert!(drain(&mut engine, t0 + ms(100)).is_empty());
+    // Collection grace: min(50 ms, 0.2 × 100 ms) after the aggregate closed.
+    assert_eq!(engine.poll_timeout(), Some(t0 + ms(120)));
+    engine.handle_timeout(t0 + ms(120));
+    let sent = puts(drain(&mut engine, t0 + ms(120)));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.entries.len(), 1);
+    engine.handle_response(sent[0].0, Ok(written(&sent[0].1)), t0 + ms(150));
+    let Some(Event::Delivered(delivery)) = engine.poll_event() else {
+        panic!("expected a delivery")
+    };
+    assert_eq!(delivery.attempts().len(), 1);
+    assert_eq!(delivery.attempts()[0].delay(), ms(120));
+    assert_eq!(delivery.attempts()[0].duration(), ms(30));
+}
+
+#[test]
+fn list_shards_pages_carry_the_token() {
+    let t0 = SystemClock.now();
+    let mut engine = Engine::new(EngineConfig::default()).unwrap();
+    engine
+        .submit(Record::new(stream(), "k", vec![1]), t0)
+        .unwrap();
+    let (id, _) = drain(&mut engine, t0).remove(0);
+    let half = |start: u128, end: u128, n: u32| ShardDescription {
+        shard_id: ShardId::new(format!("shardId-{n:012}")),
+        hash_key_range: HashKeyRange::new(HashKey::new(start), HashKey::new(end)).unwrap(),
+        open: true,
+    };
+    let page = Response::ListShards(ListShardsResponse {
+        shards: vec![half(0, u128::MAX / 2, 0)],
+        next_token: Some("token-1".into()),
+    });
+    engine.handle_response(id, Ok(page), t0);
+    let requests = drain(&mut engine, t0);
+    let Request::ListShards(next) = &requests[0].1 else {
+        panic!("expected the next page")
+    };
+    assert_eq!(next.next_token.as_deref(), Some("token-1"));
+    let last = Response::ListShards(ListShardsResponse {
+        shards: vec![half(u128::MAX / 2 + 1, u128::MAX, 1)],
+        next_token: None,
+    });
+    engine.handle_response(requests[0].0, Ok(last), t0);
+    assert_eq!(engine.shard_map(&stream()).unwrap().open_shards().len(), 2);
+}
+
+#[test]
+fn the_map_is_refreshed_periodically_with_jitter_and_failures_back_off() {
+    let t0 = SystemClock.now();
+    let mut engine = ready_engine(EngineConfig::default(), t0);
+    let next = engine.poll_timeout().unwrap();
+    assert!(
+        next >= t0 + Duration::from_secs(54) && next <= t0 + Duration::from_secs(66),
+        "{:?}",
+        next - t0
+    );
+    engine.handle_timeout(next);
+    let requests = drain(&mut engine, next);
+    assert!(matches!(requests[0].1, Request::ListShards(_)));
+    // Failures: retry after 1 s, then 1.5 s, then 2.25 s.
+    let mut now = next;
+    let mut id = requests[0].0;
+    for expected in [1_000, 1_500, 2_250] {
+        let error = TransportError::from_code("LimitExceededException", "slow down");
+        engine.handle_response(id, Err(error), now);
+        let retry_at = engine.poll_timeout().unwrap();
+        assert_eq!(retry_at - now, ms(expected));
+        now = retry_at;
+        engine.handle_timeout(now);
+        let requests = drain(&mut engine, now);
+        assert_eq!(requests.len(), 1);
+        id = requests[0].0;
+    }
+}
+
+#[test]
+fn aggregation_goes_on_with_the_old_map_during_a_refresh() {
+    let t0 = SystemClock.now();
+    let mut engine = ready_engine(EngineConfig::default(), t0);
+    let refresh_at = engine.poll_timeout().unwrap();
+    engine.handle_timeout(refresh_at);
+    let refresh = drain(&mut engine, refresh_at);
+    assert_eq!(refresh.len(), 1, "the refresh is in flight and unanswered");
+    for i in 0..100 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1; 10]);
+        engine.submit(record, refresh_at).unwrap();
+    }
+    engine.flush(None, refresh_at);
+    let sent = puts(drain(&mut engine, refresh_at));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.entries.len(), 1, "100 records in one aggregate");
+    assert!(sent[0].1.entries[0].has_aggregation_magic());
+}
+
+#[test]
+fn requests_never_break_service_limits_whatever_the_config() {
+    let t0 = SystemClock.now();
+    let mut config = EngineConfig::default();
+    config.collection_max_size = 64 * 1024 * 1024;
+    config.aggregation_enabled = false;
+    config.rate_limit = 1_000_000;
+    config.record_max_buffered_time = Duration::from_secs(10);
+    let mut engine = ready_engine(config, t0);
+    for i in 0..1_200 {
+        let record = Record::new(stream(), format!("k{i}"), vec![7; 20_000]);
+        engine.submit(record, t0).unwrap();
+    }
+    engine.flush(None, t0);
+    // The byte bucket (10 MiB) lets part through at once; the rest follows as tokens come.
+    let mut sent = puts(drain(&mut engine, t0));
+    while let Some(at) = engine.poll_timeout() {
+        if at > t0 + Duration::from_secs(30) {
+            break;
+        }
+        engine.handle_timeout(at);
+        sent.extend(puts(drain(&mut engine, at)));
+    }
+    assert!(sent.len() >= 5);
+    let mut entries = 0;
+    for (_, put) in &sent {
+        assert!(put.entries.len() <= PUT_RECORDS_MAX_ENTRIES);
+        assert!(
+            put.billed_size() <= PUT_RECORDS_MAX_BYTES,
+            "{}",
+            put.billed_size()
+        );
+        entries += put.entries.len();
+    }
+    assert_eq!(entries, 1_200);
+}
+
+#[test]
+fn count_and_size_limits_close_aggregates_and_requests() {
+    let t0 = SystemClock.now();
+    let mut config = EngineConfig::default();
+    config.aggregation_max_count = 10;
+    config.collection_max_count = 3;
+    let mut engine = ready_engine(config, t0);
+    for i in 0..30 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1]);
+        engine.submit(record, t0).unwrap();
+    }
+    // Three aggregates of ten fill one request without waiting for any deadline.
+    let sent = puts(drain(&mut engine, t0));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.entries.len(), 3);
+
+    let mut config = EngineConfig::default();
+    config.aggregation_max_size = MaxAggregateSize::new(1_000).unwrap();
+    let mut engine = ready_engine(config, t0);
+    for i in 0..50 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1; 100]);
+        engine.submit(record, t0).unwrap();
+    }
+    engine.flush(None, t0);
+    let sent = puts(drain(&mut engine, t0));
+    let sizes: Vec<usize> = sent[0].1.entries.iter().map(|e| e.data().len()).collect();
+    assert!(sizes.len() >= 6, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= 1_000), "{sizes:?}");
+}
+
+#[test]
+fn a_busy_shard_triggers_the_collector_at_256_kib() {
+    let t0 = SystemClock.now();
+    let mut engine = ready_engine(EngineConfig::default(), t0);
+    // About 50 KiB per aggregate: the sixth closed aggregate passes 256 KiB.
+    let mut first_request_after = None;
+    for i in 0..400 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1; 1_000]);
+        engine.submit(record, t0).unwrap();
+        if engine.has_requests() {
+            first_request_after = Some(i + 1);
+            break;
+        }
+    }
+    let records = first_request_after.unwrap();
+    assert!((250..=320).contains(&records), "{records}");
+    let sent = puts(drain(&mut engine, t0));
+    assert!(sent[0].1.billed_size() >= 256 * 1024);
+}
+
+#[test]
+fn abandon_fails_everything_and_hands_records_back() {
+    let t0 = SystemClock.now();
+    let mut engine = ready_engine(EngineConfig::default(), t0);
+    for i in 0..10u8 {
+        let record = Record::new(stream(), format!("k{i}"), vec![i]);
+        engine.submit(record, t0).unwrap();
+    }
+    engine.flush(None, t0);
+    let in_flight = puts(drain(&mut engine, t0));
+    engine
+        .submit(Record::new(stream(), "late", vec![9]), t0)
+        .unwrap();
+    engine.abandon();
+    let mut failed = 0;
+    while let Some(event) = engine.poll_event() {
+        let Event::Failed(failure) = event else {
+            panic!("only failures expected")
+        };
+        assert_eq!(failure.reason(), FailureReason::Abandoned);
+        failed += 1;
+    }
+    assert_eq!(failed, 11);
+    assert_eq!(engine.outstanding_records(), 0);
+    // A late answer to an abandoned request changes nothing.
+    engine.handle_response(in_flight[0].0, Ok(written(&in_flight[0].1)), t0 + ms(10));
+    assert!(engine.poll_event().is_none());
+}
+
+#[test]
+fn a_whole_request_error_is_retried_after_a_backoff() {
+    let t0 = SystemClock.now();
+    let mut engine = ready_engine(EngineConfig::default(), t0);
+    engine
+        .submit(Record::new(stream(), "k", vec![1]), t0)
+        .unwrap();
+    engine.flush(None, t0);
+    let sent = puts(drain(&mut engine, t0));
+    let error = TransportError::from_code("InternalFailure", "boom");
+    engine.handle_response(sent[0].0, Err(error), t0 + ms(10));
+    let mut now = t0 + ms(10);
+    let retried = loop {
+        now = engine.poll_timeout().unwrap();
+        engine.handle_timeout(now);
+        let sent = puts(drain(&mut engine, now));
+        if !sent.is_empty() {
+            break sent;
+        }
+    };
+    // First backoff ceiling 100 ms (full jitter), then the collection grace of 20 ms.
+    assert!(now <= t0 + ms(10) + ms(100) + ms(20), "{:?}", now - t0);
+    engine.handle_response(retried[0].0, Ok(written(&retried[0].1)), now);
+    let Some(Event::Delivered(delivery)) = engine.poll_event() else {
+        panic!("expected a delivery")
+    };
+    assert_eq!(delivery.attempts().len(), 2);
+    assert_eq!(delivery.attempts()[0].error_code(), Some("InternalFailure"));
+    assert!(delivery.attempts()[1].is_success());
+}
