@@ -331,7 +331,7 @@ fn a_whole_request_error_is_retried_after_a_backoff() {
     let sent = puts(drain(&mut engine, t0));
     let error = TransportError::from_code("InternalFailure", "boom");
     engine.handle_response(sent[0].0, Err(error), t0 + ms(10));
-    let mut now = t0 + ms(10);
+    let mut now;
     let retried = loop {
         now = engine.poll_timeout().unwrap();
         engine.handle_timeout(now);
