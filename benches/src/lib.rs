@@ -3,8 +3,16 @@
 //! The workload is the one `shared/spec/performance.md` fixes for every measurement: user records
 //! with a random 16-character `[A-Za-z0-9]` partition key and 100 random bytes of data.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
-use kpl_aggregation::{Aggregator, KinesisRecord, PartitionKey, UserRecord};
+use kpl_aggregation::{Aggregator, HashKey, HashKeyRange, KinesisRecord, PartitionKey, UserRecord};
+use kpl_engine::time::{Clock, SystemClock};
+use kpl_engine::transport::{
+    ListShardsResponse, PutRecordsEntryResult, PutRecordsRequest, PutRecordsResponse,
+    ShardDescription,
+};
+use kpl_engine::{Engine, EngineConfig, Event, Record, Request, Response, ShardId, Stream};
 use md5::{Digest, Md5};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -66,4 +74,148 @@ pub fn md5_and_memcpy(aggregates: &[KinesisRecord], scratch: &mut Vec<u8>) -> u8
         fold ^= digest[0];
     }
     fold
+}
+
+/// The hash ranges of `shards` shards splitting the hash key space evenly.
+pub fn even_ranges(shards: u32) -> Vec<HashKeyRange> {
+    let shards = u128::from(shards.max(1));
+    let step = u128::MAX / shards;
+    (0..shards)
+        .map(|i| {
+            let start = step * i;
+            let end = if i + 1 == shards { u128::MAX } else { step * (i + 1) - 1 };
+            HashKeyRange::new(HashKey::new(start), HashKey::new(end))
+                .expect("start <= end by construction")
+        })
+        .collect()
+}
+
+/// The engine's floor: what any shard-aware aggregating producer must do per record — MD5 of
+/// the partition key, a search of the shard ranges, encoding into that shard's aggregate, and the
+/// aggregate's MD5 trailer. Returns the number of Kinesis records made.
+pub fn core_work_baseline(records: &[UserRecord], ranges: &[HashKeyRange]) -> usize {
+    let mut aggregators: Vec<Aggregator> = ranges.iter().map(|_| Aggregator::default()).collect();
+    let mut made = 0;
+    for record in records {
+        let hash_key = HashKey::from_partition_key(record.partition_key().as_str());
+        let shard = ranges.partition_point(|range| range.end() < hash_key);
+        if let Some(aggregator) = aggregators.get_mut(shard) {
+            made += usize::from(aggregator.push(record).is_some());
+        }
+    }
+    made + aggregators.iter_mut().filter_map(Aggregator::finish).count()
+}
+
+/// The standard workload as engine input for `stream`.
+pub fn engine_records(stream: &Stream, records: &[UserRecord]) -> Vec<Record> {
+    records
+        .iter()
+        .map(|record| {
+            Record::new(
+                stream.clone(),
+                record.partition_key().as_str(),
+                record.data().clone(),
+            )
+        })
+        .collect()
+}
+
+fn shard_name(index: usize) -> ShardId {
+    ShardId::new(format!("shardId-{index:012}"))
+}
+
+fn acknowledge(request: &PutRecordsRequest, ranges: &[HashKeyRange], sequence: &mut u64) -> Response {
+    let entries = request
+        .entries
+        .iter()
+        .map(|entry| {
+            let hash_key = entry
+                .explicit_hash_key()
+                .unwrap_or_else(|| HashKey::from_partition_key(entry.partition_key()));
+            let shard = ranges.partition_point(|range| range.end() < hash_key);
+            *sequence += 1;
+            PutRecordsEntryResult::Written {
+                shard_id: shard_name(shard),
+                sequence_number: sequence.to_string().into(),
+            }
+        })
+        .collect();
+    Response::PutRecords(PutRecordsResponse { entries })
+}
+
+/// Runs `records` through an [`Engine`] whose transport acknowledges everything at once, on the
+/// shards `ranges`, in virtual time (1 µs per record). Rate limits are lifted so that only the
+/// engine's own work is measured. Returns the number of records delivered.
+pub fn run_engine(records: Vec<Record>, ranges: &[HashKeyRange]) -> usize {
+    let mut config = EngineConfig::default();
+    config.rate_limit = 100_000_000;
+    let mut engine = Engine::new(config).expect("valid configuration");
+    let Some(start) = records.first().map(|_| SystemClock.now()) else {
+        return 0;
+    };
+    let mut now = start;
+    let mut sequence = 0u64;
+    let mut delivered = 0;
+    let shards: Vec<ShardDescription> = ranges
+        .iter()
+        .enumerate()
+        .map(|(index, range)| ShardDescription {
+            shard_id: shard_name(index),
+            hash_key_range: *range,
+            open: true,
+        })
+        .collect();
+    let mut serve = |engine: &mut Engine, now: Instant, delivered: &mut usize| {
+        while let Some((id, request)) = engine.poll_request(now) {
+            let response = match &request {
+                Request::PutRecords(put) => acknowledge(put, ranges, &mut sequence),
+                Request::ListShards(_) => Response::ListShards(ListShardsResponse {
+                    shards: shards.clone(),
+                    next_token: None,
+                }),
+                _ => continue,
+            };
+            engine.handle_response(id, Ok(response), now);
+        }
+        while let Some(event) = engine.poll_event() {
+            *delivered += usize::from(matches!(event, Event::Delivered(_)));
+        }
+    };
+    for (i, record) in records.into_iter().enumerate() {
+        if engine.submit(record, now).is_err() {
+            continue;
+        }
+        now += Duration::from_micros(1);
+        if engine.has_requests() || i % 1024 == 0 {
+            engine.handle_timeout(now);
+            serve(&mut engine, now, &mut delivered);
+        }
+    }
+    engine.flush(None, now);
+    while engine.outstanding_records() > 0 {
+        serve(&mut engine, now, &mut delivered);
+        match engine.poll_timeout() {
+            Some(at) => {
+                now = now.max(at);
+                engine.handle_timeout(now);
+            }
+            None => break,
+        }
+    }
+    delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_benchmark_delivers_every_record() {
+        let records = user_records(20_000, 1);
+        let stream = Stream::new("bench").expect("valid name");
+        let ranges = even_ranges(4);
+        assert_eq!(run_engine(engine_records(&stream, &records), &ranges), 20_000);
+        let made = core_work_baseline(&records, &ranges);
+        assert!(made >= 4 && made < 200, "{made}");
+    }
 }

@@ -13,7 +13,7 @@ use crate::backoff::{Backoff, RefreshBackoff};
 use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
 use crate::limiter::ShardLimiter;
 use crate::outcome::{
-    Attempt, Delivery, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason,
+    Attempt, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason,
     Rejected,
 };
 use crate::shard_map::ShardMap;
@@ -39,7 +39,6 @@ pub struct RequestId(u64);
 #[derive(Debug)]
 struct Pending {
     id: u64,
-    stream: Stream,
     record: UserRecord,
     hash_key: HashKey,
     arrival: Instant,
@@ -56,9 +55,9 @@ impl Pending {
         self.record.data().len() + self.record.partition_key().len()
     }
 
-    fn into_record(self) -> Record {
+    fn into_record(self, stream: Stream) -> Record {
         let (key, explicit_hash_key, data) = self.record.into_parts();
-        let record = Record::new(self.stream, key.into_string(), data);
+        let record = Record::new(stream, key.into_string(), data);
         match explicit_hash_key {
             Some(hash_key) => record.with_explicit_hash_key(hash_key.to_string()),
             None => record,
@@ -418,7 +417,6 @@ impl Engine {
         let expiration = now + self.config.record_ttl;
         let pending = Pending {
             id,
-            stream,
             hash_key: user_record.hash_key(),
             record: user_record,
             arrival: now,
@@ -471,38 +469,39 @@ impl Engine {
     /// Fails every outstanding record at once with [`FailureReason::Abandoned`] and forgets every
     /// request in flight; their answers will be ignored. Used at shutdown.
     pub fn abandon(&mut self) {
-        let mut abandoned: Vec<Pending> = Vec::new();
-        for stream in &mut self.streams {
-            abandoned.extend(stream.awaiting_map.drain(..));
+        let mut abandoned: Vec<(usize, Pending)> = Vec::new();
+        for (si, stream) in self.streams.iter_mut().enumerate() {
+            let mut taken: Vec<Pending> = stream.awaiting_map.drain(..).collect();
             for batch in stream.collector.batches.drain(..) {
-                abandoned.extend(batch.records);
+                taken.extend(batch.records);
             }
             stream.collector.size = 0;
             stream.collector.deadline = None;
             for shard in &mut stream.slots {
                 shard.aggregator.clear();
-                abandoned.append(&mut shard.aggregated);
+                taken.append(&mut shard.aggregated);
                 shard.aggregate_deadline = None;
                 for batch in shard.ready.drain(..) {
-                    abandoned.extend(batch.records);
+                    taken.extend(batch.records);
                 }
                 shard.busy = false;
                 shard.collected_bytes = 0;
             }
             stream.refresh.in_flight = false;
             stream.summary_in_flight = false;
+            abandoned.extend(taken.into_iter().map(|pending| (si, pending)));
         }
         for (_, in_flight) in mem::take(&mut self.requests) {
             if let InFlightKind::PutRecords(entries) = in_flight.kind {
                 for entry in entries {
-                    abandoned.extend(entry.records);
+                    abandoned.extend(entry.records.into_iter().map(|pending| (in_flight.stream, pending)));
                 }
             }
         }
         self.outbox.clear();
-        abandoned.sort_by_key(|p| p.id);
-        for pending in abandoned {
-            self.fail(pending, FailureReason::Abandoned);
+        abandoned.sort_by_key(|(_, p)| p.id);
+        for (si, pending) in abandoned {
+            self.fail(si, pending, FailureReason::Abandoned);
         }
     }
 
@@ -1157,7 +1156,7 @@ impl Engine {
             "record_ttl reached while waiting for the shard's rate limit".into();
         for mut pending in expired {
             pending.add_failed_attempt(now, now, &code, &message);
-            self.fail(pending, FailureReason::Expired);
+            self.fail(si, pending, FailureReason::Expired);
         }
         if !survivors.is_empty() {
             self.requeue_front(si, survivors, now);
@@ -1260,7 +1259,7 @@ impl Engine {
             };
             match self.predict(si, pending.hash_key) {
                 Some(slot) => self.aggregate(si, slot, pending, now),
-                None if pending.expiration <= now => self.expire(pending, now),
+                None if pending.expiration <= now => self.expire(si, pending, now),
                 None if self.config.ordering == OrderingMode::PerShard => {
                     // Sending without a map would give up the one-request-per-shard rule, so in
                     // ordering mode records wait for the map until they expire.
@@ -1340,7 +1339,7 @@ impl Engine {
                 for entry in entries {
                     for mut pending in entry.records {
                         pending.add_failed_attempt(sent_at, now, &code, &message);
-                        self.fail(pending, FailureReason::RecordCountMismatch);
+                        self.fail(si, pending, FailureReason::RecordCountMismatch);
                     }
                 }
             }
@@ -1446,7 +1445,7 @@ impl Engine {
                 for mut pending in entry.records {
                     pending.add_failed_attempt(sent_at, now, &code, &message);
                     if pending.expiration <= now {
-                        self.expire(pending, now);
+                        self.expire(si, pending, now);
                     } else {
                         pending.deadline = (now + self.config.record_max_buffered_time / 2)
                             .min(pending.expiration);
@@ -1496,20 +1495,19 @@ impl Engine {
             shard_stats.kinesis_records_data_put += kinesis_bytes;
             shard_stats.user_records_put += entry.records.len() as u64;
         }
-        for mut pending in entry.records {
-            pending.attempts.push(Attempt::written(
+        let stream = self.streams[si].stream.clone();
+        for pending in entry.records {
+            let last = Attempt::written(
                 sent_at.saturating_duration_since(pending.last_end),
                 now.saturating_duration_since(sent_at),
                 shard_id.clone(),
                 sequence_number.clone(),
-            ));
+            );
             self.finish(pending.id, pending.size(), si);
             self.events.push_back(Event::Delivered(Delivery {
                 id: RecordId(pending.id),
-                stream: pending.stream,
-                shard_id: shard_id.clone(),
-                sequence_number: sequence_number.clone(),
-                attempts: pending.attempts,
+                stream: stream.clone(),
+                attempts: AttemptList::new(pending.attempts, last),
             }));
         }
     }
@@ -1544,8 +1542,8 @@ impl Engine {
         for mut pending in entry.records {
             pending.add_failed_attempt(sent_at, now, code, message);
             match terminal {
-                Some(reason) => self.fail(pending, reason),
-                None if pending.expiration <= now => self.expire(pending, now),
+                Some(reason) => self.fail(si, pending, reason),
+                None if pending.expiration <= now => self.expire(si, pending, now),
                 None => {
                     pending.deadline =
                         (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
@@ -1577,27 +1575,23 @@ impl Engine {
     // Outcomes
     // ----------------------------------------------------------------------------------------
 
-    fn expire(&mut self, mut pending: Pending, now: Instant) {
+    fn expire(&mut self, si: usize, mut pending: Pending, now: Instant) {
         let code: Arc<str> = "Expired".into();
         let message: Arc<str> = "record_ttl reached before the record could be written".into();
         pending.add_failed_attempt(now, now, &code, &message);
-        self.fail(pending, FailureReason::Expired);
+        self.fail(si, pending, FailureReason::Expired);
     }
 
-    fn fail(&mut self, pending: Pending, reason: FailureReason) {
-        let si = self.stream_index.get(&pending.stream).copied();
-        if let Some(si) = si {
-            let stats = &mut self.streams[si].stats;
-            stats.user_records_failed += 1;
-            if reason == FailureReason::Expired {
-                stats.user_records_expired += 1;
-            }
-            self.finish(pending.id, pending.size(), si);
+    fn fail(&mut self, si: usize, mut pending: Pending, reason: FailureReason) {
+        let stats = &mut self.streams[si].stats;
+        stats.user_records_failed += 1;
+        if reason == FailureReason::Expired {
+            stats.user_records_expired += 1;
         }
+        self.finish(pending.id, pending.size(), si);
         let id = RecordId(pending.id);
-        let mut pending = pending;
         let attempts = mem::take(&mut pending.attempts);
-        let record = pending.into_record();
+        let record = pending.into_record(self.streams[si].stream.clone());
         self.events.push_back(Event::Failed(Failure {
             id,
             reason,

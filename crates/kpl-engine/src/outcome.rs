@@ -307,14 +307,46 @@ impl fmt::Display for Attempt {
     }
 }
 
+/// The attempts of a delivered record. The usual case, one successful attempt, needs no
+/// allocation.
+#[derive(Clone, Debug)]
+pub(crate) enum AttemptList {
+    One(Attempt),
+    Many(Vec<Attempt>),
+}
+
+impl AttemptList {
+    pub(crate) fn new(mut earlier: Vec<Attempt>, last: Attempt) -> Self {
+        if earlier.is_empty() {
+            Self::One(last)
+        } else {
+            earlier.push(last);
+            Self::Many(earlier)
+        }
+    }
+
+    fn as_slice(&self) -> &[Attempt] {
+        match self {
+            Self::One(attempt) => std::slice::from_ref(attempt),
+            Self::Many(attempts) => attempts,
+        }
+    }
+
+    fn last(&self) -> &Attempt {
+        match self {
+            Self::One(attempt) => attempt,
+            // `new` never builds an empty `Many`.
+            Self::Many(attempts) => attempts.last().unwrap_or_else(|| unreachable!("a delivery has a successful attempt")),
+        }
+    }
+}
+
 /// A record written: where, and how it got there.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     pub(crate) id: RecordId,
     pub(crate) stream: Stream,
-    pub(crate) shard_id: ShardId,
-    pub(crate) sequence_number: Arc<str>,
-    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) attempts: AttemptList,
 }
 
 impl Delivery {
@@ -328,15 +360,23 @@ impl Delivery {
     }
     /// The shard it was written to.
     pub fn shard_id(&self) -> &ShardId {
-        &self.shard_id
+        match &self.attempts.last().result {
+            AttemptResult::Written { shard_id, .. } => shard_id,
+            AttemptResult::Failed { .. } => unreachable!("the last attempt of a delivery succeeded"),
+        }
     }
     /// Its sequence number (shared by all user records of one aggregate).
     pub fn sequence_number(&self) -> &str {
-        &self.sequence_number
+        match &self.attempts.last().result {
+            AttemptResult::Written {
+                sequence_number, ..
+            } => sequence_number,
+            AttemptResult::Failed { .. } => unreachable!("the last attempt of a delivery succeeded"),
+        }
     }
     /// Every attempt, the last one successful.
     pub fn attempts(&self) -> &[Attempt] {
-        &self.attempts
+        self.attempts.as_slice()
     }
 }
 
