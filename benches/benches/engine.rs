@@ -6,7 +6,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use kpl_benches::{RECORDS, core_work_baseline, engine_records, even_ranges, run_engine, user_records};
+use kpl_benches::{
+    RECORDS, core_work_baseline, engine_records, even_ranges, run_engine, user_records,
+};
 use kpl_engine::Stream;
 
 fn engine(c: &mut Criterion) {

@@ -83,7 +83,11 @@ pub fn even_ranges(shards: u32) -> Vec<HashKeyRange> {
     (0..shards)
         .map(|i| {
             let start = step * i;
-            let end = if i + 1 == shards { u128::MAX } else { step * (i + 1) - 1 };
+            let end = if i + 1 == shards {
+                u128::MAX
+            } else {
+                step * (i + 1) - 1
+            };
             HashKeyRange::new(HashKey::new(start), HashKey::new(end))
                 .expect("start <= end by construction")
         })
@@ -103,7 +107,10 @@ pub fn core_work_baseline(records: &[UserRecord], ranges: &[HashKeyRange]) -> us
             made += usize::from(aggregator.push(record).is_some());
         }
     }
-    made + aggregators.iter_mut().filter_map(Aggregator::finish).count()
+    made + aggregators
+        .iter_mut()
+        .filter_map(Aggregator::finish)
+        .count()
 }
 
 /// The standard workload as engine input for `stream`.
@@ -124,7 +131,11 @@ fn shard_name(index: usize) -> ShardId {
     ShardId::new(format!("shardId-{index:012}"))
 }
 
-fn acknowledge(request: &PutRecordsRequest, ranges: &[HashKeyRange], sequence: &mut u64) -> Response {
+fn acknowledge(
+    request: &PutRecordsRequest,
+    ranges: &[HashKeyRange],
+    sequence: &mut u64,
+) -> Response {
     let entries = request
         .entries
         .iter()
@@ -214,7 +225,10 @@ mod tests {
         let records = user_records(20_000, 1);
         let stream = Stream::new("bench").expect("valid name");
         let ranges = even_ranges(4);
-        assert_eq!(run_engine(engine_records(&stream, &records), &ranges), 20_000);
+        assert_eq!(
+            run_engine(engine_records(&stream, &records), &ranges),
+            20_000
+        );
         let made = core_work_baseline(&records, &ranges);
         assert!(made >= 4 && made < 200, "{made}");
     }

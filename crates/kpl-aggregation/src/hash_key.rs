@@ -235,6 +235,10 @@ impl PartitionKey {
     /// Validates `key`; on failure the error hands the string back.
     pub fn new(key: impl Into<String>) -> Result<Self, PartitionKeyError> {
         let key = key.into();
+        // A key of 1..=256 bytes has 1..=256 characters; only longer ones need counting.
+        if (Self::MIN_CHARS..=Self::MAX_CHARS).contains(&key.len()) {
+            return Ok(Self(key));
+        }
         let char_count = key.chars().count();
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&char_count) {
             return Err(PartitionKeyError { key, char_count });

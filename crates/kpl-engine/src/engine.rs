@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::mem;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kpl_aggregation::{Aggregator, HashKey, HashKeyRange, KinesisRecord, PartitionKey, UserRecord};
 use rand::rngs::SmallRng;
@@ -13,8 +13,8 @@ use crate::backoff::{Backoff, RefreshBackoff};
 use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
 use crate::limiter::ShardLimiter;
 use crate::outcome::{
-    Attempt, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason,
-    Rejected,
+    Attempt, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing, Record,
+    RecordId, RejectReason, Rejected,
 };
 use crate::shard_map::ShardMap;
 use crate::stats::{ShardStats, StreamStats};
@@ -45,8 +45,6 @@ struct Pending {
     /// Latest time to leave the aggregation (or map-wait) stage this round.
     deadline: Instant,
     expiration: Instant,
-    /// End of the previous attempt, or arrival: the start of the next attempt's delay.
-    last_end: Instant,
     attempts: Vec<Attempt>,
 }
 
@@ -64,20 +62,32 @@ impl Pending {
         }
     }
 
+    /// The end of the previous attempt, or the arrival: where the next attempt's delay starts.
+    fn last_end(&self) -> Instant {
+        self.attempts.iter().fold(self.arrival, |end, attempt| {
+            end + attempt.delay() + attempt.duration()
+        })
+    }
+
+    /// Records a failed attempt; returns the time the record had waited if this was its first.
     fn add_failed_attempt(
         &mut self,
         sent_at: Instant,
         now: Instant,
         code: &Arc<str>,
         message: &Arc<str>,
-    ) {
+    ) -> Option<Duration> {
+        let first_wait = self
+            .attempts
+            .is_empty()
+            .then(|| sent_at.saturating_duration_since(self.arrival));
         self.attempts.push(Attempt::failed(
-            sent_at.saturating_duration_since(self.last_end),
+            sent_at.saturating_duration_since(self.last_end()),
             now.saturating_duration_since(sent_at),
             code.clone(),
             message.clone(),
         ));
-        self.last_end = now;
+        first_wait
     }
 }
 
@@ -100,6 +110,17 @@ impl Batch {
         let mut times = records.iter().map(|p| (p.deadline, p.expiration));
         let first = times.next().expect("a batch holds at least one record");
         let (deadline, expiration) = times.fold(first, |(d, e), (pd, pe)| (d.min(pd), e.min(pe)));
+        Self::with_times(kinesis_record, records, slot, deadline, expiration)
+    }
+
+    /// A batch whose earliest deadline and expiration are already known.
+    fn with_times(
+        kinesis_record: KinesisRecord,
+        records: Vec<Pending>,
+        slot: Option<usize>,
+        deadline: Instant,
+        expiration: Instant,
+    ) -> Self {
         let size = kinesis_record.billed_size();
         Self {
             kinesis_record,
@@ -121,6 +142,8 @@ struct ShardState {
     aggregator: Aggregator,
     aggregated: Vec<Pending>,
     aggregate_deadline: Option<Instant>,
+    /// The earliest expiration of `aggregated`.
+    aggregate_expiration: Option<Instant>,
     /// Kinesis records waiting for tokens, oldest first (retries go to the front).
     ready: VecDeque<Batch>,
     /// A lower bound of the earliest expiration in `ready`.
@@ -283,6 +306,8 @@ pub struct Engine {
     rng: SmallRng,
     streams: Vec<StreamState>,
     stream_index: BTreeMap<Stream, usize>,
+    /// The stream of the last record submitted: most records go where the previous one went.
+    last_stream: Option<(Stream, usize)>,
     timers: BTreeSet<(Instant, Timer)>,
     outbox: VecDeque<(RequestId, Request)>,
     requests: BTreeMap<RequestId, InFlight>,
@@ -327,6 +352,7 @@ impl Engine {
             config,
             streams: Vec::new(),
             stream_index: BTreeMap::new(),
+            last_stream: None,
             timers: BTreeSet::new(),
             outbox: VecDeque::new(),
             requests: BTreeMap::new(),
@@ -372,12 +398,13 @@ impl Engine {
             };
             return Err(Rejected::new(reason, record));
         }
-        let limit = self
-            .stream_index
-            .get(record.stream())
-            .map_or(self.config.max_user_record_size, |&si| {
-                self.streams[si].max_record_size
-            });
+        let known = match &self.last_stream {
+            Some((stream, si)) if stream.same_allocation(record.stream()) => Some(*si),
+            _ => self.stream_index.get(record.stream()).copied(),
+        };
+        let limit = known.map_or(self.config.max_user_record_size, |si| {
+            self.streams[si].max_record_size
+        });
         if size > limit {
             return Err(Rejected::new(
                 RejectReason::TooLarge { size, limit },
@@ -408,7 +435,11 @@ impl Engine {
             user_record = user_record.with_explicit_hash_key(hash_key);
         }
 
-        let si = self.stream_slot(&stream, now);
+        let si = match known {
+            Some(si) => si,
+            None => self.stream_slot(&stream, now),
+        };
+        self.last_stream = Some((stream, si));
         let id = self.next_record;
         self.next_record += 1;
         self.window.push_back(Some(now));
@@ -422,7 +453,6 @@ impl Engine {
             arrival: now,
             deadline: (now + self.config.record_max_buffered_time).min(expiration),
             expiration,
-            last_end: now,
             attempts: Vec::new(),
         };
         let stats = &mut self.streams[si].stats;
@@ -481,6 +511,7 @@ impl Engine {
                 shard.aggregator.clear();
                 taken.append(&mut shard.aggregated);
                 shard.aggregate_deadline = None;
+                shard.aggregate_expiration = None;
                 for batch in shard.ready.drain(..) {
                     taken.extend(batch.records);
                 }
@@ -494,7 +525,12 @@ impl Engine {
         for (_, in_flight) in mem::take(&mut self.requests) {
             if let InFlightKind::PutRecords(entries) = in_flight.kind {
                 for entry in entries {
-                    abandoned.extend(entry.records.into_iter().map(|pending| (in_flight.stream, pending)));
+                    abandoned.extend(
+                        entry
+                            .records
+                            .into_iter()
+                            .map(|pending| (in_flight.stream, pending)),
+                    );
                 }
             }
         }
@@ -589,17 +625,6 @@ impl Engine {
         let (id, request) = self.outbox.pop_front()?;
         if let Some(in_flight) = self.requests.get_mut(&id) {
             in_flight.sent_at = Some(now);
-            if let InFlightKind::PutRecords(entries) = &in_flight.kind {
-                let stats = &mut self.streams[in_flight.stream].stats;
-                for entry in entries {
-                    for pending in &entry.records {
-                        if pending.attempts.is_empty() {
-                            let waited = now.saturating_duration_since(pending.arrival);
-                            stats.buffering_time.record(waited.as_secs_f64() * 1_000.0);
-                        }
-                    }
-                }
-            }
         }
         Some((id, request))
     }
@@ -844,6 +869,7 @@ impl Engine {
                         ),
                         aggregated: Vec::new(),
                         aggregate_deadline: None,
+                        aggregate_expiration: None,
                         ready: VecDeque::new(),
                         ready_expiration: None,
                         limiter: ShardLimiter::new(self.config.rate_limit, now),
@@ -873,6 +899,7 @@ impl Engine {
             if !shard.open {
                 shard.aggregator.clear();
                 shard.aggregate_deadline = None;
+                shard.aggregate_expiration = None;
                 for batch in shard.ready.drain(..) {
                     displaced.extend(batch.records);
                 }
@@ -966,11 +993,11 @@ impl Engine {
             Self::finish_shard_aggregate(shard, slot);
         }
         if let Some(finished) = shard.aggregator.push(&pending.record) {
-            let records = mem::take(&mut shard.aggregated);
-            Self::push_ready(shard, Batch::new(finished, records, Some(slot)));
-            shard.aggregate_deadline = None;
+            Self::push_aggregate(shard, slot, finished);
         }
         shard.aggregate_deadline = min_instant(shard.aggregate_deadline, Some(pending.deadline));
+        shard.aggregate_expiration =
+            min_instant(shard.aggregate_expiration, Some(pending.expiration));
         shard.aggregated.push(pending);
         let due_now = shard.aggregated.len() as u64 >= max_count;
         if due_now {
@@ -997,10 +1024,26 @@ impl Engine {
 
     fn finish_shard_aggregate(shard: &mut ShardState, slot: usize) {
         if let Some(record) = shard.aggregator.finish() {
-            let records = mem::take(&mut shard.aggregated);
-            Self::push_ready(shard, Batch::new(record, records, Some(slot)));
+            Self::push_aggregate(shard, slot, record);
         }
         shard.aggregate_deadline = None;
+        shard.aggregate_expiration = None;
+    }
+
+    /// Queues the shard's finished aggregate with the records in it.
+    fn push_aggregate(shard: &mut ShardState, slot: usize, record: KinesisRecord) {
+        let capacity = shard.aggregated.len();
+        let records = mem::replace(&mut shard.aggregated, Vec::with_capacity(capacity));
+        let batch = match (
+            shard.aggregate_deadline.take(),
+            shard.aggregate_expiration.take(),
+        ) {
+            (Some(deadline), Some(expiration)) => {
+                Batch::with_times(record, records, Some(slot), deadline, expiration)
+            }
+            _ => Batch::new(record, records, Some(slot)),
+        };
+        Self::push_ready(shard, batch);
     }
 
     fn finish_aggregate(&mut self, si: usize, slot: usize) {
@@ -1338,7 +1381,11 @@ impl Engine {
                 self.streams[si].stats.error(&code, 1);
                 for entry in entries {
                     for mut pending in entry.records {
-                        pending.add_failed_attempt(sent_at, now, &code, &message);
+                        if let Some(waited) =
+                            pending.add_failed_attempt(sent_at, now, &code, &message)
+                        {
+                            self.record_buffering(si, waited);
+                        }
                         self.fail(si, pending, FailureReason::RecordCountMismatch);
                     }
                 }
@@ -1443,7 +1490,10 @@ impl Engine {
                 self.invalidate_map(si, sent_at, now);
                 let mut retry = Vec::with_capacity(entry.records.len());
                 for mut pending in entry.records {
-                    pending.add_failed_attempt(sent_at, now, &code, &message);
+                    if let Some(waited) = pending.add_failed_attempt(sent_at, now, &code, &message)
+                    {
+                        self.record_buffering(si, waited);
+                    }
                     if pending.expiration <= now {
                         self.expire(si, pending, now);
                     } else {
@@ -1478,37 +1528,42 @@ impl Engine {
             self.invalidate_map(si, sent_at, now);
         }
         verdict.written = true;
-        let stream = &mut self.streams[si];
-        let bytes = entry
-            .records
-            .iter()
-            .map(|p| p.record.data().len() as u64)
-            .sum::<u64>();
-        let kinesis_bytes = (entry.records.iter().map(Pending::size).sum::<usize>()) as u64;
-        stream.stats.kinesis_records_put += 1;
-        stream.stats.kinesis_records_data_put += kinesis_bytes;
-        stream.stats.user_records_put += entry.records.len() as u64;
-        stream.stats.user_records_data_put += bytes;
-        if let Some(&slot) = stream.slot_of.get(&shard_id) {
-            let shard_stats = &mut stream.slots[slot].stats;
-            shard_stats.kinesis_records_put += 1;
-            shard_stats.kinesis_records_data_put += kinesis_bytes;
-            shard_stats.user_records_put += entry.records.len() as u64;
-        }
-        let stream = self.streams[si].stream.clone();
+        let shard_slot = self.streams[si].slot_of.get(&shard_id).copied();
+        // One shared landing per Kinesis record: its user records all point at it.
+        let landing = Arc::new(Landing {
+            shard_id,
+            sequence_number,
+        });
+        let duration = now.saturating_duration_since(sent_at);
+        let count = entry.records.len() as u64;
+        let mut data_bytes = 0u64;
+        let mut billed_bytes = 0u64;
         for pending in entry.records {
-            let last = Attempt::written(
-                sent_at.saturating_duration_since(pending.last_end),
-                now.saturating_duration_since(sent_at),
-                shard_id.clone(),
-                sequence_number.clone(),
-            );
-            self.finish(pending.id, pending.size(), si);
+            let first_try = pending.attempts.is_empty();
+            let delay = sent_at.saturating_duration_since(pending.last_end());
+            let size = pending.size();
+            data_bytes += pending.record.data().len() as u64;
+            billed_bytes += size as u64;
+            if first_try {
+                self.record_buffering(si, delay);
+            }
+            let last = Attempt::written(delay, duration, landing.clone());
+            self.finish(pending.id, size, si);
             self.events.push_back(Event::Delivered(Delivery {
                 id: RecordId(pending.id),
-                stream: stream.clone(),
                 attempts: AttemptList::new(pending.attempts, last),
             }));
+        }
+        let stream = &mut self.streams[si];
+        stream.stats.kinesis_records_put += 1;
+        stream.stats.kinesis_records_data_put += billed_bytes;
+        stream.stats.user_records_put += count;
+        stream.stats.user_records_data_put += data_bytes;
+        if let Some(slot) = shard_slot {
+            let shard_stats = &mut stream.slots[slot].stats;
+            shard_stats.kinesis_records_put += 1;
+            shard_stats.kinesis_records_data_put += billed_bytes;
+            shard_stats.user_records_put += count;
         }
     }
 
@@ -1540,7 +1595,9 @@ impl Engine {
         };
         let mut retry = Vec::new();
         for mut pending in entry.records {
-            pending.add_failed_attempt(sent_at, now, code, message);
+            if let Some(waited) = pending.add_failed_attempt(sent_at, now, code, message) {
+                self.record_buffering(si, waited);
+            }
             match terminal {
                 Some(reason) => self.fail(si, pending, reason),
                 None if pending.expiration <= now => self.expire(si, pending, now),
@@ -1574,6 +1631,11 @@ impl Engine {
     // ----------------------------------------------------------------------------------------
     // Outcomes
     // ----------------------------------------------------------------------------------------
+
+    fn record_buffering(&mut self, si: usize, waited: Duration) {
+        let stats = &mut self.streams[si].stats;
+        stats.buffering_time.record(waited.as_secs_f64() * 1_000.0);
+    }
 
     fn expire(&mut self, si: usize, mut pending: Pending, now: Instant) {
         let code: Arc<str> = "Expired".into();

@@ -182,32 +182,25 @@ pub struct Attempt {
     result: AttemptResult,
 }
 
+/// Where a Kinesis record was written; shared by the attempts of all its user records.
+#[derive(PartialEq, Eq, Debug)]
+pub(crate) struct Landing {
+    pub(crate) shard_id: ShardId,
+    pub(crate) sequence_number: Arc<str>,
+}
+
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum AttemptResult {
-    Written {
-        shard_id: ShardId,
-        sequence_number: Arc<str>,
-    },
-    Failed {
-        code: Arc<str>,
-        message: Arc<str>,
-    },
+    Written(Arc<Landing>),
+    Failed { code: Arc<str>, message: Arc<str> },
 }
 
 impl Attempt {
-    pub(crate) fn written(
-        delay: Duration,
-        duration: Duration,
-        shard_id: ShardId,
-        sequence_number: Arc<str>,
-    ) -> Self {
+    pub(crate) fn written(delay: Duration, duration: Duration, landing: Arc<Landing>) -> Self {
         Self {
             delay,
             duration,
-            result: AttemptResult::Written {
-                shard_id,
-                sequence_number,
-            },
+            result: AttemptResult::Written(landing),
         }
     }
 
@@ -243,7 +236,7 @@ impl Attempt {
     pub fn error_code(&self) -> Option<&str> {
         match &self.result {
             AttemptResult::Failed { code, .. } => Some(code),
-            AttemptResult::Written { .. } => None,
+            AttemptResult::Written(_) => None,
         }
     }
 
@@ -251,14 +244,14 @@ impl Attempt {
     pub fn error_message(&self) -> Option<&str> {
         match &self.result {
             AttemptResult::Failed { message, .. } => Some(message),
-            AttemptResult::Written { .. } => None,
+            AttemptResult::Written(_) => None,
         }
     }
 
     /// The shard a successful attempt wrote to.
     pub fn shard_id(&self) -> Option<&ShardId> {
         match &self.result {
-            AttemptResult::Written { shard_id, .. } => Some(shard_id),
+            AttemptResult::Written(landing) => Some(&landing.shard_id),
             AttemptResult::Failed { .. } => None,
         }
     }
@@ -266,9 +259,7 @@ impl Attempt {
     /// The sequence number of a successful attempt.
     pub fn sequence_number(&self) -> Option<&str> {
         match &self.result {
-            AttemptResult::Written {
-                sequence_number, ..
-            } => Some(sequence_number),
+            AttemptResult::Written(landing) => Some(&landing.sequence_number),
             AttemptResult::Failed { .. } => None,
         }
     }
@@ -280,12 +271,9 @@ impl fmt::Debug for Attempt {
         s.field("delay", &self.delay)
             .field("duration", &self.duration);
         match &self.result {
-            AttemptResult::Written {
-                shard_id,
-                sequence_number,
-            } => s
-                .field("shard_id", shard_id)
-                .field("sequence_number", sequence_number),
+            AttemptResult::Written(landing) => s
+                .field("shard_id", &landing.shard_id)
+                .field("sequence_number", &landing.sequence_number),
             AttemptResult::Failed { code, message } => {
                 s.field("error_code", code).field("error_message", message)
             }
@@ -297,10 +285,11 @@ impl fmt::Debug for Attempt {
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.result {
-            AttemptResult::Written {
-                shard_id,
-                sequence_number,
-            } => write!(f, "written to {shard_id} as {sequence_number}")?,
+            AttemptResult::Written(landing) => write!(
+                f,
+                "written to {} as {}",
+                landing.shard_id, landing.sequence_number
+            )?,
             AttemptResult::Failed { code, message } => write!(f, "{code}: {message}")?,
         }
         write!(f, " (after {:?}, took {:?})", self.delay, self.duration)
@@ -336,7 +325,9 @@ impl AttemptList {
         match self {
             Self::One(attempt) => attempt,
             // `new` never builds an empty `Many`.
-            Self::Many(attempts) => attempts.last().unwrap_or_else(|| unreachable!("a delivery has a successful attempt")),
+            Self::Many(attempts) => attempts
+                .last()
+                .unwrap_or_else(|| unreachable!("a delivery has a successful attempt")),
         }
     }
 }
@@ -345,7 +336,6 @@ impl AttemptList {
 #[derive(Clone, Debug)]
 pub struct Delivery {
     pub(crate) id: RecordId,
-    pub(crate) stream: Stream,
     pub(crate) attempts: AttemptList,
 }
 
@@ -354,24 +344,21 @@ impl Delivery {
     pub fn id(&self) -> RecordId {
         self.id
     }
-    /// Its stream.
-    pub fn stream(&self) -> &Stream {
-        &self.stream
-    }
     /// The shard it was written to.
     pub fn shard_id(&self) -> &ShardId {
-        match &self.attempts.last().result {
-            AttemptResult::Written { shard_id, .. } => shard_id,
-            AttemptResult::Failed { .. } => unreachable!("the last attempt of a delivery succeeded"),
-        }
+        &self.landing().shard_id
     }
     /// Its sequence number (shared by all user records of one aggregate).
     pub fn sequence_number(&self) -> &str {
+        &self.landing().sequence_number
+    }
+    fn landing(&self) -> &Landing {
         match &self.attempts.last().result {
-            AttemptResult::Written {
-                sequence_number, ..
-            } => sequence_number,
-            AttemptResult::Failed { .. } => unreachable!("the last attempt of a delivery succeeded"),
+            AttemptResult::Written(landing) => landing,
+            // The engine builds a delivery only around a successful last attempt.
+            AttemptResult::Failed { .. } => {
+                unreachable!("the last attempt of a delivery succeeded")
+            }
         }
     }
     /// Every attempt, the last one successful.

@@ -117,6 +117,11 @@ impl Stream {
         self.is_arn().then_some(&*self.0)
     }
 
+    /// Whether both handles share one allocation (then they are equal, without comparing text).
+    pub(crate) fn same_allocation(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     fn is_arn(&self) -> bool {
         self.0.starts_with("arn:")
     }
