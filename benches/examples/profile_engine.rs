@@ -1,9 +1,12 @@
-//! Runs the engine benchmark's workload in a loop, for a profiler: `perf record` this binary.
+//! Runs the engine benchmark's workload in a loop, for a profiler: `perf record` or
+//! `valgrind --tool=callgrind` this binary. Arguments: rounds (default 5), records per round
+//! (default 1,000,000).
 use kpl_benches::{RECORDS, engine_records, even_ranges, run_engine, user_records};
 use kpl_engine::Stream;
 
 fn main() {
-    let records = user_records(RECORDS, 42);
+    let count: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(RECORDS);
+    let records = user_records(count, 42);
     let ranges = even_ranges(4);
     let stream = Stream::new("bench").expect("valid stream name");
     let rounds: usize = std::env::args()
@@ -14,6 +17,6 @@ fn main() {
         .map(|_| engine_records(&stream, &records))
         .collect();
     for input in inputs {
-        assert_eq!(run_engine(input, &ranges), RECORDS);
+        assert_eq!(run_engine(input, &ranges), count);
     }
 }

@@ -13,7 +13,7 @@ use crate::backoff::{Backoff, RefreshBackoff};
 use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
 use crate::limiter::ShardLimiter;
 use crate::outcome::{
-    Attempt, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing, Record,
+    Attempt, AttemptError, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing, Record,
     RecordId, RejectReason, Rejected,
 };
 use crate::shard_map::ShardMap;
@@ -28,6 +28,8 @@ use crate::transport::{
 /// When a shard has this many bytes waiting in its stream's collector, the collector sends at
 /// once, so one busy shard does not build up bursts (the KPL's constant).
 const SHARD_COLLECTED_BYTES_TRIGGER: usize = 256 * 1024;
+/// Emptied record lists kept per shard for reuse.
+const SPARE_RECORD_LISTS: usize = 4;
 /// Page size of `ListShards`.
 const LIST_SHARDS_PAGE: u32 = 1_000;
 
@@ -74,8 +76,7 @@ impl Pending {
         &mut self,
         sent_at: Instant,
         now: Instant,
-        code: &Arc<str>,
-        message: &Arc<str>,
+        error: &Arc<AttemptError>,
     ) -> Option<Duration> {
         let first_wait = self
             .attempts
@@ -84,8 +85,7 @@ impl Pending {
         self.attempts.push(Attempt::failed(
             sent_at.saturating_duration_since(self.last_end()),
             now.saturating_duration_since(sent_at),
-            code.clone(),
-            message.clone(),
+            error.clone(),
         ));
         first_wait
     }
@@ -144,6 +144,8 @@ struct ShardState {
     aggregate_deadline: Option<Instant>,
     /// The earliest expiration of `aggregated`.
     aggregate_expiration: Option<Instant>,
+    /// Emptied record lists of delivered aggregates, kept for the next aggregates.
+    spare_lists: Vec<Vec<Pending>>,
     /// Kinesis records waiting for tokens, oldest first (retries go to the front).
     ready: VecDeque<Batch>,
     /// A lower bound of the earliest expiration in `ready`.
@@ -870,6 +872,7 @@ impl Engine {
                         aggregated: Vec::new(),
                         aggregate_deadline: None,
                         aggregate_expiration: None,
+                        spare_lists: Vec::new(),
                         ready: VecDeque::new(),
                         ready_expiration: None,
                         limiter: ShardLimiter::new(self.config.rate_limit, now),
@@ -947,6 +950,7 @@ impl Engine {
     }
 
     /// Sends a record to its predicted shard's aggregate, to the map wait, or alone.
+    #[inline(always)]
     fn route(&mut self, si: usize, pending: Pending, now: Instant) {
         if let Some(slot) = self.predict(si, pending.hash_key) {
             self.aggregate(si, slot, pending, now);
@@ -982,6 +986,7 @@ impl Engine {
         self.collect(si, batch, now);
     }
 
+    #[inline(always)]
     fn aggregate(&mut self, si: usize, slot: usize, pending: Pending, now: Instant) {
         let max_count = if self.config.aggregation_enabled {
             self.config.aggregation_max_count
@@ -1033,7 +1038,11 @@ impl Engine {
     /// Queues the shard's finished aggregate with the records in it.
     fn push_aggregate(shard: &mut ShardState, slot: usize, record: KinesisRecord) {
         let capacity = shard.aggregated.len();
-        let records = mem::replace(&mut shard.aggregated, Vec::with_capacity(capacity));
+        let next = shard
+            .spare_lists
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(capacity));
+        let records = mem::replace(&mut shard.aggregated, next);
         let batch = match (
             shard.aggregate_deadline.take(),
             shard.aggregate_expiration.take(),
@@ -1194,11 +1203,12 @@ impl Engine {
         }
         shard.ready_expiration = kept.iter().map(|b| b.expiration).min();
         shard.ready = kept;
-        let code: Arc<str> = "Expired".into();
-        let message: Arc<str> =
-            "record_ttl reached while waiting for the shard's rate limit".into();
+        let error = AttemptError::shared(
+            "Expired",
+            "record_ttl reached while waiting for the shard's rate limit",
+        );
         for mut pending in expired {
-            pending.add_failed_attempt(now, now, &code, &message);
+            pending.add_failed_attempt(now, now, &error);
             self.fail(si, pending, FailureReason::Expired);
         }
         if !survivors.is_empty() {
@@ -1353,17 +1363,16 @@ impl Engine {
         self.streams[si].stats.request_time.record(request_ms);
         match result {
             Err(error) => {
-                let code: Arc<str> = error.code().into();
-                let message: Arc<str> = error.message().into();
-                self.streams[si].stats.error(&code, 1);
+                let kind = error.kind();
+                let error = AttemptError::shared(error.code(), error.message());
+                self.streams[si].stats.error(error.code(), 1);
                 for entry in entries {
                     let verdict = verdicts.entry(entry.slot).or_default();
                     self.on_entry_failed(
                         si,
                         entry,
-                        error.kind(),
-                        &code,
-                        &message,
+                        kind,
+                        &error,
                         verdict,
                         sent_at,
                         now,
@@ -1371,18 +1380,19 @@ impl Engine {
                 }
             }
             Ok(response) if response.entries.len() != entries.len() => {
-                let code: Arc<str> = "RecordCountMismatch".into();
-                let message: Arc<str> = format!(
-                    "PutRecords sent {} records and got {} results",
-                    entries.len(),
-                    response.entries.len()
-                )
-                .into();
-                self.streams[si].stats.error(&code, 1);
+                let error = AttemptError::shared(
+                    "RecordCountMismatch",
+                    format!(
+                        "PutRecords sent {} records and got {} results",
+                        entries.len(),
+                        response.entries.len()
+                    ),
+                );
+                self.streams[si].stats.error(error.code(), 1);
                 for entry in entries {
                     for mut pending in entry.records {
                         if let Some(waited) =
-                            pending.add_failed_attempt(sent_at, now, &code, &message)
+                            pending.add_failed_attempt(sent_at, now, &error)
                         {
                             self.record_buffering(si, waited);
                         }
@@ -1408,12 +1418,9 @@ impl Engine {
                         ),
                         PutRecordsEntryResult::Failed { code, message } => {
                             let kind = TransportErrorKind::from_code(&code);
-                            let code: Arc<str> = code.into();
-                            let message: Arc<str> = message.into();
-                            self.streams[si].stats.error(&code, 1);
-                            self.on_entry_failed(
-                                si, entry, kind, &code, &message, verdict, sent_at, now,
-                            );
+                            let error = AttemptError::shared(code, message);
+                            self.streams[si].stats.error(error.code(), 1);
+                            self.on_entry_failed(si, entry, kind, &error, verdict, sent_at, now);
                         }
                     }
                 }
@@ -1480,17 +1487,18 @@ impl Engine {
             let all_inside =
                 range.is_some_and(|range| entry.records.iter().all(|p| range.contains(p.hash_key)));
             if !all_inside {
-                let code: Arc<str> = "WrongShard".into();
-                let message: Arc<str> = format!(
-                    "an aggregate of {} records landed on {shard_id}, which does not own all of their hash keys; all are re-sent",
-                    entry.records.len()
-                )
-                .into();
-                self.streams[si].stats.error(&code, 1);
+                let error = AttemptError::shared(
+                    "WrongShard",
+                    format!(
+                        "an aggregate of {} records landed on {shard_id}, which does not own all of their hash keys; all are re-sent",
+                        entry.records.len()
+                    ),
+                );
+                self.streams[si].stats.error(error.code(), 1);
                 self.invalidate_map(si, sent_at, now);
                 let mut retry = Vec::with_capacity(entry.records.len());
                 for mut pending in entry.records {
-                    if let Some(waited) = pending.add_failed_attempt(sent_at, now, &code, &message)
+                    if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error)
                     {
                         self.record_buffering(si, waited);
                     }
@@ -1538,7 +1546,8 @@ impl Engine {
         let count = entry.records.len() as u64;
         let mut data_bytes = 0u64;
         let mut billed_bytes = 0u64;
-        for pending in entry.records {
+        let mut records = entry.records;
+        for pending in records.drain(..) {
             let first_try = pending.attempts.is_empty();
             let delay = sent_at.saturating_duration_since(pending.last_end());
             let size = pending.size();
@@ -1555,6 +1564,12 @@ impl Engine {
             }));
         }
         let stream = &mut self.streams[si];
+        if let Some(shard) = entry.slot.and_then(|slot| stream.slots.get_mut(slot)) {
+            // Reusing the emptied list spares the allocator a large block per aggregate.
+            if shard.spare_lists.len() < SPARE_RECORD_LISTS {
+                shard.spare_lists.push(records);
+            }
+        }
         stream.stats.kinesis_records_put += 1;
         stream.stats.kinesis_records_data_put += billed_bytes;
         stream.stats.user_records_put += count;
@@ -1573,8 +1588,7 @@ impl Engine {
         si: usize,
         entry: EntryMeta,
         kind: TransportErrorKind,
-        code: &Arc<str>,
-        message: &Arc<str>,
+        error: &Arc<AttemptError>,
         verdict: &mut SlotVerdict,
         sent_at: Instant,
         now: Instant,
@@ -1595,7 +1609,7 @@ impl Engine {
         };
         let mut retry = Vec::new();
         for mut pending in entry.records {
-            if let Some(waited) = pending.add_failed_attempt(sent_at, now, code, message) {
+            if let Some(waited) = pending.add_failed_attempt(sent_at, now, error) {
                 self.record_buffering(si, waited);
             }
             match terminal {
@@ -1638,9 +1652,11 @@ impl Engine {
     }
 
     fn expire(&mut self, si: usize, mut pending: Pending, now: Instant) {
-        let code: Arc<str> = "Expired".into();
-        let message: Arc<str> = "record_ttl reached before the record could be written".into();
-        pending.add_failed_attempt(now, now, &code, &message);
+        let error = AttemptError::shared(
+            "Expired",
+            "record_ttl reached before the record could be written",
+        );
+        pending.add_failed_attempt(now, now, &error);
         self.fail(si, pending, FailureReason::Expired);
     }
 
@@ -1670,8 +1686,11 @@ impl Engine {
             if let Some(slot) = self.window.get_mut(offset as usize) {
                 *slot = None;
             }
+            // Only finishing the oldest record moves the window (and can complete a marker).
+            if offset == 0 {
+                self.retire_window();
+            }
         }
-        self.retire_window();
     }
 
     fn retire_window(&mut self) {

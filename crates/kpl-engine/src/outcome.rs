@@ -177,8 +177,8 @@ impl Rejected {
 /// ended. The KPL's `Attempt`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Attempt {
-    delay: Duration,
-    duration: Duration,
+    delay_nanos: u64,
+    duration_nanos: u64,
     result: AttemptResult,
 }
 
@@ -189,42 +189,62 @@ pub(crate) struct Landing {
     pub(crate) sequence_number: Arc<str>,
 }
 
+/// Why an attempt failed; shared by the attempts of all user records it concerned.
+#[derive(PartialEq, Eq, Debug)]
+pub(crate) struct AttemptError {
+    code: String,
+    message: String,
+}
+
+impl AttemptError {
+    pub(crate) fn shared(code: impl Into<String>, message: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self {
+            code: code.into(),
+            message: message.into(),
+        })
+    }
+
+    pub(crate) fn code(&self) -> &str {
+        &self.code
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Debug)]
 enum AttemptResult {
     Written(Arc<Landing>),
-    Failed { code: Arc<str>, message: Arc<str> },
+    Failed(Arc<AttemptError>),
+}
+
+/// A duration in nanoseconds, saturating: attempts keep two of them, and this halves their size.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Attempt {
     pub(crate) fn written(delay: Duration, duration: Duration, landing: Arc<Landing>) -> Self {
         Self {
-            delay,
-            duration,
+            delay_nanos: nanos(delay),
+            duration_nanos: nanos(duration),
             result: AttemptResult::Written(landing),
         }
     }
 
-    pub(crate) fn failed(
-        delay: Duration,
-        duration: Duration,
-        code: Arc<str>,
-        message: Arc<str>,
-    ) -> Self {
+    pub(crate) fn failed(delay: Duration, duration: Duration, error: Arc<AttemptError>) -> Self {
         Self {
-            delay,
-            duration,
-            result: AttemptResult::Failed { code, message },
+            delay_nanos: nanos(delay),
+            duration_nanos: nanos(duration),
+            result: AttemptResult::Failed(error),
         }
     }
 
     /// Time from acceptance (first attempt) or the previous attempt's end to this one's start.
     pub fn delay(&self) -> Duration {
-        self.delay
+        Duration::from_nanos(self.delay_nanos)
     }
 
     /// Time the call took; zero for attempts that made no call (such as expiry).
     pub fn duration(&self) -> Duration {
-        self.duration
+        Duration::from_nanos(self.duration_nanos)
     }
 
     /// Whether this attempt wrote the record.
@@ -235,7 +255,7 @@ impl Attempt {
     /// The error code of a failed attempt.
     pub fn error_code(&self) -> Option<&str> {
         match &self.result {
-            AttemptResult::Failed { code, .. } => Some(code),
+            AttemptResult::Failed(error) => Some(&error.code),
             AttemptResult::Written(_) => None,
         }
     }
@@ -243,7 +263,7 @@ impl Attempt {
     /// The error message of a failed attempt.
     pub fn error_message(&self) -> Option<&str> {
         match &self.result {
-            AttemptResult::Failed { message, .. } => Some(message),
+            AttemptResult::Failed(error) => Some(&error.message),
             AttemptResult::Written(_) => None,
         }
     }
@@ -252,7 +272,7 @@ impl Attempt {
     pub fn shard_id(&self) -> Option<&ShardId> {
         match &self.result {
             AttemptResult::Written(landing) => Some(&landing.shard_id),
-            AttemptResult::Failed { .. } => None,
+            AttemptResult::Failed(_) => None,
         }
     }
 
@@ -260,7 +280,7 @@ impl Attempt {
     pub fn sequence_number(&self) -> Option<&str> {
         match &self.result {
             AttemptResult::Written(landing) => Some(&landing.sequence_number),
-            AttemptResult::Failed { .. } => None,
+            AttemptResult::Failed(_) => None,
         }
     }
 }
@@ -268,15 +288,15 @@ impl Attempt {
 impl fmt::Debug for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Attempt");
-        s.field("delay", &self.delay)
-            .field("duration", &self.duration);
+        s.field("delay", &self.delay())
+            .field("duration", &self.duration());
         match &self.result {
             AttemptResult::Written(landing) => s
                 .field("shard_id", &landing.shard_id)
                 .field("sequence_number", &landing.sequence_number),
-            AttemptResult::Failed { code, message } => {
-                s.field("error_code", code).field("error_message", message)
-            }
+            AttemptResult::Failed(error) => s
+                .field("error_code", &error.code)
+                .field("error_message", &error.message),
         };
         s.finish()
     }
@@ -290,9 +310,9 @@ impl fmt::Display for Attempt {
                 "written to {} as {}",
                 landing.shard_id, landing.sequence_number
             )?,
-            AttemptResult::Failed { code, message } => write!(f, "{code}: {message}")?,
+            AttemptResult::Failed(error) => write!(f, "{}: {}", error.code, error.message)?,
         }
-        write!(f, " (after {:?}, took {:?})", self.delay, self.duration)
+        write!(f, " (after {:?}, took {:?})", self.delay(), self.duration())
     }
 }
 
@@ -356,7 +376,7 @@ impl Delivery {
         match &self.attempts.last().result {
             AttemptResult::Written(landing) => landing,
             // The engine builds a delivery only around a successful last attempt.
-            AttemptResult::Failed { .. } => {
+            AttemptResult::Failed(_) => {
                 unreachable!("the last attempt of a delivery succeeded")
             }
         }
