@@ -5,7 +5,10 @@ use kpl_benches::{RECORDS, engine_records, even_ranges, run_engine, user_records
 use kpl_engine::Stream;
 
 fn main() {
-    let count: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).unwrap_or(RECORDS);
+    let count: usize = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(RECORDS);
     let records = user_records(count, 42);
     let ranges = even_ranges(4);
     let stream = Stream::new("bench").expect("valid stream name");

@@ -13,8 +13,8 @@ use crate::backoff::{Backoff, RefreshBackoff};
 use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
 use crate::limiter::ShardLimiter;
 use crate::outcome::{
-    Attempt, AttemptError, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing, Record,
-    RecordId, RejectReason, Rejected,
+    Attempt, AttemptError, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing,
+    Record, RecordId, RejectReason, Rejected,
 };
 use crate::shard_map::ShardMap;
 use crate::stats::{ShardStats, StreamStats};
@@ -1368,15 +1368,7 @@ impl Engine {
                 self.streams[si].stats.error(error.code(), 1);
                 for entry in entries {
                     let verdict = verdicts.entry(entry.slot).or_default();
-                    self.on_entry_failed(
-                        si,
-                        entry,
-                        kind,
-                        &error,
-                        verdict,
-                        sent_at,
-                        now,
-                    );
+                    self.on_entry_failed(si, entry, kind, &error, verdict, sent_at, now);
                 }
             }
             Ok(response) if response.entries.len() != entries.len() => {
@@ -1391,9 +1383,7 @@ impl Engine {
                 self.streams[si].stats.error(error.code(), 1);
                 for entry in entries {
                     for mut pending in entry.records {
-                        if let Some(waited) =
-                            pending.add_failed_attempt(sent_at, now, &error)
-                        {
+                        if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error) {
                             self.record_buffering(si, waited);
                         }
                         self.fail(si, pending, FailureReason::RecordCountMismatch);
@@ -1498,8 +1488,7 @@ impl Engine {
                 self.invalidate_map(si, sent_at, now);
                 let mut retry = Vec::with_capacity(entry.records.len());
                 for mut pending in entry.records {
-                    if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error)
-                    {
+                    if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error) {
                         self.record_buffering(si, waited);
                     }
                     if pending.expiration <= now {
@@ -1547,7 +1536,8 @@ impl Engine {
         let mut data_bytes = 0u64;
         let mut billed_bytes = 0u64;
         let mut records = entry.records;
-        for pending in records.drain(..) {
+        // By reference: moving each (large) record out would cost a copy apiece.
+        for pending in &mut records {
             let first_try = pending.attempts.is_empty();
             let delay = sent_at.saturating_duration_since(pending.last_end());
             let size = pending.size();
@@ -1560,9 +1550,10 @@ impl Engine {
             self.finish(pending.id, size, si);
             self.events.push_back(Event::Delivered(Delivery {
                 id: RecordId(pending.id),
-                attempts: AttemptList::new(pending.attempts, last),
+                attempts: AttemptList::new(mem::take(&mut pending.attempts), last),
             }));
         }
+        records.clear();
         let stream = &mut self.streams[si];
         if let Some(shard) = entry.slot.and_then(|slot| stream.slots.get_mut(slot)) {
             // Reusing the emptied list spares the allocator a large block per aggregate.
@@ -1670,12 +1661,12 @@ impl Engine {
         let id = RecordId(pending.id);
         let attempts = mem::take(&mut pending.attempts);
         let record = pending.into_record(self.streams[si].stream.clone());
-        self.events.push_back(Event::Failed(Failure {
+        self.events.push_back(Event::Failed(Box::new(Failure {
             id,
             reason,
             record,
             attempts,
-        }));
+        })));
     }
 
     fn finish(&mut self, id: u64, size: usize, si: usize) {

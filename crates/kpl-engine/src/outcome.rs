@@ -477,8 +477,9 @@ pub struct FlushId(pub(crate) u64);
 pub enum Event {
     /// A record was written.
     Delivered(Delivery),
-    /// A record will not be written.
-    Failed(Failure),
+    /// A record will not be written. Boxed: failures are rare, and the box keeps every event
+    /// small.
+    Failed(Box<Failure>),
     /// Every record accepted before the marker was created has its outcome.
     Flushed(FlushId),
 }

@@ -105,7 +105,7 @@ impl Pair {
                     self.record_outcome(delivery.id(), Outcome::Delivered(delivery))
                 }
                 Event::Failed(failure) => {
-                    self.record_outcome(failure.id(), Outcome::Failed(failure))
+                    self.record_outcome(failure.id(), Outcome::Failed(*failure))
                 }
                 Event::Flushed(id) => self.flushed.push(id),
                 _ => {}
