@@ -4,6 +4,7 @@
 //! - `setup`: installs what the tests need (the Python interop oracle) into `.tools/` (git-ignored).
 //! - `bench`: runs the criterion benchmarks and prints the ratios the targets are stated in.
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
+//! - `soak [--seeds N] [--first N]`: runs the engine simulation sweep over many more seeds than CI.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -14,16 +15,18 @@ type Result<T = ()> = std::result::Result<T, String>;
 /// The independent aggregation implementation the interop tests compare against.
 const ORACLE_PACKAGES: [&str; 2] = ["aws-kinesis-agg==1.2.3", "six==1.17.0"];
 /// Crates that must never appear in the dependency tree of the listed crate.
-const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 1] = [(
-    "kpl-aggregation",
-    &[
-        "tokio",
-        "aws-sdk-kinesis",
-        "aws-config",
-        "aws-smithy-runtime",
-        "metrics",
-    ],
-)];
+/// (Any `aws-*` crate is forbidden as well.)
+const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 2] = [
+    (
+        "kpl-aggregation",
+        &["tokio", "async-std", "smol", "metrics"],
+    ),
+    // The engine is sans-IO: no runtime, no network stack, no clock of its own.
+    (
+        "kpl-engine",
+        &["tokio", "async-std", "smol", "mio", "hyper"],
+    ),
+];
 const FUZZ_TARGETS: [&str; 2] = ["decode", "roundtrip"];
 
 fn main() -> ExitCode {
@@ -33,10 +36,10 @@ fn main() -> ExitCode {
         Some("setup") => setup().map(drop),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => Err(
-            "usage: cargo xtask <ci | setup | bench [criterion args] | fuzz [TARGET] [--secs N]>"
-                .to_owned(),
-        ),
+        Some("soak") => soak(&args[1..]),
+        _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N]>"
+            .to_owned()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -257,7 +260,7 @@ fn check_dependency_boundaries() -> Result {
                 ));
             }
         }
-        eprintln!("{krate}: none of {forbidden:?} nor any aws-* crate");
+        eprintln!("{krate}: none of {forbidden:?}, nor any aws-* crate");
     }
     Ok(())
 }
@@ -266,46 +269,76 @@ fn bench(extra: &[String]) -> Result {
     run(
         "cargo bench",
         cargo()
-            .args([
-                "bench",
-                "--locked",
-                "-p",
-                "kpl-benches",
-                "--bench",
-                "aggregation",
-                "--",
-            ])
+            .args(["bench", "--locked", "-p", "kpl-benches", "--"])
             .args(extra),
     )?;
-    let estimate = |name: &str| -> Result<f64> {
+    // Absent when a criterion filter skipped the benchmark.
+    let estimate = |group: &str, name: &str| -> Option<f64> {
         let path = root().join(format!(
-            "target/criterion/aggregation/{name}/new/estimates.json"
+            "target/criterion/{group}/{name}/new/estimates.json"
         ));
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("{}: {e} (was the benchmark filtered out?)", path.display()))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        json["mean"]["point_estimate"]
-            .as_f64()
-            .ok_or_else(|| format!("{}: no mean estimate", path.display()))
+        let text = std::fs::read_to_string(path).ok()?;
+        let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json["mean"]["point_estimate"].as_f64()
     };
     const RECORDS: f64 = 1_000_000.0;
-    let baseline = estimate("baseline_md5_memcpy")? / RECORDS;
-    let encode = estimate("encode")? / RECORDS;
-    let decode = estimate("decode")? / RECORDS;
-    println!(
-        "\nper user record (16-char key + 100 B, 51,200-byte aggregates; mean of criterion samples)"
-    );
-    println!("  baseline (MD5 + memcpy of the encoded bytes): {baseline:7.1} ns");
-    println!(
-        "  encode:                                      {encode:7.1} ns  = {:.3} x baseline (target <= 1.15)",
-        encode / baseline
-    );
-    println!(
-        "  decode:                                      {decode:7.1} ns  = {:.2} M user records/s (target >= 5)",
-        1_000.0 / decode
-    );
+    let per_record = |group: &str, name: &str| estimate(group, name).map(|ns| ns / RECORDS);
+    println!("\nper user record (16-char key + 100 B; mean of criterion samples)");
+    if let (Some(baseline), Some(encode), Some(decode)) = (
+        per_record("aggregation", "baseline_md5_memcpy"),
+        per_record("aggregation", "encode"),
+        per_record("aggregation", "decode"),
+    ) {
+        println!("  aggregation baseline (MD5 + memcpy of the encoded bytes): {baseline:7.1} ns");
+        println!(
+            "  encode:  {encode:7.1} ns  = {:.3} x baseline (target <= 1.15)",
+            encode / baseline
+        );
+        println!(
+            "  decode:  {decode:7.1} ns  = {:.2} M user records/s (target >= 5)",
+            1_000.0 / decode
+        );
+    }
+    if let (Some(baseline), Some(engine)) = (
+        per_record("engine", "baseline_core_work"),
+        per_record("engine", "engine_null_transport"),
+    ) {
+        println!(
+            "  engine baseline (MD5 key + shard search + encode + trailer MD5): {baseline:7.1} ns = {:.2} M/s",
+            1_000.0 / baseline
+        );
+        println!(
+            "  engine, null transport, 4 shards: {engine:7.1} ns = {:.2} M/s = {:.3} x baseline throughput (target >= 0.7)",
+            1_000.0 / engine,
+            baseline / engine
+        );
+    }
     Ok(())
+}
+
+fn soak(args: &[String]) -> Result {
+    let mut seeds = 100_000u64;
+    let mut first = 1_000_000u64;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = rest
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("{arg} takes a number"))?;
+        match arg.as_str() {
+            "--seeds" => seeds = value,
+            "--first" => first = value,
+            other => return Err(format!("unknown soak option {other}")),
+        }
+    }
+    run(
+        &format!("simulation sweep: seeds {first}..{}", first + seeds),
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "kpl-sim"])
+            .args(["--test", "simulation", "seeded_sweep"])
+            .env("KPL_SIM_SEEDS", seeds.to_string())
+            .env("KPL_SIM_FIRST_SEED", first.to_string()),
+    )
 }
 
 fn fuzz(args: &[String]) -> Result {

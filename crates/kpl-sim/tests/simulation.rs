@@ -594,8 +594,19 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(run(), run());
 }
 
+/// What one sweep run went through, to check that the sweep covers what it claims to.
+#[derive(Default, Clone, Copy)]
+struct Coverage {
+    wrong_shard: u32,
+    throttled: u32,
+    kcl_dropped: u32,
+    timeouts: u32,
+    ordered: u32,
+    failed: u32,
+}
+
 /// One simulated run of a seeded random workload with random faults and reshards.
-fn sweep_one(seed: u64) {
+fn sweep_one(seed: u64) -> Coverage {
     let mut rng = SmallRng::seed_from_u64(seed);
     let ordering = rng.random_bool(0.5);
     let mut config = EngineConfig::default();
@@ -609,6 +620,9 @@ fn sweep_one(seed: u64) {
     }
     if rng.random_bool(0.2) {
         config.collection_max_count = rng.random_range(1..20);
+    }
+    if rng.random_bool(0.3) {
+        config.rate_limit = [50, 150, 1_000][rng.random_range(0..3)];
     }
     let shards = rng.random_range(1..=4);
     let mut pair = pair_with(config, shards, seed);
@@ -637,6 +651,9 @@ fn sweep_one(seed: u64) {
     let total: u64 = rng.random_range(50..400);
     let reshard_at = rng.random_bool(0.4).then(|| rng.random_range(0..total));
     let delete_at = rng.random_bool(0.05).then(|| rng.random_range(0..total));
+    // A throttling storm: every entry of the next few calls is refused.
+    let storm_at = rng.random_bool(0.15).then(|| rng.random_range(0..total));
+    let max_step_micros = if rng.random_bool(0.2) { 50 } else { 3_000 };
     if std::env::var_os("KPL_SIM_VERBOSE").is_some() {
         eprintln!(
             "seed {seed}: ordering {ordering}, shards {shards}, keys {keys}, total {total}, reshard {reshard_at:?}, delete {delete_at:?}, timeouts {timeouts}, config {:?}",
@@ -662,21 +679,42 @@ fn sweep_one(seed: u64) {
         if Some(n) == delete_at {
             pair.sim.delete_stream(STREAM);
         }
+        if Some(n) == storm_at {
+            for _ in 0..rng.random_range(1..8) {
+                pair.sim.script(ScriptedFault::ThrottleAll);
+            }
+        }
         let key = format!("key-{}", rng.random_range(0..keys));
         let mut record = Record::new(stream(), key, data_for(n, rng.random_range(0..300)));
         if rng.random_bool(0.1) {
             record = record.with_explicit_hash_key(rng.random::<u128>().to_string());
         }
         pair.submit(record).unwrap();
-        let step = Duration::from_micros(rng.random_range(0..3_000));
+        let step = Duration::from_micros(rng.random_range(0..max_step_micros));
         let now = pair.now;
         pair.advance_to(now + step);
     }
     pair.run_until_idle();
+    let attempts = || {
+        pair.outcomes().values().flat_map(|o| match o {
+            Outcome::Delivered(d) => d.attempts().to_vec(),
+            Outcome::Failed(f) => f.attempts().to_vec(),
+        })
+    };
+    let coverage = Coverage {
+        wrong_shard: u32::from(attempts().any(|a| a.error_code() == Some("WrongShard"))),
+        throttled: u32::from(
+            attempts().any(|a| a.error_code() == Some("ProvisionedThroughputExceededException")),
+        ),
+        kcl_dropped: u32::from(!pair.sim.kcl_view(STREAM).dropped.is_empty()),
+        timeouts: u32::from(attempts().any(|a| a.error_code() == Some("RequestTimeout"))),
+        ordered: u32::from(ordering),
+        failed: u32::from(pair.failed().next().is_some()),
+    };
     if delete_at.is_some() {
         assert!(pair.repeated_outcomes().is_empty());
         assert_eq!(pair.engine.outstanding_records(), 0);
-        return;
+        return coverage;
     }
     check(
         &pair,
@@ -694,6 +732,7 @@ fn sweep_one(seed: u64) {
             },
         );
     }
+    coverage
 }
 
 #[test]
@@ -706,11 +745,46 @@ fn seeded_sweep_of_workloads_and_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let mut total = Coverage::default();
     for seed in first..first + seeds {
-        let result = std::panic::catch_unwind(|| sweep_one(seed));
-        if let Err(panic) = result {
-            eprintln!("seed {seed} failed; rerun with KPL_SIM_FIRST_SEED={seed} KPL_SIM_SEEDS=1");
-            std::panic::resume_unwind(panic);
+        match std::panic::catch_unwind(|| sweep_one(seed)) {
+            Ok(run) => {
+                total.wrong_shard += run.wrong_shard;
+                total.throttled += run.throttled;
+                total.kcl_dropped += run.kcl_dropped;
+                total.timeouts += run.timeouts;
+                total.ordered += run.ordered;
+                total.failed += run.failed;
+            }
+            Err(panic) => {
+                eprintln!(
+                    "seed {seed} failed; rerun with KPL_SIM_FIRST_SEED={seed} KPL_SIM_SEEDS=1"
+                );
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!(
+        "{seeds} runs: {} with wrong-shard re-sends, {} with KCL-dropped copies, {} throttled, \
+         {} with timeouts, {} in ordering mode, {} with failures",
+        total.wrong_shard,
+        total.kcl_dropped,
+        total.throttled,
+        total.timeouts,
+        total.ordered,
+        total.failed
+    );
+    if seeds >= 500 {
+        // The sweep is only worth its time if it reaches the hard cases.
+        for (what, count) in [
+            ("wrong-shard re-sends", total.wrong_shard),
+            ("KCL-dropped copies", total.kcl_dropped),
+            ("throttling", total.throttled),
+            ("timeouts", total.timeouts),
+            ("ordering mode", total.ordered),
+            ("failures", total.failed),
+        ] {
+            assert!(count >= seeds as u32 / 100, "only {count} runs had {what}");
         }
     }
 }
