@@ -820,7 +820,46 @@ impl Engine {
                     None => self.install_map(si, now),
                 }
             }
-            Err(_) => self.refresh_failed(si, now),
+            Err(error) => {
+                if error.kind() == TransportErrorKind::NotFound {
+                    self.fail_queued(si, "ListShards", &error, now);
+                }
+                self.refresh_failed(si, now);
+            }
+        }
+    }
+
+    /// The stream does not exist: every record queued for it (not those in requests already
+    /// made) fails now with the service's answer, instead of each waiting for its own.
+    fn fail_queued(&mut self, si: usize, operation: &str, error: &TransportError, now: Instant) {
+        let stream = &mut self.streams[si];
+        let mut waiting: Vec<Pending> = stream.awaiting_map.drain(..).collect();
+        for batch in stream.collector.batches.drain(..) {
+            if let Some(shard) = batch.slot.and_then(|slot| stream.slots.get_mut(slot)) {
+                shard.collected_bytes = shard.collected_bytes.saturating_sub(batch.size);
+                shard.busy = false;
+            }
+            waiting.extend(batch.records);
+        }
+        stream.collector.size = 0;
+        stream.collector.deadline = None;
+        for shard in &mut stream.slots {
+            shard.awaiting_refresh = false;
+            shard.aggregator.clear();
+            shard.aggregate_deadline = None;
+            shard.aggregate_expiration = None;
+            shard.ready_expiration = None;
+            for batch in shard.ready.drain(..) {
+                waiting.extend(batch.records);
+            }
+            waiting.append(&mut shard.aggregated);
+        }
+        waiting.sort_by_key(|p| p.id);
+        let detail =
+            AttemptError::shared(error.code(), format!("{operation}: {}", error.message()));
+        for mut pending in waiting {
+            pending.add_failed_attempt(now, now, &detail);
+            self.fail(si, pending, FailureReason::Terminal(error.kind()));
         }
     }
 
@@ -921,7 +960,11 @@ impl Engine {
             Timer::Stream(si),
         );
         let flush = mem::take(&mut stream.flush_on_map);
-        for pending in displaced {
+        // Records that waited (in ordering mode, possibly until their expiration) leave within one
+        // buffering time of the map's arrival.
+        let latest = now + self.config.record_max_buffered_time;
+        for mut pending in displaced {
+            pending.deadline = pending.deadline.min(latest);
             self.route(si, pending, now);
         }
         if flush {
@@ -1113,11 +1156,9 @@ impl Engine {
     fn service_shard(&mut self, si: usize, slot: usize, now: Instant) {
         let ordering = self.config.ordering == OrderingMode::PerShard;
         {
+            // An open aggregate holding a record at its expiry is closed, so the sweep sees it.
             let shard = &mut self.streams[si].slots[slot];
-            if shard
-                .aggregate_deadline
-                .is_some_and(|deadline| deadline <= now)
-            {
+            if shard.aggregate_expiration.is_some_and(|at| at <= now) {
                 Self::finish_shard_aggregate(shard, slot);
             }
         }
@@ -1126,6 +1167,17 @@ impl Engine {
         let mut wake: Option<Instant> = None;
         loop {
             let shard = &mut self.streams[si].slots[slot];
+            if shard.ready.is_empty() {
+                // The open aggregate closes at its deadline, but only once nothing waits ahead
+                // of it: while the shard is held back (rate limit, backoff, ordering), records
+                // keep joining it instead of leaving as a string of small aggregates.
+                if shard
+                    .aggregate_deadline
+                    .is_some_and(|deadline| deadline <= now)
+                {
+                    Self::finish_shard_aggregate(shard, slot);
+                }
+            }
             let Some(front) = shard.ready.front() else {
                 shard.ready_expiration = None;
                 break;
@@ -1153,9 +1205,16 @@ impl Engine {
             self.collect(si, batch, now);
         }
         let shard = &mut self.streams[si].slots[slot];
+        // With batches waiting, the blocker decides the next wake-up (the open aggregate's
+        // deadline is then already past or irrelevant); without, the aggregate's deadline does.
+        let aggregate_due = if shard.ready.is_empty() {
+            shard.aggregate_deadline
+        } else {
+            None
+        };
         let next = min_instant(
-            min_instant(wake, shard.aggregate_deadline),
-            shard.ready_expiration,
+            min_instant(wake, aggregate_due),
+            min_instant(shard.ready_expiration, shard.aggregate_expiration),
         );
         if let Some(at) = next {
             arm(
@@ -1361,6 +1420,12 @@ impl Engine {
         let mut verdicts: BTreeMap<Option<usize>, SlotVerdict> = BTreeMap::new();
         let request_ms = now.saturating_duration_since(sent_at).as_secs_f64() * 1_000.0;
         self.streams[si].stats.request_time.record(request_ms);
+        let stream_gone = match &result {
+            Err(error) if error.kind() == TransportErrorKind::NotFound => Some(
+                TransportError::new(error.kind(), error.code(), error.message()),
+            ),
+            _ => None,
+        };
         match result {
             Err(error) => {
                 let kind = error.kind();
@@ -1451,6 +1516,9 @@ impl Engine {
                     self.service_shard(si, slot, now);
                 }
             }
+        }
+        if let Some(error) = stream_gone {
+            self.fail_queued(si, "PutRecords", &error, now);
         }
     }
 

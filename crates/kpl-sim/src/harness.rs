@@ -44,6 +44,9 @@ pub struct Pair {
     submitted: BTreeMap<RecordId, Record>,
     repeated_outcomes: Vec<RecordId>,
     flushed: Vec<FlushId>,
+    start: Instant,
+    /// Print every call and answer to stderr (for debugging a failing seed).
+    pub trace: bool,
 }
 
 impl Pair {
@@ -66,6 +69,8 @@ impl Pair {
             submitted: BTreeMap::new(),
             repeated_outcomes: Vec::new(),
             flushed: Vec::new(),
+            start,
+            trace: false,
         })
     }
 
@@ -90,7 +95,38 @@ impl Pair {
             let Some((id, request)) = self.engine.poll_request(self.now) else {
                 break;
             };
+            let summary = self.trace.then(|| describe(&request));
             let result = self.sim.handle(request, self.now);
+            if let Some(summary) = summary {
+                let answer = match &result {
+                    Ok(Response::PutRecords(put)) => format!(
+                        "{} written, {} failed",
+                        put.entries
+                            .iter()
+                            .filter(|e| matches!(
+                                e,
+                                kpl_engine::transport::PutRecordsEntryResult::Written { .. }
+                            ))
+                            .count(),
+                        put.entries
+                            .iter()
+                            .filter(|e| matches!(
+                                e,
+                                kpl_engine::transport::PutRecordsEntryResult::Failed { .. }
+                            ))
+                            .count()
+                    ),
+                    Ok(Response::ListShards(page)) => {
+                        format!("{} shards, next {:?}", page.shards.len(), page.next_token)
+                    }
+                    Ok(other) => format!("{other:?}"),
+                    Err(error) => error.to_string(),
+                };
+                eprintln!(
+                    "{:>10.3?} {id:?} {summary} -> {answer}",
+                    self.now - self.start
+                );
+            }
             let delay = match &result {
                 Err(error) if error.kind() == TransportErrorKind::Timeout => self.request_timeout,
                 _ => self.latency,
@@ -207,5 +243,21 @@ impl Pair {
             Outcome::Failed(f) => Some(f),
             Outcome::Delivered(_) => None,
         })
+    }
+}
+
+fn describe(request: &kpl_engine::Request) -> String {
+    match request {
+        kpl_engine::Request::PutRecords(put) => format!(
+            "PutRecords {} entries ({:?} user records), {} bytes",
+            put.entries.len(),
+            put.entries
+                .iter()
+                .map(|e| kpl_aggregation::deaggregate(e).len())
+                .collect::<Vec<_>>(),
+            put.billed_size()
+        ),
+        kpl_engine::Request::ListShards(list) => format!("ListShards token {:?}", list.next_token),
+        other => format!("{other:?}"),
     }
 }

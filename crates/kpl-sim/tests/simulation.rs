@@ -564,6 +564,38 @@ fn deleting_the_stream_mid_load_fails_the_rest_cleanly() {
         pair.failed()
             .all(|f| f.reason() == FailureReason::Terminal(TransportErrorKind::NotFound))
     );
+    // Without retry storms: each record tried at most twice, and all settled quickly.
+    assert!(pair.failed().all(|f| f.attempts().len() <= 2));
+    assert!(
+        pair.now - now < Duration::from_secs(2),
+        "{:?}",
+        pair.now - now
+    );
+}
+
+#[test]
+fn ordering_mode_fails_queued_records_at_once_when_the_stream_is_deleted() {
+    let mut config = EngineConfig::default();
+    config.ordering = OrderingMode::PerShard;
+    config.aggregation_max_size = kpl_aggregation::MaxAggregateSize::new(300).unwrap();
+    let mut pair = pair_with(config, 1, 16);
+    submit_n(&mut pair, 0, 500, |n| format!("k{}", n % 7));
+    let now = pair.now;
+    pair.advance_to(now + Duration::from_millis(150));
+    pair.sim.delete_stream(STREAM);
+    pair.run_until_idle();
+    assert_eq!(pair.outcomes().len(), 500);
+    let failed = pair.failed().count();
+    assert!(failed > 400, "{failed}");
+    assert!(
+        pair.failed()
+            .all(|f| f.reason() == FailureReason::Terminal(TransportErrorKind::NotFound))
+    );
+    assert!(
+        pair.now - now < Duration::from_secs(1),
+        "{:?}",
+        pair.now - now
+    );
 }
 
 #[test]
@@ -626,6 +658,7 @@ fn sweep_one(seed: u64) -> Coverage {
     }
     let shards = rng.random_range(1..=4);
     let mut pair = pair_with(config, shards, seed);
+    pair.trace = std::env::var_os("KPL_SIM_TRACE").is_some();
     let timeouts = rng.random_bool(0.3);
     pair.sim.set_faults(Faults {
         entry_internal_failure: if rng.random_bool(0.5) {
@@ -650,18 +683,23 @@ fn sweep_one(seed: u64) -> Coverage {
     let keys = rng.random_range(1..40);
     let total: u64 = rng.random_range(50..400);
     let reshard_at = rng.random_bool(0.4).then(|| rng.random_range(0..total));
+    // Sometimes a second reshard later in the run: a split and a merge in one load.
+    let second_reshard_at = reshard_at
+        .filter(|_| rng.random_bool(0.3))
+        .map(|first| rng.random_range(first..total));
     let delete_at = rng.random_bool(0.05).then(|| rng.random_range(0..total));
     // A throttling storm: every entry of the next few calls is refused.
     let storm_at = rng.random_bool(0.15).then(|| rng.random_range(0..total));
     let max_step_micros = if rng.random_bool(0.2) { 50 } else { 3_000 };
-    if std::env::var_os("KPL_SIM_VERBOSE").is_some() {
+    let verbose = std::env::var_os("KPL_SIM_VERBOSE").is_some();
+    if verbose {
         eprintln!(
             "seed {seed}: ordering {ordering}, shards {shards}, keys {keys}, total {total}, reshard {reshard_at:?}, delete {delete_at:?}, timeouts {timeouts}, config {:?}",
             pair.engine.config()
         );
     }
     for n in 0..total {
-        if Some(n) == reshard_at {
+        if Some(n) == reshard_at || Some(n) == second_reshard_at {
             let open = pair.sim.open_shards(STREAM);
             if open.len() >= 2 && rng.random_bool(0.5) {
                 let _ = pair
@@ -701,6 +739,14 @@ fn sweep_one(seed: u64) -> Coverage {
             Outcome::Failed(f) => f.attempts().to_vec(),
         })
     };
+    if verbose {
+        for failure in pair.failed() {
+            eprintln!("seed {seed}: {failure}");
+            if std::env::var_os("KPL_SIM_VERBOSE_ATTEMPTS").is_some() {
+                eprintln!("{:#?}", failure.attempts());
+            }
+        }
+    }
     let coverage = Coverage {
         wrong_shard: u32::from(attempts().any(|a| a.error_code() == Some("WrongShard"))),
         throttled: u32::from(
