@@ -1,0 +1,189 @@
+//! The producer for code without an async runtime: it owns one, on a thread of its own.
+
+use std::fmt;
+use std::time::Duration;
+
+use kpl_engine::time::Clock;
+use kpl_engine::transport::Transport;
+use kpl_engine::{Delivery, Record, Stream, StreamStats};
+
+use crate::config::Config;
+use crate::error::{BuildError, DeliveryError, SendError};
+use crate::producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
+
+/// Builds a [`BlockingProducer`].
+#[must_use = "a builder does nothing until build() is called"]
+#[derive(Debug)]
+pub struct BlockingProducerBuilder {
+    inner: ProducerBuilder,
+}
+
+impl BlockingProducerBuilder {
+    /// The configuration (default: the KPL defaults).
+    pub fn config(self, config: Config) -> Self {
+        Self {
+            inner: self.inner.config(config),
+        }
+    }
+
+    /// The transport that carries calls to Kinesis.
+    pub fn transport(self, transport: impl Transport) -> Self {
+        Self {
+            inner: self.inner.transport(transport),
+        }
+    }
+
+    /// The clock.
+    pub fn clock(self, clock: impl Clock) -> Self {
+        Self {
+            inner: self.inner.clock(clock),
+        }
+    }
+
+    /// Starts the producer's runtime (one worker thread) and the producer on it.
+    pub fn build(self) -> Result<BlockingProducer, BuildError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kpl-producer")
+            .enable_all()
+            .build()
+            .map_err(BuildError::Runtime)?;
+        let producer = {
+            let _entered = runtime.enter();
+            self.inner.build()?
+        };
+        Ok(BlockingProducer {
+            producer: Some(producer),
+            runtime: Some(runtime),
+        })
+    }
+}
+
+/// A producer for plain threads: every method blocks the calling thread (never call them from
+/// inside an async runtime). It owns its tokio runtime, with one worker thread.
+///
+/// `Send + Sync`; share it between threads with an `Arc`. Dropping it without
+/// [`shutdown`](Self::shutdown) cancels what is outstanding, as for [`KinesisProducer`].
+pub struct BlockingProducer {
+    producer: Option<KinesisProducer>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl fmt::Debug for BlockingProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingProducer")
+            .field("producer", &self.producer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one record, for a blocking caller.
+#[must_use = "the outcome of the record is only known by waiting for it"]
+#[derive(Debug)]
+pub struct BlockingDelivery {
+    future: DeliveryFuture,
+}
+
+impl BlockingDelivery {
+    /// Blocks until the record has its outcome.
+    pub fn wait(self) -> Result<Delivery, DeliveryError> {
+        self.future.blocking_wait()
+    }
+
+    /// The async future, for callers that do have a runtime.
+    pub fn into_future(self) -> DeliveryFuture {
+        self.future
+    }
+}
+
+impl BlockingProducer {
+    /// A builder with the KPL's default configuration.
+    pub fn builder() -> BlockingProducerBuilder {
+        BlockingProducerBuilder {
+            inner: KinesisProducer::builder(),
+        }
+    }
+
+    fn parts(&self) -> (&KinesisProducer, &tokio::runtime::Runtime) {
+        match (&self.producer, &self.runtime) {
+            (Some(producer), Some(runtime)) => (producer, runtime),
+            // Both are only taken in `drop`.
+            _ => unreachable!("a BlockingProducer is complete until dropped"),
+        }
+    }
+
+    /// Accepts a record without waiting (see [`KinesisProducer::send`]).
+    pub fn send(&self, record: Record) -> Result<BlockingDelivery, SendError> {
+        let (producer, runtime) = self.parts();
+        let _entered = runtime.enter();
+        producer
+            .send(record)
+            .map(|future| BlockingDelivery { future })
+    }
+
+    /// Accepts a record, blocking while the buffer is full.
+    pub fn send_wait(&self, record: Record) -> Result<BlockingDelivery, SendError> {
+        let (producer, runtime) = self.parts();
+        runtime
+            .block_on(producer.send_wait(record))
+            .map(|future| BlockingDelivery { future })
+    }
+
+    /// Accepts a record, blocking at most `timeout` while the buffer is full.
+    pub fn send_wait_timeout(
+        &self,
+        record: Record,
+        timeout: Duration,
+    ) -> Result<BlockingDelivery, SendError> {
+        let (producer, runtime) = self.parts();
+        runtime
+            .block_on(producer.send_wait_timeout(record, timeout))
+            .map(|future| BlockingDelivery { future })
+    }
+
+    /// Sends what is buffered now, without waiting.
+    pub fn flush(&self, stream: Option<&Stream>) {
+        self.parts().0.flush(stream);
+    }
+
+    /// Blocks until every record accepted before the call has its outcome.
+    pub fn flush_all(&self) {
+        let (producer, runtime) = self.parts();
+        runtime.block_on(producer.flush_all());
+    }
+
+    /// Records accepted and not finished.
+    pub fn outstanding_records(&self) -> usize {
+        self.parts().0.outstanding_records()
+    }
+
+    /// How long the oldest unfinished record has been waiting.
+    pub fn oldest_record_age(&self) -> Option<Duration> {
+        self.parts().0.oldest_record_age()
+    }
+
+    /// Statistics per stream.
+    pub fn stats(&self) -> Vec<(Stream, StreamStats)> {
+        self.parts().0.stats()
+    }
+
+    /// Flushes, waits up to `deadline`, fails what is left and returns it; then stops the
+    /// runtime.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        let (producer, runtime) = self.parts();
+        let report = runtime.block_on(producer.shutdown(deadline));
+        self.producer = None;
+        report
+    }
+}
+
+impl Drop for BlockingProducer {
+    fn drop(&mut self) {
+        // The producer goes first so its driver sees the drop; then the runtime stops without
+        // waiting for anything.
+        self.producer = None;
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

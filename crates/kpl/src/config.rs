@@ -1,0 +1,893 @@
+//! The producer's configuration: every KPL key that still means something in process, under its
+//! snake_case name, with the KPL's defaults and ranges; the keys this library adds; and the Java
+//! KPL's `.properties` format.
+//!
+//! Every key is described once, in [`KEYS`]: its KPL name, default, range and meaning. Parsing
+//! (`Config::set`, [`Config::from_kpl_properties`]), validation ([`Config::validate`]) and
+//! `docs/config.md` all come from that table.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use kpl_aggregation::{MaxAggregateSize, OuterPartitionKey};
+use kpl_engine::{EngineConfig, OrderingMode};
+
+use crate::error::ConfigError;
+use crate::properties;
+
+/// Which dimension levels metrics are reported at (`MetricsGranularity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsGranularity {
+    /// Only totals over all streams.
+    Global,
+    /// Per stream, and totals.
+    Stream,
+    /// Per shard, per stream, and totals.
+    #[default]
+    Shard,
+}
+
+/// Which metrics are reported (`MetricsLevel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsLevel {
+    /// None.
+    None,
+    /// The KPL's summary set.
+    Summary,
+    /// All of them.
+    #[default]
+    Detailed,
+}
+
+/// Static credentials, when not taken from the default provider chain. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &"<redacted>")
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The producer's configuration. `Default` is the KPL's defaults; set fields directly, or by KPL
+/// name with [`set`](Self::set), or load a KPL `.properties` file. [`validate`](Self::validate)
+/// (called by the producer's `build`) checks every value against its range.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = kpl::Config::default();
+/// config.record_max_buffered_time = Duration::from_millis(50);
+/// config.set("RateLimit", "100")?;
+/// config.validate()?;
+/// # Ok::<(), kpl::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// `AggregationEnabled`.
+    pub aggregation_enabled: bool,
+    /// `AggregationMaxCount`.
+    pub aggregation_max_count: u64,
+    /// `AggregationMaxSize`, bytes.
+    pub aggregation_max_size: u64,
+    /// `CollectionMaxCount`.
+    pub collection_max_count: u64,
+    /// `CollectionMaxSize`, bytes.
+    pub collection_max_size: u64,
+    /// `ConnectTimeout`.
+    pub connect_timeout: Duration,
+    /// `RequestTimeout`.
+    pub request_timeout: Duration,
+    /// `FailIfThrottled`.
+    pub fail_if_throttled: bool,
+    /// `KinesisEndpoint`: a host, or a full `http://` / `https://` URL.
+    pub kinesis_endpoint: String,
+    /// `KinesisPort`.
+    pub kinesis_port: u16,
+    /// `CloudwatchEndpoint`: a host, or a full URL.
+    pub cloudwatch_endpoint: String,
+    /// `CloudwatchPort`.
+    pub cloudwatch_port: u16,
+    /// `MaxConnections`: calls in flight at once.
+    pub max_connections: u64,
+    /// `MaxUserRecordSize`, bytes of data + partition key, until the stream reports its own.
+    pub max_user_record_size: u64,
+    /// `MetricsGranularity`.
+    pub metrics_granularity: MetricsGranularity,
+    /// `MetricsLevel`.
+    pub metrics_level: MetricsLevel,
+    /// `MetricsNamespace`.
+    pub metrics_namespace: String,
+    /// `MetricsUploadDelay`.
+    pub metrics_upload_delay: Duration,
+    /// `RateLimit`, percent of a shard's limits.
+    pub rate_limit: u64,
+    /// `RecordMaxBufferedTime`.
+    pub record_max_buffered_time: Duration,
+    /// `RecordTtl`.
+    pub record_ttl: Duration,
+    /// `Region`; empty for the SDK's default.
+    pub region: String,
+    /// `VerifyCertificate`.
+    pub verify_certificate: bool,
+    /// `ProxyHost`.
+    pub proxy_host: String,
+    /// `ProxyPort`.
+    pub proxy_port: u16,
+    /// `ProxyUserName`.
+    pub proxy_user_name: String,
+    /// `ProxyPassword` (never printed).
+    pub proxy_password: String,
+    /// `CaCertPath`.
+    pub ca_cert_path: String,
+    /// `CaCertFile`.
+    pub ca_cert_file: String,
+    /// `UserRecordTimeoutInMillis`: a delivery future gives up waiting after this long (the
+    /// producer keeps trying); zero for never.
+    pub user_record_timeout: Duration,
+    /// `ReturnUserRecordOnFailure`: failed deliveries carry the record.
+    pub return_user_record_on_failure: bool,
+    /// Credentials (`AwsAccessKeyId`, `AwsSecretKey`, `AwsSessionToken`); `None` for the default
+    /// provider chain.
+    pub credentials: Option<StaticCredentials>,
+    /// `MaxOutstandingRecords` (new): records accepted and unfinished before `send` refuses.
+    pub max_outstanding_records: u64,
+    /// `MaxOutstandingBytes` (new): bytes accepted and unfinished before `send` refuses.
+    pub max_outstanding_bytes: u64,
+    /// `OrderingMode` (new): `unordered` or `per_shard` (see `docs/ordering.md`).
+    pub ordering: OrderingMode,
+    /// `ShardMapRefreshInterval` (new): periodic shard-map re-read, ± 10 %.
+    pub shard_map_refresh_interval: Duration,
+    /// `OuterPartitionKey` (new): `constant` ("a", as the KPL) or `first_user_record`.
+    pub outer_partition_key: OuterPartitionKey,
+    /// `RetryBackoffBase` (new): first retry backoff ceiling.
+    pub retry_backoff_base: Duration,
+    /// `RetryBackoffCap` (new): largest retry backoff ceiling.
+    pub retry_backoff_cap: Duration,
+    /// Seed of the engine's jitter; `None` picks one per producer.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            aggregation_enabled: true,
+            aggregation_max_count: 4_294_967_295,
+            aggregation_max_size: 51_200,
+            collection_max_count: 500,
+            collection_max_size: 5_242_880,
+            connect_timeout: Duration::from_millis(6_000),
+            request_timeout: Duration::from_millis(6_000),
+            fail_if_throttled: false,
+            kinesis_endpoint: String::new(),
+            kinesis_port: 443,
+            cloudwatch_endpoint: String::new(),
+            cloudwatch_port: 443,
+            max_connections: 24,
+            max_user_record_size: 1_048_576,
+            metrics_granularity: MetricsGranularity::Shard,
+            metrics_level: MetricsLevel::Detailed,
+            metrics_namespace: "KinesisProducerLibrary".to_owned(),
+            metrics_upload_delay: Duration::from_millis(60_000),
+            rate_limit: 150,
+            record_max_buffered_time: Duration::from_millis(100),
+            record_ttl: Duration::from_millis(30_000),
+            region: String::new(),
+            verify_certificate: true,
+            proxy_host: String::new(),
+            proxy_port: 443,
+            proxy_user_name: String::new(),
+            proxy_password: String::new(),
+            ca_cert_path: String::new(),
+            ca_cert_file: String::new(),
+            user_record_timeout: Duration::ZERO,
+            return_user_record_on_failure: false,
+            credentials: None,
+            max_outstanding_records: engine.max_outstanding_records as u64,
+            max_outstanding_bytes: engine.max_outstanding_bytes as u64,
+            ordering: OrderingMode::Unordered,
+            shard_map_refresh_interval: engine.shard_map_refresh_interval,
+            outer_partition_key: OuterPartitionKey::Constant,
+            retry_backoff_base: engine.retry_backoff_base,
+            retry_backoff_cap: engine.retry_backoff_cap,
+            rng_seed: None,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Config");
+        for key in KEYS.iter().filter(|k| k.kind != KeyKind::Ignored) {
+            let value = if key.secret {
+                "<redacted>".to_owned()
+            } else {
+                (key.get)(self)
+            };
+            s.field(key.field, &value);
+        }
+        s.field("credentials", &self.credentials);
+        s.field("rng_seed", &self.rng_seed);
+        s.finish()
+    }
+}
+
+/// How a key is treated in process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A KPL key with the KPL's meaning.
+    Kpl,
+    /// A key this library adds.
+    New,
+    /// A KPL key that only made sense for the daemon or the Java wrapper: accepted, checked
+    /// where the KPL checked it, logged and otherwise ignored.
+    Ignored,
+}
+
+/// One configuration key.
+#[derive(Clone, Copy)]
+pub struct Key {
+    /// The KPL (properties-file) name.
+    pub name: &'static str,
+    /// The `Config` field (empty for ignored keys).
+    pub field: &'static str,
+    /// The default, as text.
+    pub default: &'static str,
+    /// The allowed values, as text.
+    pub range: &'static str,
+    /// What it does.
+    pub meaning: &'static str,
+    /// How it is treated.
+    pub kind: KeyKind,
+    secret: bool,
+    get: fn(&Config) -> String,
+    set: fn(&mut Config, &str) -> Result<(), Invalid>,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+/// Why a value was refused, before the key's name is attached.
+#[derive(Debug)]
+struct Invalid;
+
+const I64_MAX: u64 = i64::MAX as u64;
+
+fn int(value: &str, min: u64, max: u64) -> Result<u64, Invalid> {
+    let number: u64 = value.parse().map_err(|_| Invalid)?;
+    if (min..=max).contains(&number) {
+        Ok(number)
+    } else {
+        Err(Invalid)
+    }
+}
+
+fn millis(value: &str, min: u64, max: u64) -> Result<Duration, Invalid> {
+    int(value, min, max).map(Duration::from_millis)
+}
+
+fn boolean(value: &str) -> Result<bool, Invalid> {
+    // Java's Boolean.parseBoolean takes anything that is not "true" as false; a typo there
+    // silently flips a setting, so only true and false are accepted here.
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Invalid),
+    }
+}
+
+fn port(value: &str) -> Result<u16, Invalid> {
+    int(value, 1, 65_535).map(|p| p as u16)
+}
+
+fn ms_text(duration: Duration) -> String {
+    duration.as_millis().to_string()
+}
+
+fn is_host(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// An endpoint is empty, a host, or an `http://` / `https://` URL (the KPL takes hosts only;
+/// KPL issue #249).
+fn endpoint(value: &str) -> Result<String, Invalid> {
+    let rest = value
+        .strip_prefix("https://")
+        .or_else(|| value.strip_prefix("http://"));
+    let ok = match rest {
+        None => is_host(value),
+        Some(rest) => {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let (host, port) = match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            !host.is_empty()
+                && is_host(host)
+                && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+        }
+    };
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(Invalid)
+    }
+}
+
+fn region(value: &str) -> Result<String, Invalid> {
+    // ^([a-z]+-([a-z]+-)?[a-z]+-[0-9])?$
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    let parts: Vec<&str> = value.split('-').collect();
+    let (words, number) = parts.split_at(parts.len() - 1);
+    let words_ok = (2..=3).contains(&words.len())
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()));
+    let number_ok = number
+        .first()
+        .is_some_and(|n| n.len() == 1 && n.chars().all(|c| c.is_ascii_digit()));
+    if words_ok && number_ok {
+        Ok(value.to_owned())
+    } else {
+        Err(Invalid)
+    }
+}
+
+fn namespace(value: &str) -> Result<String, Invalid> {
+    // (?!AWS/).{1,255}
+    let chars = value.chars().count();
+    if (1..=255).contains(&chars) && !value.starts_with("AWS/") {
+        Ok(value.to_owned())
+    } else {
+        Err(Invalid)
+    }
+}
+
+fn ordering_text(mode: OrderingMode) -> String {
+    match mode {
+        OrderingMode::PerShard => "per_shard",
+        _ => "unordered",
+    }
+    .to_owned()
+}
+
+fn outer_key_text(policy: OuterPartitionKey) -> String {
+    match policy {
+        OuterPartitionKey::FirstUserRecord => "first_user_record",
+        _ => "constant",
+    }
+    .to_owned()
+}
+
+macro_rules! key {
+    ($name:literal, $field:literal, $kind:ident, $default:literal, $range:literal, $meaning:literal,
+     get: $get:expr, set: $set:expr) => {
+        Key {
+            name: $name,
+            field: $field,
+            default: $default,
+            range: $range,
+            meaning: $meaning,
+            kind: KeyKind::$kind,
+            secret: false,
+            get: $get,
+            set: $set,
+        }
+    };
+}
+
+fn nothing(_: &Config) -> String {
+    String::new()
+}
+
+/// Every key, in the order `docs/config.md` lists them.
+pub static KEYS: &[Key] = &[
+    key!("AggregationEnabled", "aggregation_enabled", Kpl, "true", "true, false",
+        "Pack user records predicted for the same shard into one Kinesis record.",
+        get: |c| c.aggregation_enabled.to_string(),
+        set: |c, v| { c.aggregation_enabled = boolean(v)?; Ok(()) }),
+    key!("AggregationMaxCount", "aggregation_max_count", Kpl, "4294967295", "1..=9223372036854775807",
+        "Most user records in one aggregate.",
+        get: |c| c.aggregation_max_count.to_string(),
+        set: |c, v| { c.aggregation_max_count = int(v, 1, I64_MAX)?; Ok(()) }),
+    key!("AggregationMaxSize", "aggregation_max_size", Kpl, "51200", "64..=10485760",
+        "Most bytes in one aggregate (exact); a record larger by itself is sent alone.",
+        get: |c| c.aggregation_max_size.to_string(),
+        set: |c, v| { c.aggregation_max_size = int(v, 64, 10_485_760)?; Ok(()) }),
+    key!("CollectionMaxCount", "collection_max_count", Kpl, "500", "1..=500",
+        "Most Kinesis records in one PutRecords call.",
+        get: |c| c.collection_max_count.to_string(),
+        set: |c, v| { c.collection_max_count = int(v, 1, 500)?; Ok(()) }),
+    key!("CollectionMaxSize", "collection_max_size", Kpl, "5242880", "52224..=9223372036854775807",
+        "Most bytes (data + partition keys) in one PutRecords call; calls never pass the service's 5 MiB.",
+        get: |c| c.collection_max_size.to_string(),
+        set: |c, v| { c.collection_max_size = int(v, 52_224, I64_MAX)?; Ok(()) }),
+    key!("ConnectTimeout", "connect_timeout", Kpl, "6000", "100..=300000 (ms)",
+        "Timeout for establishing a connection.",
+        get: |c| ms_text(c.connect_timeout),
+        set: |c, v| { c.connect_timeout = millis(v, 100, 300_000)?; Ok(()) }),
+    key!("RequestTimeout", "request_timeout", Kpl, "6000", "100..=600000 (ms)",
+        "Timeout of a whole call. A timed-out PutRecords may have been written: its retry can duplicate records.",
+        get: |c| ms_text(c.request_timeout),
+        set: |c, v| { c.request_timeout = millis(v, 100, 600_000)?; Ok(()) }),
+    key!("FailIfThrottled", "fail_if_throttled", Kpl, "false", "true, false",
+        "Fail throttled records at once instead of retrying them.",
+        get: |c| c.fail_if_throttled.to_string(),
+        set: |c, v| { c.fail_if_throttled = boolean(v)?; Ok(()) }),
+    key!("KinesisEndpoint", "kinesis_endpoint", Kpl, "", "empty, a host, or an http:// or https:// URL",
+        "Kinesis endpoint override. Unlike the KPL, a full URL is accepted, so local servers over plain HTTP work.",
+        get: |c| c.kinesis_endpoint.clone(),
+        set: |c, v| { c.kinesis_endpoint = endpoint(v)?; Ok(()) }),
+    key!("KinesisPort", "kinesis_port", Kpl, "443", "1..=65535",
+        "Port for a host-only KinesisEndpoint.",
+        get: |c| c.kinesis_port.to_string(),
+        set: |c, v| { c.kinesis_port = port(v)?; Ok(()) }),
+    key!("CloudwatchEndpoint", "cloudwatch_endpoint", Kpl, "", "empty, a host, or an http:// or https:// URL",
+        "CloudWatch endpoint override.",
+        get: |c| c.cloudwatch_endpoint.clone(),
+        set: |c, v| { c.cloudwatch_endpoint = endpoint(v)?; Ok(()) }),
+    key!("CloudwatchPort", "cloudwatch_port", Kpl, "443", "1..=65535",
+        "Port for a host-only CloudwatchEndpoint.",
+        get: |c| c.cloudwatch_port.to_string(),
+        set: |c, v| { c.cloudwatch_port = port(v)?; Ok(()) }),
+    key!("MaxConnections", "max_connections", Kpl, "24", "1..=256",
+        "Most calls in flight at once (and the connection pool size).",
+        get: |c| c.max_connections.to_string(),
+        set: |c, v| { c.max_connections = int(v, 1, 256)?; Ok(()) }),
+    key!("MaxUserRecordSize", "max_user_record_size", Kpl, "1048576", "64..=10485760",
+        "Largest record (data + partition key) accepted until the stream reports its own MaxRecordSizeInKiB.",
+        get: |c| c.max_user_record_size.to_string(),
+        set: |c, v| { c.max_user_record_size = int(v, 64, 10_485_760)?; Ok(()) }),
+    key!("MetricsGranularity", "metrics_granularity", Kpl, "shard", "global, stream, shard",
+    "Dimension levels of the metrics.",
+    get: |c| match c.metrics_granularity {
+        MetricsGranularity::Global => "global",
+        MetricsGranularity::Stream => "stream",
+        _ => "shard",
+    }.to_owned(),
+    set: |c, v| {
+        c.metrics_granularity = match v {
+            "global" => MetricsGranularity::Global,
+            "stream" => MetricsGranularity::Stream,
+            "shard" => MetricsGranularity::Shard,
+            _ => return Err(Invalid),
+        };
+        Ok(())
+    }),
+    key!("MetricsLevel", "metrics_level", Kpl, "detailed", "none, summary, detailed",
+    "Which metrics are reported.",
+    get: |c| match c.metrics_level {
+        MetricsLevel::None => "none",
+        MetricsLevel::Summary => "summary",
+        _ => "detailed",
+    }.to_owned(),
+    set: |c, v| {
+        c.metrics_level = match v {
+            "none" => MetricsLevel::None,
+            "summary" => MetricsLevel::Summary,
+            "detailed" => MetricsLevel::Detailed,
+            _ => return Err(Invalid),
+        };
+        Ok(())
+    }),
+    key!("MetricsNamespace", "metrics_namespace", Kpl, "KinesisProducerLibrary", "1 to 255 characters, not starting with AWS/",
+        "CloudWatch namespace of the metrics.",
+        get: |c| c.metrics_namespace.clone(),
+        set: |c, v| { c.metrics_namespace = namespace(v)?; Ok(()) }),
+    key!("MetricsUploadDelay", "metrics_upload_delay", Kpl, "60000", "1..=60000 (ms)",
+        "How often metrics are uploaded.",
+        get: |c| ms_text(c.metrics_upload_delay),
+        set: |c, v| { c.metrics_upload_delay = millis(v, 1, 60_000)?; Ok(()) }),
+    key!("RateLimit", "rate_limit", Kpl, "150", "1..=9223372036854775807 (%)",
+        "Per-shard rate as a percentage of 1,000 records/s and 1 MiB/s; throttling lowers it further (AIMD) until it recovers.",
+        get: |c| c.rate_limit.to_string(),
+        set: |c, v| { c.rate_limit = int(v, 1, I64_MAX)?; Ok(()) }),
+    key!("RecordMaxBufferedTime", "record_max_buffered_time", Kpl, "100", "0..=9223372036854775807 (ms)",
+        "Longest a record waits to be batched before it is sent.",
+        get: |c| ms_text(c.record_max_buffered_time),
+        set: |c, v| { c.record_max_buffered_time = millis(v, 0, I64_MAX)?; Ok(()) }),
+    key!("RecordTtl", "record_ttl", Kpl, "30000", "100..=9223372036854775807 (ms)",
+        "A record not written this long after it was accepted fails as expired.",
+        get: |c| ms_text(c.record_ttl),
+        set: |c, v| { c.record_ttl = millis(v, 100, I64_MAX)?; Ok(()) }),
+    key!("Region", "region", Kpl, "", "empty, or a region such as us-east-1",
+        "AWS region; empty takes it from the environment.",
+        get: |c| c.region.clone(),
+        set: |c, v| { c.region = region(v)?; Ok(()) }),
+    key!("VerifyCertificate", "verify_certificate", Kpl, "true", "true, false",
+        "Verify the endpoint's TLS certificate.",
+        get: |c| c.verify_certificate.to_string(),
+        set: |c, v| { c.verify_certificate = boolean(v)?; Ok(()) }),
+    key!("ProxyHost", "proxy_host", Kpl, "", "a host, or empty",
+        "HTTP(S) proxy host.",
+        get: |c| c.proxy_host.clone(),
+        set: |c, v| { if !is_host(v) { return Err(Invalid); } c.proxy_host = v.to_owned(); Ok(()) }),
+    key!("ProxyPort", "proxy_port", Kpl, "443", "1..=65535",
+        "HTTP(S) proxy port.",
+        get: |c| c.proxy_port.to_string(),
+        set: |c, v| { c.proxy_port = port(v)?; Ok(()) }),
+    key!("ProxyUserName", "proxy_user_name", Kpl, "", "any text",
+        "HTTP(S) proxy user name.",
+        get: |c| c.proxy_user_name.clone(),
+        set: |c, v| { c.proxy_user_name = v.to_owned(); Ok(()) }),
+    Key {
+        secret: true,
+        ..key!("ProxyPassword", "proxy_password", Kpl, "", "any text",
+            "HTTP(S) proxy password. Never printed.",
+            get: |c| c.proxy_password.clone(),
+            set: |c, v| { c.proxy_password = v.to_owned(); Ok(()) })
+    },
+    key!("CaCertPath", "ca_cert_path", Kpl, "", "a directory, or empty",
+        "Directory of CA certificates to trust instead of the built-in ones.",
+        get: |c| c.ca_cert_path.clone(),
+        set: |c, v| { c.ca_cert_path = v.to_owned(); Ok(()) }),
+    key!("CaCertFile", "ca_cert_file", Kpl, "", "a file, or empty",
+        "File of CA certificates to trust instead of the built-in ones.",
+        get: |c| c.ca_cert_file.clone(),
+        set: |c, v| { c.ca_cert_file = v.to_owned(); Ok(()) }),
+    key!("UserRecordTimeoutInMillis", "user_record_timeout", Kpl, "0", "0..=9223372036854775807 (ms; 0 = off)",
+        "A delivery future gives up waiting after this long; the producer keeps trying to send the record.",
+        get: |c| ms_text(c.user_record_timeout),
+        set: |c, v| { c.user_record_timeout = millis(v, 0, I64_MAX)?; Ok(()) }),
+    key!("ReturnUserRecordOnFailure", "return_user_record_on_failure", Kpl, "false", "true, false",
+        "Failed deliveries carry the record (DeliveryError::record).",
+        get: |c| c.return_user_record_on_failure.to_string(),
+        set: |c, v| { c.return_user_record_on_failure = boolean(v)?; Ok(()) }),
+    Key {
+        secret: true,
+        ..key!("AwsAccessKeyId", "credentials.access_key_id", Kpl, "", "an access key id, or empty",
+            "Static credentials (with AwsSecretKey); empty uses the default provider chain. Never printed.",
+            get: |c| c.credentials.as_ref().map(|k| k.access_key_id.clone()).unwrap_or_default(),
+            set: |c, v| { credentials(c).access_key_id = v.to_owned(); Ok(()) })
+    },
+    Key {
+        secret: true,
+        ..key!("AwsSecretKey", "credentials.secret_access_key", Kpl, "", "a secret access key, or empty",
+            "Static credentials (with AwsAccessKeyId). Never printed.",
+            get: |c| c.credentials.as_ref().map(|k| k.secret_access_key.clone()).unwrap_or_default(),
+            set: |c, v| { credentials(c).secret_access_key = v.to_owned(); Ok(()) })
+    },
+    Key {
+        secret: true,
+        ..key!("AwsSessionToken", "credentials.session_token", New, "", "a session token, or empty",
+            "Session token of temporary static credentials. Never printed.",
+            get: |c| c.credentials.as_ref().and_then(|k| k.session_token.clone()).unwrap_or_default(),
+            set: |c, v| { credentials(c).session_token = (!v.is_empty()).then(|| v.to_owned()); Ok(()) })
+    },
+    key!("MaxOutstandingRecords", "max_outstanding_records", New, "1000000", "1..=9223372036854775807",
+        "Records accepted and not finished beyond which send refuses (and send_wait waits).",
+        get: |c| c.max_outstanding_records.to_string(),
+        set: |c, v| { c.max_outstanding_records = int(v, 1, I64_MAX)?; Ok(()) }),
+    key!("MaxOutstandingBytes", "max_outstanding_bytes", New, "536870912", "MaxUserRecordSize..=9223372036854775807",
+        "Bytes (data + partition keys) accepted and not finished beyond which send refuses.",
+        get: |c| c.max_outstanding_bytes.to_string(),
+        set: |c, v| { c.max_outstanding_bytes = int(v, 64, I64_MAX)?; Ok(()) }),
+    key!("OrderingMode", "ordering", New, "unordered", "unordered, per_shard",
+    "per_shard keeps the order of each partition key (one call per shard in flight); see docs/ordering.md.",
+    get: |c| ordering_text(c.ordering),
+    set: |c, v| {
+        c.ordering = match v {
+            "unordered" => OrderingMode::Unordered,
+            "per_shard" => OrderingMode::PerShard,
+            _ => return Err(Invalid),
+        };
+        Ok(())
+    }),
+    key!("ShardMapRefreshInterval", "shard_map_refresh_interval", New, "60000", "1000..=9223372036854775807 (ms)",
+        "How often the shard map is re-read without a sign of a reshard (± 10 % jitter).",
+        get: |c| ms_text(c.shard_map_refresh_interval),
+        set: |c, v| { c.shard_map_refresh_interval = millis(v, 1_000, I64_MAX)?; Ok(()) }),
+    key!("OuterPartitionKey", "outer_partition_key", New, "constant", "constant, first_user_record",
+    "Partition key of aggregates: the KPL's constant \"a\", or the first user record's key.",
+    get: |c| outer_key_text(c.outer_partition_key),
+    set: |c, v| {
+        c.outer_partition_key = match v {
+            "constant" => OuterPartitionKey::Constant,
+            "first_user_record" => OuterPartitionKey::FirstUserRecord,
+            _ => return Err(Invalid),
+        };
+        Ok(())
+    }),
+    key!("RetryBackoffBase", "retry_backoff_base", New, "100", "1..=9223372036854775807 (ms)",
+        "First retry backoff ceiling of a shard; it doubles per consecutive failure (full jitter).",
+        get: |c| ms_text(c.retry_backoff_base),
+        set: |c, v| { c.retry_backoff_base = millis(v, 1, I64_MAX)?; Ok(()) }),
+    key!("RetryBackoffCap", "retry_backoff_cap", New, "10000", "RetryBackoffBase..=9223372036854775807 (ms)",
+        "Largest retry backoff ceiling.",
+        get: |c| ms_text(c.retry_backoff_cap),
+        set: |c, v| { c.retry_backoff_cap = millis(v, 1, I64_MAX)?; Ok(()) }),
+    // Keys that only made sense for the KPL's daemon or its Java wrapper.
+    key!("CredentialsRefreshDelay", "", Ignored, "5000", "1..=300000 (ms)",
+        "How often the Java wrapper pushed credentials to the daemon. In process the provider refreshes them itself.",
+        get: nothing, set: |_, v| { millis(v, 1, 300_000).map(drop) }),
+    key!("LogLevel", "", Ignored, "info", "trace, debug, info, warning, error",
+        "The daemon's log level. This library logs through `tracing`; the application's subscriber decides.",
+        get: nothing, set: |_, v| match v { "trace" | "debug" | "info" | "warning" | "error" => Ok(()), _ => Err(Invalid) }),
+    key!("MinConnections", "", Ignored, "1", "1..=16",
+        "Validated but unused by the KPL itself.",
+        get: nothing, set: |_, v| int(v, 1, 16).map(drop)),
+    key!("EnableOldestFutureTracker", "", Ignored, "true", "true, false",
+        "The age of the oldest record is always tracked here (oldest_record_age).",
+        get: nothing, set: |_, v| boolean(v).map(drop)),
+    key!("NativeExecutable", "", Ignored, "", "a path",
+        "Path of the KPL daemon; there is no daemon.",
+        get: nothing, set: |_, _| Ok(())),
+    key!("TempDirectory", "", Ignored, "", "a path",
+        "Where the daemon binary and its pipes were extracted.",
+        get: nothing, set: |_, _| Ok(())),
+    key!("ThreadingModel", "", Ignored, "PER_REQUEST", "PER_REQUEST, POOLED",
+        "The daemon's HTTP threading; calls here share the tokio runtime.",
+        get: nothing, set: |_, v| match v { "PER_REQUEST" | "POOLED" => Ok(()), _ => Err(Invalid) }),
+    key!("ThreadPoolSize", "", Ignored, "0", "0..",
+        "The daemon's HTTP thread pool.",
+        get: nothing, set: |_, v| int(v, 0, I64_MAX).map(drop)),
+    key!("EnableCoreDumps", "", Ignored, "", "true, false",
+        "Core dumps of the daemon.",
+        get: nothing, set: |_, v| boolean(v).map(drop)),
+    key!("StsEndpoint", "", Ignored, "", "a host",
+        "Already a no-op in the KPL.",
+        get: nothing, set: |_, _| Ok(())),
+    key!("StsPort", "", Ignored, "443", "1..=65535",
+        "Already a no-op in the KPL.",
+        get: nothing, set: |_, v| port(v).map(drop)),
+    key!("EnableDaemonHealthCheck", "", Ignored, "false", "true, false",
+        "Restarted a hung daemon.",
+        get: nothing, set: |_, v| boolean(v).map(drop)),
+    key!("DaemonHealthCheckTimeoutMs", "", Ignored, "30000", "5000.. (ms)",
+        "The daemon health check's timeout.",
+        get: nothing, set: |_, v| int(v, 5_000, I64_MAX).map(drop)),
+    key!("GlueSchemaRegistryPropertiesFilePath", "", Ignored, "", "a path",
+        "Glue Schema Registry integration of the Java wrapper; not supported.",
+        get: nothing, set: |_, _| Ok(())),
+];
+
+/// Names the KPL used in older versions and samples, and the key they mean now.
+const ALIASES: &[(&str, &str)] = &[
+    ("CustomEndpoint", "KinesisEndpoint"),
+    ("Port", "KinesisPort"),
+];
+
+fn credentials(config: &mut Config) -> &mut StaticCredentials {
+    config.credentials.get_or_insert_with(|| StaticCredentials {
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+        session_token: None,
+    })
+}
+
+fn find_key(name: &str) -> Option<&'static Key> {
+    let name = ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, canonical)| canonical);
+    KEYS.iter()
+        .find(|key| key.name == name || (!key.field.is_empty() && key.field == name))
+}
+
+/// Keys whose names are close to `name` (for "did you mean").
+fn close_matches(name: &str) -> Vec<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let mut scored: Vec<(usize, &'static str)> = KEYS
+        .iter()
+        .map(|key| {
+            (
+                edit_distance(&lower, &key.name.to_ascii_lowercase()),
+                key.name,
+            )
+        })
+        .filter(|&(distance, key)| distance <= 3.max(key.len() / 4))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(3).map(|(_, key)| key).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+impl Config {
+    /// Sets a key by its KPL name (`RateLimit`) or field name (`rate_limit`) from text, as a
+    /// properties file would. Ignored daemon keys are checked and otherwise have no effect.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let Some(found) = find_key(key) else {
+            return Err(ConfigError::unknown_key(key, close_matches(key)));
+        };
+        (found.set)(self, value.trim()).map_err(|Invalid| {
+            ConfigError::invalid(found.name, value, found.range, found.secret)
+        })?;
+        if found.kind == KeyKind::Ignored {
+            tracing::info!(
+                key = found.name,
+                "KPL key accepted and ignored: {}",
+                found.meaning
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads a Java KPL `.properties` file: comments, `key = value` / `key: value` / `key value`
+    /// with Java's spacing and escapes, line continuations. A trailing `;` after a value (as in
+    /// the KPL's own sample file) is tolerated with a warning. Unknown keys are an error that
+    /// lists close matches.
+    pub fn from_kpl_properties(text: &str) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        for (line, key, value) in properties::parse(text) {
+            let value = match value.strip_suffix(';') {
+                Some(trimmed) if find_key(&key).is_some_and(|k| k.name != "MetricsNamespace") => {
+                    tracing::warn!(key = %key, line, "ignoring the trailing ';' after the value");
+                    trimmed.trim_end().to_owned()
+                }
+                _ => value,
+            };
+            config
+                .set(&key, &value)
+                .map_err(|error| error.at_line(line))?;
+        }
+        Ok(config)
+    }
+
+    /// [`from_kpl_properties`](Self::from_kpl_properties) on a file.
+    pub fn from_kpl_properties_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::io(path, error))?;
+        Self::from_kpl_properties(&text)
+    }
+
+    /// Checks every value against its range, naming the first key that is out of it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut scratch = Self::default();
+        for key in KEYS.iter().filter(|k| k.kind != KeyKind::Ignored) {
+            let value = (key.get)(self);
+            (key.set)(&mut scratch, &value)
+                .map_err(|Invalid| ConfigError::invalid(key.name, &value, key.range, key.secret))?;
+        }
+        if self.max_outstanding_bytes < self.max_user_record_size {
+            return Err(ConfigError::invalid(
+                "MaxOutstandingBytes",
+                &self.max_outstanding_bytes.to_string(),
+                "at least MaxUserRecordSize",
+                false,
+            ));
+        }
+        if self.retry_backoff_cap < self.retry_backoff_base {
+            return Err(ConfigError::invalid(
+                "RetryBackoffCap",
+                &ms_text(self.retry_backoff_cap),
+                "at least RetryBackoffBase",
+                false,
+            ));
+        }
+        if let Some(credentials) = &self.credentials {
+            if credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty() {
+                return Err(ConfigError::invalid(
+                    "AwsSecretKey",
+                    "",
+                    "AwsAccessKeyId and AwsSecretKey are set together",
+                    true,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's part of this configuration.
+    pub(crate) fn engine_config(&self, seed: u64) -> EngineConfig {
+        let saturate = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        // Durations past a century are the same as forever, and keep `Instant` arithmetic safe.
+        let century = Duration::from_secs(100 * 365 * 24 * 3_600);
+        let mut engine = EngineConfig::default();
+        engine.aggregation_enabled = self.aggregation_enabled;
+        engine.aggregation_max_count = self.aggregation_max_count;
+        engine.aggregation_max_size =
+            MaxAggregateSize::new(saturate(self.aggregation_max_size)).unwrap_or_default();
+        engine.collection_max_count = saturate(self.collection_max_count);
+        engine.collection_max_size = saturate(self.collection_max_size);
+        engine.rate_limit = self.rate_limit;
+        engine.record_max_buffered_time = self.record_max_buffered_time.min(century);
+        engine.record_ttl = self.record_ttl.min(century);
+        engine.fail_if_throttled = self.fail_if_throttled;
+        engine.max_user_record_size = saturate(self.max_user_record_size);
+        engine.max_outstanding_records = saturate(self.max_outstanding_records);
+        engine.max_outstanding_bytes = saturate(self.max_outstanding_bytes);
+        engine.ordering = self.ordering;
+        engine.shard_map_refresh_interval = self.shard_map_refresh_interval.min(century);
+        engine.outer_partition_key = self.outer_partition_key;
+        engine.retry_backoff_base = self.retry_backoff_base.min(century);
+        engine.retry_backoff_cap = self.retry_backoff_cap.min(century);
+        engine.rng_seed = seed;
+        engine
+    }
+}
+
+/// `docs/config.md`, generated from [`KEYS`] (a test keeps the file in step).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "# Configuration keys\n\n\
+         Generated from `crates/kpl/src/config.rs` (`KEYS`); `cargo test -p kpl --test config` \
+         fails when this file is out of date, and `KPL_BLESS=1` rewrites it.\n\n\
+         Set keys on `kpl::Config` fields (the *field* column), with `Config::set(name, value)`, \
+         or in a Java KPL `.properties` file read by `Config::from_kpl_properties`. Durations are \
+         milliseconds in properties files. `Config::validate` (called by the producer's builder) \
+         checks every range and names the key, the value and the range when one is out of it.\n",
+    );
+    let sections = [
+        (
+            KeyKind::Kpl,
+            "## KPL keys\n\nThe KPL's keys, with the KPL's defaults and ranges.\n",
+        ),
+        (KeyKind::New, "## Keys this library adds\n"),
+        (
+            KeyKind::Ignored,
+            "## KPL keys that are accepted and ignored\n\nThey only made sense for the KPL's \
+             daemon or its Java wrapper. Properties files that set them still load: the value is \
+             checked as the KPL checked it, an info-level log line says it is ignored, and \
+             nothing else happens.\n",
+        ),
+    ];
+    for (kind, heading) in sections {
+        out.push('\n');
+        out.push_str(heading);
+        out.push_str(
+            "\n| key | field | default | allowed | meaning |\n| --- | --- | --- | --- | --- |\n",
+        );
+        for key in KEYS.iter().filter(|k| k.kind == kind) {
+            let field = if key.field.is_empty() {
+                "—".to_owned()
+            } else {
+                format!("`{}`", key.field)
+            };
+            let default = if key.default.is_empty() {
+                "(empty)".to_owned()
+            } else {
+                format!("`{}`", key.default)
+            };
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                key.name, field, default, key.range, key.meaning
+            ));
+        }
+    }
+    out.push_str(
+        "\nOlder KPL names are read as their current keys: `CustomEndpoint` as \
+         `KinesisEndpoint`, `Port` as `KinesisPort`.\n",
+    );
+    out
+}

@@ -1,0 +1,304 @@
+//! The facade's errors. Each says what went wrong at this layer and hands back what it can.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use kpl_engine::{Attempt, FailureReason, Record, RecordId, RejectReason};
+
+/// A configuration value or file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}{}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+pub struct ConfigError {
+    detail: ConfigErrorDetail,
+    line: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConfigErrorDetail {
+    #[error("unknown configuration key {key:?}{}", suggestions_text(.suggestions))]
+    UnknownKey {
+        key: String,
+        suggestions: Vec<&'static str>,
+    },
+    #[error("invalid value {value:?} for {key}: allowed {allowed}")]
+    InvalidValue {
+        key: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+    #[error("cannot read {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn suggestions_text(suggestions: &[&'static str]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", suggestions.join(", "))
+    }
+}
+
+impl ConfigError {
+    pub(crate) fn unknown_key(key: &str, suggestions: Vec<&'static str>) -> Self {
+        Self {
+            detail: ConfigErrorDetail::UnknownKey {
+                key: key.to_owned(),
+                suggestions,
+            },
+            line: None,
+        }
+    }
+
+    pub(crate) fn invalid(
+        key: &'static str,
+        value: &str,
+        allowed: &'static str,
+        secret: bool,
+    ) -> Self {
+        let value = if secret {
+            "<redacted>".to_owned()
+        } else {
+            value.to_owned()
+        };
+        Self {
+            detail: ConfigErrorDetail::InvalidValue {
+                key,
+                value,
+                allowed,
+            },
+            line: None,
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self {
+            detail: ConfigErrorDetail::Io {
+                path: path.to_owned(),
+                source,
+            },
+            line: None,
+        }
+    }
+
+    pub(crate) fn at_line(mut self, line: usize) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    /// The key at fault (the KPL name), if the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        match &self.detail {
+            ConfigErrorDetail::UnknownKey { key, .. } => Some(key),
+            ConfigErrorDetail::InvalidValue { key, .. } => Some(key),
+            ConfigErrorDetail::Io { .. } => None,
+        }
+    }
+
+    /// Known keys close to an unknown one.
+    pub fn suggestions(&self) -> &[&'static str] {
+        match &self.detail {
+            ConfigErrorDetail::UnknownKey { suggestions, .. } => suggestions,
+            _ => &[],
+        }
+    }
+
+    /// The allowed range, for an invalid value.
+    pub fn allowed(&self) -> Option<&'static str> {
+        match &self.detail {
+            ConfigErrorDetail::InvalidValue { allowed, .. } => Some(allowed),
+            _ => None,
+        }
+    }
+
+    /// The line of the properties file, when the error came from one.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+}
+
+/// Why `send` did not take a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendErrorKind {
+    /// The outstanding-records or outstanding-bytes limit is reached; `send_wait` would wait.
+    BufferFull,
+    /// The partition key or the explicit hash key is invalid.
+    InvalidRecord,
+    /// Data plus partition key exceed the stream's record size limit.
+    TooLarge,
+    /// The producer is shutting down or was shut down.
+    ShuttingDown,
+    /// `send_wait` gave up waiting for buffer space.
+    TimedOut,
+}
+
+/// A record `send` did not take, with the reason and the record back.
+pub struct SendError {
+    kind: SendErrorKind,
+    message: String,
+    record: Box<Record>,
+}
+
+impl SendError {
+    pub(crate) fn new(kind: SendErrorKind, message: impl Into<String>, record: Record) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            record: Box::new(record),
+        }
+    }
+
+    pub(crate) fn from_rejected(reason: &RejectReason, record: Record) -> Self {
+        let kind = match reason {
+            reason if reason.is_back_pressure() => SendErrorKind::BufferFull,
+            RejectReason::TooLarge { .. } => SendErrorKind::TooLarge,
+            _ => SendErrorKind::InvalidRecord,
+        };
+        let mut message = reason.to_string();
+        let mut source = std::error::Error::source(reason);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::new(kind, message, record)
+    }
+
+    /// Why.
+    pub fn kind(&self) -> SendErrorKind {
+        self.kind
+    }
+
+    /// The record.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Takes the record back.
+    pub fn into_record(self) -> Record {
+        *self.record
+    }
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("kind", &self.kind)
+            .field("message", &self.message)
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "record for {} not accepted: {}",
+            self.record.stream(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// How a delivery ended without the record being written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryErrorKind {
+    /// The record failed: see the reason and the attempts.
+    Failed(FailureReason),
+    /// The producer was shut down before the record was written.
+    ShutDown,
+    /// The producer was dropped before the outcome was known.
+    Cancelled,
+    /// `user_record_timeout` passed; the producer may still write the record.
+    TimedOut,
+}
+
+/// A record that was not written: why, every attempt, and (with
+/// `return_user_record_on_failure`) the record.
+#[derive(Clone, Debug)]
+pub struct DeliveryError {
+    pub(crate) id: Option<RecordId>,
+    pub(crate) kind: DeliveryErrorKind,
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) record: Option<Box<Record>>,
+}
+
+impl DeliveryError {
+    /// How it ended.
+    pub fn kind(&self) -> DeliveryErrorKind {
+        self.kind
+    }
+
+    /// Every attempt, in order.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// The last error code reported by an attempt.
+    pub fn error_code(&self) -> Option<&str> {
+        self.attempts.iter().rev().find_map(Attempt::error_code)
+    }
+
+    /// The record, when `return_user_record_on_failure` is set (or the producer shut down).
+    pub fn record(&self) -> Option<&Record> {
+        self.record.as_deref()
+    }
+
+    /// Takes the record, if it was kept.
+    pub fn into_record(self) -> Option<Record> {
+        self.record.map(|record| *record)
+    }
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "record {} ", id.get())?,
+            None => f.write_str("record ")?,
+        }
+        match self.kind {
+            DeliveryErrorKind::Failed(reason) => write!(f, "failed: {reason}")?,
+            DeliveryErrorKind::ShutDown => {
+                f.write_str("not written: the producer shut down first")?
+            }
+            DeliveryErrorKind::Cancelled => {
+                f.write_str("has no outcome: the producer was dropped before it was written")?
+            }
+            DeliveryErrorKind::TimedOut => {
+                f.write_str("timed out waiting (user_record_timeout); it may still be written")?
+            }
+        }
+        if let Some(last) = self.attempts.last() {
+            write!(f, "; {} attempt(s), the last: {last}", self.attempts.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DeliveryError {}
+
+/// Why a producer could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is invalid.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    /// No transport was given, and no default transport is compiled in.
+    #[error("no transport: give one with .transport(..) (the AWS transport is not compiled in)")]
+    NoTransport,
+    /// `build` was called outside a tokio runtime.
+    #[error("KinesisProducer::build must be called inside a tokio runtime")]
+    NoRuntime,
+    /// The blocking producer's runtime could not be started.
+    #[error("cannot start the blocking producer's runtime")]
+    Runtime(#[source] std::io::Error),
+}

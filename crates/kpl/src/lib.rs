@@ -1,0 +1,63 @@
+//! The Kinesis Producer Library, in process.
+//!
+//! `kpl` puts records into Amazon Kinesis Data Streams the way the AWS KPL does — it predicts
+//! each record's shard, packs records for the same shard into aggregates, batches them into
+//! `PutRecords` calls, rate-limits per shard and retries — without the KPL's sidecar daemon, and
+//! with back-pressure, backoff, an ordering mode and typed errors.
+//!
+//! - [`KinesisProducer`]: the async producer (tokio). [`send`](KinesisProducer::send) never
+//!   waits and returns a [`DeliveryFuture`]; [`send_wait`](KinesisProducer::send_wait) waits for
+//!   buffer space; [`flush_all`](KinesisProducer::flush_all) resolves when everything sent
+//!   before it has an outcome; [`shutdown`](KinesisProducer::shutdown) delivers what it can by a
+//!   deadline and hands back the rest.
+//! - [`BlockingProducer`]: the same for plain threads.
+//! - [`Config`]: every KPL key with the KPL's defaults and ranges, readable from a KPL
+//!   `.properties` file (`docs/config.md` lists them).
+//!
+//! ```
+//! use std::time::Duration;
+//! use kpl::{KinesisProducer, Record, Stream, TokioClock};
+//! use kpl::time::Clock;
+//! use kpl_sim::{SimKinesis, SimTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // A simulated stream stands in for Kinesis here; with AWS, give the AWS transport instead.
+//! let mut sim = SimKinesis::new(1);
+//! sim.create_stream("orders", 2, TokioClock.now());
+//! let producer = KinesisProducer::builder()
+//!     .transport(SimTransport::new(sim, TokioClock))
+//!     .build()?;
+//!
+//! let stream = Stream::new("orders")?;
+//! let delivery = producer.send(Record::new(stream, "customer-42", "hello"))?.await?;
+//! println!("written to {} as {}", delivery.shard_id(), delivery.sequence_number());
+//!
+//! let report = producer.shutdown(Duration::from_secs(5)).await;
+//! assert!(report.unsent.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod blocking;
+mod clock;
+pub mod config;
+mod error;
+mod producer;
+mod properties;
+
+pub use blocking::{BlockingDelivery, BlockingProducer, BlockingProducerBuilder};
+pub use clock::TokioClock;
+pub use config::{Config, MetricsGranularity, MetricsLevel, StaticCredentials};
+pub use error::{
+    BuildError, ConfigError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind,
+};
+pub use kpl_aggregation::OuterPartitionKey;
+pub use kpl_engine::time;
+pub use kpl_engine::transport;
+pub use kpl_engine::{
+    Attempt, Delivery, FailureReason, OrderingMode, Record, RecordId, ShardId, ShardStats, Stream,
+    StreamStats, Transport, TransportError, TransportErrorKind,
+};
+pub use producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};

@@ -1,0 +1,590 @@
+//! The async producer: a cheap handle over shared state, and one driver task per producer that
+//! runs the engine, the transport calls and the timers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use kpl_engine::time::Clock;
+use kpl_engine::transport::{SharedTransport, Transport, send_request};
+use kpl_engine::{
+    Delivery, Engine, Event, FailureReason, FlushId, Record, RecordId, Request, RequestId,
+    Response, Stream, StreamStats, TransportError, TransportErrorKind,
+};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+
+use crate::clock::TokioClock;
+use crate::config::Config;
+use crate::error::{BuildError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
+
+type Outcome = Result<Delivery, DeliveryError>;
+
+/// What `shutdown` could not deliver in time.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Records that were accepted and not written, handed back. (Their delivery futures resolve
+    /// with [`DeliveryErrorKind::ShutDown`].)
+    pub unsent: Vec<Record>,
+}
+
+/// Builds a [`KinesisProducer`].
+#[must_use = "a builder does nothing until build() is called"]
+pub struct ProducerBuilder {
+    config: Config,
+    transport: Option<SharedTransport>,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl fmt::Debug for ProducerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProducerBuilder")
+            .field("config", &self.config)
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProducerBuilder {
+    /// The configuration (default: the KPL defaults).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The transport that carries calls to Kinesis.
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(SharedTransport::new(transport));
+        self
+    }
+
+    /// The clock (default: tokio's, so paused-time tests drive the producer).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Checks the configuration and starts the producer's driver task on the current tokio
+    /// runtime.
+    pub fn build(self) -> Result<KinesisProducer, BuildError> {
+        self.config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let transport = self.transport.ok_or(BuildError::NoTransport)?;
+        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(TokioClock));
+        let seed = self.config.rng_seed.unwrap_or_else(|| {
+            let wall = clock
+                .system_time()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            wall.as_nanos() as u64 ^ 0x9e37_79b9_7f4a_7c15
+        });
+        let engine = Engine::new(self.config.engine_config(seed)).map_err(|error| {
+            BuildError::Config(crate::error::ConfigError::invalid(
+                error.key(),
+                error.value(),
+                error.allowed(),
+                false,
+            ))
+        })?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                engine,
+                waiters: VecDeque::new(),
+                waiters_base: 0,
+                flushes: BTreeMap::new(),
+                accepting: true,
+                dropped: false,
+                finished: false,
+                in_flight: 0,
+                unsent: None,
+            }),
+            driver_wake: Notify::new(),
+            space: Notify::new(),
+            clock,
+            max_connections: usize::try_from(self.config.max_connections)
+                .unwrap_or(1)
+                .max(1),
+            request_timeout: self.config.request_timeout,
+            user_record_timeout: (!self.config.user_record_timeout.is_zero())
+                .then_some(self.config.user_record_timeout),
+            return_records: self.config.return_user_record_on_failure,
+        });
+        runtime.spawn(drive(Arc::clone(&shared), transport));
+        Ok(KinesisProducer {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+}
+
+/// The producer: hand it records, await their outcomes.
+///
+/// A cheap `Clone` handle (`Send + Sync`); all clones share one engine and one driver task.
+/// Records for several streams (by name or ARN) go through one producer.
+///
+/// **Dropping** the last handle without [`shutdown`](Self::shutdown) never blocks: the driver
+/// stops, calls in flight are abandoned, and every pending [`DeliveryFuture`] resolves with
+/// [`DeliveryErrorKind::Cancelled`]. Use `shutdown` to deliver what can be delivered first.
+#[derive(Clone)]
+pub struct KinesisProducer {
+    handle: Arc<Handle>,
+}
+
+impl fmt::Debug for KinesisProducer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KinesisProducer")
+            .field("outstanding_records", &self.outstanding_records())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the driver when the last producer handle goes.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.accepting = false;
+        state.dropped = true;
+        drop(state);
+        self.shared.driver_wake.notify_one();
+        self.shared.space.notify_waiters();
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    driver_wake: Notify,
+    space: Notify,
+    clock: Arc<dyn Clock>,
+    max_connections: usize,
+    request_timeout: Duration,
+    user_record_timeout: Option<Duration>,
+    return_records: bool,
+}
+
+impl Shared {
+    /// The lock is never held across an `.await`. A panic while holding it leaves the engine
+    /// consistent (every engine method completes or does nothing), so poisoning is ignored.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct State {
+    engine: Engine,
+    /// Delivery senders by record id, from `waiters_base` on (ids are sequential).
+    waiters: VecDeque<Option<oneshot::Sender<Outcome>>>,
+    waiters_base: u64,
+    flushes: BTreeMap<FlushId, oneshot::Sender<()>>,
+    accepting: bool,
+    dropped: bool,
+    finished: bool,
+    in_flight: usize,
+    /// While shutting down: the records failed as unsent, collected for the report.
+    unsent: Option<Vec<Record>>,
+}
+
+impl State {
+    fn register(&mut self, id: RecordId, sender: oneshot::Sender<Outcome>) {
+        let index = id.get().saturating_sub(self.waiters_base) as usize;
+        while self.waiters.len() < index {
+            self.waiters.push_back(None);
+        }
+        self.waiters.push_back(Some(sender));
+    }
+
+    fn take_waiter(&mut self, id: RecordId) -> Option<oneshot::Sender<Outcome>> {
+        let index = usize::try_from(id.get().checked_sub(self.waiters_base)?).ok()?;
+        let sender = self.waiters.get_mut(index)?.take();
+        while let Some(None) = self.waiters.front() {
+            self.waiters.pop_front();
+            self.waiters_base += 1;
+        }
+        sender
+    }
+
+    /// Hands every engine event to whoever waits for it. Returns whether records finished.
+    fn dispatch(&mut self, return_records: bool) -> bool {
+        let mut finished = false;
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                Event::Delivered(delivery) => {
+                    finished = true;
+                    if let Some(sender) = self.take_waiter(delivery.id()) {
+                        let _ = sender.send(Ok(delivery));
+                    }
+                }
+                Event::Failed(failure) => {
+                    finished = true;
+                    let failure = *failure;
+                    let id = failure.id();
+                    let reason = failure.reason();
+                    if reason != FailureReason::Abandoned {
+                        tracing::debug!(%failure, "record failed");
+                    }
+                    let kind = match reason {
+                        FailureReason::Abandoned if self.dropped => DeliveryErrorKind::Cancelled,
+                        FailureReason::Abandoned => DeliveryErrorKind::ShutDown,
+                        other => DeliveryErrorKind::Failed(other),
+                    };
+                    let attempts = failure.attempts().to_vec();
+                    let record = failure.into_record();
+                    let keep = return_records || kind == DeliveryErrorKind::ShutDown;
+                    let kept = keep.then(|| Box::new(record.clone()));
+                    if let Some(unsent) = &mut self.unsent {
+                        unsent.push(record);
+                    }
+                    if let Some(sender) = self.take_waiter(id) {
+                        let _ = sender.send(Err(DeliveryError {
+                            id: Some(id),
+                            kind,
+                            attempts,
+                            record: kept,
+                        }));
+                    }
+                }
+                Event::Flushed(id) => {
+                    if let Some(sender) = self.flushes.remove(&id) {
+                        let _ = sender.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        finished
+    }
+}
+
+impl KinesisProducer {
+    /// A builder with the KPL's default configuration.
+    pub fn builder() -> ProducerBuilder {
+        ProducerBuilder {
+            config: Config::default(),
+            transport: None,
+            clock: None,
+        }
+    }
+
+    /// Accepts a record without waiting, or says why not and hands it back: the buffer is full
+    /// (see [`send_wait`](Self::send_wait)), the record is invalid or too large, or the producer
+    /// is shutting down.
+    pub fn send(&self, record: Record) -> Result<DeliveryFuture, SendError> {
+        let shared = &self.handle.shared;
+        let mut state = shared.lock();
+        if !state.accepting {
+            return Err(SendError::new(
+                SendErrorKind::ShuttingDown,
+                "the producer is shutting down",
+                record,
+            ));
+        }
+        let now = shared.clock.now();
+        let id = state.engine.submit(record, now).map_err(|rejected| {
+            let reason = rejected.reason().clone();
+            SendError::from_rejected(&reason, rejected.into_record())
+        })?;
+        let (sender, receiver) = oneshot::channel();
+        state.register(id, sender);
+        drop(state);
+        // The record may have made a request ready or moved the next deadline earlier; the
+        // driver re-reads both. A pending wake-up absorbs repeated notifications.
+        shared.driver_wake.notify_one();
+        Ok(DeliveryFuture::new(
+            id,
+            receiver,
+            shared.user_record_timeout,
+        ))
+    }
+
+    /// [`send`](Self::send), waiting for buffer space while the outstanding limits are
+    /// reached (back-pressure). Other refusals return at once.
+    pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
+        let mut record = record;
+        loop {
+            let space = self.handle.shared.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.send(record) {
+                Err(error) if error.kind() == SendErrorKind::BufferFull => {
+                    record = error.into_record();
+                    space.await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// [`send_wait`](Self::send_wait), giving up after `timeout` with
+    /// [`SendErrorKind::TimedOut`] and the record.
+    pub async fn send_wait_timeout(
+        &self,
+        record: Record,
+        timeout: Duration,
+    ) -> Result<DeliveryFuture, SendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut record = record;
+        loop {
+            let space = self.handle.shared.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            match self.send(record) {
+                Err(error) if error.kind() == SendErrorKind::BufferFull => {
+                    record = error.into_record();
+                    if tokio::time::timeout_at(deadline, space).await.is_err() {
+                        return Err(SendError::new(
+                            SendErrorKind::TimedOut,
+                            format!("no buffer space within {timeout:?}"),
+                            record,
+                        ));
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Sends what is buffered for `stream` (or for every stream) now, without waiting for the
+    /// buffering deadlines. Returns at once; see [`flush_all`](Self::flush_all) to wait.
+    pub fn flush(&self, stream: Option<&Stream>) {
+        let shared = &self.handle.shared;
+        let now = shared.clock.now();
+        shared.lock().engine.flush(stream, now);
+        shared.driver_wake.notify_one();
+    }
+
+    /// Flushes every stream and resolves once every record accepted before the call has its
+    /// outcome (the KPL's `flushSync`, without its polling loop).
+    pub async fn flush_all(&self) {
+        let shared = &self.handle.shared;
+        let receiver = {
+            let mut state = shared.lock();
+            if state.finished {
+                return;
+            }
+            let now = shared.clock.now();
+            let id = state.engine.flush_marker(now);
+            let (sender, receiver) = oneshot::channel();
+            state.flushes.insert(id, sender);
+            // An empty marker completes at once.
+            state.dispatch(shared.return_records);
+            receiver
+        };
+        shared.driver_wake.notify_one();
+        // An error means the producer stopped: nothing is outstanding any more either way.
+        let _ = receiver.await;
+    }
+
+    /// Records accepted and not yet finished.
+    pub fn outstanding_records(&self) -> usize {
+        self.handle.shared.lock().engine.outstanding_records()
+    }
+
+    /// How long the oldest unfinished record has been waiting.
+    pub fn oldest_record_age(&self) -> Option<Duration> {
+        let shared = &self.handle.shared;
+        let oldest = shared.lock().engine.oldest_outstanding()?;
+        Some(shared.clock.now().saturating_duration_since(oldest))
+    }
+
+    /// Statistics per stream (see `kpl_engine::stats` for what each field means).
+    pub fn stats(&self) -> Vec<(Stream, StreamStats)> {
+        let state = self.handle.shared.lock();
+        state
+            .engine
+            .stats()
+            .map(|(stream, stats)| (stream.clone(), stats))
+            .collect()
+    }
+
+    /// Stops accepting records, flushes, waits up to `deadline` for outcomes, then fails what
+    /// is left ([`DeliveryErrorKind::ShutDown`]) and returns those records.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        let shared = &self.handle.shared;
+        shared.lock().accepting = false;
+        shared.space.notify_waiters();
+        let _ = tokio::time::timeout(deadline, self.flush_all()).await;
+        let mut state = shared.lock();
+        state.unsent = Some(Vec::new());
+        state.engine.abandon();
+        state.dispatch(shared.return_records);
+        state.finished = true;
+        let unsent = state.unsent.take().unwrap_or_default();
+        for (_, sender) in std::mem::take(&mut state.flushes) {
+            let _ = sender.send(());
+        }
+        drop(state);
+        shared.driver_wake.notify_one();
+        if !unsent.is_empty() {
+            tracing::warn!(
+                records = unsent.len(),
+                "shutdown deadline passed with records unsent"
+            );
+        }
+        ShutdownReport { unsent }
+    }
+}
+
+/// Runs the engine: feeds it time and answers, sends its requests (at most `MaxConnections` at
+/// once, each within `RequestTimeout`), hands out outcomes, and sleeps until its next deadline.
+async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
+    let mut calls: JoinSet<(RequestId, Result<Response, TransportError>)> = JoinSet::new();
+    let mut call_ids: BTreeMap<tokio::task::Id, RequestId> = BTreeMap::new();
+    loop {
+        let (requests, next, freed, stop) = {
+            let mut state = shared.lock();
+            if state.dropped && !state.finished {
+                state.engine.abandon();
+                state.dispatch(shared.return_records);
+                state.finished = true;
+            }
+            if state.finished {
+                (Vec::new(), None, true, true)
+            } else {
+                let now = shared.clock.now();
+                state.engine.handle_timeout(now);
+                let mut requests = Vec::new();
+                while state.in_flight < shared.max_connections {
+                    let Some(request) = state.engine.poll_request(now) else {
+                        break;
+                    };
+                    state.in_flight += 1;
+                    requests.push(request);
+                }
+                let freed = state.dispatch(shared.return_records);
+                (requests, state.engine.poll_timeout(), freed, false)
+            }
+        };
+        if freed {
+            shared.space.notify_waiters();
+        }
+        if stop {
+            calls.abort_all();
+            return;
+        }
+        for (id, request) in requests {
+            if let Request::ListShards(list) = &request {
+                tracing::debug!(stream = %list.stream, page = ?list.next_token, "reading the shard map");
+            }
+            let call = send_request(&transport, request);
+            let timeout = shared.request_timeout;
+            let handle = calls.spawn(async move {
+                let result = match tokio::time::timeout(timeout, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(TransportError::new(
+                        TransportErrorKind::Timeout,
+                        "RequestTimeout",
+                        format!("no answer within {} ms", timeout.as_millis()),
+                    )),
+                };
+                (id, result)
+            });
+            call_ids.insert(handle.id(), id);
+        }
+        let sleep = next.map(|at| tokio::time::sleep_until(tokio::time::Instant::from_std(at)));
+        tokio::select! {
+            () = shared.driver_wake.notified() => {}
+            Some(joined) = calls.join_next_with_id(), if !calls.is_empty() => {
+                let (task, answer) = match joined {
+                    Ok((task, (id, result))) => (task, Some((id, result))),
+                    Err(error) => (error.id(), None),
+                };
+                let Some(id) = call_ids.remove(&task) else { continue };
+                let result = match answer {
+                    Some((_, result)) => result,
+                    None => Err(TransportError::new(
+                        TransportErrorKind::Other,
+                        "TransportPanicked",
+                        "the transport's call panicked or was cancelled",
+                    )),
+                };
+                if let Err(error) = &result {
+                    tracing::debug!(%error, "call failed");
+                }
+                let mut state = shared.lock();
+                state.in_flight = state.in_flight.saturating_sub(1);
+                let now = shared.clock.now();
+                state.engine.handle_response(id, result, now);
+            }
+            () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
+        }
+    }
+}
+
+/// The outcome of one record: resolves to the [`Delivery`] (shard id, sequence number,
+/// attempts) or a [`DeliveryError`]. Named, `Send` and `'static`; dropping it does not cancel
+/// the record.
+#[must_use = "the outcome of the record is only known by awaiting this future"]
+pub struct DeliveryFuture {
+    id: RecordId,
+    receiver: oneshot::Receiver<Outcome>,
+    timeout: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeliveryFuture {
+    fn new(id: RecordId, receiver: oneshot::Receiver<Outcome>, timeout: Option<Duration>) -> Self {
+        Self {
+            id,
+            receiver,
+            timeout: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+        }
+    }
+
+    /// The record's id (the same as in its `Delivery`).
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+
+    pub(crate) fn blocking_wait(self) -> Outcome {
+        let id = self.id;
+        match self.receiver.blocking_recv() {
+            Ok(outcome) => outcome,
+            Err(_) => Err(cancelled(id)),
+        }
+    }
+}
+
+fn cancelled(id: RecordId) -> DeliveryError {
+    DeliveryError {
+        id: Some(id),
+        kind: DeliveryErrorKind::Cancelled,
+        attempts: Vec::new(),
+        record: None,
+    }
+}
+
+impl fmt::Debug for DeliveryFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryFuture")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Future for DeliveryFuture {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let id = self.id;
+        if let Poll::Ready(result) = Pin::new(&mut self.receiver).poll(cx) {
+            return Poll::Ready(result.unwrap_or_else(|_| Err(cancelled(id))));
+        }
+        if let Some(timeout) = &mut self.timeout {
+            if timeout.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(DeliveryError {
+                    id: Some(id),
+                    kind: DeliveryErrorKind::TimedOut,
+                    attempts: Vec::new(),
+                    record: None,
+                }));
+            }
+        }
+        Poll::Pending
+    }
+}
