@@ -20,8 +20,3 @@ pub use hash_key::{
 };
 pub use record::{KinesisRecord, UserRecord};
 pub use wire::{AGGREGATE_OVERHEAD, MAGIC};
-
-/// Keeps the code in the workspace README compiling and passing.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct WorkspaceReadme;

@@ -61,3 +61,9 @@ pub use kpl_engine::{
     StreamStats, Transport, TransportError, TransportErrorKind,
 };
 pub use producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
+
+/// Keeps the code in the workspace README compiling and passing (it uses this crate and
+/// `kpl-aggregation`).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;

@@ -504,9 +504,7 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                         "the transport's call panicked or was cancelled",
                     )),
                 };
-                if let Err(error) = &result {
-                    tracing::debug!(%error, "call failed");
-                }
+                log_answer(&result);
                 let mut state = shared.lock();
                 state.in_flight = state.in_flight.saturating_sub(1);
                 let now = shared.clock.now();
@@ -514,6 +512,39 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
         }
+    }
+}
+
+fn log_answer(result: &Result<Response, TransportError>) {
+    match result {
+        Err(error) if !error.is_retryable() => {
+            tracing::warn!(%error, "call failed with an error retrying cannot fix");
+        }
+        Err(error) => tracing::debug!(%error, "call failed; its records will be retried"),
+        Ok(Response::PutRecords(put)) => {
+            let throttled = put
+                .entries
+                .iter()
+                .filter(|entry| {
+                    matches!(entry, kpl_engine::transport::PutRecordsEntryResult::Failed { code, .. }
+                        if TransportErrorKind::from_code(code) == TransportErrorKind::Throttled)
+                })
+                .count();
+            if throttled > 0 {
+                tracing::debug!(
+                    throttled,
+                    "entries throttled; their shards slow down and retry"
+                );
+            }
+        }
+        Ok(Response::ListShards(page)) => {
+            tracing::debug!(
+                shards = page.shards.len(),
+                last_page = page.next_token.is_none(),
+                "shard map page read"
+            );
+        }
+        Ok(_) => {}
     }
 }
 

@@ -1,0 +1,81 @@
+//! The blocking producer, used from plain threads.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kpl::time::Clock;
+use kpl::{BlockingProducer, Config, DeliveryErrorKind, Record, Stream, TokioClock};
+use kpl_sim::{Faults, SimKinesis, SimTransport};
+
+fn producer() -> (BlockingProducer, SimTransport) {
+    let mut sim = SimKinesis::new(5);
+    sim.create_stream("s", 2, TokioClock.now());
+    let transport = SimTransport::new(sim, TokioClock);
+    let mut config = Config::default();
+    config.record_max_buffered_time = Duration::from_millis(5);
+    let producer = BlockingProducer::builder()
+        .config(config)
+        .transport(transport.clone())
+        .build()
+        .unwrap();
+    (producer, transport)
+}
+
+#[test]
+fn threads_send_and_wait_for_their_outcomes() {
+    let (producer, transport) = producer();
+    let producer = Arc::new(producer);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let producer = Arc::clone(&producer);
+            std::thread::spawn(move || {
+                let stream = Stream::new("s").unwrap();
+                let handles: Vec<_> = (0..250)
+                    .map(|i| {
+                        producer
+                            .send_wait(Record::new(
+                                stream.clone(),
+                                format!("t{t}-{i}"),
+                                vec![1; 10],
+                            ))
+                            .unwrap()
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.wait())
+                    .filter(Result::is_ok)
+                    .count()
+            })
+        })
+        .collect();
+    let delivered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(delivered, 1_000);
+    producer.flush_all();
+    assert_eq!(producer.outstanding_records(), 0);
+    assert_eq!(
+        transport.with_sim(|sim| sim.kcl_view("s").records.len()),
+        1_000
+    );
+    let producer = Arc::try_unwrap(producer).unwrap();
+    assert!(producer.shutdown(Duration::from_secs(1)).unsent.is_empty());
+}
+
+#[test]
+fn dropping_the_blocking_producer_cancels_what_is_pending() {
+    let (producer, transport) = producer();
+    // Every call fails with a retryable error, so the record stays pending until the drop.
+    transport.with_sim(|sim| {
+        sim.set_faults(Faults {
+            request_unavailable: 1.0,
+            ..Faults::default()
+        })
+    });
+    let pending = producer
+        .send(Record::new(Stream::new("s").unwrap(), "k", vec![1]))
+        .unwrap();
+    drop(producer);
+    let error = pending.wait().unwrap_err();
+    assert_eq!(error.kind(), DeliveryErrorKind::Cancelled, "{error}");
+}

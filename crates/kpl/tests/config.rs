@@ -1,0 +1,252 @@
+//! Configuration: every key, its default and range, properties files, and docs/config.md.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::time::Duration;
+
+use kpl::config::{KEYS, KeyKind, reference_markdown};
+use kpl::{Config, OrderingMode};
+use proptest::prelude::*;
+
+#[test]
+fn the_kpl_sample_properties_file_loads_with_its_quirks() {
+    let text = include_str!("data/kpl-sample.properties");
+    let config = Config::from_kpl_properties(text).unwrap();
+    let mut expected = Config::default();
+    expected.max_connections = 4;
+    assert_eq!(config, expected);
+    config.validate().unwrap();
+}
+
+#[test]
+fn setting_each_key_to_its_documented_default_changes_nothing() {
+    for key in KEYS {
+        let mut config = Config::default();
+        config
+            .set(key.name, key.default)
+            .unwrap_or_else(|e| panic!("{}: {e}", key.name));
+        if key.name.starts_with("Aws") {
+            continue; // setting an empty credential creates an empty credential set
+        }
+        assert_eq!(
+            config,
+            Config::default(),
+            "{} = {:?}",
+            key.name,
+            key.default
+        );
+    }
+}
+
+#[test]
+fn every_in_process_key_is_readable_by_field_name_too() {
+    let mut config = Config::default();
+    config.set("rate_limit", "90").unwrap();
+    config.set("record_ttl", "1000").unwrap();
+    config.set("ordering", "per_shard").unwrap();
+    assert_eq!(config.rate_limit, 90);
+    assert_eq!(config.record_ttl, Duration::from_secs(1));
+    assert_eq!(config.ordering, OrderingMode::PerShard);
+}
+
+#[test]
+fn unknown_keys_are_errors_with_close_matches() {
+    let error = Config::from_kpl_properties("# c\nRateLimt = 100\n").unwrap_err();
+    assert_eq!(error.key(), Some("RateLimt"));
+    assert_eq!(error.line(), Some(2));
+    assert!(error.suggestions().contains(&"RateLimit"));
+    assert!(
+        error.to_string().contains("did you mean RateLimit"),
+        "{error}"
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key_the_value_and_the_range() {
+    let error = Config::from_kpl_properties("CollectionMaxCount = 501").unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("CollectionMaxCount") && text.contains("501") && text.contains("1..=500"),
+        "{text}"
+    );
+    // Java's parseBoolean would quietly read a typo as false; here it is an error.
+    assert!(Config::from_kpl_properties("FailIfThrottled = ture").is_err());
+    // A trailing ';' is only forgiven where it is the KPL sample's quirk, not inside a number.
+    assert!(Config::from_kpl_properties("RateLimit = 1;0").is_err());
+}
+
+#[test]
+fn validate_checks_fields_set_directly() {
+    let mut config = Config::default();
+    config.aggregation_max_size = 63;
+    assert_eq!(
+        config.validate().unwrap_err().key(),
+        Some("AggregationMaxSize")
+    );
+    let mut config = Config::default();
+    config.retry_backoff_cap = Duration::from_millis(1);
+    assert_eq!(
+        config.validate().unwrap_err().key(),
+        Some("RetryBackoffCap")
+    );
+    let mut config = Config::default();
+    config.max_outstanding_bytes = 100;
+    assert_eq!(
+        config.validate().unwrap_err().key(),
+        Some("MaxOutstandingBytes")
+    );
+}
+
+#[test]
+fn endpoints_take_hosts_and_full_urls() {
+    for ok in [
+        "",
+        "kinesis.eu-west-1.amazonaws.com",
+        "localhost",
+        "http://localhost:4567",
+        "https://127.0.0.1:4443/",
+        "http://kinesis.local",
+    ] {
+        let mut config = Config::default();
+        config
+            .set("KinesisEndpoint", ok)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        assert_eq!(config.kinesis_endpoint, ok);
+    }
+    for bad in [
+        "ftp://host",
+        "http://",
+        "http://host:0",
+        "http://host:99999",
+        "host with space",
+        "host/path",
+    ] {
+        let mut config = Config::default();
+        let error = config.set("KinesisEndpoint", bad).unwrap_err();
+        assert_eq!(error.key(), Some("KinesisEndpoint"), "{bad}");
+    }
+}
+
+#[test]
+fn regions_and_namespaces_follow_the_kpl_patterns() {
+    let mut config = Config::default();
+    for ok in ["us-east-1", "us-gov-west-1", "ap-southeast-2", ""] {
+        config
+            .set("Region", ok)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for bad in ["us-east", "US-EAST-1", "us-east-12", "useast1"] {
+        assert!(config.set("Region", bad).is_err(), "{bad}");
+    }
+    assert!(config.set("MetricsNamespace", "AWS/Kinesis").is_err());
+    assert!(config.set("MetricsNamespace", &"x".repeat(256)).is_err());
+    config.set("MetricsNamespace", "MyApp").unwrap();
+}
+
+#[test]
+fn secrets_never_appear_in_debug_or_errors() {
+    let mut config = Config::default();
+    config.set("ProxyPassword", "hunter2-proxy").unwrap();
+    config
+        .set("AwsAccessKeyId", "AKIAEXAMPLEEXAMPLE12")
+        .unwrap();
+    config
+        .set("AwsSecretKey", "very-secret-key-material")
+        .unwrap();
+    config
+        .set("AwsSessionToken", "session-token-material")
+        .unwrap();
+    let debug = format!("{config:?}");
+    for secret in [
+        "hunter2-proxy",
+        "AKIAEXAMPLEEXAMPLE12",
+        "very-secret-key-material",
+        "session-token-material",
+    ] {
+        assert!(!debug.contains(secret), "{debug}");
+    }
+    config.validate().unwrap();
+    let mut half = Config::default();
+    half.set("AwsAccessKeyId", "AKIAEXAMPLEEXAMPLE12").unwrap();
+    let error = half.validate().unwrap_err();
+    assert!(!error.to_string().contains("AKIAEXAMPLEEXAMPLE12"));
+}
+
+#[test]
+fn ignored_daemon_keys_are_accepted_and_still_checked() {
+    let ignored: Vec<&str> = KEYS
+        .iter()
+        .filter(|k| k.kind == KeyKind::Ignored)
+        .map(|k| k.name)
+        .collect();
+    for name in [
+        "NativeExecutable",
+        "TempDirectory",
+        "ThreadingModel",
+        "EnableCoreDumps",
+        "StsEndpoint",
+        "StsPort",
+    ] {
+        assert!(ignored.contains(&name), "{name}");
+    }
+    let config =
+        Config::from_kpl_properties("NativeExecutable = /opt/kpl\nThreadingModel = POOLED\n")
+            .unwrap();
+    assert_eq!(config, Config::default());
+    assert!(Config::from_kpl_properties("ThreadingModel = SOMETIMES").is_err());
+}
+
+#[test]
+fn docs_config_md_is_generated_from_the_key_table() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+    let expected = reference_markdown();
+    if std::env::var_os("KPL_BLESS").is_some() {
+        std::fs::write(path, &expected).unwrap();
+    }
+    let actual = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "docs/config.md is out of date: run `KPL_BLESS=1 cargo test -p kpl --test config`"
+    );
+    for key in KEYS {
+        assert!(actual.contains(&format!("`{}`", key.name)), "{}", key.name);
+    }
+}
+
+/// (key, minimum, maximum) of every integer key, as the KPL states them.
+const INTEGER_RANGES: &[(&str, u64, u64)] = &[
+    ("AggregationMaxCount", 1, i64::MAX as u64),
+    ("AggregationMaxSize", 64, 10_485_760),
+    ("CollectionMaxCount", 1, 500),
+    ("CollectionMaxSize", 52_224, i64::MAX as u64),
+    ("ConnectTimeout", 100, 300_000),
+    ("RequestTimeout", 100, 600_000),
+    ("KinesisPort", 1, 65_535),
+    ("CloudwatchPort", 1, 65_535),
+    ("MaxConnections", 1, 256),
+    ("MaxUserRecordSize", 64, 10_485_760),
+    ("MetricsUploadDelay", 1, 60_000),
+    ("RateLimit", 1, i64::MAX as u64),
+    ("RecordMaxBufferedTime", 0, i64::MAX as u64),
+    ("RecordTtl", 100, i64::MAX as u64),
+    ("ProxyPort", 1, 65_535),
+    ("MaxOutstandingRecords", 1, i64::MAX as u64),
+    ("ShardMapRefreshInterval", 1_000, i64::MAX as u64),
+];
+
+proptest! {
+    #[test]
+    fn integer_keys_accept_their_range_and_refuse_outside_it(index in 0..INTEGER_RANGES.len(), pick in any::<u64>()) {
+        let (key, min, max) = INTEGER_RANGES[index];
+        let inside = min + pick % (max - min + 1).max(1);
+        let mut config = Config::default();
+        prop_assert!(config.set(key, &inside.to_string()).is_ok(), "{key} = {inside}");
+        if min > 0 {
+            let error = config.set(key, &(min - 1).to_string()).unwrap_err();
+            prop_assert_eq!(error.key(), Some(key));
+        }
+        let above = max as u128 + 1 + u128::from(pick % 1000);
+        let error = config.set(key, &above.to_string()).unwrap_err();
+        prop_assert_eq!(error.key(), Some(key));
+        prop_assert!(config.set(key, "twelve").is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! Compile-time checks that the public types can cross threads and tasks.
+
+use kpl::{
+    BlockingDelivery, BlockingProducer, BuildError, Config, ConfigError, Delivery, DeliveryError,
+    DeliveryFuture, KinesisProducer, ProducerBuilder, Record, SendError, ShutdownReport, Stream,
+};
+
+use std::future::Future;
+
+fn send_sync<T: Send + Sync>() {}
+fn send_static<T: Send + 'static>() {}
+
+#[test]
+fn public_types_are_send_and_sync() {
+    send_sync::<KinesisProducer>();
+    send_sync::<BlockingProducer>();
+    send_sync::<Config>();
+    send_sync::<Record>();
+    send_sync::<Stream>();
+    send_sync::<Delivery>();
+    send_sync::<DeliveryError>();
+    send_sync::<SendError>();
+    send_sync::<ConfigError>();
+    send_sync::<BuildError>();
+    send_sync::<ShutdownReport>();
+    send_static::<ProducerBuilder>();
+    send_static::<BlockingDelivery>();
+}
+
+#[test]
+fn futures_are_send_and_static() {
+    send_static::<DeliveryFuture>();
+    fn future_of<F: Future + Send>(_: &F) {}
+    let build = || -> Option<KinesisProducer> { None };
+    if let Some(producer) = build() {
+        future_of(&producer.flush_all());
+        future_of(&producer.shutdown(std::time::Duration::ZERO));
+        future_of(&producer.send_wait(Record::new(
+            Stream::new("s").unwrap_or_else(|_| unreachable!()),
+            "k",
+            "v",
+        )));
+    }
+}
