@@ -1,0 +1,354 @@
+//! The Kinesis transport of kpl-rs, on `aws-sdk-kinesis`.
+//!
+//! [`AwsTransport`] implements the engine's [`Transport`](kpl_engine::Transport) with the AWS SDK
+//! for Rust: `PutRecords`, `ListShards` (paged; a page after the first carries only its token)
+//! and `DescribeStreamSummary` (which reports the stream's `MaxRecordSizeInKiB`). Streams are
+//! addressed by name or by ARN, so streams of other accounts work.
+//!
+//! The SDK's own retries are off: the engine classifies every error and retries with its own
+//! backoff. Every SDK error is mapped to a [`TransportErrorKind`](kpl_engine::TransportErrorKind)
+//! (the table is in `docs/aws-errors.md`); no SDK type appears in the engine's types.
+//!
+//! ```no_run
+//! use kpl_aws::{AwsSettings, AwsTransport};
+//!
+//! let mut settings = AwsSettings::default();
+//! settings.region = Some("eu-west-1".to_owned());
+//! settings.endpoint_url = Some("http://127.0.0.1:4567".to_owned()); // a local server
+//! let transport = AwsTransport::new(settings)?;
+//! # Ok::<(), kpl_aws::AwsSettingsError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+mod errors;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::Credentials;
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use kpl_aggregation::{HashKey, HashKeyRange};
+use kpl_engine::transport::{
+    DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
+    PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamSummary, Transport,
+    TransportFuture,
+};
+use kpl_engine::{ShardId, Stream, TransportError, TransportErrorKind};
+use tokio::sync::OnceCell;
+
+pub use errors::map_sdk_error;
+
+/// How to reach Kinesis. Everything is optional: by default the SDK's provider chains decide
+/// the region and the credentials, and the regional endpoint is used.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct AwsSettings {
+    /// The region, such as `us-east-1`.
+    pub region: Option<String>,
+    /// A full endpoint URL (`http://` or `https://`), for local servers or VPC endpoints.
+    pub endpoint_url: Option<String>,
+    /// Static credentials: access key id, secret access key, session token.
+    pub credentials: Option<(String, String, Option<String>)>,
+    /// Timeout for establishing a connection.
+    pub connect_timeout: Option<Duration>,
+    /// Timeout of a whole call.
+    pub request_timeout: Option<Duration>,
+    /// Whether to verify TLS certificates (must be true: see [`AwsSettingsError`]).
+    pub verify_certificate: bool,
+    /// An HTTP proxy host (not supported: see [`AwsSettingsError`]).
+    pub proxy_host: Option<String>,
+}
+
+impl fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("verify_certificate", &self.verify_certificate)
+            .field("proxy_host", &self.proxy_host)
+            .finish()
+    }
+}
+
+/// Settings the AWS transport cannot honour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AwsSettingsError {
+    /// `VerifyCertificate = false`: the SDK's rustls client has no switch to skip verification,
+    /// and a custom unverified TLS stack is not something to ship. Local servers are reached
+    /// over plain `http://` endpoints instead.
+    UnverifiedTls,
+    /// `ProxyHost`: the SDK's default HTTP client does not take a proxy.
+    Proxy,
+    /// The endpoint is not an `http://` or `https://` URL.
+    Endpoint(String),
+}
+
+impl fmt::Display for AwsSettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnverifiedTls => f.write_str(
+                "VerifyCertificate=false is not supported by the AWS SDK's TLS stack; use an http:// endpoint for local servers",
+            ),
+            Self::Proxy => f.write_str("ProxyHost is not supported by the AWS SDK's default HTTP client"),
+            Self::Endpoint(url) => write!(f, "endpoint {url:?} must start with http:// or https://"),
+        }
+    }
+}
+
+impl std::error::Error for AwsSettingsError {}
+
+/// The Kinesis transport on `aws-sdk-kinesis`. Cheap to clone. The SDK configuration (region
+/// and credential chains) is loaded on the first call.
+#[derive(Clone)]
+pub struct AwsTransport {
+    settings: Arc<AwsSettings>,
+    client: Arc<OnceCell<Client>>,
+}
+
+impl fmt::Debug for AwsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsTransport")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsTransport {
+    /// A transport with these settings, checked now; the SDK configuration loads on first use.
+    pub fn new(settings: AwsSettings) -> Result<Self, AwsSettingsError> {
+        if !settings.verify_certificate {
+            return Err(AwsSettingsError::UnverifiedTls);
+        }
+        if settings
+            .proxy_host
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            return Err(AwsSettingsError::Proxy);
+        }
+        if let Some(url) = &settings.endpoint_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(AwsSettingsError::Endpoint(url.clone()));
+            }
+        }
+        Ok(Self {
+            settings: Arc::new(settings),
+            client: Arc::new(OnceCell::new()),
+        })
+    }
+
+    /// A transport on a client built elsewhere. Its retries should be off (the engine retries).
+    pub fn from_client(client: Client) -> Self {
+        Self {
+            settings: Arc::new(AwsSettings {
+                verify_certificate: true,
+                ..AwsSettings::default()
+            }),
+            client: Arc::new(OnceCell::new_with(Some(client))),
+        }
+    }
+
+    async fn client(&self) -> Client {
+        let settings = Arc::clone(&self.settings);
+        self.client
+            .get_or_init(|| async move { Client::new(&load_sdk_config(&settings).await) })
+            .await
+            .clone()
+    }
+}
+
+/// The SDK configuration for `settings`, with the SDK's retries off.
+async fn load_sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+    let mut timeouts = TimeoutConfig::builder();
+    if let Some(connect) = settings.connect_timeout {
+        timeouts = timeouts.connect_timeout(connect);
+    }
+    if let Some(request) = settings.request_timeout {
+        timeouts = timeouts.operation_attempt_timeout(request);
+    }
+    loader = loader.timeout_config(timeouts.build());
+    if let Some(region) = &settings.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url.clone());
+    }
+    if let Some((id, secret, token)) = &settings.credentials {
+        loader = loader.credentials_provider(Credentials::new(
+            id.clone(),
+            secret.clone(),
+            token.clone(),
+            None,
+            "kpl-static",
+        ));
+    }
+    loader.load().await
+}
+
+fn malformed(message: impl Into<String>) -> TransportError {
+    TransportError::new(TransportErrorKind::Other, "MalformedResponse", message)
+}
+
+fn parse_range(start: &str, end: &str) -> Result<HashKeyRange, TransportError> {
+    let start = HashKey::parse_decimal(start)
+        .map_err(|e| malformed(format!("bad starting hash key: {e}")))?;
+    let end =
+        HashKey::parse_decimal(end).map_err(|e| malformed(format!("bad ending hash key: {e}")))?;
+    HashKeyRange::new(start, end).map_err(|e| malformed(e.to_string()))
+}
+
+/// Sets the stream on a request builder by name or by ARN.
+macro_rules! address {
+    ($builder:expr, $stream:expr) => {{
+        let stream: &Stream = $stream;
+        match stream.arn() {
+            Some(arn) => $builder.stream_arn(arn),
+            None => $builder.stream_name(stream.name()),
+        }
+    }};
+}
+
+impl Transport for AwsTransport {
+    fn put_records(&self, request: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
+        let this = self.clone();
+        TransportFuture::new(async move {
+            let client = this.client().await;
+            let mut entries = Vec::with_capacity(request.entries.len());
+            for record in request.entries {
+                let explicit_hash_key = record.explicit_hash_key().map(|key| key.to_string());
+                let (partition_key, _, data) = record.into_parts();
+                let entry = PutRecordsRequestEntry::builder()
+                    .data(Blob::new(data.to_vec()))
+                    .partition_key(partition_key)
+                    .set_explicit_hash_key(explicit_hash_key)
+                    .build()
+                    .map_err(|e| {
+                        TransportError::new(
+                            TransportErrorKind::Validation,
+                            "ConstructionFailure",
+                            e.to_string(),
+                        )
+                    })?;
+                entries.push(entry);
+            }
+            let call = address!(client.put_records(), &request.stream).set_records(Some(entries));
+            let output = call.send().await.map_err(map_sdk_error)?;
+            let entries = output
+                .records()
+                .iter()
+                .map(|entry| {
+                    match (
+                        entry.error_code(),
+                        entry.shard_id(),
+                        entry.sequence_number(),
+                    ) {
+                        (Some(code), _, _) => PutRecordsEntryResult::Failed {
+                            code: code.to_owned(),
+                            message: entry.error_message().unwrap_or_default().to_owned(),
+                        },
+                        (None, Some(shard), Some(sequence)) => PutRecordsEntryResult::Written {
+                            shard_id: ShardId::from(shard),
+                            sequence_number: sequence.into(),
+                        },
+                        (None, _, _) => PutRecordsEntryResult::Failed {
+                            code: "MalformedResponse".to_owned(),
+                            message:
+                                "an entry has neither an error code nor a shard and sequence number"
+                                    .to_owned(),
+                        },
+                    }
+                })
+                .collect();
+            Ok(PutRecordsResponse { entries })
+        })
+    }
+
+    fn list_shards(&self, request: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+        let this = self.clone();
+        TransportFuture::new(async move {
+            let client = this.client().await;
+            let max_results = i32::try_from(request.max_results).unwrap_or(1_000);
+            let call = match &request.next_token {
+                // A page after the first carries only its token (KPL #481).
+                Some(token) => client
+                    .list_shards()
+                    .next_token(token)
+                    .max_results(max_results),
+                None => {
+                    let filter = ShardFilter::builder()
+                        .r#type(ShardFilterType::AtLatest)
+                        .build()
+                        .map_err(|e| {
+                            TransportError::new(
+                                TransportErrorKind::Validation,
+                                "ConstructionFailure",
+                                e.to_string(),
+                            )
+                        })?;
+                    address!(client.list_shards(), &request.stream)
+                        .shard_filter(filter)
+                        .max_results(max_results)
+                }
+            };
+            let output = call.send().await.map_err(map_sdk_error)?;
+            let mut shards = Vec::with_capacity(output.shards().len());
+            for shard in output.shards() {
+                let range = shard
+                    .hash_key_range()
+                    .ok_or_else(|| malformed("a shard without a hash key range"))?;
+                shards.push(ShardDescription {
+                    shard_id: ShardId::from(shard.shard_id()),
+                    hash_key_range: parse_range(
+                        range.starting_hash_key(),
+                        range.ending_hash_key(),
+                    )?,
+                    open: shard
+                        .sequence_number_range()
+                        .is_none_or(|sequence| sequence.ending_sequence_number().is_none()),
+                });
+            }
+            Ok(ListShardsResponse {
+                shards,
+                next_token: output.next_token().map(str::to_owned),
+            })
+        })
+    }
+
+    fn describe_stream_summary(
+        &self,
+        request: DescribeStreamSummaryRequest,
+    ) -> TransportFuture<StreamSummary> {
+        let this = self.clone();
+        TransportFuture::new(async move {
+            let client = this.client().await;
+            let output = address!(client.describe_stream_summary(), &request.stream)
+                .send()
+                .await
+                .map_err(map_sdk_error)?;
+            let summary = output
+                .stream_description_summary()
+                .ok_or_else(|| malformed("no StreamDescriptionSummary"))?;
+            Ok(StreamSummary {
+                max_record_size_kib: summary
+                    .max_record_size_in_kib()
+                    .and_then(|kib| u32::try_from(kib).ok()),
+                open_shard_count: u32::try_from(summary.open_shard_count()).unwrap_or(0),
+            })
+        })
+    }
+}
