@@ -5,6 +5,7 @@
 //! - `bench`: runs the criterion benchmarks and prints the ratios the targets are stated in.
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N]`: runs the engine simulation sweep over many more seeds than CI.
+//! - `e2e`: starts kinesalite and runs only the end-to-end tests.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,8 @@ const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 2] = [
     ),
 ];
 const FUZZ_TARGETS: [&str; 2] = ["decode", "roundtrip"];
+/// The Kinesis-compatible server of the end-to-end tests.
+const KINESALITE: &str = "kinesalite@3.3.3";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,8 +40,9 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
+        Some("e2e") => e2e(),
         _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
-                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N]>"
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] | e2e>"
             .to_owned()),
     };
     match outcome {
@@ -162,6 +166,17 @@ fn ci() -> Result {
                 .args(["doc", "--workspace", "--no-deps", "--locked"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )?;
+        {
+            let server = Kinesalite::start()?;
+            run_tests(
+                "end-to-end tests through the producer against kinesalite",
+                cargo()
+                    .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
+                    .args(["--test", "e2e_kinesalite"])
+                    .env("KPL_KINESALITE_ENDPOINT", server.endpoint()),
+                &mut tally,
+            )?;
+        }
         run_tests(
             "fuzz corpus replay",
             cargo().args([
@@ -234,7 +249,12 @@ fn setup() -> Result<PathBuf> {
 
 fn check_dependency_boundaries() -> Result {
     eprintln!("\n==> dependency boundaries");
-    for (krate, forbidden) in FORBIDDEN_DEPENDENCIES {
+    // Without its default `aws` feature the facade must build without any AWS crate.
+    let checks = FORBIDDEN_DEPENDENCIES
+        .iter()
+        .map(|&(krate, forbidden)| (krate, forbidden, false))
+        .chain([("kpl", &[][..], true)]);
+    for (krate, forbidden, no_default_features) in checks {
         let output = cargo()
             .args([
                 "tree",
@@ -246,6 +266,7 @@ fn check_dependency_boundaries() -> Result {
                 "--prefix",
                 "none",
             ])
+            .args(no_default_features.then_some("--no-default-features"))
             .output()
             .map_err(|e| format!("cargo tree: {e}"))?;
         if !output.status.success() {
@@ -314,6 +335,18 @@ fn bench(extra: &[String]) -> Result {
         );
     }
     Ok(())
+}
+
+/// Only the end-to-end tests (kinesalite started and stopped around them).
+fn e2e() -> Result {
+    let server = Kinesalite::start()?;
+    run(
+        "end-to-end tests through the producer against kinesalite",
+        cargo()
+            .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
+            .args(["--test", "e2e_kinesalite"])
+            .env("KPL_KINESALITE_ENDPOINT", server.endpoint()),
+    )
 }
 
 fn soak(args: &[String]) -> Result {
@@ -390,4 +423,96 @@ fn fuzz(args: &[String]) -> Result {
         )?;
     }
     Ok(())
+}
+
+/// kinesalite, installed into `.tools/kinesalite` on first use and running on a free loopback
+/// port until dropped (whatever the tests' outcome).
+struct Kinesalite {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Kinesalite {
+    fn start() -> Result<Self> {
+        let dir = root().join(".tools/kinesalite");
+        if !dir.join("node_modules/kinesalite/package.json").exists() {
+            for tool in ["node", "npm"] {
+                if Command::new(tool).arg("--version").output().is_err() {
+                    return Err(format!(
+                        "the end-to-end tests need Node.js and npm to install {KINESALITE}, and `{tool}` is not on PATH"
+                    ));
+                }
+            }
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            run(
+                &format!("npm install {KINESALITE}"),
+                Command::new("npm")
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--no-save",
+                        "--prefix",
+                    ])
+                    .arg(&dir)
+                    .arg(KINESALITE),
+            )?;
+        }
+        // The CLI binds every interface and has no host option; this wrapper binds loopback,
+        // with short stream-state delays and a shard limit above what the tests create.
+        let script = dir.join("start.js");
+        std::fs::write(
+            &script,
+            "const port = Number(process.argv[2]);\n\
+             require('kinesalite')({createStreamMs: 50, deleteStreamMs: 50, updateStreamMs: 50, shardLimit: 1000})\n\
+               .listen(port, '127.0.0.1', () => console.log('kinesalite listening on ' + port));\n",
+        )
+        .map_err(|e| format!("{}: {e}", script.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        eprintln!("\n==> start kinesalite on 127.0.0.1:{port}");
+        let child = Command::new("node")
+            .arg(&script)
+            .arg(port.to_string())
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start node: {e}"))?;
+        let server = Self { child, port };
+        server.wait_for_port()?;
+        Ok(server)
+    }
+
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "waiting for an external server to listen"
+    )]
+    fn wait_for_port(&self) -> Result {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
+                .is_ok()
+            {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err(format!(
+            "kinesalite did not listen on {address} within 20 s"
+        ))
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -293,8 +293,13 @@ pub enum BuildError {
     #[error("invalid configuration")]
     Config(#[from] ConfigError),
     /// No transport was given, and no default transport is compiled in.
-    #[error("no transport: give one with .transport(..) (the AWS transport is not compiled in)")]
+    #[error(
+        "no transport: give one with .transport(..) (the AWS transport is not compiled in: enable the `aws` feature)"
+    )]
     NoTransport,
+    /// The default AWS transport cannot honour a setting.
+    #[error("unsupported setting: {0}")]
+    UnsupportedSetting(String),
     /// `build` was called outside a tokio runtime.
     #[error("KinesisProducer::build must be called inside a tokio runtime")]
     NoRuntime,

@@ -74,7 +74,10 @@ impl ProducerBuilder {
     pub fn build(self) -> Result<KinesisProducer, BuildError> {
         self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
-        let transport = self.transport.ok_or(BuildError::NoTransport)?;
+        let transport = match self.transport {
+            Some(transport) => transport,
+            None => default_transport(&self.config)?,
+        };
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(TokioClock));
         let seed = self.config.rng_seed.unwrap_or_else(|| {
             let wall = clock
@@ -140,6 +143,42 @@ impl fmt::Debug for KinesisProducer {
             .field("outstanding_records", &self.outstanding_records())
             .finish_non_exhaustive()
     }
+}
+
+/// The AWS transport configured from `config` (region, endpoint, credentials, timeouts).
+#[cfg(feature = "aws")]
+fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
+    let endpoint = &config.kinesis_endpoint;
+    let endpoint_url = if endpoint.is_empty() {
+        None
+    } else if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        Some(endpoint.clone())
+    } else {
+        Some(format!("https://{endpoint}:{}", config.kinesis_port))
+    };
+    let mut settings = kpl_aws::AwsSettings::default();
+    settings.region = (!config.region.is_empty()).then(|| config.region.clone());
+    settings.endpoint_url = endpoint_url;
+    settings.credentials = config.credentials.as_ref().map(|credentials| {
+        (
+            credentials.access_key_id.clone(),
+            credentials.secret_access_key.clone(),
+            credentials.session_token.clone(),
+        )
+    });
+    settings.connect_timeout = Some(config.connect_timeout);
+    settings.request_timeout = Some(config.request_timeout);
+    settings.verify_certificate = config.verify_certificate;
+    settings.proxy_host = (!config.proxy_host.is_empty()).then(|| config.proxy_host.clone());
+    kpl_aws::AwsTransport::new(settings)
+        .map(SharedTransport::new)
+        .map_err(|error| BuildError::UnsupportedSetting(error.to_string()))
+}
+
+/// Without the `aws` feature there is no default transport.
+#[cfg(not(feature = "aws"))]
+fn default_transport(_config: &Config) -> Result<SharedTransport, BuildError> {
+    Err(BuildError::NoTransport)
 }
 
 /// Stops the driver when the last producer handle goes.

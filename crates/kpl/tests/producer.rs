@@ -411,8 +411,25 @@ fn build_needs_a_runtime_and_a_transport() {
         .build()
         .unwrap();
     let _entered = runtime.enter();
-    let error = KinesisProducer::builder().build().unwrap_err();
-    assert!(matches!(error, kpl::BuildError::NoTransport));
+    #[cfg(not(feature = "aws"))]
+    {
+        let error = KinesisProducer::builder().build().unwrap_err();
+        assert!(matches!(error, kpl::BuildError::NoTransport));
+    }
+    #[cfg(feature = "aws")]
+    {
+        // The AWS transport is the default; it loads the SDK configuration on first use.
+        assert!(KinesisProducer::builder().build().is_ok());
+        let mut config = Config::default();
+        config.verify_certificate = false;
+        let error = KinesisProducer::builder()
+            .config(config)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(error, kpl::BuildError::UnsupportedSetting(ref why) if why.contains("VerifyCertificate"))
+        );
+    }
     let mut config = Config::default();
     config.rate_limit = 0;
     let error = KinesisProducer::builder()
