@@ -139,10 +139,10 @@ impl AwsTransport {
         {
             return Err(AwsSettingsError::Proxy);
         }
-        if let Some(url) = &settings.endpoint_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(AwsSettingsError::Endpoint(url.clone()));
-            }
+        if let Some(url) = &settings.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(AwsSettingsError::Endpoint(url.clone()));
         }
         Ok(Self {
             settings: Arc::new(settings),

@@ -1128,10 +1128,10 @@ impl Engine {
             let mut batches: Vec<Batch> = Vec::new();
             let mut current: Vec<Pending> = Vec::new();
             for pending in records {
-                if current.len() as u64 >= max_count {
-                    if let Some(record) = aggregator.finish() {
-                        batches.push(Batch::new(record, mem::take(&mut current), Some(slot)));
-                    }
+                if current.len() as u64 >= max_count
+                    && let Some(record) = aggregator.finish()
+                {
+                    batches.push(Batch::new(record, mem::take(&mut current), Some(slot)));
                 }
                 if let Some(record) = aggregator.push(&pending.record) {
                     batches.push(Batch::new(record, mem::take(&mut current), Some(slot)));

@@ -463,13 +463,13 @@ impl SimKinesis {
                 format!("Stream {name} under account 123456789012 not found."),
             ));
         };
-        if let Some(arn) = stream.arn() {
-            if arn != found.arn {
-                return Err(TransportError::from_code(
-                    "ResourceNotFoundException",
-                    format!("Stream {arn} not found."),
-                ));
-            }
+        if let Some(arn) = stream.arn()
+            && arn != found.arn
+        {
+            return Err(TransportError::from_code(
+                "ResourceNotFoundException",
+                format!("Stream {arn} not found."),
+            ));
         }
         if found.access_denied {
             return Err(TransportError::from_code(

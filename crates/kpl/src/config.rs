@@ -795,15 +795,15 @@ impl Config {
                 false,
             ));
         }
-        if let Some(credentials) = &self.credentials {
-            if credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty() {
-                return Err(ConfigError::invalid(
-                    "AwsSecretKey",
-                    "",
-                    "AwsAccessKeyId and AwsSecretKey are set together",
-                    true,
-                ));
-            }
+        if let Some(credentials) = &self.credentials
+            && credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "AwsSecretKey",
+                "",
+                "AwsAccessKeyId and AwsSecretKey are set together",
+                true,
+            ));
         }
         Ok(())
     }

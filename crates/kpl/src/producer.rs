@@ -645,15 +645,15 @@ impl Future for DeliveryFuture {
         if let Poll::Ready(result) = Pin::new(&mut self.receiver).poll(cx) {
             return Poll::Ready(result.unwrap_or_else(|_| Err(cancelled(id))));
         }
-        if let Some(timeout) = &mut self.timeout {
-            if timeout.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(DeliveryError {
-                    id: Some(id),
-                    kind: DeliveryErrorKind::TimedOut,
-                    attempts: Vec::new(),
-                    record: None,
-                }));
-            }
+        if let Some(timeout) = &mut self.timeout
+            && timeout.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(DeliveryError {
+                id: Some(id),
+                kind: DeliveryErrorKind::TimedOut,
+                attempts: Vec::new(),
+                record: None,
+            }));
         }
         Poll::Pending
     }
