@@ -31,6 +31,8 @@ const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 2] = [
 const FUZZ_TARGETS: [&str; 2] = ["decode", "roundtrip"];
 /// The Kinesis-compatible server of the end-to-end tests.
 const KINESALITE: &str = "kinesalite@3.3.3";
+/// The server of the StreamARN end-to-end tests (kinesalite refuses ARNs).
+const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -166,17 +168,7 @@ fn ci() -> Result {
                 .args(["doc", "--workspace", "--no-deps", "--locked"])
                 .env("RUSTDOCFLAGS", "-D warnings"),
         )?;
-        {
-            let server = Kinesalite::start()?;
-            run_tests(
-                "end-to-end tests through the producer against kinesalite",
-                cargo()
-                    .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
-                    .args(["--test", "e2e_kinesalite"])
-                    .env("KPL_KINESALITE_ENDPOINT", server.endpoint()),
-                &mut tally,
-            )?;
-        }
+        e2e_tests(&mut tally)?;
         run_tests(
             "fuzz corpus replay",
             cargo().args([
@@ -337,15 +329,38 @@ fn bench(extra: &[String]) -> Result {
     Ok(())
 }
 
-/// Only the end-to-end tests (kinesalite started and stopped around them).
+/// Only the end-to-end tests.
 fn e2e() -> Result {
-    let server = Kinesalite::start()?;
-    run(
-        "end-to-end tests through the producer against kinesalite",
+    let mut tally = Tally::default();
+    e2e_tests(&mut tally)?;
+    println!(
+        "\nsummary: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    Ok(())
+}
+
+/// The end-to-end tests, each server started before and stopped after its tests.
+fn e2e_tests(tally: &mut Tally) -> Result {
+    {
+        let server = Kinesalite::start()?;
+        run_tests(
+            "end-to-end tests through the producer against kinesalite",
+            cargo()
+                .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
+                .args(["--test", "e2e_kinesalite"])
+                .env("KPL_KINESALITE_ENDPOINT", server.endpoint()),
+            tally,
+        )?;
+    }
+    let server = Kinesalite::start_kinesis_local()?;
+    run_tests(
+        "StreamARN end-to-end tests against kinesis-local",
         cargo()
             .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
-            .args(["--test", "e2e_kinesalite"])
-            .env("KPL_KINESALITE_ENDPOINT", server.endpoint()),
+            .args(["--test", "e2e_kinesis_local"])
+            .env("KPL_KINESIS_LOCAL_ENDPOINT", server.endpoint()),
+        tally,
     )
 }
 
@@ -425,39 +440,60 @@ fn fuzz(args: &[String]) -> Result {
     Ok(())
 }
 
-/// kinesalite, installed into `.tools/kinesalite` on first use and running on a free loopback
-/// port until dropped (whatever the tests' outcome).
+/// A local Kinesis-compatible server (kinesalite, or kinesis-local), installed from npm into
+/// `.tools/` on first use, running on a free loopback port until dropped (whatever the tests'
+/// outcome).
 struct Kinesalite {
     child: std::process::Child,
     port: u16,
+    name: &'static str,
+}
+
+/// Installs `package` into `.tools/<folder>` unless it is there; returns the folder.
+fn npm_install(folder: &str, package: &str) -> Result<PathBuf> {
+    let dir = root().join(".tools").join(folder);
+    let name = package.split('@').next().unwrap_or(package);
+    if !dir
+        .join("node_modules")
+        .join(name)
+        .join("package.json")
+        .exists()
+    {
+        for tool in ["node", "npm"] {
+            if Command::new(tool).arg("--version").output().is_err() {
+                return Err(format!(
+                    "the end-to-end tests need Node.js and npm to install {package}, and `{tool}` is not on PATH"
+                ));
+            }
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        run(
+            &format!("npm install {package}"),
+            Command::new("npm")
+                .args([
+                    "install",
+                    "--no-audit",
+                    "--no-fund",
+                    "--no-save",
+                    "--prefix",
+                ])
+                .arg(&dir)
+                .arg(package),
+        )?;
+    }
+    Ok(dir)
+}
+
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| format!("no free port: {e}"))
 }
 
 impl Kinesalite {
     fn start() -> Result<Self> {
-        let dir = root().join(".tools/kinesalite");
-        if !dir.join("node_modules/kinesalite/package.json").exists() {
-            for tool in ["node", "npm"] {
-                if Command::new(tool).arg("--version").output().is_err() {
-                    return Err(format!(
-                        "the end-to-end tests need Node.js and npm to install {KINESALITE}, and `{tool}` is not on PATH"
-                    ));
-                }
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            run(
-                &format!("npm install {KINESALITE}"),
-                Command::new("npm")
-                    .args([
-                        "install",
-                        "--no-audit",
-                        "--no-fund",
-                        "--no-save",
-                        "--prefix",
-                    ])
-                    .arg(&dir)
-                    .arg(KINESALITE),
-            )?;
-        }
+        let dir = npm_install("kinesalite", KINESALITE)?;
         // The CLI binds every interface and has no host option; this wrapper binds loopback,
         // with short stream-state delays and a shard limit above what the tests create.
         let script = dir.join("start.js");
@@ -468,10 +504,7 @@ impl Kinesalite {
                .listen(port, '127.0.0.1', () => console.log('kinesalite listening on ' + port));\n",
         )
         .map_err(|e| format!("{}: {e}", script.display()))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+        let port = free_port()?;
         eprintln!("\n==> start kinesalite on 127.0.0.1:{port}");
         let child = Command::new("node")
             .arg(&script)
@@ -480,7 +513,38 @@ impl Kinesalite {
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start node: {e}"))?;
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            port,
+            name: "kinesalite",
+        };
+        server.wait_for_port()?;
+        Ok(server)
+    }
+
+    /// kinesis-local must start from its own package folder (it reads `server.json` there).
+    fn start_kinesis_local() -> Result<Self> {
+        let dir = npm_install("kinesis-local", KINESIS_LOCAL)?;
+        let port = free_port()?;
+        let tls_port = free_port()?;
+        eprintln!("\n==> start kinesis-local on port {port}");
+        let child = Command::new("node")
+            .arg("main.js")
+            .current_dir(dir.join("node_modules/kinesis-local"))
+            .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
+            .env("CREATE_STREAM_DURATION", "50ms")
+            .env("DELETE_STREAM_DURATION", "50ms")
+            .env("UPDATE_STREAM_DURATION", "50ms")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start node: {e}"))?;
+        let server = Self {
+            child,
+            port,
+            name: "kinesis-local",
+        };
         server.wait_for_port()?;
         Ok(server)
     }
@@ -491,7 +555,7 @@ impl Kinesalite {
     )]
     fn wait_for_port(&self) -> Result {
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200))
                 .is_ok()
@@ -501,7 +565,8 @@ impl Kinesalite {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         Err(format!(
-            "kinesalite did not listen on {address} within 20 s"
+            "{} did not listen on {address} within 30 s",
+            self.name
         ))
     }
 
