@@ -145,6 +145,21 @@ fn ci() -> Result {
             "warnings",
         ]),
     )?;
+    run(
+        "cargo clippy (the end-to-end tests, behind the e2e feature)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "kpl",
+            "--features",
+            "e2e",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     check_dependency_boundaries()?;
 
     let mut tally = Tally::default();
