@@ -1,12 +1,12 @@
 //! The Kinesis transport of kpl-rs, on `aws-sdk-kinesis`.
 //!
-//! [`AwsTransport`] implements the engine's [`Transport`](kpl_engine::Transport) with the AWS SDK
+//! [`AwsTransport`] implements the engine's [`Transport`] with the AWS SDK
 //! for Rust: `PutRecords`, `ListShards` (paged; a page after the first carries only its token)
 //! and `DescribeStreamSummary` (which reports the stream's `MaxRecordSizeInKiB`). Streams are
 //! addressed by name or by ARN, so streams of other accounts work.
 //!
 //! The SDK's own retries are off: the engine classifies every error and retries with its own
-//! backoff. Every SDK error is mapped to a [`TransportErrorKind`](kpl_engine::TransportErrorKind)
+//! backoff. Every SDK error is mapped to a [`TransportErrorKind`]
 //! (the table is in `docs/aws-errors.md`); no SDK type appears in the engine's types.
 //!
 //! ```no_run
