@@ -9,8 +9,8 @@ use bytes::Bytes;
 use kpl_aggregation::{Aggregator, HashKey, HashKeyRange, KinesisRecord, PartitionKey, UserRecord};
 use kpl_engine::time::{Clock, SystemClock};
 use kpl_engine::transport::{
-    ListShardsResponse, PutRecordsEntryResult, PutRecordsRequest, PutRecordsResponse,
-    ShardDescription,
+    DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
+    PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamSummary, TransportFuture,
 };
 use kpl_engine::{Engine, EngineConfig, Event, Record, Request, Response, ShardId, Stream};
 use md5::{Digest, Md5};
@@ -221,6 +221,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_producer_benchmarks_deliver_every_record() {
+        let records = user_records(5_000, 2);
+        let stream = Stream::new("bench").expect("valid name");
+        let ranges = even_ranges(4);
+        let null = NullTransport::new(ranges.clone());
+        assert_eq!(run_producer(engine_records(&stream, &records), null), 5_000);
+        let stub = stub::KinesisStub::start(ranges).expect("stub starts");
+        let aws = aws_transport(stub.endpoint()).expect("valid settings");
+        assert_eq!(run_producer(engine_records(&stream, &records), aws), 5_000);
+    }
+
+    #[test]
     fn the_engine_benchmark_delivers_every_record() {
         let records = user_records(20_000, 1);
         let stream = Stream::new("bench").expect("valid name");
@@ -232,4 +244,113 @@ mod tests {
         let made = core_work_baseline(&records, &ranges);
         assert!((4..200).contains(&made), "{made}");
     }
+}
+
+pub mod stub;
+
+/// A transport that acknowledges every entry at once, each on the shard owning its hash key.
+#[derive(Debug, Clone)]
+pub struct NullTransport {
+    ranges: std::sync::Arc<Vec<HashKeyRange>>,
+    sequence: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NullTransport {
+    /// For a stream with these shard ranges.
+    pub fn new(ranges: Vec<HashKeyRange>) -> Self {
+        Self {
+            ranges: std::sync::Arc::new(ranges),
+            sequence: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl kpl_engine::Transport for NullTransport {
+    fn put_records(&self, request: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
+        let mut sequence = self.sequence.fetch_add(
+            request.entries.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let response = match acknowledge(&request, &self.ranges, &mut sequence) {
+            Response::PutRecords(put) => put,
+            _ => PutRecordsResponse {
+                entries: Vec::new(),
+            },
+        };
+        TransportFuture::ready(Ok(response))
+    }
+
+    fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+        let shards = self
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(index, range)| ShardDescription {
+                shard_id: shard_name(index),
+                hash_key_range: *range,
+                open: true,
+            })
+            .collect();
+        TransportFuture::ready(Ok(ListShardsResponse {
+            shards,
+            next_token: None,
+        }))
+    }
+
+    fn describe_stream_summary(
+        &self,
+        _: DescribeStreamSummaryRequest,
+    ) -> TransportFuture<StreamSummary> {
+        TransportFuture::ready(Ok(StreamSummary {
+            max_record_size_kib: None,
+            open_shard_count: self.ranges.len() as u32,
+        }))
+    }
+}
+
+/// Runs `records` through a [`kpl::KinesisProducer`] on a single-threaded runtime (one core),
+/// awaiting every outcome. Rate limits are lifted. Returns the number delivered.
+pub fn run_producer(records: Vec<Record>, transport: impl kpl_engine::Transport) -> usize {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    runtime.block_on(async move {
+        let mut config = kpl::Config::default();
+        config.rate_limit = 100_000_000;
+        config.record_max_buffered_time = Duration::from_millis(10);
+        config.rng_seed = Some(1);
+        let Ok(producer) = kpl::KinesisProducer::builder()
+            .config(config)
+            .transport(transport)
+            .build()
+        else {
+            return 0;
+        };
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            match producer.send_wait(record).await {
+                Ok(future) => pending.push(future),
+                Err(_) => return 0,
+            }
+        }
+        producer.flush_all().await;
+        let mut delivered = 0;
+        for future in pending {
+            delivered += usize::from(future.await.is_ok());
+        }
+        delivered
+    })
+}
+
+/// The AWS transport to `endpoint` with static local credentials.
+pub fn aws_transport(endpoint: String) -> Option<kpl_aws::AwsTransport> {
+    let mut settings = kpl_aws::AwsSettings::default();
+    settings.region = Some("us-east-1".to_owned());
+    settings.endpoint_url = Some(endpoint);
+    settings.credentials = Some(("AKIDBENCH".to_owned(), "bench-secret".to_owned(), None));
+    settings.verify_certificate = true;
+    kpl_aws::AwsTransport::new(settings).ok()
 }

@@ -1,0 +1,56 @@
+//! The producer (facade) end to end on one core: to an in-process transport that acknowledges
+//! everything, and through the AWS SDK over loopback HTTP to a minimal Kinesis stub running on
+//! the other core. The difference is the SDK layer's cost (serialize, sign, send, parse) per
+//! user record. `cargo xtask bench` prints it.
+
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use kpl_benches::stub::KinesisStub;
+use kpl_benches::{
+    NullTransport, aws_transport, engine_records, even_ranges, run_producer, user_records,
+};
+use kpl_engine::Stream;
+
+/// Records per iteration (fewer than the other benchmarks: each iteration goes through HTTP).
+const PRODUCER_RECORDS: usize = 250_000;
+
+fn producer(c: &mut Criterion) {
+    let records = user_records(PRODUCER_RECORDS, 42);
+    let ranges = even_ranges(4);
+    let stream = Stream::new("bench").expect("valid stream name");
+    let stub = KinesisStub::start(ranges.clone()).expect("the stub starts");
+    let aws = aws_transport(stub.endpoint()).expect("valid settings");
+
+    let mut group = c.benchmark_group("producer");
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(PRODUCER_RECORDS as u64));
+
+    group.bench_function("null_transport", |b| {
+        b.iter_batched(
+            || engine_records(&stream, &records),
+            |input| {
+                assert_eq!(
+                    run_producer(input, NullTransport::new(ranges.clone())),
+                    PRODUCER_RECORDS
+                )
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("aws_sdk_http_stub", |b| {
+        b.iter_batched(
+            || engine_records(&stream, &records),
+            |input| assert_eq!(run_producer(input, aws.clone()), PRODUCER_RECORDS),
+            BatchSize::PerIteration,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, producer);
+criterion_main!(benches);
