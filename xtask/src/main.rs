@@ -341,6 +341,24 @@ fn bench(extra: &[String]) -> Result {
             baseline / engine
         );
     }
+    let per_producer_record = |name: &str| estimate("producer", name).map(|ns| ns / 250_000.0);
+    if let (Some(null), Some(aws)) = (
+        per_producer_record("null_transport"),
+        per_producer_record("aws_sdk_http_stub"),
+    ) {
+        println!(
+            "  producer (facade), in-process transport, one core: {null:7.1} ns = {:.2} M/s",
+            1_000.0 / null
+        );
+        println!(
+            "  producer through the AWS SDK to a loopback stub:    {aws:7.1} ns = {:.2} M/s",
+            1_000.0 / aws
+        );
+        println!(
+            "  SDK layer (serialize + sign + send + parse) per user record: {:7.1} ns",
+            aws - null
+        );
+    }
     Ok(())
 }
 

@@ -1012,10 +1012,19 @@ impl Engine {
         pending: Pending,
     ) {
         let deadline = pending.deadline;
-        let at = stream
+        // Records mostly arrive in deadline order: append without searching.
+        if stream
             .awaiting_map
-            .partition_point(|p| p.deadline <= deadline);
-        stream.awaiting_map.insert(at, pending);
+            .back()
+            .is_none_or(|last| last.deadline <= deadline)
+        {
+            stream.awaiting_map.push_back(pending);
+        } else {
+            let at = stream
+                .awaiting_map
+                .partition_point(|p| p.deadline <= deadline);
+            stream.awaiting_map.insert(at, pending);
+        }
         arm(timers, &mut stream.timer, deadline, Timer::Stream(si));
     }
 

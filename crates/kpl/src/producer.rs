@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kpl_engine::time::Clock;
 use kpl_engine::transport::{SharedTransport, Transport, send_request};
@@ -105,6 +105,7 @@ impl ProducerBuilder {
                 finished: false,
                 in_flight: 0,
                 unsent: None,
+                driver_sleeps_until: None,
             }),
             driver_wake: Notify::new(),
             space: Notify::new(),
@@ -228,6 +229,8 @@ struct State {
     in_flight: usize,
     /// While shutting down: the records failed as unsent, collected for the report.
     unsent: Option<Vec<Record>>,
+    /// The deadline the driver sleeps until (`None`: until woken).
+    driver_sleeps_until: Option<Instant>,
 }
 
 impl State {
@@ -331,10 +334,19 @@ impl KinesisProducer {
         })?;
         let (sender, receiver) = oneshot::channel();
         state.register(id, sender);
+        // Wake the driver only if this record gave it something to do now: a request it has a
+        // connection for, or a deadline earlier than the one it sleeps until. Waking it for every
+        // record would cost a driver round per record.
+        let sendable = state.engine.has_requests() && state.in_flight < shared.max_connections;
+        let earlier = match (state.engine.poll_timeout(), state.driver_sleeps_until) {
+            (Some(due), Some(sleeping)) => due < sleeping,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
         drop(state);
-        // The record may have made a request ready or moved the next deadline earlier; the
-        // driver re-reads both. A pending wake-up absorbs repeated notifications.
-        shared.driver_wake.notify_one();
+        if sendable || earlier {
+            shared.driver_wake.notify_one();
+        }
         Ok(DeliveryFuture::new(
             id,
             receiver,
@@ -347,8 +359,16 @@ impl KinesisProducer {
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
         let mut record = record;
         loop {
+            // The common case needs no waiting, and no registration with the notifier.
+            match self.send(record) {
+                Err(error) if error.kind() == SendErrorKind::BufferFull => {
+                    record = error.into_record()
+                }
+                other => return other,
+            }
             let space = self.handle.shared.space.notified();
             tokio::pin!(space);
+            // Registered before the retry, so space freed in between is not missed.
             space.as_mut().enable();
             match self.send(record) {
                 Err(error) if error.kind() == SendErrorKind::BufferFull => {
@@ -497,7 +517,9 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                     requests.push(request);
                 }
                 let freed = state.dispatch(shared.return_records);
-                (requests, state.engine.poll_timeout(), freed, false)
+                let next = state.engine.poll_timeout();
+                state.driver_sleeps_until = next;
+                (requests, next, freed, false)
             }
         };
         if freed {
