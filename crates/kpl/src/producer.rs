@@ -493,6 +493,7 @@ impl KinesisProducer {
 /// Runs the engine: feeds it time and answers, sends its requests (at most `MaxConnections` at
 /// once, each within `RequestTimeout`), hands out outcomes, and sleeps until its next deadline.
 async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
+    let _stopped = DriverStopped(Arc::clone(&shared));
     let mut calls: JoinSet<(RequestId, Result<Response, TransportError>)> = JoinSet::new();
     let mut call_ids: BTreeMap<tokio::task::Id, RequestId> = BTreeMap::new();
     loop {
@@ -573,6 +574,23 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
         }
+    }
+}
+
+/// Runs when the driver ends for any reason, including its runtime shutting down under it:
+/// nothing can make progress any more, so the producer refuses records and every pending
+/// future resolves as cancelled instead of waiting forever.
+struct DriverStopped(Arc<Shared>);
+
+impl Drop for DriverStopped {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.accepting = false;
+        state.finished = true;
+        state.waiters.clear();
+        state.flushes.clear();
+        drop(state);
+        self.0.space.notify_waiters();
     }
 }
 

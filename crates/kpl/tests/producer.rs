@@ -439,3 +439,35 @@ fn build_needs_a_runtime_and_a_transport() {
         .unwrap_err();
     assert!(matches!(error, kpl::BuildError::Config(ref e) if e.key() == Some("RateLimit")));
 }
+
+#[test]
+fn a_runtime_shutting_down_under_the_producer_cancels_pending_deliveries() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let faults = Faults {
+        request_unavailable: 1.0,
+        ..Faults::default()
+    };
+    let (producer, future) = runtime.block_on(async {
+        let (producer, _transport) = producer_with(Config::default(), &[("s", 1)], faults);
+        let future = producer
+            .send(Record::new(stream("s"), "k", vec![1]))
+            .unwrap();
+        tokio::task::yield_now().await;
+        (producer, future)
+    });
+    drop(runtime);
+    // The driver is gone with its runtime: the producer refuses records, the future is cancelled.
+    let error = producer
+        .send(Record::new(stream("s"), "k2", vec![1]))
+        .unwrap_err();
+    assert_eq!(error.kind(), SendErrorKind::ShuttingDown);
+    let other = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let outcome = other.block_on(future).unwrap_err();
+    assert_eq!(outcome.kind(), DeliveryErrorKind::Cancelled);
+}
