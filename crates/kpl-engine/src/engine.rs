@@ -869,12 +869,10 @@ impl Engine {
         stream.refresh.pages.clear();
         let retry_at = now + stream.refresh.backoff.next_delay();
         stream.refresh.next_at = Some(retry_at);
-        arm(
-            &mut self.timers,
-            &mut stream.timer,
-            retry_at,
-            Timer::Stream(si),
-        );
+        // Records held for the first map stop waiting for this read: servicing the stream
+        // sends those past their deadline and arms the next wake-up (the retry included).
+        stream.timer = None;
+        self.service_stream(si, now);
     }
 
     fn install_map(&mut self, si: usize, now: Instant) {
@@ -1365,19 +1363,36 @@ impl Engine {
     }
 
     fn service_stream(&mut self, si: usize, now: Instant) {
-        // Records whose wait for a map is over go alone, unaggregated and unlimited, as the KPL
-        // sends records it cannot predict.
+        // While the first map is being read, records wait for it (past their deadline if need
+        // be, but not past their expiry): sent unpredicted they could not be aggregated. Once a
+        // map exists, or the read failed, records whose wait is over go alone, unaggregated and
+        // unlimited, as the KPL sends records it cannot predict.
+        let hold = {
+            let stream = &self.streams[si];
+            stream.map.is_none()
+                && stream.refresh.in_flight
+                && self.config.ordering == OrderingMode::Unordered
+        };
         loop {
             let stream = &mut self.streams[si];
             let Some(front) = stream.awaiting_map.front() else {
                 break;
             };
-            if front.deadline > now {
+            let due = if hold {
+                front.expiration
+            } else {
+                front.deadline
+            };
+            if due > now {
                 break;
             }
             let Some(mut pending) = stream.awaiting_map.pop_front() else {
                 break;
             };
+            if hold {
+                self.expire(si, pending, now);
+                continue;
+            }
             match self.predict(si, pending.hash_key) {
                 Some(slot) => self.aggregate(si, slot, pending, now),
                 None if pending.expiration <= now => self.expire(si, pending, now),
@@ -1402,11 +1417,12 @@ impl Engine {
             self.start_refresh(si, now);
         }
         let stream = &mut self.streams[si];
+        let awaiting = stream
+            .awaiting_map
+            .front()
+            .map(|p| if hold { p.expiration } else { p.deadline });
         let next = min_instant(
-            min_instant(
-                stream.awaiting_map.front().map(|p| p.deadline),
-                stream.collector.deadline,
-            ),
+            min_instant(awaiting, stream.collector.deadline),
             stream.refresh.next_at,
         );
         if let Some(at) = next {

@@ -350,3 +350,57 @@ fn a_whole_request_error_is_retried_after_a_backoff() {
     assert_eq!(delivery.attempts()[0].error_code(), Some("InternalFailure"));
     assert!(delivery.attempts()[1].is_success());
 }
+
+#[test]
+fn records_wait_for_a_slow_first_map_and_are_then_aggregated() {
+    let t0 = SystemClock.now();
+    let mut engine = Engine::new(EngineConfig::default()).unwrap();
+    for i in 0..100 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1; 10]);
+        engine.submit(record, t0).unwrap();
+    }
+    let requests = drain(&mut engine, t0);
+    // The map's answer takes 2 s, far past the records' 100 ms deadline: they keep waiting
+    // (sent alone, they could not be aggregated).
+    let later = t0 + Duration::from_secs(2);
+    engine.handle_timeout(later);
+    assert!(puts(drain(&mut engine, later)).is_empty());
+    engine.handle_response(requests[0].0, Ok(one_shard()), later);
+    let mut sent = puts(drain(&mut engine, later));
+    while sent.is_empty() {
+        let at = engine.poll_timeout().unwrap();
+        assert!(
+            at <= later + ms(100),
+            "sent within a buffering time of the map's arrival"
+        );
+        engine.handle_timeout(at);
+        sent = puts(drain(&mut engine, at));
+    }
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.entries.len(), 1, "one aggregate of 100 records");
+}
+
+#[test]
+fn when_the_first_map_cannot_be_read_records_go_alone() {
+    let t0 = SystemClock.now();
+    let mut engine = Engine::new(EngineConfig::default()).unwrap();
+    for i in 0..3 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1; 10]);
+        engine.submit(record, t0).unwrap();
+    }
+    let requests = drain(&mut engine, t0);
+    let later = t0 + ms(500);
+    let denied = TransportError::from_code("AccessDeniedException", "no ListShards permission");
+    engine.handle_response(requests[0].0, Err(denied), later);
+    // Past their deadline, so they leave now, unaggregated, after the collection grace.
+    engine.handle_timeout(later + ms(20));
+    let sent = puts(drain(&mut engine, later + ms(20)));
+    assert_eq!(
+        sent.iter().map(|(_, put)| put.entries.len()).sum::<usize>(),
+        3
+    );
+    assert!(
+        sent.iter()
+            .all(|(_, put)| put.entries.iter().all(|e| !e.has_aggregation_magic()))
+    );
+}
