@@ -465,8 +465,8 @@ impl Engine {
     }
 
     /// Sends what is buffered for `stream` (or every stream) now, without waiting for deadlines.
-    /// Rate limits still apply. Records waiting for a shard map keep waiting for it (at most
-    /// until their deadline) and are sent as soon as it arrives.
+    /// Rate limits still apply. Records waiting for a shard map keep waiting for it and are
+    /// sent as soon as it arrives.
     pub fn flush(&mut self, stream: Option<&Stream>, now: Instant) {
         let selected: Vec<usize> = match stream {
             Some(stream) => self.stream_index.get(stream).copied().into_iter().collect(),
