@@ -653,6 +653,11 @@ impl Engine {
         None
     }
 
+    /// Whether events are waiting for [`poll_event`](Self::poll_event).
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
     /// Whether requests are waiting for [`poll_request`](Self::poll_request).
     pub fn has_requests(&self) -> bool {
         !self.outbox.is_empty()

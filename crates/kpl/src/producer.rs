@@ -337,7 +337,8 @@ impl KinesisProducer {
         // Wake the driver only if this record gave it something to do now: a request it has a
         // connection for, or a deadline earlier than the one it sleeps until. Waking it for every
         // record would cost a driver round per record.
-        let sendable = state.engine.has_requests() && state.in_flight < shared.max_connections;
+        let sendable = (state.engine.has_requests() && state.in_flight < shared.max_connections)
+            || state.engine.has_events();
         let earlier = match (state.engine.poll_timeout(), state.driver_sleeps_until) {
             (Some(due), Some(sleeping)) => due < sleeping,
             (Some(_), None) => true,
@@ -431,8 +432,11 @@ impl KinesisProducer {
             let id = state.engine.flush_marker(now);
             let (sender, receiver) = oneshot::channel();
             state.flushes.insert(id, sender);
-            // An empty marker completes at once.
-            state.dispatch(shared.return_records);
+            // An empty marker completes at once. Events handed out here are not seen by the
+            // driver, so those waiting for buffer space are told here.
+            if state.dispatch(shared.return_records) {
+                shared.space.notify_waiters();
+            }
             receiver
         };
         shared.driver_wake.notify_one();
