@@ -500,6 +500,7 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
     let _stopped = DriverStopped(Arc::clone(&shared));
     let mut calls: JoinSet<(RequestId, Result<Response, TransportError>)> = JoinSet::new();
     let mut call_ids: BTreeMap<tokio::task::Id, RequestId> = BTreeMap::new();
+    let mut log = DriverLog::default();
     loop {
         let (requests, next, freed, stop) = {
             let mut state = shared.lock();
@@ -570,11 +571,12 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                         "the transport's call panicked or was cancelled",
                     )),
                 };
-                log_answer(&result);
+                let now = shared.clock.now();
+                log.answer(&result, now);
                 let mut state = shared.lock();
                 state.in_flight = state.in_flight.saturating_sub(1);
-                let now = shared.clock.now();
                 state.engine.handle_response(id, result, now);
+                log.summary(&state.engine, now);
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
         }
@@ -598,36 +600,95 @@ impl Drop for DriverStopped {
     }
 }
 
-fn log_answer(result: &Result<Response, TransportError>) {
-    match result {
-        Err(error) if !error.is_retryable() => {
-            tracing::warn!(%error, "call failed with an error retrying cannot fix");
-        }
-        Err(error) => tracing::debug!(%error, "call failed; its records will be retried"),
-        Ok(Response::PutRecords(put)) => {
-            let throttled = put
-                .entries
-                .iter()
-                .filter(|entry| {
-                    matches!(entry, kpl_engine::transport::PutRecordsEntryResult::Failed { code, .. }
-                        if TransportErrorKind::from_code(code) == TransportErrorKind::Throttled)
-                })
-                .count();
-            if throttled > 0 {
+/// What the driver logs: throttling when it starts, a summary of retries and errors now and
+/// then, and every terminal or failed call. Never credentials: errors carry service messages.
+#[derive(Default)]
+struct DriverLog {
+    last_throttled: Option<Instant>,
+    next_summary: Option<Instant>,
+    reported_retries: u64,
+    reported_errors: u64,
+    reported_failed: u64,
+}
+
+/// Throttling after this long without any counts as starting again.
+const THROTTLING_QUIET: Duration = Duration::from_secs(10);
+/// Retries and errors are summarized at most this often.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+impl DriverLog {
+    fn answer(&mut self, result: &Result<Response, TransportError>, now: Instant) {
+        match result {
+            Err(error) if !error.is_retryable() => {
+                tracing::warn!(%error, "call failed with an error retrying cannot fix");
+            }
+            Err(error) => tracing::debug!(%error, "call failed; its records will be retried"),
+            Ok(Response::PutRecords(put)) => {
+                let throttled = put
+                    .entries
+                    .iter()
+                    .filter(|entry| {
+                        matches!(entry, kpl_engine::transport::PutRecordsEntryResult::Failed { code, .. }
+                            if TransportErrorKind::from_code(code) == TransportErrorKind::Throttled)
+                    })
+                    .count();
+                if throttled > 0 {
+                    let starting = self
+                        .last_throttled
+                        .is_none_or(|last| now.saturating_duration_since(last) > THROTTLING_QUIET);
+                    if starting {
+                        tracing::info!(
+                            throttled,
+                            "throttling started: shards refuse records; their rates are lowered and the records retried"
+                        );
+                    } else {
+                        tracing::debug!(throttled, "entries throttled");
+                    }
+                    self.last_throttled = Some(now);
+                }
+            }
+            Ok(Response::ListShards(page)) => {
                 tracing::debug!(
-                    throttled,
-                    "entries throttled; their shards slow down and retry"
+                    shards = page.shards.len(),
+                    last_page = page.next_token.is_none(),
+                    "shard map page read"
                 );
             }
+            Ok(_) => {}
         }
-        Ok(Response::ListShards(page)) => {
-            tracing::debug!(
-                shards = page.shards.len(),
-                last_page = page.next_token.is_none(),
-                "shard map page read"
+    }
+
+    fn summary(&mut self, engine: &Engine, now: Instant) {
+        let next = *self.next_summary.get_or_insert(now + SUMMARY_EVERY);
+        if now < next {
+            return;
+        }
+        self.next_summary = Some(now + SUMMARY_EVERY);
+        let (mut retries, mut errors, mut failed) = (0, 0, 0);
+        for (_, stats) in engine.stats() {
+            retries += stats.retries_per_record;
+            errors += stats.errors_by_code.values().sum::<u64>();
+            failed += stats.user_records_failed;
+        }
+        let (new_retries, new_errors, new_failed) = (
+            retries - self.reported_retries,
+            errors - self.reported_errors,
+            failed - self.reported_failed,
+        );
+        (
+            self.reported_retries,
+            self.reported_errors,
+            self.reported_failed,
+        ) = (retries, errors, failed);
+        if new_retries + new_errors + new_failed > 0 {
+            tracing::info!(
+                retries = new_retries,
+                errors = new_errors,
+                failed_records = new_failed,
+                outstanding = engine.outstanding_records(),
+                "since the last summary"
             );
         }
-        Ok(_) => {}
     }
 }
 
