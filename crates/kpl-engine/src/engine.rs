@@ -1368,15 +1368,15 @@ impl Engine {
     }
 
     fn service_stream(&mut self, si: usize, now: Instant) {
-        // While the first map is being read, records wait for it (past their deadline if need
-        // be, but not past their expiry): sent unpredicted they could not be aggregated. Once a
-        // map exists, or the read failed, records whose wait is over go alone, unaggregated and
-        // unlimited, as the KPL sends records it cannot predict.
+        // Before the first map exists, records wait for it while it is being read (past their
+        // deadline if need be, but not past their expiry): sent unpredicted they could not be
+        // aggregated. In ordering mode they always wait, as a record sent unpredicted would
+        // escape the one-request-per-shard rule. Otherwise, once the wait is over, they go
+        // alone, unaggregated and unlimited, as the KPL sends records it cannot predict.
         let hold = {
             let stream = &self.streams[si];
             stream.map.is_none()
-                && stream.refresh.in_flight
-                && self.config.ordering == OrderingMode::Unordered
+                && (stream.refresh.in_flight || self.config.ordering == OrderingMode::PerShard)
         };
         loop {
             let stream = &mut self.streams[si];
@@ -1391,9 +1391,10 @@ impl Engine {
             if due > now {
                 break;
             }
-            let Some(mut pending) = stream.awaiting_map.pop_front() else {
+            let Some(pending) = stream.awaiting_map.pop_front() else {
                 break;
             };
+            // Held records come out only at their expiry.
             if hold {
                 self.expire(si, pending, now);
                 continue;
@@ -1401,13 +1402,6 @@ impl Engine {
             match self.predict(si, pending.hash_key) {
                 Some(slot) => self.aggregate(si, slot, pending, now),
                 None if pending.expiration <= now => self.expire(si, pending, now),
-                None if self.config.ordering == OrderingMode::PerShard => {
-                    // Sending without a map would give up the one-request-per-shard rule, so in
-                    // ordering mode records wait for the map until they expire.
-                    pending.deadline = pending.expiration;
-                    let stream = &mut self.streams[si];
-                    Self::await_map(&mut self.timers, si, stream, pending);
-                }
                 None => self.send_unpredicted(si, pending, now),
             }
         }
