@@ -337,7 +337,7 @@ impl KinesisProducer {
         // Wake the driver only if this record gave it something to do now: a request it has a
         // connection for, or a deadline earlier than the one it sleeps until. Waking it for every
         // record would cost a driver round per record.
-        let sendable = (state.engine.has_requests() && state.in_flight < shared.max_connections)
+        let has_work = (state.engine.has_requests() && state.in_flight < shared.max_connections)
             || state.engine.has_events();
         let earlier = match (state.engine.poll_timeout(), state.driver_sleeps_until) {
             (Some(due), Some(sleeping)) => due < sleeping,
@@ -345,7 +345,7 @@ impl KinesisProducer {
             (None, _) => false,
         };
         drop(state);
-        if sendable || earlier {
+        if has_work || earlier {
             shared.driver_wake.notify_one();
         }
         Ok(DeliveryFuture::new(
@@ -358,6 +358,25 @@ impl KinesisProducer {
     /// [`send`](Self::send), waiting for buffer space while the outstanding limits are
     /// reached (back-pressure). Other refusals return at once.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
+        self.send_waiting(record, None).await
+    }
+
+    /// [`send_wait`](Self::send_wait), giving up after `timeout` with
+    /// [`SendErrorKind::TimedOut`] and the record.
+    pub async fn send_wait_timeout(
+        &self,
+        record: Record,
+        timeout: Duration,
+    ) -> Result<DeliveryFuture, SendError> {
+        self.send_waiting(record, Some(timeout)).await
+    }
+
+    async fn send_waiting(
+        &self,
+        record: Record,
+        timeout: Option<Duration>,
+    ) -> Result<DeliveryFuture, SendError> {
+        let limit = timeout.map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
         let mut record = record;
         loop {
             // The common case needs no waiting, and no registration with the notifier.
@@ -374,29 +393,11 @@ impl KinesisProducer {
             match self.send(record) {
                 Err(error) if error.kind() == SendErrorKind::BufferFull => {
                     record = error.into_record();
-                    space.await;
                 }
                 other => return other,
             }
-        }
-    }
-
-    /// [`send_wait`](Self::send_wait), giving up after `timeout` with
-    /// [`SendErrorKind::TimedOut`] and the record.
-    pub async fn send_wait_timeout(
-        &self,
-        record: Record,
-        timeout: Duration,
-    ) -> Result<DeliveryFuture, SendError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut record = record;
-        loop {
-            let space = self.handle.shared.space.notified();
-            tokio::pin!(space);
-            space.as_mut().enable();
-            match self.send(record) {
-                Err(error) if error.kind() == SendErrorKind::BufferFull => {
-                    record = error.into_record();
+            match limit {
+                Some((deadline, timeout)) => {
                     if tokio::time::timeout_at(deadline, space).await.is_err() {
                         return Err(SendError::new(
                             SendErrorKind::TimedOut,
@@ -405,7 +406,7 @@ impl KinesisProducer {
                         ));
                     }
                 }
-                other => return other,
+                None => space.await,
             }
         }
     }
