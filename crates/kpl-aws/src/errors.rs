@@ -2,6 +2,7 @@
 //! has a test in `tests/errors.rs`.
 
 use std::error::Error as StdError;
+use std::fmt::Display;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -23,11 +24,7 @@ where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     match error {
-        SdkError::ConstructionFailure(_) => TransportError::new(
-            TransportErrorKind::Validation,
-            "ConstructionFailure",
-            "the request could not be built",
-        ),
+        SdkError::ConstructionFailure(_) => construction_failure("the request could not be built"),
         SdkError::TimeoutError(_) => TransportError::new(
             TransportErrorKind::Timeout,
             "RequestTimeout",
@@ -74,4 +71,13 @@ where
         }
         other => TransportError::new(TransportErrorKind::Other, "Unknown", other.to_string()),
     }
+}
+
+/// A request that could not be built: the input broke a rule of the SDK's builders.
+pub(crate) fn construction_failure(reason: impl Display) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Validation,
+        "ConstructionFailure",
+        reason.to_string(),
+    )
 }

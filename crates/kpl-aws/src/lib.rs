@@ -237,13 +237,7 @@ impl Transport for AwsTransport {
                     .partition_key(partition_key)
                     .set_explicit_hash_key(explicit_hash_key)
                     .build()
-                    .map_err(|e| {
-                        TransportError::new(
-                            TransportErrorKind::Validation,
-                            "ConstructionFailure",
-                            e.to_string(),
-                        )
-                    })?;
+                    .map_err(errors::construction_failure)?;
                 entries.push(entry);
             }
             let call = address!(client.put_records(), &request.stream).set_records(Some(entries));
@@ -293,13 +287,7 @@ impl Transport for AwsTransport {
                     let filter = ShardFilter::builder()
                         .r#type(ShardFilterType::AtLatest)
                         .build()
-                        .map_err(|e| {
-                            TransportError::new(
-                                TransportErrorKind::Validation,
-                                "ConstructionFailure",
-                                e.to_string(),
-                            )
-                        })?;
+                        .map_err(errors::construction_failure)?;
                     address!(client.list_shards(), &request.stream)
                         .shard_filter(filter)
                         .max_results(max_results)
