@@ -131,29 +131,6 @@ fn shard_name(index: usize) -> ShardId {
     ShardId::new(format!("shardId-{index:012}"))
 }
 
-fn acknowledge(
-    request: &PutRecordsRequest,
-    ranges: &[HashKeyRange],
-    sequence: &mut u64,
-) -> Response {
-    let entries = request
-        .entries
-        .iter()
-        .map(|entry| {
-            let hash_key = entry
-                .explicit_hash_key()
-                .unwrap_or_else(|| HashKey::from_partition_key(entry.partition_key()));
-            let shard = ranges.partition_point(|range| range.end() < hash_key);
-            *sequence += 1;
-            PutRecordsEntryResult::Written {
-                shard_id: shard_name(shard),
-                sequence_number: sequence.to_string().into(),
-            }
-        })
-        .collect();
-    Response::PutRecords(PutRecordsResponse { entries })
-}
-
 /// Runs `records` through an [`Engine`] whose transport acknowledges everything at once, on the
 /// shards `ranges`, in virtual time (1 µs per record). Rate limits are lifted so that only the
 /// engine's own work is measured. Returns the number of records delivered.
@@ -165,28 +142,11 @@ pub fn run_engine(records: Vec<Record>, ranges: &[HashKeyRange]) -> usize {
         return 0;
     };
     let mut now = start;
-    let mut sequence = 0u64;
     let mut delivered = 0;
-    let shards: Vec<ShardDescription> = ranges
-        .iter()
-        .enumerate()
-        .map(|(index, range)| ShardDescription {
-            shard_id: shard_name(index),
-            hash_key_range: *range,
-            open: true,
-        })
-        .collect();
-    let mut serve = |engine: &mut Engine, now: Instant, delivered: &mut usize| {
+    let transport = NullTransport::new(ranges.to_vec());
+    let serve = |engine: &mut Engine, now: Instant, delivered: &mut usize| {
         while let Some((id, request)) = engine.poll_request(now) {
-            let response = match &request {
-                Request::PutRecords(put) => acknowledge(put, ranges, &mut sequence),
-                Request::ListShards(_) => Response::ListShards(ListShardsResponse {
-                    shards: shards.clone(),
-                    next_token: None,
-                }),
-                _ => continue,
-            };
-            engine.handle_response(id, Ok(response), now);
+            engine.handle_response(id, Ok(transport.answer(&request)), now);
         }
         while let Some(event) = engine.poll_event() {
             *delivered += usize::from(matches!(event, Event::Delivered(_)));
@@ -265,22 +225,40 @@ impl NullTransport {
     }
 }
 
-impl kpl_engine::Transport for NullTransport {
-    fn put_records(&self, request: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
-        let mut sequence = self.sequence.fetch_add(
-            request.entries.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        let response = match acknowledge(&request, &self.ranges, &mut sequence) {
-            Response::PutRecords(put) => put,
-            _ => PutRecordsResponse {
-                entries: Vec::new(),
-            },
-        };
-        TransportFuture::ready(Ok(response))
+impl NullTransport {
+    /// The answer to any request, at once.
+    pub fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::PutRecords(put) => Response::PutRecords(self.written(put)),
+            Request::ListShards(_) => Response::ListShards(self.shards()),
+            _ => Response::DescribeStreamSummary(self.summary()),
+        }
     }
 
-    fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+    fn written(&self, put: &PutRecordsRequest) -> PutRecordsResponse {
+        let first = self.sequence.fetch_add(
+            put.entries.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let entries = put
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let hash_key = entry
+                    .explicit_hash_key()
+                    .unwrap_or_else(|| HashKey::from_partition_key(entry.partition_key()));
+                let shard = self.ranges.partition_point(|range| range.end() < hash_key);
+                PutRecordsEntryResult::Written {
+                    shard_id: shard_name(shard),
+                    sequence_number: (first + i as u64).to_string().into(),
+                }
+            })
+            .collect();
+        PutRecordsResponse { entries }
+    }
+
+    fn shards(&self) -> ListShardsResponse {
         let shards = self
             .ranges
             .iter()
@@ -291,20 +269,34 @@ impl kpl_engine::Transport for NullTransport {
                 open: true,
             })
             .collect();
-        TransportFuture::ready(Ok(ListShardsResponse {
+        ListShardsResponse {
             shards,
             next_token: None,
-        }))
+        }
+    }
+
+    fn summary(&self) -> StreamSummary {
+        StreamSummary {
+            max_record_size_kib: None,
+            open_shard_count: self.ranges.len() as u32,
+        }
+    }
+}
+
+impl kpl_engine::Transport for NullTransport {
+    fn put_records(&self, request: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
+        TransportFuture::ready(Ok(self.written(&request)))
+    }
+
+    fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+        TransportFuture::ready(Ok(self.shards()))
     }
 
     fn describe_stream_summary(
         &self,
         _: DescribeStreamSummaryRequest,
     ) -> TransportFuture<StreamSummary> {
-        TransportFuture::ready(Ok(StreamSummary {
-            max_record_size_kib: None,
-            open_shard_count: self.ranges.len() as u32,
-        }))
+        TransportFuture::ready(Ok(self.summary()))
     }
 }
 
