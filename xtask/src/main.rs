@@ -375,26 +375,34 @@ fn e2e() -> Result {
 
 /// The end-to-end tests, each server started before and stopped after its tests.
 fn e2e_tests(tally: &mut Tally) -> Result {
-    {
-        let server = Kinesalite::start()?;
-        run_tests(
+    type Start = fn() -> Result<LocalServer>;
+    // (step, server, test target, variable carrying the endpoint)
+    let suites: [(&str, Start, &str, &str); 2] = [
+        (
             "end-to-end tests through the producer against kinesalite",
+            LocalServer::kinesalite,
+            "e2e_kinesalite",
+            "KPL_KINESALITE_ENDPOINT",
+        ),
+        (
+            "StreamARN end-to-end tests against kinesis-local",
+            LocalServer::kinesis_local,
+            "e2e_kinesis_local",
+            "KPL_KINESIS_LOCAL_ENDPOINT",
+        ),
+    ];
+    for (step, start, target, variable) in suites {
+        let server = start()?;
+        run_tests(
+            step,
             cargo()
                 .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
-                .args(["--test", "e2e_kinesalite"])
-                .env("KPL_KINESALITE_ENDPOINT", server.endpoint()),
+                .args(["--test", target])
+                .env(variable, server.endpoint()),
             tally,
         )?;
     }
-    let server = Kinesalite::start_kinesis_local()?;
-    run_tests(
-        "StreamARN end-to-end tests against kinesis-local",
-        cargo()
-            .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
-            .args(["--test", "e2e_kinesis_local"])
-            .env("KPL_KINESIS_LOCAL_ENDPOINT", server.endpoint()),
-        tally,
-    )
+    Ok(())
 }
 
 fn soak(args: &[String]) -> Result {
@@ -474,9 +482,9 @@ fn fuzz(args: &[String]) -> Result {
 }
 
 /// A local Kinesis-compatible server (kinesalite, or kinesis-local), installed from npm into
-/// `.tools/` on first use, running on a free loopback port until dropped (whatever the tests'
-/// outcome).
-struct Kinesalite {
+/// `.tools/` on first use, running on a free port until dropped (whatever the tests' outcome).
+/// kinesalite is bound to 127.0.0.1; kinesis-local has no host option.
+struct LocalServer {
     child: std::process::Child,
     port: u16,
     name: &'static str,
@@ -524,8 +532,8 @@ fn free_port() -> Result<u16> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-impl Kinesalite {
-    fn start() -> Result<Self> {
+impl LocalServer {
+    fn kinesalite() -> Result<Self> {
         let dir = npm_install("kinesalite", KINESALITE)?;
         // The CLI binds every interface and has no host option; this wrapper binds loopback,
         // with short stream-state delays and a shard limit above what the tests create.
@@ -538,46 +546,35 @@ impl Kinesalite {
         )
         .map_err(|e| format!("{}: {e}", script.display()))?;
         let port = free_port()?;
-        eprintln!("\n==> start kinesalite on 127.0.0.1:{port}");
-        let child = Command::new("node")
-            .arg(&script)
-            .arg(port.to_string())
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start node: {e}"))?;
-        let server = Self {
-            child,
-            port,
-            name: "kinesalite",
-        };
-        server.wait_for_port()?;
-        Ok(server)
+        let mut command = Command::new("node");
+        command.arg(&script).arg(port.to_string()).current_dir(&dir);
+        Self::launch("kinesalite", port, command)
     }
 
     /// kinesis-local must start from its own package folder (it reads `server.json` there).
-    fn start_kinesis_local() -> Result<Self> {
+    fn kinesis_local() -> Result<Self> {
         let dir = npm_install("kinesis-local", KINESIS_LOCAL)?;
         let port = free_port()?;
-        let tls_port = free_port()?;
-        eprintln!("\n==> start kinesis-local on port {port}");
-        let child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg("main.js")
             .current_dir(dir.join("node_modules/kinesis-local"))
             .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
-            .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", free_port()?.to_string())
             .env("CREATE_STREAM_DURATION", "50ms")
             .env("DELETE_STREAM_DURATION", "50ms")
             .env("UPDATE_STREAM_DURATION", "50ms")
+            .stderr(Stdio::null());
+        Self::launch("kinesis-local", port, command)
+    }
+
+    fn launch(name: &'static str, port: u16, mut command: Command) -> Result<Self> {
+        eprintln!("\n==> start {name} on port {port}");
+        let child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start node: {e}"))?;
-        let server = Self {
-            child,
-            port,
-            name: "kinesis-local",
-        };
+            .map_err(|e| format!("cannot start node for {name}: {e}"))?;
+        let server = Self { child, port, name };
         server.wait_for_port()?;
         Ok(server)
     }
@@ -608,7 +605,7 @@ impl Kinesalite {
     }
 }
 
-impl Drop for Kinesalite {
+impl Drop for LocalServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
