@@ -6,85 +6,37 @@
 #![allow(
     clippy::unwrap_used,
     clippy::disallowed_methods,
-    reason = "end-to-end test helpers against a real server"
+    reason = "end-to-end tests against a real server, timed by the wall clock"
 )]
+
+mod e2e;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_config::BehaviorVersion;
-use aws_credential_types::Credentials;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use e2e::{admin, create_stream, read_shards, wait_active};
 use kpl::{
     Config, Delivery, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream,
     TransportErrorKind,
 };
-use kpl_aggregation::{
-    HashKey, HashKeyRange, KinesisRecord, ShardDeaggregation, deaggregate_for_shard,
-};
+use kpl_aggregation::{HashKey, HashKeyRange, ShardDeaggregation};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 fn endpoint() -> String {
-    std::env::var("KPL_KINESALITE_ENDPOINT")
-        .expect("KPL_KINESALITE_ENDPOINT is not set: run these tests through `cargo xtask ci`, which starts kinesalite")
-}
-
-async fn admin() -> Client {
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "AKIDLOCALTEST",
-            "local-secret",
-            None,
-            None,
-            "static",
-        ))
-        .endpoint_url(endpoint())
-        .load()
-        .await;
-    Client::new(&config)
+    e2e::endpoint("KPL_KINESALITE_ENDPOINT")
 }
 
 fn producer_config() -> Config {
-    let mut config = Config::default();
-    config.set("KinesisEndpoint", &endpoint()).unwrap();
-    config.set("Region", "us-east-1").unwrap();
-    config.set("AwsAccessKeyId", "AKIDLOCALTEST").unwrap();
-    config.set("AwsSecretKey", "local-secret").unwrap();
+    let mut config = e2e::producer_config(&endpoint());
     config.rng_seed = Some(11);
     config
 }
 
 fn unique(name: &str) -> String {
     format!("kpl-e2e-{name}-{}", std::process::id())
-}
-
-/// Polls the server (an external process) until the stream is active.
-async fn wait_active(client: &Client, stream: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(stream)
-            .send()
-            .await
-            .unwrap();
-        if summary
-            .stream_description_summary()
-            .map(|s| s.stream_status())
-            == Some(&StreamStatus::Active)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stream {stream} did not become active"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// One user record as sent.
@@ -145,64 +97,26 @@ async fn produce(producer: &KinesisProducer, stream: &Stream, sent: &[Sent]) -> 
     deliveries
 }
 
-/// What a KCL consumer reads: record number → (shard, sequence number), plus dropped copies.
+/// What a KCL consumer reads: record number → (shard, sequence number, shard range), and the
+/// number of dropped aggregates.
 async fn read_back(
     client: &Client,
     stream: &str,
 ) -> (BTreeMap<usize, Vec<(String, String, HashKeyRange)>>, usize) {
     let mut read: BTreeMap<usize, Vec<(String, String, HashKeyRange)>> = BTreeMap::new();
     let mut dropped = 0;
-    let shards = client
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .unwrap();
-    for shard in shards.shards() {
-        let range = shard.hash_key_range().unwrap();
-        let range = HashKeyRange::new(
-            HashKey::parse_decimal(range.starting_hash_key()).unwrap(),
-            HashKey::parse_decimal(range.ending_hash_key()).unwrap(),
-        )
-        .unwrap();
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator()
-            .map(str::to_owned);
-        while let Some(current) = iterator.take() {
-            let page = client
-                .get_records()
-                .shard_iterator(current)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap();
-            for stored in page.records() {
-                let record =
-                    KinesisRecord::new(stored.partition_key(), stored.data().as_ref().to_vec());
-                match deaggregate_for_shard(&record, range) {
-                    ShardDeaggregation::Kept(records) => {
-                        for user in records {
-                            read.entry(record_number(user.data())).or_default().push((
-                                shard.shard_id().to_owned(),
-                                stored.sequence_number().to_owned(),
-                                range,
-                            ));
-                        }
-                    }
-                    _ => dropped += 1,
+    for stored in read_shards(client, &Stream::new(stream).unwrap()).await {
+        match stored.deaggregated {
+            ShardDeaggregation::Kept(records) => {
+                for user in records {
+                    read.entry(record_number(user.data())).or_default().push((
+                        stored.shard_id.clone(),
+                        stored.sequence_number.clone(),
+                        stored.range,
+                    ));
                 }
             }
-            let caught_up = page.records().is_empty() && page.millis_behind_latest() == Some(0);
-            if !caught_up {
-                iterator = page.next_shard_iterator().map(str::to_owned);
-            }
+            _ => dropped += 1,
         }
     }
     (read, dropped)
@@ -237,16 +151,9 @@ fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_read_back_and_survive_a_split_and_a_merge() {
-    let client = admin().await;
+    let client = admin(&endpoint()).await;
     let name = unique("main");
-    client
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(4)
-        .send()
-        .await
-        .unwrap();
-    wait_active(&client, &name).await;
+    create_stream(&client, &name, 4).await;
     let stream = Stream::new(&name).unwrap();
     let producer = KinesisProducer::builder()
         .config(producer_config())
@@ -360,16 +267,9 @@ async fn a_missing_stream_fails_fast_without_retry_storms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_put_by_hand_is_readable_next_to_ours() {
     // The read-back helper itself, checked on a record written with the plain SDK.
-    let client = admin().await;
+    let client = admin(&endpoint()).await;
     let name = unique("plain");
-    client
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(1)
-        .send()
-        .await
-        .unwrap();
-    wait_active(&client, &name).await;
+    create_stream(&client, &name, 1).await;
     client
         .put_record()
         .stream_name(&name)
