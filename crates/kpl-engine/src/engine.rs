@@ -678,11 +678,6 @@ impl Engine {
         self.window.front().copied().flatten()
     }
 
-    /// Requests handed out and not answered, plus those waiting to be handed out.
-    pub fn requests_in_flight(&self) -> usize {
-        self.requests.len()
-    }
-
     /// Statistics per stream.
     pub fn stats(&self) -> impl Iterator<Item = (&Stream, StreamStats)> {
         self.streams.iter().map(|stream| {

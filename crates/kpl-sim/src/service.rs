@@ -1,6 +1,6 @@
 //! The simulated service: streams, shards, limits, reshards, faults, and what was written.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
@@ -697,14 +697,6 @@ impl SimKinesis {
             max_record_size_kib: Some((stream.max_record_size / 1024) as u32),
             open_shard_count: stream.shards.iter().filter(|s| s.open).count() as u32,
         })
-    }
-
-    /// Shard ids of every shard (open and closed) of a stream.
-    pub fn all_shards(&self, name: &str) -> BTreeSet<ShardId> {
-        self.streams
-            .get(name)
-            .map(|s| s.shards.iter().map(|s| s.id.clone()).collect())
-            .unwrap_or_default()
     }
 }
 
