@@ -63,6 +63,9 @@ pub struct AwsSettings {
     pub verify_certificate: bool,
     /// An HTTP proxy host (not supported: see [`AwsSettingsError`]).
     pub proxy_host: Option<String>,
+    /// A CA certificate directory or file to trust instead of the built-in roots (not
+    /// supported: see [`AwsSettingsError`]).
+    pub ca_certificates: Option<String>,
 }
 
 impl fmt::Debug for AwsSettings {
@@ -78,6 +81,7 @@ impl fmt::Debug for AwsSettings {
             .field("request_timeout", &self.request_timeout)
             .field("verify_certificate", &self.verify_certificate)
             .field("proxy_host", &self.proxy_host)
+            .field("ca_certificates", &self.ca_certificates)
             .finish()
     }
 }
@@ -92,6 +96,9 @@ pub enum AwsSettingsError {
     UnverifiedTls,
     /// `ProxyHost`: the SDK's default HTTP client does not take a proxy.
     Proxy,
+    /// `CaCertPath` / `CaCertFile`: the SDK's default HTTP client trusts its built-in roots
+    /// only; a custom trust store would need a hand-built TLS client.
+    CustomCa,
     /// The endpoint is not an `http://` or `https://` URL.
     Endpoint(String),
 }
@@ -103,6 +110,9 @@ impl fmt::Display for AwsSettingsError {
                 "VerifyCertificate=false is not supported by the AWS SDK's TLS stack; use an http:// endpoint for local servers",
             ),
             Self::Proxy => f.write_str("ProxyHost is not supported by the AWS SDK's default HTTP client"),
+            Self::CustomCa => f.write_str(
+                "CaCertPath/CaCertFile are not supported by the AWS SDK's default HTTP client",
+            ),
             Self::Endpoint(url) => write!(f, "endpoint {url:?} must start with http:// or https://"),
         }
     }
@@ -138,6 +148,13 @@ impl AwsTransport {
             .is_some_and(|p| !p.is_empty())
         {
             return Err(AwsSettingsError::Proxy);
+        }
+        if settings
+            .ca_certificates
+            .as_deref()
+            .is_some_and(|c| !c.is_empty())
+        {
+            return Err(AwsSettingsError::CustomCa);
         }
         if let Some(url) = &settings.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))

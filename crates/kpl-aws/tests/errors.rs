@@ -371,6 +371,12 @@ fn settings_the_sdk_cannot_honour_are_refused() {
         AwsSettingsError::Proxy
     );
     settings.proxy_host = None;
+    settings.ca_certificates = Some("/etc/my-ca.pem".into());
+    assert_eq!(
+        AwsTransport::new(settings.clone()).unwrap_err(),
+        AwsSettingsError::CustomCa
+    );
+    settings.ca_certificates = None;
     settings.endpoint_url = Some("localhost:4567".into());
     assert!(matches!(
         AwsTransport::new(settings.clone()).unwrap_err(),

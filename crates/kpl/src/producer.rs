@@ -171,6 +171,10 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
     settings.request_timeout = Some(config.request_timeout);
     settings.verify_certificate = config.verify_certificate;
     settings.proxy_host = (!config.proxy_host.is_empty()).then(|| config.proxy_host.clone());
+    settings.ca_certificates = [&config.ca_cert_path, &config.ca_cert_file]
+        .into_iter()
+        .find(|path| !path.is_empty())
+        .cloned();
     kpl_aws::AwsTransport::new(settings)
         .map(SharedTransport::new)
         .map_err(|error| BuildError::UnsupportedSetting(error.to_string()))
