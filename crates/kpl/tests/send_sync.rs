@@ -31,6 +31,8 @@ fn public_types_are_send_and_sync() {
 fn futures_are_send_and_static() {
     send_static::<DeliveryFuture>();
     fn future_of<F: Future + Send>(_: &F) {}
+    // The check is the type-checking of the calls below, which never run: this test fails to
+    // compile, not to pass, if one of the futures stops being `Send`.
     let build = || -> Option<KinesisProducer> { None };
     if let Some(producer) = build() {
         future_of(&producer.flush_all());
