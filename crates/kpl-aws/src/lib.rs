@@ -36,8 +36,8 @@ use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterTyp
 use kpl_aggregation::{HashKey, HashKeyRange};
 use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
-    PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamSummary, Transport,
-    TransportFuture,
+    PutRecordsRequest, PutRecordsResponse, ShardDescription, ShardFilter as EngineShardFilter,
+    StreamSummary, Transport, TransportFuture,
 };
 use kpl_engine::{ShardId, Stream, TransportError, TransportErrorKind};
 use tokio::sync::OnceCell;
@@ -301,8 +301,19 @@ impl Transport for AwsTransport {
                     .next_token(token)
                     .max_results(max_results),
                 None => {
+                    let filter_type = match request.filter {
+                        EngineShardFilter::AtLatest => ShardFilterType::AtLatest,
+                        EngineShardFilter::FromTrimHorizon => ShardFilterType::FromTrimHorizon,
+                        other => {
+                            return Err(TransportError::new(
+                                TransportErrorKind::Validation,
+                                "UnsupportedShardFilter",
+                                format!("this transport cannot list shards with {other:?}"),
+                            ));
+                        }
+                    };
                     let filter = ShardFilter::builder()
-                        .r#type(ShardFilterType::AtLatest)
+                        .r#type(filter_type)
                         .build()
                         .map_err(errors::construction_failure)?;
                     address!(client.list_shards(), &request.stream)

@@ -61,6 +61,11 @@ impl RefreshBackoff {
     pub(crate) fn reset(&mut self) {
         self.next = Self::FIRST;
     }
+
+    /// Whether the last read failed (a retry is then scheduled on this backoff).
+    pub(crate) fn is_failing(&self) -> bool {
+        self.next > Self::FIRST
+    }
 }
 
 #[cfg(test)]

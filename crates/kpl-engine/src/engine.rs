@@ -133,6 +133,41 @@ impl Batch {
     }
 }
 
+/// An aggregate written to a shard the map has never listed (a child after a split or merge).
+/// A KCL consumer keeps it only if the shard owns every record in it, which needs that shard's
+/// range: the records keep their landing and wait, without being re-sent, for a map read that
+/// knows the shard.
+#[derive(Debug)]
+struct HeldLanding {
+    landing: Arc<Landing>,
+    records: Vec<Pending>,
+    /// The shard the aggregate was predicted for (in ordering mode it stays busy meanwhile).
+    slot: Option<usize>,
+    sent_at: Instant,
+    landed_at: Instant,
+    /// Past this, the landing is given up on and the records are re-sent alone: half of the
+    /// shortest remaining lifetime, so the re-send still has time.
+    decide_by: Instant,
+}
+
+impl HeldLanding {
+    /// Whether a map read that started at `read_started` reflects the shards that existed when
+    /// the aggregate was written: a read sent after the answer arrived saw the write.
+    fn read_saw_the_write(&self, read_started: Option<Instant>) -> bool {
+        read_started.is_some_and(|at| at >= self.landed_at)
+    }
+}
+
+/// Where and when an entry was written, for judging its landing.
+#[derive(Clone, Copy, Debug)]
+struct Landed<'a> {
+    landing: &'a Arc<Landing>,
+    /// The shard it was predicted for.
+    slot: Option<usize>,
+    sent_at: Instant,
+    landed_at: Instant,
+}
+
 /// One predicted shard: its open aggregate, its rate-limit queue and its retry state.
 #[derive(Debug)]
 struct ShardState {
@@ -179,6 +214,17 @@ struct Refresh {
     backoff: RefreshBackoff,
 }
 
+/// A listing of every shard, closed ones included, read to judge a landing on a shard that
+/// closed before the open shards could be listed.
+#[derive(Debug)]
+struct ShardHistory {
+    in_flight: bool,
+    started_at: Instant,
+    pages: Vec<ShardDescription>,
+    /// When the last finished (or failed) history read started.
+    last_read: Option<Instant>,
+}
+
 #[derive(Debug)]
 struct StreamState {
     stream: Stream,
@@ -197,6 +243,9 @@ struct StreamState {
     /// Records waiting for a shard map (the first one, or a refresh after a wrong-shard
     /// landing), sorted by deadline.
     awaiting_map: VecDeque<Pending>,
+    /// Aggregates that landed on shards the map did not know, waiting to be judged.
+    held_landings: Vec<HeldLanding>,
+    history: ShardHistory,
     /// Backoff of records sent without a prediction.
     unpredicted_backoff: Backoff,
     /// A flush was asked for while records waited for a map: flush again once it is installed.
@@ -212,6 +261,16 @@ enum Timer {
     Shard(usize, usize),
 }
 
+/// How records re-sent from the head of their shards are packed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Packing {
+    /// Aggregated among themselves, as usual.
+    Aggregated,
+    /// One Kinesis record each: a plain record is kept by a KCL consumer on whatever shard it
+    /// lands, so its landing needs no judging.
+    Alone,
+}
+
 #[derive(Debug)]
 struct EntryMeta {
     slot: Option<usize>,
@@ -222,6 +281,8 @@ struct EntryMeta {
 enum InFlightKind {
     PutRecords(Vec<EntryMeta>),
     ListShards,
+    /// A page of the listing of every shard (see `ShardHistory`).
+    ShardHistory,
     DescribeStreamSummary,
 }
 
@@ -238,6 +299,8 @@ struct SlotVerdict {
     retried: bool,
     throttled: bool,
     written: bool,
+    /// An aggregate of the shard landed on an unknown shard and waits to be judged.
+    held: bool,
 }
 
 /// The deterministic heart of the producer: shard maps, per-shard aggregation, collection into
@@ -507,6 +570,9 @@ impl Engine {
             for batch in stream.collector.batches.drain(..) {
                 taken.extend(batch.records);
             }
+            for held in stream.held_landings.drain(..) {
+                taken.extend(held.records);
+            }
             stream.collector.size = 0;
             stream.collector.deadline = None;
             for shard in &mut stream.slots {
@@ -521,6 +587,7 @@ impl Engine {
                 shard.collected_bytes = 0;
             }
             stream.refresh.in_flight = false;
+            stream.history.in_flight = false;
             stream.summary_in_flight = false;
             abandoned.extend(taken.into_iter().map(|pending| (si, pending)));
         }
@@ -583,6 +650,20 @@ impl Engine {
                 self.on_list_shards(si, Err(error), now);
             }
             (InFlightKind::ListShards, Err(error)) => self.on_list_shards(si, Err(error), now),
+            (InFlightKind::ShardHistory, Ok(Response::ListShards(page))) => {
+                self.on_shard_history(si, Ok(page), now);
+            }
+            (InFlightKind::ShardHistory, Ok(_)) => {
+                let error = TransportError::new(
+                    TransportErrorKind::Other,
+                    "UnexpectedResponse",
+                    "not a ListShards response",
+                );
+                self.on_shard_history(si, Err(error), now);
+            }
+            (InFlightKind::ShardHistory, Err(error)) => {
+                self.on_shard_history(si, Err(error), now);
+            }
             (InFlightKind::DescribeStreamSummary, result) => {
                 let summary = match result {
                     Ok(Response::DescribeStreamSummary(summary)) => Some(summary),
@@ -724,6 +805,13 @@ impl Engine {
             slot_of: BTreeMap::new(),
             open_slots: Vec::new(),
             awaiting_map: VecDeque::new(),
+            held_landings: Vec::new(),
+            history: ShardHistory {
+                in_flight: false,
+                started_at: now,
+                pages: Vec::new(),
+                last_read: None,
+            },
             unpredicted_backoff: Backoff::new(
                 self.config.retry_backoff_base,
                 self.config.retry_backoff_cap,
@@ -841,6 +929,12 @@ impl Engine {
             }
             waiting.extend(batch.records);
         }
+        for held in stream.held_landings.drain(..) {
+            if let Some(shard) = held.slot.and_then(|slot| stream.slots.get_mut(slot)) {
+                shard.busy = false;
+            }
+            waiting.extend(held.records);
+        }
         stream.collector.size = 0;
         stream.collector.deadline = None;
         for shard in &mut stream.slots {
@@ -861,6 +955,63 @@ impl Engine {
             pending.add_failed_attempt(now, now, &detail);
             self.fail(si, pending, FailureReason::Terminal(error.kind()));
         }
+    }
+
+    fn start_history_read(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        if stream.history.in_flight {
+            return;
+        }
+        stream.history.in_flight = true;
+        stream.history.started_at = now;
+        stream.history.pages.clear();
+        let request = Request::ListShards(ListShardsRequest {
+            stream: stream.stream.clone(),
+            next_token: None,
+            filter: ShardFilter::FromTrimHorizon,
+            max_results: LIST_SHARDS_PAGE,
+        });
+        self.enqueue(si, InFlightKind::ShardHistory, request);
+    }
+
+    fn on_shard_history(
+        &mut self,
+        si: usize,
+        page: Result<ListShardsResponse, TransportError>,
+        now: Instant,
+    ) {
+        let stream = &mut self.streams[si];
+        match page {
+            Ok(page) => {
+                stream.history.pages.extend(page.shards);
+                if let Some(token) = page.next_token {
+                    let request = Request::ListShards(ListShardsRequest {
+                        stream: stream.stream.clone(),
+                        next_token: Some(token),
+                        filter: ShardFilter::FromTrimHorizon,
+                        max_results: LIST_SHARDS_PAGE,
+                    });
+                    self.enqueue(si, InFlightKind::ShardHistory, request);
+                    return;
+                }
+                let pages = mem::take(&mut stream.history.pages);
+                if let Some(map) = stream.map.as_mut() {
+                    map.remember(&pages);
+                }
+            }
+            Err(error) if error.kind() == TransportErrorKind::NotFound => {
+                stream.history.in_flight = false;
+                self.fail_queued(si, "ListShards", &error, now);
+                return;
+            }
+            // A read that failed tells no more than one that did not find the shard: the
+            // landings waiting for it take the safe side.
+            Err(_) => stream.history.pages.clear(),
+        }
+        let stream = &mut self.streams[si];
+        stream.history.in_flight = false;
+        stream.history.last_read = Some(stream.history.started_at);
+        self.judge_held_landings(si, now);
     }
 
     fn refresh_failed(&mut self, si: usize, now: Instant) {
@@ -965,6 +1116,9 @@ impl Engine {
             pending.deadline = pending.deadline.min(latest);
             self.route(si, pending, now);
         }
+        // After the routing above: records re-sent from held landings go to the head of their
+        // shards, ahead of the records that were queued behind them.
+        self.judge_held_landings(si, now);
         if flush {
             let stream = self.streams[si].stream.clone();
             self.flush(Some(&stream), now);
@@ -1110,8 +1264,8 @@ impl Engine {
     }
 
     /// Puts records to retry at the front of their (re-predicted) shards' queues, aggregated
-    /// among themselves, so they go before anything accepted after them.
-    fn requeue_front(&mut self, si: usize, records: Vec<Pending>, now: Instant) {
+    /// among themselves or each alone, so they go before anything accepted after them.
+    fn requeue_front(&mut self, si: usize, records: Vec<Pending>, packing: Packing, now: Instant) {
         let mut by_slot: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
         for pending in records {
             match self.predict(si, pending.hash_key) {
@@ -1122,7 +1276,7 @@ impl Engine {
                 }
             }
         }
-        let max_count = if self.config.aggregation_enabled {
+        let max_count = if self.config.aggregation_enabled && packing == Packing::Aggregated {
             self.config.aggregation_max_count
         } else {
             1
@@ -1278,7 +1432,7 @@ impl Engine {
             self.fail(si, pending, FailureReason::Expired);
         }
         if !survivors.is_empty() {
-            self.requeue_front(si, survivors, now);
+            self.requeue_front(si, survivors, Packing::Aggregated, now);
         }
     }
 
@@ -1400,6 +1554,7 @@ impl Engine {
                 None => self.send_unpredicted(si, pending, now),
             }
         }
+        self.give_up_overdue_landings(si, now);
         if self.streams[si]
             .collector
             .deadline
@@ -1415,9 +1570,10 @@ impl Engine {
             .awaiting_map
             .front()
             .map(|p| if hold { p.expiration } else { p.deadline });
+        let held = stream.held_landings.iter().map(|held| held.decide_by).min();
         let next = min_instant(
             min_instant(awaiting, stream.collector.deadline),
-            stream.refresh.next_at,
+            min_instant(stream.refresh.next_at, held),
         );
         if let Some(at) = next {
             arm(&mut self.timers, &mut stream.timer, at, Timer::Stream(si));
@@ -1514,7 +1670,8 @@ impl Engine {
                 continue;
             };
             let shard = &mut self.streams[si].slots[slot];
-            if ordering {
+            // A held landing keeps its shard busy until it is judged.
+            if ordering && !verdict.held {
                 shard.busy = false;
             }
             if verdict.throttled {
@@ -1530,11 +1687,7 @@ impl Engine {
             self.service_shard(si, slot, now);
         }
         if closed_parent_done {
-            for slot in 0..self.streams[si].slots.len() {
-                if self.streams[si].slots[slot].open {
-                    self.service_shard(si, slot, now);
-                }
-            }
+            self.service_all_shards(si, now);
         }
         if let Some(error) = stream_gone {
             self.fail_queued(si, "PutRecords", &error, now);
@@ -1555,74 +1708,65 @@ impl Engine {
         sent_at: Instant,
         now: Instant,
     ) {
-        let stream = &self.streams[si];
-        let predicted: Option<ShardId> = entry.slot.map(|slot| stream.slots[slot].id.clone());
-        if entry.records.len() > 1 {
-            // The KCL drops a whole aggregate when any of its records hashes outside the shard
-            // it was read from, so an aggregate counts as written only if all of them belong.
-            let range = stream.map.as_ref().and_then(|map| map.range_of(&shard_id));
-            let all_inside =
-                range.is_some_and(|range| entry.records.iter().all(|p| range.contains(p.hash_key)));
-            if !all_inside {
-                let error = AttemptError::shared(
-                    "WrongShard",
-                    format!(
-                        "an aggregate of {} records landed on {shard_id}, which does not own all of their hash keys; all are re-sent",
-                        entry.records.len()
-                    ),
-                );
-                self.streams[si].stats.error(error.code(), 1);
-                self.invalidate_map(si, sent_at, now);
-                let mut retry = Vec::with_capacity(entry.records.len());
-                for mut pending in entry.records {
-                    if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error) {
-                        self.record_buffering(si, waited);
-                    }
-                    if pending.expiration <= now {
-                        self.expire(si, pending, now);
-                    } else {
-                        pending.deadline = (now + self.config.record_max_buffered_time / 2)
-                            .min(pending.expiration);
-                        retry.push(pending);
-                    }
-                }
-                self.streams[si].stats.retries_per_record += retry.len() as u64;
-                if !self.streams[si].refresh.in_flight {
-                    // The map was re-read after this request left: it already knows where the
-                    // records belong, so they go to the head of their shards now.
-                    self.requeue_front(si, retry, now);
-                    return;
-                }
-                if let (OrderingMode::PerShard, Some(slot)) = (self.config.ordering, entry.slot) {
-                    // Ordering mode: the records go back to the head of their shard, which
-                    // sends nothing more until the new map says where everything belongs.
-                    self.streams[si].slots[slot].awaiting_refresh = true;
-                    self.requeue_front(si, retry, now);
-                    return;
-                }
-                let stream = &mut self.streams[si];
-                for pending in retry {
-                    // Wait for the refreshed map (or the deadline) instead of landing wrong again.
-                    Self::await_map(&mut self.timers, si, stream, pending);
-                }
-                return;
-            }
-        }
-        if predicted.is_some_and(|predicted| predicted != shard_id) {
-            self.invalidate_map(si, sent_at, now);
-        }
-        verdict.written = true;
-        let shard_slot = self.streams[si].slot_of.get(&shard_id).copied();
         // One shared landing per Kinesis record: its user records all point at it.
         let landing = Arc::new(Landing {
             shard_id,
             sequence_number,
         });
-        let duration = now.saturating_duration_since(sent_at);
-        let count = entry.records.len() as u64;
+        if entry.records.len() > 1 {
+            // The KCL drops a whole aggregate when any of its records hashes outside the shard
+            // it was read from, so an aggregate counts as written only if all of them belong.
+            let stream = &self.streams[si];
+            match stream
+                .map
+                .as_ref()
+                .and_then(|map| map.range_of(&landing.shard_id))
+            {
+                None => {
+                    verdict.held = true;
+                    self.hold_landing(si, entry, landing, sent_at, now);
+                    return;
+                }
+                Some(range) if !entry.records.iter().all(|p| range.contains(p.hash_key)) => {
+                    self.invalidate_map(si, sent_at, now);
+                    let landed = Landed {
+                        landing: &landing,
+                        slot: entry.slot,
+                        sent_at,
+                        landed_at: now,
+                    };
+                    self.resend_misplaced(si, landed, entry.records, now);
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        let stream = &self.streams[si];
+        if entry
+            .slot
+            .is_some_and(|slot| stream.slots[slot].id != landing.shard_id)
+        {
+            self.invalidate_map(si, sent_at, now);
+        }
+        verdict.written = true;
+        self.deliver(si, entry.slot, entry.records, landing, sent_at, now);
+    }
+
+    /// Reports the records of one written Kinesis record as delivered.
+    fn deliver(
+        &mut self,
+        si: usize,
+        slot: Option<usize>,
+        mut records: Vec<Pending>,
+        landing: Arc<Landing>,
+        sent_at: Instant,
+        landed_at: Instant,
+    ) {
+        let shard_slot = self.streams[si].slot_of.get(&landing.shard_id).copied();
+        let duration = landed_at.saturating_duration_since(sent_at);
+        let count = records.len() as u64;
         let mut data_bytes = 0u64;
         let mut billed_bytes = 0u64;
-        let mut records = entry.records;
         // By reference: moving each (large) record out would cost a copy apiece.
         for pending in &mut records {
             let first_try = pending.attempts.is_empty();
@@ -1642,7 +1786,7 @@ impl Engine {
         }
         records.clear();
         let stream = &mut self.streams[si];
-        if let Some(shard) = entry.slot.and_then(|slot| stream.slots.get_mut(slot)) {
+        if let Some(shard) = slot.and_then(|slot| stream.slots.get_mut(slot)) {
             // Reusing the emptied list spares the allocator a large block per aggregate.
             if shard.spare_lists.len() < SPARE_RECORD_LISTS {
                 shard.spare_lists.push(records);
@@ -1657,6 +1801,251 @@ impl Engine {
             shard_stats.kinesis_records_put += 1;
             shard_stats.kinesis_records_data_put += billed_bytes;
             shard_stats.user_records_put += count;
+        }
+    }
+
+    /// An aggregate landed on a shard that does not own all of its records: a KCL consumer drops
+    /// it there, so every record is re-sent.
+    fn resend_misplaced(
+        &mut self,
+        si: usize,
+        landed: Landed<'_>,
+        records: Vec<Pending>,
+        now: Instant,
+    ) {
+        let error = AttemptError::shared(
+            "WrongShard",
+            format!(
+                "an aggregate of {} records landed on {}, which does not own all of their hash keys; all are re-sent",
+                records.len(),
+                landed.landing.shard_id
+            ),
+        );
+        self.streams[si].stats.error(error.code(), 1);
+        let retry = self.prepare_resend(si, &landed, records, &error, now);
+        if retry.is_empty() {
+            return;
+        }
+        if !self.streams[si].refresh.in_flight {
+            // The map was re-read after this request left: it already knows where the
+            // records belong, so they go to the head of their shards now.
+            self.requeue_front(si, retry, Packing::Aggregated, now);
+            return;
+        }
+        if let (OrderingMode::PerShard, Some(slot)) = (self.config.ordering, landed.slot) {
+            // Ordering mode: the records go back to the head of their shard, which
+            // sends nothing more until the new map says where everything belongs.
+            self.streams[si].slots[slot].awaiting_refresh = true;
+            self.requeue_front(si, retry, Packing::Aggregated, now);
+            return;
+        }
+        let stream = &mut self.streams[si];
+        for pending in retry {
+            // Wait for the refreshed map (or the deadline) instead of landing wrong again.
+            Self::await_map(&mut self.timers, si, stream, pending);
+        }
+    }
+
+    /// Records the landing as a failed attempt of each record; fails those past their expiry and
+    /// returns the others, due again soon.
+    fn prepare_resend(
+        &mut self,
+        si: usize,
+        landed: &Landed<'_>,
+        records: Vec<Pending>,
+        error: &Arc<AttemptError>,
+        now: Instant,
+    ) -> Vec<Pending> {
+        let mut retry = Vec::with_capacity(records.len());
+        for mut pending in records {
+            if let Some(waited) =
+                pending.add_failed_attempt(landed.sent_at, landed.landed_at, error)
+            {
+                self.record_buffering(si, waited);
+            }
+            if pending.expiration <= now {
+                self.expire(si, pending, now);
+            } else {
+                pending.deadline =
+                    (now + self.config.record_max_buffered_time / 2).min(pending.expiration);
+                retry.push(pending);
+            }
+        }
+        self.streams[si].stats.retries_per_record += retry.len() as u64;
+        retry
+    }
+
+    /// Holds an aggregate that landed on a shard the map does not know until a map read can
+    /// judge it, and makes sure one is on its way.
+    fn hold_landing(
+        &mut self,
+        si: usize,
+        entry: EntryMeta,
+        landing: Arc<Landing>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let decide_by = entry
+            .records
+            .iter()
+            .map(|p| now + p.expiration.saturating_duration_since(now) / 2)
+            .min()
+            .unwrap_or(now);
+        let stream = &mut self.streams[si];
+        stream.stats.unknown_shard_landings += 1;
+        stream.held_landings.push(HeldLanding {
+            landing,
+            records: entry.records,
+            slot: entry.slot,
+            sent_at,
+            landed_at: now,
+            decide_by,
+        });
+        arm(
+            &mut self.timers,
+            &mut stream.timer,
+            decide_by,
+            Timer::Stream(si),
+        );
+        self.ensure_map_read(si, now);
+    }
+
+    /// Starts a map read unless one is in flight or a failing one waits for its retry.
+    fn ensure_map_read(&mut self, si: usize, now: Instant) {
+        let refresh = &self.streams[si].refresh;
+        if !refresh.in_flight && !refresh.backoff.is_failing() {
+            self.start_refresh(si, now);
+        }
+    }
+
+    /// After a map or history read: judges every held landing whose shard is now known. A
+    /// landing on a shard that a map read made after the write does not list (closed again by
+    /// a second reshard) waits for a listing of every shard; if even that does not know it, it
+    /// is given up on. The others wait for a map read made after their write.
+    fn judge_held_landings(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        if stream.held_landings.is_empty() {
+            return;
+        }
+        let map_read = stream.map_started_at;
+        let history_read = stream.history.last_read;
+        let mut released = false;
+        for held in mem::take(&mut stream.held_landings) {
+            let stream = &mut self.streams[si];
+            let range = stream
+                .map
+                .as_ref()
+                .and_then(|map| map.range_of(&held.landing.shard_id));
+            if range.is_none() && !held.read_saw_the_write(history_read) {
+                stream.held_landings.push(held);
+                continue;
+            }
+            released |= self.release_held_slot(si, held.slot);
+            let landed = Landed {
+                landing: &held.landing,
+                slot: held.slot,
+                sent_at: held.sent_at,
+                landed_at: held.landed_at,
+            };
+            match range {
+                Some(range) if held.records.iter().all(|p| range.contains(p.hash_key)) => {
+                    let landing = landed.landing.clone();
+                    self.deliver(
+                        si,
+                        held.slot,
+                        held.records,
+                        landing,
+                        held.sent_at,
+                        held.landed_at,
+                    );
+                }
+                Some(_) => self.resend_misplaced(si, landed, held.records, now),
+                None => self.resend_alone(si, landed, held.records, now),
+            }
+        }
+        let stream = &self.streams[si];
+        let (need_history, need_map) =
+            stream
+                .held_landings
+                .iter()
+                .fold((false, false), |(history, map), held| {
+                    let seen = held.read_saw_the_write(map_read);
+                    (history || seen, map || !seen)
+                });
+        if need_history {
+            self.start_history_read(si, now);
+        }
+        if need_map {
+            self.ensure_map_read(si, now);
+        }
+        if released {
+            self.service_all_shards(si, now);
+        }
+    }
+
+    /// Gives up on held landings whose decision time has come: their records are re-sent alone.
+    fn give_up_overdue_landings(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        if stream.held_landings.iter().all(|held| held.decide_by > now) {
+            return;
+        }
+        let (overdue, waiting): (Vec<HeldLanding>, Vec<HeldLanding>) =
+            mem::take(&mut stream.held_landings)
+                .into_iter()
+                .partition(|held| held.decide_by <= now);
+        stream.held_landings = waiting;
+        let mut released = false;
+        for held in overdue {
+            released |= self.release_held_slot(si, held.slot);
+            let landed = Landed {
+                landing: &held.landing,
+                slot: held.slot,
+                sent_at: held.sent_at,
+                landed_at: held.landed_at,
+            };
+            self.resend_alone(si, landed, held.records, now);
+        }
+        if released {
+            self.service_all_shards(si, now);
+        }
+    }
+
+    /// The safe side for a landing that cannot be judged: re-send every record alone (a plain
+    /// record counts wherever it lands). The first copy may be readable too, so this is counted.
+    fn resend_alone(&mut self, si: usize, landed: Landed<'_>, records: Vec<Pending>, now: Instant) {
+        let error = AttemptError::shared(
+            "UnjudgedLanding",
+            format!(
+                "an aggregate of {} records landed on {}, a shard no shard map read in time has listed; each record is re-sent alone, and a consumer may read the first copy too",
+                records.len(),
+                landed.landing.shard_id
+            ),
+        );
+        let stats = &mut self.streams[si].stats;
+        stats.error(error.code(), 1);
+        stats.unjudged_landings_resent += records.len() as u64;
+        let retry = self.prepare_resend(si, &landed, records, &error, now);
+        if !retry.is_empty() {
+            self.requeue_front(si, retry, Packing::Alone, now);
+        }
+    }
+
+    /// Ordering mode: a held landing's shard counted as busy; frees it. Returns whether it did.
+    fn release_held_slot(&mut self, si: usize, slot: Option<usize>) -> bool {
+        match slot {
+            Some(slot) if self.config.ordering == OrderingMode::PerShard => {
+                self.streams[si].slots[slot].busy = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn service_all_shards(&mut self, si: usize, now: Instant) {
+        for slot in 0..self.streams[si].slots.len() {
+            if self.streams[si].slots[slot].open {
+                self.service_shard(si, slot, now);
+            }
         }
     }
 
@@ -1706,7 +2095,7 @@ impl Engine {
         verdict.retried = true;
         self.streams[si].stats.retries_per_record += retry.len() as u64;
         match entry.slot {
-            Some(_) => self.requeue_front(si, retry, now),
+            Some(_) => self.requeue_front(si, retry, Packing::Aggregated, now),
             None => {
                 let delay = self.streams[si]
                     .unpredicted_backoff

@@ -83,6 +83,15 @@ impl ShardMap {
     pub fn range_of(&self, shard_id: &ShardId) -> Option<HashKeyRange> {
         self.known.get(shard_id).copied()
     }
+
+    /// Remembers the ranges of `shards` (a listing of closed shards too) without changing
+    /// which shards are open.
+    pub(crate) fn remember(&mut self, shards: &[ShardDescription]) {
+        for shard in shards {
+            self.known
+                .insert(shard.shard_id.clone(), shard.hash_key_range);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,13 @@ pub struct StreamStats {
     pub retries_per_record: u64,
     /// Failed attempts per error code, counted per Kinesis record or per request.
     pub errors_by_code: BTreeMap<String, u64>,
+    /// Aggregates written to a shard the shard map did not know (a child after a reshard),
+    /// held without re-sending until a map read could judge them.
+    pub unknown_shard_landings: u64,
+    /// User records re-sent alone because no shard map read in time knew the shard their
+    /// aggregate had landed on. The first copy may be readable too: this counts the only
+    /// duplicates a reshard can cause (see docs/ordering.md).
+    pub unjudged_landings_resent: u64,
     /// Milliseconds from acceptance to the first send of each user record.
     pub buffering_time: Summary,
     /// Milliseconds per `PutRecords` call.

@@ -66,7 +66,8 @@ pub struct ListShardsRequest {
     pub stream: Stream,
     /// Where to continue; `None` for the first page.
     pub next_token: Option<String>,
-    /// Which shards to list. The engine always asks for the open ones.
+    /// Which shards to list: the open ones to route by, every one to look up a shard that
+    /// has closed since a record landed on it.
     pub filter: ShardFilter,
     /// Page size (the service allows up to 10,000).
     pub max_results: u32,
@@ -78,6 +79,8 @@ pub struct ListShardsRequest {
 pub enum ShardFilter {
     /// `AT_LATEST`: the shards open now.
     AtLatest,
+    /// `FROM_TRIM_HORIZON`: every shard from the trim horizon on, closed ones included.
+    FromTrimHorizon,
 }
 
 /// One page of shards.

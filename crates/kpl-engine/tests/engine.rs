@@ -1,97 +1,18 @@
 //! The engine driven by hand with explicit times: timing rules, request shapes and limits.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{drain, ms, one_shard, puts, ready_engine, stream, written};
 use kpl_aggregation::{HashKey, HashKeyRange, MaxAggregateSize};
 use kpl_engine::time::{Clock, SystemClock};
-use kpl_engine::transport::{
-    ListShardsResponse, PutRecordsEntryResult, PutRecordsRequest, PutRecordsResponse,
-    ShardDescription, ShardFilter, StreamSummary,
-};
+use kpl_engine::transport::{ListShardsResponse, ShardDescription, ShardFilter};
 use kpl_engine::{
     Engine, EngineConfig, Event, FailureReason, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
-    Record, Request, RequestId, Response, ShardId, Stream, TransportError,
+    Record, Request, Response, ShardId, TransportError,
 };
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn stream() -> Stream {
-    Stream::new("s").unwrap()
-}
-
-fn one_shard() -> Response {
-    Response::ListShards(ListShardsResponse {
-        shards: vec![ShardDescription {
-            shard_id: ShardId::from("shardId-000000000000"),
-            hash_key_range: HashKeyRange::FULL,
-            open: true,
-        }],
-        next_token: None,
-    })
-}
-
-fn written(request: &PutRecordsRequest) -> Response {
-    Response::PutRecords(PutRecordsResponse {
-        entries: request
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, _)| PutRecordsEntryResult::Written {
-                shard_id: ShardId::from("shardId-000000000000"),
-                sequence_number: format!("{i}").into(),
-            })
-            .collect(),
-    })
-}
-
-fn drain(engine: &mut Engine, now: Instant) -> Vec<(RequestId, Request)> {
-    std::iter::from_fn(|| engine.poll_request(now)).collect()
-}
-
-/// An engine that has read a one-shard map at `start` and finished a warm-up record.
-fn ready_engine(config: EngineConfig, start: Instant) -> Engine {
-    let mut engine = Engine::new(config).unwrap();
-    engine
-        .submit(Record::new(stream(), "warm", vec![0]), start)
-        .unwrap();
-    for (id, request) in drain(&mut engine, start) {
-        match request {
-            Request::ListShards(_) => engine.handle_response(id, Ok(one_shard()), start),
-            Request::DescribeStreamSummary(_) => engine.handle_response(
-                id,
-                Ok(Response::DescribeStreamSummary(StreamSummary {
-                    max_record_size_kib: Some(1024),
-                    open_shard_count: 1,
-                })),
-                start,
-            ),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    engine.flush(None, start);
-    for (id, request) in drain(&mut engine, start) {
-        let Request::PutRecords(put) = request else {
-            panic!("expected PutRecords")
-        };
-        engine.handle_response(id, Ok(written(&put)), start);
-    }
-    while engine.poll_event().is_some() {}
-    assert_eq!(engine.outstanding_records(), 0);
-    engine
-}
-
-fn puts(requests: Vec<(RequestId, Request)>) -> Vec<(RequestId, PutRecordsRequest)> {
-    requests
-        .into_iter()
-        .filter_map(|(id, r)| match r {
-            Request::PutRecords(put) => Some((id, put)),
-            _ => None,
-        })
-        .collect()
-}
 
 #[test]
 fn a_record_waits_for_the_first_map_then_leaves_at_its_deadline_plus_grace() {

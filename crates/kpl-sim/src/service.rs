@@ -11,7 +11,7 @@ use kpl_aggregation::{
 };
 use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
-    PutRecordsRequest, PutRecordsResponse, ShardDescription, StreamSummary,
+    PutRecordsRequest, PutRecordsResponse, ShardDescription, ShardFilter, StreamSummary,
 };
 use kpl_engine::{
     PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES, Request, Response, ShardId, Stream,
@@ -647,17 +647,33 @@ impl SimKinesis {
         &mut self,
         request: &ListShardsRequest,
     ) -> Result<ListShardsResponse, TransportError> {
-        let (name, offset) = match &request.next_token {
+        // As the service's, a token stands for the whole listing: pages after the first carry
+        // only the token, which remembers the stream, the filter and where the page starts.
+        let (name, all, offset) = match &request.next_token {
             Some(token) => {
-                let parsed = token.rsplit_once('|').and_then(|(name, offset)| {
-                    Some((name.to_owned(), offset.parse::<usize>().ok()?))
-                });
+                let mut parts = token.rsplitn(3, '|');
+                let parsed = match (parts.next(), parts.next(), parts.next()) {
+                    (Some(offset), Some(filter), Some(name)) => offset
+                        .parse::<usize>()
+                        .ok()
+                        .map(|offset| (name.to_owned(), filter == "all", offset)),
+                    _ => None,
+                };
                 let Some(parsed) = parsed else {
                     return Err(self.validation("invalid NextToken".into()));
                 };
                 parsed
             }
-            None => (self.resolve(&request.stream)?.to_owned(), 0),
+            None => {
+                let all = match request.filter {
+                    ShardFilter::AtLatest => false,
+                    ShardFilter::FromTrimHorizon => true,
+                    other => {
+                        return Err(self.validation(format!("ShardFilter {other:?}")));
+                    }
+                };
+                (self.resolve(&request.stream)?.to_owned(), all, 0)
+            }
         };
         let Some(stream) = self.streams.get(&name) else {
             return Err(TransportError::from_code(
@@ -665,22 +681,24 @@ impl SimKinesis {
                 "stream is gone",
             ));
         };
-        let open: Vec<&SimShard> = stream.shards.iter().filter(|s| s.open).collect();
+        // Nothing is ever trimmed here: every shard is after the trim horizon.
+        let listed: Vec<&SimShard> = stream.shards.iter().filter(|s| all || s.open).collect();
         let page = self
             .list_shards_page
             .min(request.max_results.max(1) as usize);
-        let end = (offset + page).min(open.len());
-        let shards = open
+        let end = (offset + page).min(listed.len());
+        let shards = listed
             .get(offset..end)
             .unwrap_or_default()
             .iter()
             .map(|s| ShardDescription {
                 shard_id: s.id.clone(),
                 hash_key_range: s.range,
-                open: true,
+                open: s.open,
             })
             .collect();
-        let next_token = (end < open.len()).then(|| format!("{name}|{end}"));
+        let filter = if all { "all" } else { "open" };
+        let next_token = (end < listed.len()).then(|| format!("{name}|{filter}|{end}"));
         Ok(ListShardsResponse { shards, next_token })
     }
 
