@@ -5,7 +5,8 @@
 //! - `bench`: runs the criterion benchmarks and prints the ratios the targets are stated in.
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N]`: runs the engine simulation sweep over many more seeds than CI.
-//! - `e2e`: starts kinesalite and runs only the end-to-end tests.
+//! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
+//!   times in a row.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -42,9 +43,9 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
-        Some("e2e") => e2e(),
+        Some("e2e") => e2e(&args[1..]),
         _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
-                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] | e2e>"
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] | e2e [--repeat N]>"
             .to_owned()),
     };
     match outcome {
@@ -350,15 +351,44 @@ fn bench(extra: &[String]) -> Result {
     Ok(())
 }
 
-/// Only the end-to-end tests.
-fn e2e() -> Result {
+/// Only the end-to-end tests, `--repeat N` times in a row (each run with servers of its own),
+/// to show that they pass every time and not by luck.
+fn e2e(args: &[String]) -> Result {
+    let repeat = match args {
+        [] => 1,
+        [flag, count] if flag == "--repeat" => count
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("--repeat takes a positive number, not {count}"))?,
+        other => return Err(format!("unknown e2e options {other:?}")),
+    };
     let mut tally = Tally::default();
-    e2e_tests(&mut tally)?;
+    let mut failed_runs = Vec::new();
+    for run in 1..=repeat {
+        if repeat > 1 {
+            eprintln!("\n==> end-to-end run {run} of {repeat}");
+        }
+        if let Err(error) = e2e_tests(&mut tally) {
+            eprintln!("run {run}: {error}");
+            failed_runs.push(run);
+        }
+    }
     println!(
         "\nsummary: {} passed, {} failed, {} skipped",
         tally.passed, tally.failed, tally.ignored
     );
-    Ok(())
+    if repeat > 1 {
+        println!(
+            "end-to-end runs: {} of {repeat} passed",
+            repeat - failed_runs.len() as u32
+        );
+    }
+    if failed_runs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("end-to-end runs {failed_runs:?} failed"))
+    }
 }
 
 /// The end-to-end tests, each server started before and stopped after its tests.
@@ -412,7 +442,7 @@ fn soak(args: &[String]) -> Result {
         &format!("simulation sweep: seeds {first}..{}", first + seeds),
         cargo()
             .args(["test", "--release", "--locked", "-p", "kpl-sim"])
-            .args(["--test", "simulation", "seeded_sweep"])
+            .args(["--test", "simulation", "seeded_sweep", "--", "--nocapture"])
             .env("KPL_SIM_SEEDS", seeds.to_string())
             .env("KPL_SIM_FIRST_SEED", first.to_string()),
     )

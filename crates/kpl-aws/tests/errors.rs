@@ -11,7 +11,7 @@ use aws_smithy_http_client::test_util::{ReplayEvent, StaticReplayClient};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
 use aws_smithy_types::body::SdkBody;
-use kpl_aggregation::{HashKey, KinesisRecord};
+use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord};
 use kpl_aws::{AwsSettings, AwsSettingsError, AwsTransport, map_sdk_error};
 use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, PutRecordsEntryResult, PutRecordsRequest,
@@ -159,6 +159,26 @@ async fn list_shards_pages_carry_only_the_token_after_the_first() {
             && sent[1].get("StreamARN").is_none()
             && sent[1].get("ShardFilter").is_none()
     );
+}
+
+#[tokio::test]
+async fn a_listing_of_every_shard_asks_from_the_trim_horizon_and_sees_closed_shards() {
+    let (transport, http) = transport(vec![response(
+        200,
+        r#"{"Shards":[{"ShardId":"shardId-000000000000","HashKeyRange":{"StartingHashKey":"0","EndingHashKey":"340282366920938463463374607431768211455"},"SequenceNumberRange":{"StartingSequenceNumber":"1","EndingSequenceNumber":"9"}}]}"#,
+    )]);
+    let listing = transport
+        .list_shards(ListShardsRequest {
+            stream: Stream::new("s").unwrap(),
+            next_token: None,
+            filter: ShardFilter::FromTrimHorizon,
+            max_results: 1000,
+        })
+        .await
+        .unwrap();
+    assert!(!listing.shards[0].open);
+    assert_eq!(listing.shards[0].hash_key_range, HashKeyRange::FULL);
+    assert_eq!(bodies(&http)[0]["ShardFilter"]["Type"], "FROM_TRIM_HORIZON");
 }
 
 #[tokio::test]

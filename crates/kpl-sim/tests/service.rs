@@ -131,29 +131,57 @@ fn records_land_on_the_shard_owning_their_hash_key_and_reshards_move_ownership()
     assert_eq!(sim.kcl_view("s").records.len(), 3);
 }
 
-#[test]
-fn list_shards_pages_and_describe_summary() {
-    let (mut sim, now) = new_sim(5);
-    sim.set_list_shards_page(2);
+/// Every page of a `ListShards` listing, as (shard id, open).
+fn list_all_pages(sim: &mut SimKinesis, filter: ShardFilter, now: Instant) -> Vec<(String, bool)> {
     let mut token = None;
-    let mut seen = 0;
+    let mut seen = Vec::new();
     loop {
         let request = Request::ListShards(ListShardsRequest {
             stream: Stream::new("s").unwrap(),
             next_token: token.take(),
-            filter: ShardFilter::AtLatest,
+            filter,
             max_results: 1_000,
         });
         let Response::ListShards(page) = sim.handle(request, now).unwrap() else {
             panic!("expected a page")
         };
-        seen += page.shards.len();
+        seen.extend(
+            page.shards
+                .iter()
+                .map(|shard| (shard.shard_id.to_string(), shard.open)),
+        );
         match page.next_token {
             Some(next) => token = Some(next),
             None => break,
         }
     }
-    assert_eq!(seen, 5);
+    seen
+}
+
+#[test]
+fn list_shards_pages_and_describe_summary() {
+    let (mut sim, now) = new_sim(5);
+    sim.set_list_shards_page(2);
+    assert_eq!(
+        list_all_pages(&mut sim, ShardFilter::AtLatest, now).len(),
+        5
+    );
+    // After a merge, AT_LATEST lists the open shards; FROM_TRIM_HORIZON the closed ones too,
+    // on every page (a later page carries only the token).
+    sim.merge_shards("s", "shardId-000000000000", "shardId-000000000001")
+        .unwrap();
+    let open = list_all_pages(&mut sim, ShardFilter::AtLatest, now);
+    assert_eq!(open.len(), 4);
+    assert!(open.iter().all(|(_, open)| *open));
+    let all = list_all_pages(&mut sim, ShardFilter::FromTrimHorizon, now);
+    assert_eq!(all.len(), 6);
+    assert_eq!(
+        all.iter()
+            .filter(|(_, open)| !open)
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["shardId-000000000000", "shardId-000000000001"]
+    );
     sim.set_max_record_size_kib("s", 2048).unwrap();
     let request = Request::DescribeStreamSummary(DescribeStreamSummaryRequest {
         stream: Stream::new("s").unwrap(),
@@ -162,7 +190,7 @@ fn list_shards_pages_and_describe_summary() {
         panic!("expected a summary")
     };
     assert_eq!(summary.max_record_size_kib, Some(2048));
-    assert_eq!(summary.open_shard_count, 5);
+    assert_eq!(summary.open_shard_count, 4);
 }
 
 #[test]

@@ -361,6 +361,70 @@ fn a_record_that_belongs_to_the_shard_it_landed_on_is_accepted_without_resend() 
     );
 }
 
+/// How the stream is resharded behind the producer's back, and which keys are then sent.
+#[derive(Debug)]
+enum Reshard {
+    /// One shard split in the middle; keys of the low half, owned by one child.
+    Split,
+    /// Two shards merged; keys of the first, owned by the merged child.
+    Merge,
+}
+
+/// The race behind a duplicate after a reshard: the answer to a `PutRecords` that landed on a
+/// child arrives before the producer has read a map that knows the child. The child owns every
+/// record of the aggregate, so a KCL consumer keeps it: it must count as written, not be
+/// re-sent. (Here the answer always wins the race: the map read starts only once it arrives.)
+#[test]
+fn an_aggregate_landing_on_a_child_the_map_does_not_know_yet_is_not_resent() {
+    for reshard in [Reshard::Split, Reshard::Merge] {
+        for ordering in [OrderingMode::Unordered, OrderingMode::PerShard] {
+            let mut config = EngineConfig::default();
+            config.ordering = ordering;
+            let shards = match reshard {
+                Reshard::Split => 1,
+                Reshard::Merge => 2,
+            };
+            let mut pair = pair_with(config, shards, 21);
+            submit_n(&mut pair, 0, 1, |_| "warm-up".into());
+            pair.run_until_idle();
+            let open = pair.sim.open_shards(STREAM);
+            let (child, owned) = match reshard {
+                Reshard::Split => {
+                    let middle = 1u128 << 127;
+                    pair.sim
+                        .split_shard(STREAM, open[0].0.as_str(), HashKey::new(middle))
+                        .unwrap();
+                    let low = HashKeyRange::new(HashKey::new(0), HashKey::new(middle - 1));
+                    ("shardId-000000000001", low.unwrap())
+                }
+                Reshard::Merge => {
+                    pair.sim
+                        .merge_shards(STREAM, open[0].0.as_str(), open[1].0.as_str())
+                        .unwrap();
+                    ("shardId-000000000002", open[0].1)
+                }
+            };
+            let keys = keys_in(owned, 100, "owned");
+            submit_n(&mut pair, 1, 100, |n| keys[(n - 1) as usize].clone());
+            pair.run_until_idle();
+
+            let context = format!("{reshard:?} / {ordering:?}");
+            check_exactly_once(&pair);
+            for delivery in pair.delivered().filter(|d| d.id().get() > 0) {
+                assert_eq!(delivery.shard_id().as_str(), child, "{context}");
+                assert_eq!(delivery.attempts().len(), 1, "{context}: never re-sent");
+            }
+            let (_, stats) = pair.engine.stats().next().unwrap();
+            assert_eq!(stats.unknown_shard_landings, 1, "{context}");
+            assert_eq!(stats.unjudged_landings_resent, 0, "{context}");
+            assert_eq!(stats.retries_per_record, 0, "{context}");
+            let view = pair.sim.kcl_view(STREAM);
+            assert_eq!(view.records.len(), 101, "{context}");
+            assert!(view.dropped.is_empty(), "{context}");
+        }
+    }
+}
+
 #[test]
 fn terminal_errors_fail_at_once_without_retry_storms() {
     let start = SystemClock.now();

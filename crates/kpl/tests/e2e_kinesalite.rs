@@ -12,7 +12,7 @@
 mod e2e;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
@@ -203,6 +203,16 @@ async fn produce_read_back_and_survive_a_split_and_a_merge() {
     let every: Vec<Delivery> = deliveries.into_iter().chain(more).collect();
     check(&all, &every, &read);
     assert_eq!(read.len(), 120_000);
+    // Whichever answer came first, the map read or a write on a child, no landing was re-sent
+    // for want of a map that knew its shard.
+    let stats = producer.stats();
+    assert_eq!(
+        stats
+            .iter()
+            .map(|(_, s)| s.unjudged_landings_resent)
+            .sum::<u64>(),
+        0
+    );
     // The new records went to the children.
     let children = [
         "shardId-000000000004",
@@ -239,7 +249,6 @@ async fn a_missing_stream_fails_fast_without_retry_storms() {
         .build()
         .unwrap();
     let stream = Stream::new(unique("missing")).unwrap();
-    let started = Instant::now();
     let mut futures = Vec::new();
     for i in 0..200 {
         futures.push(
@@ -255,13 +264,17 @@ async fn a_missing_stream_fails_fast_without_retry_storms() {
             DeliveryErrorKind::Failed(FailureReason::Terminal(TransportErrorKind::NotFound)),
             "{error}"
         );
+        // Failed by the first answer that said the stream is missing, not by retries until
+        // the record's TTL.
         assert!(error.attempts().len() <= 2, "{error}");
+        assert!(
+            error
+                .attempts()
+                .iter()
+                .all(|a| a.error_code() == Some("ResourceNotFoundException")),
+            "{error}"
+        );
     }
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,10 @@ pub(crate) fn producer_config(endpoint: &str) -> Config {
     config.set("Region", "us-east-1").unwrap();
     config.set("AwsAccessKeyId", "AKIDLOCALTEST").unwrap();
     config.set("AwsSecretKey", "local-secret").unwrap();
+    // A call that times out may have been applied, and its retry then writes a second copy:
+    // the tests assert exactly-once, so they must not depend on how fast a loaded local server
+    // answers. (No call is cut short here; the timeout only bounds a hung one.)
+    config.set("RequestTimeout", "120000").unwrap();
     config
 }
 
