@@ -1,9 +1,9 @@
 //! The whole producer (driver task, connections, futures) under seeded random faults and a
-//! reshard, on tokio's paused clock: every future resolves once, and every delivery is where a
-//! KCL consumer reads it.
+//! reshard, on tokio's paused clock: every future resolves once, every delivery is where a
+//! KCL consumer reads it, and no record is read twice because of the reshard.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kpl::time::Clock;
@@ -65,9 +65,15 @@ async fn run(seed: u64) {
         }
     }
     let mut delivered = Vec::new();
+    // Each record's attempts, by record number, whatever its outcome.
+    let mut attempts = Vec::with_capacity(total);
     for future in futures {
-        if let Ok(delivery) = future.await {
-            delivered.push(delivery);
+        match future.await {
+            Ok(delivery) => {
+                attempts.push(delivery.attempts().to_vec());
+                delivered.push(delivery);
+            }
+            Err(error) => attempts.push(error.attempts().to_vec()),
         }
     }
     assert_eq!(producer.outstanding_records(), 0, "seed {seed}");
@@ -87,6 +93,23 @@ async fn run(seed: u64) {
         assert!(
             readable.contains(&at),
             "seed {seed}: a delivery at {at:?} is not readable"
+        );
+    }
+    // A record is read twice only after an attempt whose outcome the producer could not know
+    // (a call that timed out, or a landing no map read could judge), never after the reshard.
+    let mut copies: BTreeMap<&[u8], usize> = BTreeMap::new();
+    for record in &view.records {
+        *copies.entry(record.data.as_ref()).or_default() += 1;
+    }
+    for (n, attempts) in attempts.iter().enumerate() {
+        let data = format!("sweep-{n:05}");
+        let read = copies.get(data.as_bytes()).copied().unwrap_or(0);
+        assert!(
+            read < 2
+                || attempts
+                    .iter()
+                    .any(|a| matches!(a.error_code(), Some("RequestTimeout" | "UnjudgedLanding"))),
+            "seed {seed}: record {n} is read {read} times, but none of its attempts had an unknown outcome: {attempts:#?}"
         );
     }
     // With a 30 s record TTL and only transient faults, everything gets through.
