@@ -1778,11 +1778,12 @@ impl Engine {
                 self.record_buffering(si, delay);
             }
             let last = Attempt::written(delay, duration, landing.clone());
-            self.finish(pending.id, size, si);
+            // The outcome first: finishing may complete a flush marker, which comes after it.
             self.events.push_back(Event::Delivered(Delivery {
                 id: RecordId(pending.id),
                 attempts: AttemptList::new(mem::take(&mut pending.attempts), last),
             }));
+            self.finish(pending.id, size, si);
         }
         records.clear();
         let stream = &mut self.streams[si];
@@ -2133,16 +2134,17 @@ impl Engine {
         if reason == FailureReason::Expired {
             stats.user_records_expired += 1;
         }
-        self.finish(pending.id, pending.size(), si);
-        let id = RecordId(pending.id);
+        let (id, size) = (pending.id, pending.size());
         let attempts = mem::take(&mut pending.attempts);
         let record = pending.into_record(self.streams[si].stream.clone());
+        // The outcome first: finishing may complete a flush marker, which comes after it.
         self.events.push_back(Event::Failed(Box::new(Failure {
-            id,
+            id: RecordId(id),
             reason,
             record,
             attempts,
         })));
+        self.finish(id, size, si);
     }
 
     fn finish(&mut self, id: u64, size: usize, si: usize) {

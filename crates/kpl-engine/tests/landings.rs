@@ -95,6 +95,10 @@ fn an_aggregate_on_an_unknown_child_that_owns_it_waits_for_the_map_and_is_not_re
         assert_eq!(puts(requests.clone()).len(), 0, "nothing re-sent");
         let read = list_shards(&requests);
         assert_eq!(stats(&engine).unknown_shard_landings, 1);
+        // Held records are outstanding: a flush marker waits for them.
+        let marker = engine.flush_marker(landed);
+        assert!(events(&mut engine).is_empty(), "{ordering:?}");
+        assert_eq!(engine.outstanding_records(), put.count);
 
         // In ordering mode the shard stays busy meanwhile: later records of its keys wait.
         engine
@@ -108,7 +112,12 @@ fn an_aggregate_on_an_unknown_child_that_owns_it_waits_for_the_map_and_is_not_re
         // The map arrives: child 1 owns every record, so the aggregate counts as written there.
         let mapped = landed + ms(20);
         engine.handle_response(read, Ok(listing(&SPLIT)), mapped);
-        let delivered: Vec<_> = events(&mut engine)
+        let mut judged = events(&mut engine);
+        assert!(
+            matches!(judged.pop(), Some(Event::Flushed(id)) if id == marker),
+            "{ordering:?}: the marker completes once the held records are delivered"
+        );
+        let delivered: Vec<_> = judged
             .into_iter()
             .map(|event| match event {
                 Event::Delivered(delivery) => delivery,
