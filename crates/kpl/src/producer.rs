@@ -614,6 +614,7 @@ struct DriverLog {
     reported_retries: u64,
     reported_errors: u64,
     reported_failed: u64,
+    reported_unjudged: u64,
 }
 
 /// Throttling after this long without any counts as starting again.
@@ -669,11 +670,19 @@ impl DriverLog {
             return;
         }
         self.next_summary = Some(now + SUMMARY_EVERY);
-        let (mut retries, mut errors, mut failed) = (0, 0, 0);
+        let (mut retries, mut errors, mut failed, mut unjudged) = (0, 0, 0, 0);
         for (_, stats) in engine.stats() {
             retries += stats.retries_per_record;
             errors += stats.errors_by_code.values().sum::<u64>();
             failed += stats.user_records_failed;
+            unjudged += stats.unjudged_landings_resent;
+        }
+        if unjudged > self.reported_unjudged {
+            tracing::warn!(
+                records = unjudged - self.reported_unjudged,
+                "records re-sent because no shard map read could tell whether a consumer keeps the copy they landed with: a consumer may read them twice"
+            );
+            self.reported_unjudged = unjudged;
         }
         let (new_retries, new_errors, new_failed) = (
             retries - self.reported_retries,
