@@ -221,8 +221,11 @@ struct ShardHistory {
     in_flight: bool,
     started_at: Instant,
     pages: Vec<ShardDescription>,
-    /// When the last finished (or failed) history read started.
+    /// When the last finished history read started.
     last_read: Option<Instant>,
+    /// After a failed read: when to read again (the landings wait, up to their `decide_by`).
+    retry_at: Option<Instant>,
+    backoff: RefreshBackoff,
 }
 
 #[derive(Debug)]
@@ -588,6 +591,7 @@ impl Engine {
             }
             stream.refresh.in_flight = false;
             stream.history.in_flight = false;
+            stream.history.retry_at = None;
             stream.summary_in_flight = false;
             abandoned.extend(taken.into_iter().map(|pending| (si, pending)));
         }
@@ -811,6 +815,8 @@ impl Engine {
                 started_at: now,
                 pages: Vec::new(),
                 last_read: None,
+                retry_at: None,
+                backoff: RefreshBackoff::new(),
             },
             unpredicted_backoff: Backoff::new(
                 self.config.retry_backoff_base,
@@ -964,6 +970,7 @@ impl Engine {
         }
         stream.history.in_flight = true;
         stream.history.started_at = now;
+        stream.history.retry_at = None;
         stream.history.pages.clear();
         let request = Request::ListShards(ListShardsRequest {
             stream: stream.stream.clone(),
@@ -1004,12 +1011,26 @@ impl Engine {
                 self.fail_queued(si, "ListShards", &error, now);
                 return;
             }
-            // A read that failed tells no more than one that did not find the shard: the
-            // landings waiting for it take the safe side.
-            Err(_) => stream.history.pages.clear(),
+            Err(_) => {
+                // Read again after a backoff; the landings wait, at most until their
+                // `decide_by` (armed already).
+                let history = &mut stream.history;
+                history.in_flight = false;
+                history.pages.clear();
+                let retry_at = now + history.backoff.next_delay();
+                history.retry_at = Some(retry_at);
+                arm(
+                    &mut self.timers,
+                    &mut stream.timer,
+                    retry_at,
+                    Timer::Stream(si),
+                );
+                return;
+            }
         }
         let stream = &mut self.streams[si];
         stream.history.in_flight = false;
+        stream.history.backoff.reset();
         stream.history.last_read = Some(stream.history.started_at);
         self.judge_held_landings(si, now);
     }
@@ -1565,6 +1586,17 @@ impl Engine {
         if self.streams[si].refresh.next_at.is_some_and(|at| at <= now) {
             self.start_refresh(si, now);
         }
+        if self.streams[si]
+            .history
+            .retry_at
+            .is_some_and(|at| at <= now)
+        {
+            // Only landings still waiting need it; give-ups above may have settled them all.
+            self.streams[si].history.retry_at = None;
+            if !self.streams[si].held_landings.is_empty() {
+                self.start_history_read(si, now);
+            }
+        }
         let stream = &mut self.streams[si];
         let awaiting = stream
             .awaiting_map
@@ -1573,7 +1605,10 @@ impl Engine {
         let held = stream.held_landings.iter().map(|held| held.decide_by).min();
         let next = min_instant(
             min_instant(awaiting, stream.collector.deadline),
-            min_instant(stream.refresh.next_at, held),
+            min_instant(
+                min_instant(stream.refresh.next_at, held),
+                stream.history.retry_at,
+            ),
         );
         if let Some(at) = next {
             arm(&mut self.timers, &mut stream.timer, at, Timer::Stream(si));
@@ -1973,7 +2008,8 @@ impl Engine {
                     let seen = held.read_saw_the_write(map_read);
                     (history || seen, map || !seen)
                 });
-        if need_history {
+        // A failing listing is read again on its own backoff.
+        if need_history && self.streams[si].history.retry_at.is_none() {
             self.start_history_read(si, now);
         }
         if need_map {

@@ -254,53 +254,60 @@ fn history_read(requests: &[(RequestId, Request)]) -> RequestId {
 
 #[test]
 fn a_shard_closed_again_before_the_map_read_is_looked_up_among_all_shards() {
-    let t0 = SystemClock.now();
-    let mut engine = ready_engine(EngineConfig::default(), t0);
-    let put = send_aggregate(&mut engine, &keys_in(0, LOW_END, 6, "low"), t0);
-    // Landed on shard 1, which a second split closed before the map read listed open shards.
-    put.land(&mut engine, "shardId-000000000001", t0 + ms(10));
-    let read = list_shards(&drain(&mut engine, t0 + ms(10)));
-    engine.handle_response(read, Ok(listing(&open_only(&SPLIT_TWICE))), t0 + ms(20));
-    assert!(events(&mut engine).is_empty());
-    // The map does not know shard 1: the closed shards are listed too.
-    let history = history_read(&drain(&mut engine, t0 + ms(20)));
-    engine.handle_response(history, Ok(listing(&SPLIT_TWICE)), t0 + ms(30));
-    let delivered = events(&mut engine);
-    assert_eq!(delivered.len(), put.count);
-    for event in delivered {
-        let Event::Delivered(delivery) = event else {
-            panic!("expected a delivery, got {event:?}")
-        };
-        assert_eq!(delivery.shard_id().as_str(), "shardId-000000000001");
-        assert_eq!(delivery.attempts().len(), 1);
+    for failures in [0, 2] {
+        let t0 = SystemClock.now();
+        let mut engine = ready_engine(EngineConfig::default(), t0);
+        let put = send_aggregate(&mut engine, &keys_in(0, LOW_END, 6, "low"), t0);
+        // Landed on shard 1, which a second split closed before the map read listed open shards.
+        put.land(&mut engine, "shardId-000000000001", t0 + ms(10));
+        let read = list_shards(&drain(&mut engine, t0 + ms(10)));
+        engine.handle_response(read, Ok(listing(&open_only(&SPLIT_TWICE))), t0 + ms(20));
+        assert!(events(&mut engine).is_empty());
+        // The map does not know shard 1: every shard is listed, closed ones too. A failed
+        // listing is read again after a backoff, meanwhile nothing is re-sent.
+        let mut now = t0 + ms(20);
+        let mut history = history_read(&drain(&mut engine, now));
+        for _ in 0..failures {
+            let error = TransportError::from_code("InternalFailure", "boom");
+            engine.handle_response(history, Err(error), now);
+            now = engine.poll_timeout().unwrap();
+            engine.handle_timeout(now);
+            let requests = drain(&mut engine, now);
+            assert!(puts(requests.clone()).is_empty(), "nothing re-sent");
+            history = history_read(&requests);
+        }
+        engine.handle_response(history, Ok(listing(&SPLIT_TWICE)), now);
+        let delivered = events(&mut engine);
+        assert_eq!(delivered.len(), put.count);
+        for event in delivered {
+            let Event::Delivered(delivery) = event else {
+                panic!("expected a delivery, got {event:?}")
+            };
+            assert_eq!(delivery.shard_id().as_str(), "shardId-000000000001");
+            assert_eq!(delivery.attempts().len(), 1);
+        }
+        assert_eq!(stats(&engine).unjudged_landings_resent, 0);
     }
-    assert_eq!(stats(&engine).unjudged_landings_resent, 0);
 }
 
 #[test]
 fn a_shard_no_listing_knows_is_given_up_on_at_once() {
-    for history_answer in [Ok(listing(&SPLIT_TWICE)), Err("InternalFailure")] {
-        let t0 = SystemClock.now();
-        let mut engine = ready_engine(EngineConfig::default(), t0);
-        let put = send_aggregate(&mut engine, &keys_in(0, LOW_END, 6, "low"), t0);
-        // Shard 9 is in no listing (a service answer naming a shard that does not exist), or
-        // the listing of every shard fails.
-        put.land(&mut engine, "shardId-000000000009", t0 + ms(10));
-        let read = list_shards(&drain(&mut engine, t0 + ms(10)));
-        engine.handle_response(read, Ok(listing(&open_only(&SPLIT_TWICE))), t0 + ms(20));
-        let history = history_read(&drain(&mut engine, t0 + ms(20)));
-        let answer = history_answer
-            .clone()
-            .map_err(|code| TransportError::from_code(code, "boom"));
-        let now = t0 + ms(30);
-        engine.handle_response(history, answer, now);
-        // Re-sent alone at once: due within half a buffering time, as every retry.
-        let resent_at = engine.poll_timeout().unwrap();
-        assert!(resent_at <= now + ms(50), "{:?}", resent_at - now);
-        engine.handle_timeout(resent_at);
-        let sent = puts(drain(&mut engine, resent_at));
-        assert_resent_alone(&mut engine, sent, put.count, resent_at);
-    }
+    let t0 = SystemClock.now();
+    let mut engine = ready_engine(EngineConfig::default(), t0);
+    let put = send_aggregate(&mut engine, &keys_in(0, LOW_END, 6, "low"), t0);
+    // Shard 9 is in no listing: a service answer naming a shard that does not exist.
+    put.land(&mut engine, "shardId-000000000009", t0 + ms(10));
+    let read = list_shards(&drain(&mut engine, t0 + ms(10)));
+    engine.handle_response(read, Ok(listing(&open_only(&SPLIT_TWICE))), t0 + ms(20));
+    let history = history_read(&drain(&mut engine, t0 + ms(20)));
+    let now = t0 + ms(30);
+    engine.handle_response(history, Ok(listing(&SPLIT_TWICE)), now);
+    // Re-sent alone at once: due within half a buffering time, as every retry.
+    let resent_at = engine.poll_timeout().unwrap();
+    assert!(resent_at <= now + ms(50), "{:?}", resent_at - now);
+    engine.handle_timeout(resent_at);
+    let sent = puts(drain(&mut engine, resent_at));
+    assert_resent_alone(&mut engine, sent, put.count, resent_at);
 }
 
 #[test]
