@@ -403,6 +403,16 @@ fn arm(
     }
 }
 
+/// A `ListShards` page request: the first (`next_token` `None`) or a later one.
+fn list_shards(stream: &Stream, next_token: Option<String>, filter: ShardFilter) -> Request {
+    Request::ListShards(ListShardsRequest {
+        stream: stream.clone(),
+        next_token,
+        filter,
+        max_results: LIST_SHARDS_PAGE,
+    })
+}
+
 fn min_instant(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -642,31 +652,21 @@ impl Engine {
             (InFlightKind::PutRecords(entries), Err(error)) => {
                 self.on_put_records(si, entries, Err(error), sent_at, now);
             }
-            (InFlightKind::ListShards, Ok(Response::ListShards(page))) => {
-                self.on_list_shards(si, Ok(page), now);
-            }
-            (InFlightKind::ListShards, Ok(_)) => {
-                let error = TransportError::new(
-                    TransportErrorKind::Other,
-                    "UnexpectedResponse",
-                    "not a ListShards response",
-                );
-                self.on_list_shards(si, Err(error), now);
-            }
-            (InFlightKind::ListShards, Err(error)) => self.on_list_shards(si, Err(error), now),
-            (InFlightKind::ShardHistory, Ok(Response::ListShards(page))) => {
-                self.on_shard_history(si, Ok(page), now);
-            }
-            (InFlightKind::ShardHistory, Ok(_)) => {
-                let error = TransportError::new(
-                    TransportErrorKind::Other,
-                    "UnexpectedResponse",
-                    "not a ListShards response",
-                );
-                self.on_shard_history(si, Err(error), now);
-            }
-            (InFlightKind::ShardHistory, Err(error)) => {
-                self.on_shard_history(si, Err(error), now);
+            (kind @ (InFlightKind::ListShards | InFlightKind::ShardHistory), result) => {
+                let page = match result {
+                    Ok(Response::ListShards(page)) => Ok(page),
+                    Ok(_) => Err(TransportError::new(
+                        TransportErrorKind::Other,
+                        "UnexpectedResponse",
+                        "not a ListShards response",
+                    )),
+                    Err(error) => Err(error),
+                };
+                if matches!(kind, InFlightKind::ShardHistory) {
+                    self.on_shard_history(si, page, now);
+                } else {
+                    self.on_list_shards(si, page, now);
+                }
             }
             (InFlightKind::DescribeStreamSummary, result) => {
                 let summary = match result {
@@ -860,12 +860,7 @@ impl Engine {
         stream.refresh.started_at = now;
         stream.refresh.pages.clear();
         stream.refresh.next_at = None;
-        let request = Request::ListShards(ListShardsRequest {
-            stream: stream.stream.clone(),
-            next_token: None,
-            filter: ShardFilter::AtLatest,
-            max_results: LIST_SHARDS_PAGE,
-        });
+        let request = list_shards(&stream.stream, None, ShardFilter::AtLatest);
         let describe = (!stream.summary_known && !stream.summary_in_flight).then(|| {
             stream.summary_in_flight = true;
             Request::DescribeStreamSummary(DescribeStreamSummaryRequest {
@@ -903,12 +898,8 @@ impl Engine {
                 stream.refresh.pages.extend(page.shards);
                 match page.next_token {
                     Some(token) => {
-                        let request = Request::ListShards(ListShardsRequest {
-                            stream: stream.stream.clone(),
-                            next_token: Some(token),
-                            filter: ShardFilter::AtLatest,
-                            max_results: LIST_SHARDS_PAGE,
-                        });
+                        let request =
+                            list_shards(&stream.stream, Some(token), ShardFilter::AtLatest);
                         self.enqueue(si, InFlightKind::ListShards, request);
                     }
                     None => self.install_map(si, now),
@@ -972,12 +963,7 @@ impl Engine {
         stream.history.started_at = now;
         stream.history.retry_at = None;
         stream.history.pages.clear();
-        let request = Request::ListShards(ListShardsRequest {
-            stream: stream.stream.clone(),
-            next_token: None,
-            filter: ShardFilter::FromTrimHorizon,
-            max_results: LIST_SHARDS_PAGE,
-        });
+        let request = list_shards(&stream.stream, None, ShardFilter::FromTrimHorizon);
         self.enqueue(si, InFlightKind::ShardHistory, request);
     }
 
@@ -992,12 +978,8 @@ impl Engine {
             Ok(page) => {
                 stream.history.pages.extend(page.shards);
                 if let Some(token) = page.next_token {
-                    let request = Request::ListShards(ListShardsRequest {
-                        stream: stream.stream.clone(),
-                        next_token: Some(token),
-                        filter: ShardFilter::FromTrimHorizon,
-                        max_results: LIST_SHARDS_PAGE,
-                    });
+                    let request =
+                        list_shards(&stream.stream, Some(token), ShardFilter::FromTrimHorizon);
                     self.enqueue(si, InFlightKind::ShardHistory, request);
                     return;
                 }
@@ -1849,16 +1831,8 @@ impl Engine {
         records: Vec<Pending>,
         now: Instant,
     ) {
-        let error = AttemptError::shared(
-            "WrongShard",
-            format!(
-                "an aggregate of {} records landed on {}, which does not own all of their hash keys; all are re-sent",
-                records.len(),
-                landed.landing.shard_id
-            ),
-        );
-        self.streams[si].stats.error(error.code(), 1);
-        let retry = self.prepare_resend(si, &landed, records, &error, now);
+        let why = "which does not own all of their hash keys; all are re-sent";
+        let retry = self.prepare_resend(si, &landed, records, ("WrongShard", why), now);
         if retry.is_empty() {
             return;
         }
@@ -1882,20 +1856,29 @@ impl Engine {
         }
     }
 
-    /// Records the landing as a failed attempt of each record; fails those past their expiry and
-    /// returns the others, due again soon.
+    /// Records the landing as a failed attempt of each record, with the error `(code, why)`;
+    /// fails those past their expiry and returns the others, due again soon.
     fn prepare_resend(
         &mut self,
         si: usize,
         landed: &Landed<'_>,
         records: Vec<Pending>,
-        error: &Arc<AttemptError>,
+        (code, why): (&str, &str),
         now: Instant,
     ) -> Vec<Pending> {
+        let error = AttemptError::shared(
+            code,
+            format!(
+                "an aggregate of {} records landed on {}, {why}",
+                records.len(),
+                landed.landing.shard_id
+            ),
+        );
+        self.streams[si].stats.error(code, 1);
         let mut retry = Vec::with_capacity(records.len());
         for mut pending in records {
             if let Some(waited) =
-                pending.add_failed_attempt(landed.sent_at, landed.landed_at, error)
+                pending.add_failed_attempt(landed.sent_at, landed.landed_at, &error)
             {
                 self.record_buffering(si, waited);
             }
@@ -2050,18 +2033,10 @@ impl Engine {
     /// The safe side for a landing that cannot be judged: re-send every record alone (a plain
     /// record counts wherever it lands). The first copy may be readable too, so this is counted.
     fn resend_alone(&mut self, si: usize, landed: Landed<'_>, records: Vec<Pending>, now: Instant) {
-        let error = AttemptError::shared(
-            "UnjudgedLanding",
-            format!(
-                "an aggregate of {} records landed on {}, a shard no shard map read in time has listed; each record is re-sent alone, and a consumer may read the first copy too",
-                records.len(),
-                landed.landing.shard_id
-            ),
-        );
-        let stats = &mut self.streams[si].stats;
-        stats.error(error.code(), 1);
-        stats.unjudged_landings_resent += records.len() as u64;
-        let retry = self.prepare_resend(si, &landed, records, &error, now);
+        let why = "a shard no shard map read in time has listed; each record is re-sent alone, \
+                   and a consumer may read the first copy too";
+        let retry = self.prepare_resend(si, &landed, records, ("UnjudgedLanding", why), now);
+        self.streams[si].stats.unjudged_landings_resent += retry.len() as u64;
         if !retry.is_empty() {
             self.requeue_front(si, retry, Packing::Alone, now);
         }

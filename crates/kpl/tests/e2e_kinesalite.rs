@@ -16,11 +16,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
-use e2e::{admin, create_stream, read_shards, wait_active};
-use kpl::{
-    Config, Delivery, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream,
-    TransportErrorKind,
-};
+use e2e::{admin, assert_failed_fast_as_missing, create_stream, read_shards, wait_active};
+use kpl::{Config, Delivery, KinesisProducer, Record, Stream};
 use kpl_aggregation::{HashKey, HashKeyRange, ShardDeaggregation};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -258,22 +255,7 @@ async fn a_missing_stream_fails_fast_without_retry_storms() {
         );
     }
     for future in futures {
-        let error = future.await.unwrap_err();
-        assert_eq!(
-            error.kind(),
-            DeliveryErrorKind::Failed(FailureReason::Terminal(TransportErrorKind::NotFound)),
-            "{error}"
-        );
-        // Failed by the first answer that said the stream is missing, not by retries until
-        // the record's TTL.
-        assert!(error.attempts().len() <= 2, "{error}");
-        assert!(
-            error
-                .attempts()
-                .iter()
-                .all(|a| a.error_code() == Some("ResourceNotFoundException")),
-            "{error}"
-        );
+        assert_failed_fast_as_missing(&future.await.unwrap_err());
     }
 }
 

@@ -11,8 +11,8 @@ mod e2e;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::{admin, create_stream, read_shards};
-use kpl::{DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream, TransportErrorKind};
+use e2e::{admin, assert_failed_fast_as_missing, create_stream, read_shards};
+use kpl::{KinesisProducer, Record, Stream};
 use kpl_aggregation::ShardDeaggregation;
 
 fn endpoint() -> String {
@@ -85,17 +85,5 @@ async fn an_arn_of_a_stream_that_does_not_exist_fails_fast() {
         .unwrap()
         .await
         .unwrap_err();
-    assert_eq!(
-        error.kind(),
-        DeliveryErrorKind::Failed(FailureReason::Terminal(TransportErrorKind::NotFound)),
-        "{error}"
-    );
-    assert!(error.attempts().len() <= 2);
-    assert!(
-        error
-            .attempts()
-            .iter()
-            .all(|a| a.error_code() == Some("ResourceNotFoundException")),
-        "{error}"
-    );
+    assert_failed_fast_as_missing(&error);
 }

@@ -13,7 +13,7 @@ use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
-use kpl::{Config, Stream};
+use kpl::{Config, DeliveryError, DeliveryErrorKind, FailureReason, Stream, TransportErrorKind};
 use kpl_aggregation::{
     HashKey, HashKeyRange, KinesisRecord, ShardDeaggregation, deaggregate_for_shard,
 };
@@ -154,4 +154,22 @@ pub(crate) async fn read_shards(client: &Client, stream: &Stream) -> Vec<ReadRec
         }
     }
     read
+}
+
+/// A record to a stream that does not exist fails with `NotFound` from the first answer that
+/// says so, not by retries until its TTL.
+pub(crate) fn assert_failed_fast_as_missing(error: &DeliveryError) {
+    assert_eq!(
+        error.kind(),
+        DeliveryErrorKind::Failed(FailureReason::Terminal(TransportErrorKind::NotFound)),
+        "{error}"
+    );
+    assert!(error.attempts().len() <= 2, "{error}");
+    assert!(
+        error
+            .attempts()
+            .iter()
+            .all(|a| a.error_code() == Some("ResourceNotFoundException")),
+        "{error}"
+    );
 }
