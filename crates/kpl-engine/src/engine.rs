@@ -1639,6 +1639,8 @@ impl Engine {
                 );
                 self.streams[si].stats.error(error.code(), 1);
                 for entry in entries {
+                    // The shard's call is over: in ordering mode it may send again.
+                    verdicts.entry(entry.slot).or_default();
                     for mut pending in entry.records {
                         if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error) {
                             self.record_buffering(si, waited);

@@ -8,10 +8,12 @@ use std::time::Duration;
 use common::{drain, ms, one_shard, puts, ready_engine, stream, written};
 use kpl_aggregation::{HashKey, HashKeyRange, MaxAggregateSize};
 use kpl_engine::time::{Clock, SystemClock};
-use kpl_engine::transport::{ListShardsResponse, ShardDescription, ShardFilter};
+use kpl_engine::transport::{
+    ListShardsResponse, PutRecordsResponse, ShardDescription, ShardFilter,
+};
 use kpl_engine::{
-    Engine, EngineConfig, Event, FailureReason, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
-    Record, Request, Response, ShardId, TransportError,
+    Engine, EngineConfig, Event, FailureReason, OrderingMode, PUT_RECORDS_MAX_BYTES,
+    PUT_RECORDS_MAX_ENTRIES, Record, Request, Response, ShardId, TransportError,
 };
 
 #[test]
@@ -324,4 +326,40 @@ fn when_the_first_map_cannot_be_read_records_go_alone() {
         sent.iter()
             .all(|(_, put)| put.entries.iter().all(|e| !e.has_aggregation_magic()))
     );
+}
+
+#[test]
+fn an_answer_with_the_wrong_entry_count_fails_its_records_and_frees_the_shard() {
+    for ordering in [OrderingMode::Unordered, OrderingMode::PerShard] {
+        let t0 = SystemClock.now();
+        let mut config = EngineConfig::default();
+        config.ordering = ordering;
+        let mut engine = ready_engine(config, t0);
+        engine
+            .submit(Record::new(stream(), "k", vec![1]), t0)
+            .unwrap();
+        engine.flush(None, t0);
+        let sent = puts(drain(&mut engine, t0));
+        assert_eq!(sent.len(), 1);
+        let empty = Response::PutRecords(PutRecordsResponse { entries: vec![] });
+        engine.handle_response(sent[0].0, Ok(empty), t0 + ms(10));
+        let Some(Event::Failed(failure)) = engine.poll_event() else {
+            panic!("{ordering:?}: expected a failure")
+        };
+        assert_eq!(failure.reason(), FailureReason::RecordCountMismatch);
+        assert_eq!(
+            failure.attempts()[0].error_code(),
+            Some("RecordCountMismatch")
+        );
+        // The shard is not left waiting for an answer that came: the next record is sent.
+        engine
+            .submit(Record::new(stream(), "k", vec![2]), t0 + ms(10))
+            .unwrap();
+        engine.flush(None, t0 + ms(10));
+        let next = puts(drain(&mut engine, t0 + ms(10)));
+        assert_eq!(next.len(), 1, "{ordering:?}: the shard sends again");
+        engine.handle_response(next[0].0, Ok(written(&next[0].1)), t0 + ms(20));
+        assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
+        assert_eq!(engine.outstanding_records(), 0);
+    }
 }
