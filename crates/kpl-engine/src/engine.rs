@@ -16,7 +16,7 @@ use crate::outcome::{
     Attempt, AttemptError, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing,
     Record, RecordId, RejectReason, Rejected,
 };
-use crate::shard_map::ShardMap;
+use crate::shard_map::{ListingPages, NextPage, ShardMap};
 use crate::stats::{ShardStats, StreamStats};
 use crate::stream::Stream;
 use crate::transport::{
@@ -209,7 +209,7 @@ struct Collector {
 struct Refresh {
     in_flight: bool,
     started_at: Instant,
-    pages: Vec<ShardDescription>,
+    pages: ListingPages,
     next_at: Option<Instant>,
     backoff: RefreshBackoff,
 }
@@ -220,7 +220,7 @@ struct Refresh {
 struct ShardHistory {
     in_flight: bool,
     started_at: Instant,
-    pages: Vec<ShardDescription>,
+    pages: ListingPages,
     /// When the last finished history read started.
     last_read: Option<Instant>,
     /// After a failed read: when to read again (the landings wait, up to their `decide_by`).
@@ -798,7 +798,7 @@ impl Engine {
             refresh: Refresh {
                 in_flight: false,
                 started_at: now,
-                pages: Vec::new(),
+                pages: ListingPages::default(),
                 next_at: None,
                 backoff: RefreshBackoff::new(),
             },
@@ -813,7 +813,7 @@ impl Engine {
             history: ShardHistory {
                 in_flight: false,
                 started_at: now,
-                pages: Vec::new(),
+                pages: ListingPages::default(),
                 last_read: None,
                 retry_at: None,
                 backoff: RefreshBackoff::new(),
@@ -895,14 +895,17 @@ impl Engine {
         match page {
             Ok(page) => {
                 let stream = &mut self.streams[si];
-                stream.refresh.pages.extend(page.shards);
-                match page.next_token {
-                    Some(token) => {
+                match stream.refresh.pages.add(page.shards, page.next_token) {
+                    NextPage::Read(token) => {
                         let request =
                             list_shards(&stream.stream, Some(token), ShardFilter::AtLatest);
                         self.enqueue(si, InFlightKind::ListShards, request);
                     }
-                    None => self.install_map(si, now),
+                    NextPage::Done(shards) => self.install_map(si, shards, now),
+                    NextPage::Malformed(_) => {
+                        stream.stats.error("MalformedListing", 1);
+                        self.refresh_failed(si, now);
+                    }
                 }
             }
             Err(error) => {
@@ -975,38 +978,31 @@ impl Engine {
     ) {
         let stream = &mut self.streams[si];
         match page {
-            Ok(page) => {
-                stream.history.pages.extend(page.shards);
-                if let Some(token) = page.next_token {
+            Ok(page) => match stream.history.pages.add(page.shards, page.next_token) {
+                NextPage::Read(token) => {
                     let request =
                         list_shards(&stream.stream, Some(token), ShardFilter::FromTrimHorizon);
                     self.enqueue(si, InFlightKind::ShardHistory, request);
                     return;
                 }
-                let pages = mem::take(&mut stream.history.pages);
-                if let Some(map) = stream.map.as_mut() {
-                    map.remember(&pages);
+                NextPage::Done(shards) => {
+                    if let Some(map) = stream.map.as_mut() {
+                        map.remember(&shards);
+                    }
                 }
-            }
+                NextPage::Malformed(_) => {
+                    stream.stats.error("MalformedListing", 1);
+                    self.history_failed(si, now);
+                    return;
+                }
+            },
             Err(error) if error.kind() == TransportErrorKind::NotFound => {
                 stream.history.in_flight = false;
                 self.fail_queued(si, "ListShards", &error, now);
                 return;
             }
             Err(_) => {
-                // Read again after a backoff; the landings wait, at most until their
-                // `decide_by` (armed already).
-                let history = &mut stream.history;
-                history.in_flight = false;
-                history.pages.clear();
-                let retry_at = now + history.backoff.next_delay();
-                history.retry_at = Some(retry_at);
-                arm(
-                    &mut self.timers,
-                    &mut stream.timer,
-                    retry_at,
-                    Timer::Stream(si),
-                );
+                self.history_failed(si, now);
                 return;
             }
         }
@@ -1015,6 +1011,23 @@ impl Engine {
         stream.history.backoff.reset();
         stream.history.last_read = Some(stream.history.started_at);
         self.judge_held_landings(si, now);
+    }
+
+    /// Reads every shard again after a backoff; the landings wait, at most until their
+    /// `decide_by` (armed already).
+    fn history_failed(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        let history = &mut stream.history;
+        history.in_flight = false;
+        history.pages.clear();
+        let retry_at = now + history.backoff.next_delay();
+        history.retry_at = Some(retry_at);
+        arm(
+            &mut self.timers,
+            &mut stream.timer,
+            retry_at,
+            Timer::Stream(si),
+        );
     }
 
     fn refresh_failed(&mut self, si: usize, now: Instant) {
@@ -1029,11 +1042,10 @@ impl Engine {
         self.service_stream(si, now);
     }
 
-    fn install_map(&mut self, si: usize, now: Instant) {
+    fn install_map(&mut self, si: usize, shards: Vec<ShardDescription>, now: Instant) {
         let interval = self.config.shard_map_refresh_interval;
         let jitter = self.rng.random_range(0.9..=1.1);
         let stream = &mut self.streams[si];
-        let shards = mem::take(&mut stream.refresh.pages);
         let map = ShardMap::from_shards(&shards, stream.map.as_ref());
         if !map.is_consistent() {
             // Pages read across a reshard; read again rather than route by a torn map.

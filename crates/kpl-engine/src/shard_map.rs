@@ -1,7 +1,7 @@
 //! The shard map of one stream: which open shard owns a hash key, and the ranges of every shard
 //! seen, open or closed, for checking where records landed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kpl_aggregation::{HashKey, HashKeyRange};
 
@@ -94,6 +94,74 @@ impl ShardMap {
     }
 }
 
+/// Most `ListShards` pages one listing may take: 100 pages of 1,000 shards, far beyond any real
+/// stream, so an endpoint that never stops paging cannot keep a read going for ever.
+pub(crate) const MAX_LISTING_PAGES: usize = 100;
+/// Most shards one listing may hold.
+pub(crate) const MAX_LISTING_SHARDS: usize = 100_000;
+
+/// The pages of one `ListShards` listing read so far.
+#[derive(Debug, Default)]
+pub(crate) struct ListingPages {
+    shards: Vec<ShardDescription>,
+    pages: usize,
+    tokens: BTreeSet<String>,
+}
+
+/// What to do after a page.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NextPage {
+    /// Ask for the page at this token.
+    Read(String),
+    /// The listing is complete.
+    Done(Vec<ShardDescription>),
+    /// The listing cannot be trusted: a token came back twice, or it exceeds the caps.
+    Malformed(String),
+}
+
+impl ListingPages {
+    /// Starts a new listing.
+    pub(crate) fn clear(&mut self) {
+        self.shards.clear();
+        self.pages = 0;
+        self.tokens.clear();
+    }
+
+    /// Adds a page; says whether to read on, and the whole listing once it is complete.
+    pub(crate) fn add(
+        &mut self,
+        shards: Vec<ShardDescription>,
+        next_token: Option<String>,
+    ) -> NextPage {
+        self.pages += 1;
+        self.shards.extend(shards);
+        let malformed = if self.shards.len() > MAX_LISTING_SHARDS {
+            Some(format!("more than {MAX_LISTING_SHARDS} shards"))
+        } else if next_token.is_some() && self.pages >= MAX_LISTING_PAGES {
+            Some(format!("more than {MAX_LISTING_PAGES} pages"))
+        } else if next_token
+            .as_ref()
+            .is_some_and(|token| !self.tokens.insert(token.clone()))
+        {
+            Some("a NextToken came back a second time".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = malformed {
+            self.clear();
+            return NextPage::Malformed(why);
+        }
+        match next_token {
+            Some(token) => NextPage::Read(token),
+            None => {
+                let shards = std::mem::take(&mut self.shards);
+                self.clear();
+                NextPage::Done(shards)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +213,40 @@ mod tests {
         assert!(second.range_of(&ShardId::from("a")).is_some());
         assert_eq!(second.open_shards().len(), 2);
         assert!(!second.is_consistent(), "11.. is not covered");
+    }
+
+    #[test]
+    fn a_listing_that_repeats_a_token_or_never_ends_is_malformed() {
+        let mut pages = ListingPages::default();
+        assert_eq!(
+            pages.add(vec![shard("a", 0, 10, true)], Some("t1".into())),
+            NextPage::Read("t1".into())
+        );
+        assert!(matches!(
+            pages.add(vec![], Some("t1".into())),
+            NextPage::Malformed(why) if why.contains("second time")
+        ));
+        // After a malformed listing the next one starts afresh.
+        assert_eq!(
+            pages.add(vec![shard("a", 0, u128::MAX, true)], None),
+            NextPage::Done(vec![shard("a", 0, u128::MAX, true)])
+        );
+        let mut endless = ListingPages::default();
+        let outcomes: Vec<NextPage> = (0..MAX_LISTING_PAGES)
+            .map(|n| endless.add(vec![], Some(format!("t{n}"))))
+            .collect();
+        assert!(
+            outcomes[..MAX_LISTING_PAGES - 1]
+                .iter()
+                .all(|o| matches!(o, NextPage::Read(_)))
+        );
+        assert!(matches!(
+            &outcomes[MAX_LISTING_PAGES - 1],
+            NextPage::Malformed(why) if why.contains("pages")
+        ));
+        let mut huge = ListingPages::default();
+        let many = vec![shard("x", 0, 1, true); MAX_LISTING_SHARDS + 1];
+        assert!(matches!(huge.add(many, None), NextPage::Malformed(_)));
     }
 
     #[test]

@@ -363,3 +363,43 @@ fn an_answer_with_the_wrong_entry_count_fails_its_records_and_frees_the_shard() 
         assert_eq!(engine.outstanding_records(), 0);
     }
 }
+
+#[test]
+fn a_listing_that_repeats_its_token_is_a_failed_read_retried_after_a_backoff() {
+    let t0 = SystemClock.now();
+    let mut engine = Engine::new(EngineConfig::default()).unwrap();
+    engine
+        .submit(Record::new(stream(), "k", vec![1]), t0)
+        .unwrap();
+    let (mut id, _) = drain(&mut engine, t0).remove(0);
+    let endless = || {
+        Response::ListShards(ListShardsResponse {
+            shards: vec![],
+            next_token: Some("same".into()),
+        })
+    };
+    engine.handle_response(id, Ok(endless()), t0);
+    let requests = drain(&mut engine, t0);
+    assert!(matches!(&requests[0].1, Request::ListShards(list)
+        if list.next_token.as_deref() == Some("same")));
+    id = requests[0].0;
+    // The token comes back again: the listing is refused, and read again from the start later.
+    engine.handle_response(id, Ok(endless()), t0 + ms(10));
+    assert!(drain(&mut engine, t0 + ms(10)).is_empty());
+    let (_, stats) = engine.stats().next().unwrap();
+    assert_eq!(stats.errors_by_code.get("MalformedListing"), Some(&1));
+    // (Meanwhile the record goes alone at its deadline, as after any failed first read.)
+    let (read_at, read) = loop {
+        let now = engine.poll_timeout().unwrap();
+        engine.handle_timeout(now);
+        let reads: Vec<_> = drain(&mut engine, now)
+            .into_iter()
+            .filter(|(_, r)| matches!(r, Request::ListShards(_)))
+            .collect();
+        if let Some((_, read)) = reads.into_iter().next() {
+            break (now, read);
+        }
+    };
+    assert_eq!(read_at, t0 + ms(10) + Duration::from_secs(1));
+    assert!(matches!(read, Request::ListShards(list) if list.next_token.is_none()));
+}
