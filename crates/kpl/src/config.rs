@@ -53,6 +53,15 @@ pub struct StaticCredentials {
     pub session_token: Option<String>,
 }
 
+impl StaticCredentials {
+    /// Whether nothing is set: such credentials mean the default provider chain.
+    pub fn is_empty(&self) -> bool {
+        self.access_key_id.is_empty()
+            && self.secret_access_key.is_empty()
+            && self.session_token.as_ref().is_none_or(String::is_empty)
+    }
+}
+
 impl fmt::Debug for StaticCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StaticCredentials")
@@ -565,21 +574,21 @@ pub static KEYS: &[Key] = &[
         ..key!("AwsAccessKeyId", "credentials.access_key_id", Kpl, "", "an access key id, or empty",
             "Static credentials (with AwsSecretKey); empty uses the default provider chain. Never printed.",
             get: |c| c.credentials.as_ref().map(|k| k.access_key_id.clone()).unwrap_or_default(),
-            set: |c, v| { credentials(c).access_key_id = v.to_owned(); Ok(()) })
+            set: |c, v| { set_credentials(c, |k| k.access_key_id = v.to_owned()); Ok(()) })
     },
     Key {
         secret: true,
         ..key!("AwsSecretKey", "credentials.secret_access_key", Kpl, "", "a secret access key, or empty",
             "Static credentials (with AwsAccessKeyId). Never printed.",
             get: |c| c.credentials.as_ref().map(|k| k.secret_access_key.clone()).unwrap_or_default(),
-            set: |c, v| { credentials(c).secret_access_key = v.to_owned(); Ok(()) })
+            set: |c, v| { set_credentials(c, |k| k.secret_access_key = v.to_owned()); Ok(()) })
     },
     Key {
         secret: true,
         ..key!("AwsSessionToken", "credentials.session_token", New, "", "a session token, or empty",
-            "Session token of temporary static credentials. Never printed.",
+            "Session token of temporary static credentials (only with AwsAccessKeyId and AwsSecretKey). Never printed.",
             get: |c| c.credentials.as_ref().and_then(|k| k.session_token.clone()).unwrap_or_default(),
-            set: |c, v| { credentials(c).session_token = (!v.is_empty()).then(|| v.to_owned()); Ok(()) })
+            set: |c, v| { set_credentials(c, |k| k.session_token = (!v.is_empty()).then(|| v.to_owned())); Ok(()) })
     },
     key!("MaxOutstandingRecords", "max_outstanding_records", New, "1000000", "1..=9223372036854775807",
         "Records accepted and not finished beyond which send refuses (and send_wait waits).",
@@ -674,12 +683,18 @@ const ALIASES: &[(&str, &str)] = &[
     ("Port", "KinesisPort"),
 ];
 
-fn credentials(config: &mut Config) -> &mut StaticCredentials {
-    config.credentials.get_or_insert_with(|| StaticCredentials {
+/// Sets one part of the static credentials. When every part is empty again, there are none:
+/// the default provider chain applies, as the keys' documentation says (never empty keys).
+fn set_credentials(config: &mut Config, set: impl FnOnce(&mut StaticCredentials)) {
+    let credentials = config.credentials.get_or_insert_with(|| StaticCredentials {
         access_key_id: String::new(),
         secret_access_key: String::new(),
         session_token: None,
-    })
+    });
+    set(credentials);
+    if credentials.is_empty() {
+        config.credentials = None;
+    }
 }
 
 fn find_key(name: &str) -> Option<&'static Key> {
@@ -795,15 +810,23 @@ impl Config {
                 false,
             ));
         }
-        if let Some(credentials) = &self.credentials
-            && credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty()
-        {
-            return Err(ConfigError::invalid(
-                "AwsSecretKey",
-                "",
-                "AwsAccessKeyId and AwsSecretKey are set together",
-                true,
-            ));
+        if let Some(credentials) = &self.credentials {
+            if credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty() {
+                return Err(ConfigError::invalid(
+                    "AwsSecretKey",
+                    "",
+                    "AwsAccessKeyId and AwsSecretKey are set together",
+                    true,
+                ));
+            }
+            if credentials.access_key_id.is_empty() && credentials.session_token.is_some() {
+                return Err(ConfigError::invalid(
+                    "AwsSessionToken",
+                    "",
+                    "a session token only with AwsAccessKeyId and AwsSecretKey",
+                    true,
+                ));
+            }
         }
         Ok(())
     }

@@ -160,7 +160,9 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
     let mut settings = kpl_aws::AwsSettings::default();
     settings.region = (!config.region.is_empty()).then(|| config.region.clone());
     settings.endpoint_url = endpoint_url;
-    settings.credentials = config.credentials.as_ref().map(|credentials| {
+    // Empty credentials (set field by field) mean the default chain, never empty static keys.
+    let credentials = config.credentials.as_ref().filter(|c| !c.is_empty());
+    settings.credentials = credentials.map(|credentials| {
         (
             credentials.access_key_id.clone(),
             credentials.secret_access_key.clone(),

@@ -250,3 +250,33 @@ proptest! {
         prop_assert!(config.set(key, "twelve").is_err());
     }
 }
+
+#[test]
+fn empty_credentials_mean_the_default_chain_and_a_lone_session_token_is_refused() {
+    // A properties template with the keys present and empty.
+    let config =
+        Config::from_kpl_properties("AwsAccessKeyId =\nAwsSecretKey =\nAwsSessionToken =\n")
+            .unwrap();
+    assert_eq!(config.credentials, None);
+    config.validate().unwrap();
+    // Set, then emptied again.
+    let mut config = Config::default();
+    config
+        .set("AwsAccessKeyId", "AKIAEXAMPLEEXAMPLE12")
+        .unwrap();
+    config
+        .set("AwsSecretKey", "very-secret-key-material")
+        .unwrap();
+    config.set("AwsAccessKeyId", "").unwrap();
+    config.set("AwsSecretKey", "").unwrap();
+    assert_eq!(config.credentials, None);
+    // A session token cannot sign anything alone.
+    let mut token_only = Config::default();
+    token_only
+        .set("AwsSessionToken", "session-token-material")
+        .unwrap();
+    let error = token_only.validate().unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("AwsSessionToken"), "{message}");
+    assert!(!message.contains("session-token-material"), "{message}");
+}
