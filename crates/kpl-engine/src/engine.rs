@@ -574,17 +574,24 @@ impl Engine {
         id
     }
 
-    /// Fails every outstanding record at once with [`FailureReason::Abandoned`] and forgets every
-    /// request in flight; their answers will be ignored. Used at shutdown.
+    /// Fails every outstanding record at once and forgets every request in flight; their
+    /// answers will be ignored. Used at shutdown. Records that no call has carried yet fail with
+    /// [`FailureReason::Abandoned`]; records of calls in flight (or written on a shard whose
+    /// landing waits to be judged) with [`FailureReason::AbandonedInFlight`], as they may have
+    /// been written.
     pub fn abandon(&mut self) {
-        let mut abandoned: Vec<(usize, Pending)> = Vec::new();
+        let mut abandoned: Vec<(usize, Pending, FailureReason)> = Vec::new();
         for (si, stream) in self.streams.iter_mut().enumerate() {
             let mut taken: Vec<Pending> = stream.awaiting_map.drain(..).collect();
             for batch in stream.collector.batches.drain(..) {
                 taken.extend(batch.records);
             }
             for held in stream.held_landings.drain(..) {
-                taken.extend(held.records);
+                abandoned.extend(
+                    held.records
+                        .into_iter()
+                        .map(|pending| (si, pending, FailureReason::AbandonedInFlight)),
+                );
             }
             stream.collector.size = 0;
             stream.collector.deadline = None;
@@ -603,24 +610,34 @@ impl Engine {
             stream.history.in_flight = false;
             stream.history.retry_at = None;
             stream.summary_in_flight = false;
-            abandoned.extend(taken.into_iter().map(|pending| (si, pending)));
+            abandoned.extend(
+                taken
+                    .into_iter()
+                    .map(|pending| (si, pending, FailureReason::Abandoned)),
+            );
         }
         for (_, in_flight) in mem::take(&mut self.requests) {
             if let InFlightKind::PutRecords(entries) = in_flight.kind {
+                // A request still in the outbox was never handed out: not written.
+                let reason = if in_flight.sent_at.is_some() {
+                    FailureReason::AbandonedInFlight
+                } else {
+                    FailureReason::Abandoned
+                };
                 for entry in entries {
                     abandoned.extend(
                         entry
                             .records
                             .into_iter()
-                            .map(|pending| (in_flight.stream, pending)),
+                            .map(|pending| (in_flight.stream, pending, reason)),
                     );
                 }
             }
         }
         self.outbox.clear();
-        abandoned.sort_by_key(|(_, p)| p.id);
-        for (si, pending) in abandoned {
-            self.fail(si, pending, FailureReason::Abandoned);
+        abandoned.sort_by_key(|(_, p, _)| p.id);
+        for (si, pending, reason) in abandoned {
+            self.fail(si, pending, reason);
         }
     }
 

@@ -397,8 +397,12 @@ pub enum FailureReason {
     Expired,
     /// It was throttled and `fail_if_throttled` is set.
     Throttled,
-    /// The owner gave up on it ([`Engine::abandon`](crate::Engine::abandon)), for example at shutdown.
+    /// The owner gave up on it ([`Engine::abandon`](crate::Engine::abandon)), for example at
+    /// shutdown, before any call carried it: it was not written.
     Abandoned,
+    /// The owner gave up on it while a call carrying it was in flight, or while its landing
+    /// waited to be judged: it may have been written.
+    AbandonedInFlight,
     /// The service answered a `PutRecords` with a different number of results than entries.
     RecordCountMismatch,
 }
@@ -410,6 +414,9 @@ impl fmt::Display for FailureReason {
             Self::Expired => f.write_str("record_ttl expired"),
             Self::Throttled => f.write_str("throttled and fail_if_throttled is set"),
             Self::Abandoned => f.write_str("abandoned before it was written"),
+            Self::AbandonedInFlight => {
+                f.write_str("abandoned while its call was in flight; it may have been written")
+            }
             Self::RecordCountMismatch => {
                 f.write_str("the service returned a different number of results")
             }

@@ -213,8 +213,12 @@ impl std::error::Error for SendError {}
 pub enum DeliveryErrorKind {
     /// The record failed: see the reason and the attempts.
     Failed(FailureReason),
-    /// The producer was shut down before the record was written.
+    /// The producer was shut down before any call carried the record: it was not written.
     ShutDown,
+    /// The producer was shut down while a call carrying the record was in flight (or its landing
+    /// on a new shard waited to be judged): it may have been written. Re-sending it may
+    /// duplicate it.
+    ShutDownInFlight,
     /// The producer was dropped before the outcome was known.
     Cancelled,
     /// `user_record_timeout` passed; the producer may still write the record.
@@ -269,6 +273,9 @@ impl fmt::Display for DeliveryError {
             DeliveryErrorKind::ShutDown => {
                 f.write_str("not written: the producer shut down first")?
             }
+            DeliveryErrorKind::ShutDownInFlight => f.write_str(
+                "outcome unknown: the producer shut down while its call was in flight; it may have been written",
+            )?,
             DeliveryErrorKind::Cancelled => {
                 f.write_str("has no outcome: the producer was dropped before it was written")?
             }

@@ -28,9 +28,13 @@ type Outcome = Result<Delivery, DeliveryError>;
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Records that were accepted and not written, handed back. (Their delivery futures resolve
-    /// with [`DeliveryErrorKind::ShutDown`].)
+    /// Records that no call had carried: accepted and certainly not written, handed back. (Their
+    /// delivery futures resolve with [`DeliveryErrorKind::ShutDown`].)
     pub unsent: Vec<Record>,
+    /// Records whose call was still in flight at the deadline (or whose landing on a new shard
+    /// waited to be judged): they may have been written, so re-sending them may duplicate them.
+    /// (Their delivery futures resolve with [`DeliveryErrorKind::ShutDownInFlight`].)
+    pub in_flight: Vec<Record>,
 }
 
 /// Builds a [`KinesisProducer`].
@@ -104,7 +108,7 @@ impl ProducerBuilder {
                 dropped: false,
                 finished: false,
                 in_flight: 0,
-                unsent: None,
+                shutdown_report: None,
                 driver_sleeps_until: None,
             }),
             driver_wake: Notify::new(),
@@ -233,8 +237,8 @@ struct State {
     dropped: bool,
     finished: bool,
     in_flight: usize,
-    /// While shutting down: the records failed as unsent, collected for the report.
-    unsent: Option<Vec<Record>>,
+    /// While shutting down: the records the shutdown cut short, collected for the report.
+    shutdown_report: Option<ShutdownReport>,
     /// The deadline the driver sleeps until (`None`: until woken).
     driver_sleeps_until: Option<Instant>,
 }
@@ -278,16 +282,30 @@ impl State {
                         tracing::debug!(%failure, "record failed");
                     }
                     let kind = match reason {
-                        FailureReason::Abandoned if self.dropped => DeliveryErrorKind::Cancelled,
+                        FailureReason::Abandoned | FailureReason::AbandonedInFlight
+                            if self.dropped =>
+                        {
+                            DeliveryErrorKind::Cancelled
+                        }
                         FailureReason::Abandoned => DeliveryErrorKind::ShutDown,
+                        FailureReason::AbandonedInFlight => DeliveryErrorKind::ShutDownInFlight,
                         other => DeliveryErrorKind::Failed(other),
                     };
                     let attempts = failure.attempts().to_vec();
                     let record = failure.into_record();
-                    let keep = return_records || kind == DeliveryErrorKind::ShutDown;
-                    let kept = keep.then(|| Box::new(record.clone()));
-                    if let Some(unsent) = &mut self.unsent {
-                        unsent.push(record);
+                    let shut_down = matches!(
+                        kind,
+                        DeliveryErrorKind::ShutDown | DeliveryErrorKind::ShutDownInFlight
+                    );
+                    let kept = (return_records || shut_down).then(|| Box::new(record.clone()));
+                    // Records that failed for another reason keep it, and are not reported
+                    // as cut short by the shutdown.
+                    if let Some(report) = &mut self.shutdown_report {
+                        match kind {
+                            DeliveryErrorKind::ShutDown => report.unsent.push(record),
+                            DeliveryErrorKind::ShutDownInFlight => report.in_flight.push(record),
+                            _ => {}
+                        }
                     }
                     if let Some(sender) = self.take_waiter(id) {
                         let _ = sender.send(Err(DeliveryError {
@@ -474,30 +492,33 @@ impl KinesisProducer {
     }
 
     /// Stops accepting records, flushes, waits up to `deadline` for outcomes, then fails what
-    /// is left ([`DeliveryErrorKind::ShutDown`]) and returns those records.
+    /// is left and returns those records: never sent ([`DeliveryErrorKind::ShutDown`]), or
+    /// carried by a call still in flight, so possibly written
+    /// ([`DeliveryErrorKind::ShutDownInFlight`]).
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let shared = &self.handle.shared;
         shared.lock().accepting = false;
         shared.space.notify_waiters();
         let _ = tokio::time::timeout(deadline, self.flush_all()).await;
         let mut state = shared.lock();
-        state.unsent = Some(Vec::new());
+        state.shutdown_report = Some(ShutdownReport::default());
         state.engine.abandon();
         state.dispatch(shared.return_records);
         state.finished = true;
-        let unsent = state.unsent.take().unwrap_or_default();
+        let report = state.shutdown_report.take().unwrap_or_default();
         for (_, sender) in std::mem::take(&mut state.flushes) {
             let _ = sender.send(());
         }
         drop(state);
         shared.driver_wake.notify_one();
-        if !unsent.is_empty() {
+        if !report.unsent.is_empty() || !report.in_flight.is_empty() {
             tracing::warn!(
-                records = unsent.len(),
-                "shutdown deadline passed with records unsent"
+                unsent = report.unsent.len(),
+                in_flight = report.in_flight.len(),
+                "shutdown deadline passed with records unsent or of unknown outcome"
             );
         }
-        ShutdownReport { unsent }
+        report
     }
 }
 

@@ -138,6 +138,55 @@ async fn shutdown_returns_what_could_not_be_sent_by_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shutdown_tells_records_never_sent_from_records_whose_call_was_in_flight() {
+    let mut config = Config::default();
+    config.request_timeout = Duration::from_secs(600);
+    config.record_ttl = Duration::from_secs(3_600);
+    let mut sim = SimKinesis::new(3);
+    sim.create_stream("s", 1, TokioClock.now());
+    let transport = SlowTransport {
+        inner: SimTransport::new(sim, TokioClock),
+        latency: Duration::from_secs(300),
+        in_flight: Arc::default(),
+        most_in_flight: Arc::default(),
+    };
+    let producer = KinesisProducer::builder()
+        .config(config)
+        .transport(transport.clone())
+        .build()
+        .unwrap();
+    // The shard map takes one slow call; then the first record's PutRecords hangs in flight.
+    let first = producer
+        .send(Record::new(stream("s"), "first", vec![1]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(301)).await;
+    assert_eq!(
+        transport.in_flight.load(Ordering::SeqCst),
+        1,
+        "the put is in flight"
+    );
+    // The second is still being aggregated when the deadline passes: no call carried it.
+    let second = producer
+        .send(Record::new(stream("s"), "second", vec![2]))
+        .unwrap();
+    let report = producer.shutdown(Duration::ZERO).await;
+    assert_eq!(report.in_flight.len(), 1);
+    assert_eq!(report.in_flight[0].partition_key(), "first");
+    assert_eq!(report.unsent.len(), 1);
+    assert_eq!(report.unsent[0].partition_key(), "second");
+    let error = first.await.unwrap_err();
+    assert_eq!(error.kind(), DeliveryErrorKind::ShutDownInFlight);
+    assert!(
+        error.to_string().contains("may have been written"),
+        "{error}"
+    );
+    assert!(error.record().is_some());
+    let error = second.await.unwrap_err();
+    assert_eq!(error.kind(), DeliveryErrorKind::ShutDown);
+    assert!(error.to_string().contains("not written"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn back_pressure_refuses_then_waits_for_space() {
     let mut config = Config::default();
     config.max_outstanding_records = 10;
