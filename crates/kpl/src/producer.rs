@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::mem;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use kpl_engine::time::Clock;
 use kpl_engine::transport::{SharedTransport, Transport, send_request};
 use kpl_engine::{
-    Delivery, Engine, Event, FailureReason, FlushId, Record, RecordId, Request, RequestId,
+    Attempt, Delivery, Engine, Event, FailureReason, FlushId, Record, RecordId, Request, RequestId,
     Response, Stream, StreamStats, TransportError, TransportErrorKind,
 };
 use tokio::sync::{Notify, oneshot};
@@ -109,6 +110,7 @@ impl ProducerBuilder {
                 finished: false,
                 in_flight: 0,
                 shutdown_report: None,
+                failures_to_log: Vec::new(),
                 driver_sleeps_until: None,
             }),
             driver_wake: Notify::new(),
@@ -239,6 +241,9 @@ struct State {
     in_flight: usize,
     /// While shutting down: the records the shutdown cut short, collected for the report.
     shutdown_report: Option<ShutdownReport>,
+    /// Failures to log once the lock is released: a `tracing` subscriber may use the producer,
+    /// and the lock is not re-entrant.
+    failures_to_log: Vec<FailureLog>,
     /// The deadline the driver sleeps until (`None`: until woken).
     driver_sleeps_until: Option<Instant>,
 }
@@ -278,8 +283,15 @@ impl State {
                     let failure = *failure;
                     let id = failure.id();
                     let reason = failure.reason();
-                    if reason != FailureReason::Abandoned {
-                        tracing::debug!(%failure, "record failed");
+                    if !matches!(
+                        reason,
+                        FailureReason::Abandoned | FailureReason::AbandonedInFlight
+                    ) {
+                        self.failures_to_log.push(FailureLog {
+                            id,
+                            reason,
+                            last: failure.attempts().last().cloned(),
+                        });
                     }
                     let kind = match reason {
                         FailureReason::Abandoned | FailureReason::AbandonedInFlight
@@ -462,6 +474,9 @@ impl KinesisProducer {
             if state.dispatch(shared.return_records) {
                 shared.space.notify_waiters();
             }
+            let failures = mem::take(&mut state.failures_to_log);
+            drop(state);
+            log_failures(failures);
             receiver
         };
         shared.driver_wake.notify_one();
@@ -506,10 +521,12 @@ impl KinesisProducer {
         state.dispatch(shared.return_records);
         state.finished = true;
         let report = state.shutdown_report.take().unwrap_or_default();
-        for (_, sender) in std::mem::take(&mut state.flushes) {
+        for (_, sender) in mem::take(&mut state.flushes) {
             let _ = sender.send(());
         }
+        let failures = mem::take(&mut state.failures_to_log);
         drop(state);
+        log_failures(failures);
         shared.driver_wake.notify_one();
         if !report.unsent.is_empty() || !report.in_flight.is_empty() {
             tracing::warn!(
@@ -530,7 +547,7 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
     let mut call_ids: BTreeMap<tokio::task::Id, RequestId> = BTreeMap::new();
     let mut log = DriverLog::default();
     loop {
-        let (requests, next, freed, stop) = {
+        let (requests, next, freed, stop, failures) = {
             let mut state = shared.lock();
             if state.dropped && !state.finished {
                 state.engine.abandon();
@@ -538,7 +555,7 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                 state.finished = true;
             }
             if state.finished {
-                (Vec::new(), None, true, true)
+                (Vec::new(), None, true, true, Vec::new())
             } else {
                 let now = shared.clock.now();
                 state.engine.handle_timeout(now);
@@ -553,9 +570,11 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                 let freed = state.dispatch(shared.return_records);
                 let next = state.engine.poll_timeout();
                 state.driver_sleeps_until = next;
-                (requests, next, freed, false)
+                let failures = mem::take(&mut state.failures_to_log);
+                (requests, next, freed, false, failures)
             }
         };
+        log_failures(failures);
         if freed {
             shared.space.notify_waiters();
         }
@@ -601,10 +620,15 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                 };
                 let now = shared.clock.now();
                 log.answer(&result, now);
-                let mut state = shared.lock();
-                state.in_flight = state.in_flight.saturating_sub(1);
-                state.engine.handle_response(id, result, now);
-                log.summary(&state.engine, now);
+                let summary = {
+                    let mut state = shared.lock();
+                    state.in_flight = state.in_flight.saturating_sub(1);
+                    state.engine.handle_response(id, result, now);
+                    log.take_summary(&state.engine, now)
+                };
+                if let Some(summary) = summary {
+                    summary.log();
+                }
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
         }
@@ -687,10 +711,12 @@ impl DriverLog {
         }
     }
 
-    fn summary(&mut self, engine: &Engine, now: Instant) {
+    /// The counts for the periodic summary, when one is due. Taken under the producer's lock;
+    /// logged after it is released.
+    fn take_summary(&mut self, engine: &Engine, now: Instant) -> Option<Summary> {
         let next = *self.next_summary.get_or_insert(now + SUMMARY_EVERY);
         if now < next {
-            return;
+            return None;
         }
         self.next_summary = Some(now + SUMMARY_EVERY);
         let (mut retries, mut errors, mut failed, mut unjudged) = (0, 0, 0, 0);
@@ -700,32 +726,67 @@ impl DriverLog {
             failed += stats.user_records_failed;
             unjudged += stats.unjudged_landings_resent;
         }
-        if unjudged > self.reported_unjudged {
-            tracing::warn!(
-                records = unjudged - self.reported_unjudged,
-                "records re-sent because no shard map read could tell whether a consumer keeps the copy they landed with: a consumer may read them twice"
-            );
-            self.reported_unjudged = unjudged;
-        }
-        let (new_retries, new_errors, new_failed) = (
-            retries - self.reported_retries,
-            errors - self.reported_errors,
-            failed - self.reported_failed,
-        );
+        let summary = Summary {
+            retries: retries - self.reported_retries,
+            errors: errors - self.reported_errors,
+            failed_records: failed - self.reported_failed,
+            unjudged_resent: unjudged - self.reported_unjudged,
+            outstanding: engine.outstanding_records(),
+        };
         (
             self.reported_retries,
             self.reported_errors,
             self.reported_failed,
-        ) = (retries, errors, failed);
-        if new_retries + new_errors + new_failed > 0 {
+            self.reported_unjudged,
+        ) = (retries, errors, failed, unjudged);
+        Some(summary)
+    }
+}
+
+/// What happened since the last periodic summary.
+struct Summary {
+    retries: u64,
+    errors: u64,
+    failed_records: u64,
+    unjudged_resent: u64,
+    outstanding: usize,
+}
+
+impl Summary {
+    fn log(&self) {
+        if self.unjudged_resent > 0 {
+            tracing::warn!(
+                records = self.unjudged_resent,
+                "records re-sent because no shard map read could tell whether a consumer keeps the copy they landed with: a consumer may read them twice"
+            );
+        }
+        if self.retries + self.errors + self.failed_records > 0 {
             tracing::info!(
-                retries = new_retries,
-                errors = new_errors,
-                failed_records = new_failed,
-                outstanding = engine.outstanding_records(),
+                retries = self.retries,
+                errors = self.errors,
+                failed_records = self.failed_records,
+                outstanding = self.outstanding,
                 "since the last summary"
             );
         }
+    }
+}
+
+/// A failed record, as logged (never its data or key).
+struct FailureLog {
+    id: RecordId,
+    reason: FailureReason,
+    last: Option<Attempt>,
+}
+
+fn log_failures(failures: Vec<FailureLog>) {
+    for failure in failures {
+        tracing::debug!(
+            record = failure.id.get(),
+            reason = %failure.reason,
+            last_attempt = ?failure.last,
+            "record failed"
+        );
     }
 }
 
