@@ -11,6 +11,9 @@ pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
 pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
 /// The largest record size a stream can be configured for (`MaxRecordSizeInKiB` = 10240).
 pub const MAX_RECORD_SIZE_LIMIT: usize = 10 * 1024 * 1024;
+/// The longest duration any setting may have: a century, the same as forever for a producer,
+/// and short enough that adding it to an `Instant` cannot overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
 
 /// How strictly records of one partition key keep their order. See `docs/ordering.md`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,8 +181,14 @@ impl EngineConfig {
         check(
             "record_ttl",
             millis(self.record_ttl),
-            self.record_ttl >= Duration::from_millis(100),
-            "100 ms or more",
+            (Duration::from_millis(100)..=MAX_DURATION).contains(&self.record_ttl),
+            "100 ms to a century",
+        )?;
+        check(
+            "record_max_buffered_time",
+            millis(self.record_max_buffered_time),
+            self.record_max_buffered_time <= MAX_DURATION,
+            "up to a century",
         )?;
         check(
             "max_user_record_size",
@@ -202,20 +211,20 @@ impl EngineConfig {
         check(
             "shard_map_refresh_interval",
             millis(self.shard_map_refresh_interval),
-            self.shard_map_refresh_interval >= Duration::from_secs(1),
-            "1 s or more",
+            (Duration::from_secs(1)..=MAX_DURATION).contains(&self.shard_map_refresh_interval),
+            "1 s to a century",
         )?;
         check(
             "retry_backoff_base",
             millis(self.retry_backoff_base),
-            self.retry_backoff_base >= Duration::from_millis(1),
-            "1 ms or more",
+            (Duration::from_millis(1)..=MAX_DURATION).contains(&self.retry_backoff_base),
+            "1 ms to a century",
         )?;
         check(
             "retry_backoff_cap",
             millis(self.retry_backoff_cap),
-            self.retry_backoff_cap >= self.retry_backoff_base,
-            "at least retry_backoff_base",
+            (self.retry_backoff_base..=MAX_DURATION).contains(&self.retry_backoff_cap),
+            "retry_backoff_base to a century",
         )?;
         Ok(())
     }
@@ -272,6 +281,20 @@ mod tests {
             (
                 "record_ttl",
                 Box::new(|c| c.record_ttl = Duration::from_millis(99)),
+            ),
+            // Past a century, `Instant` arithmetic could overflow.
+            ("record_ttl", Box::new(|c| c.record_ttl = Duration::MAX)),
+            (
+                "record_max_buffered_time",
+                Box::new(|c| c.record_max_buffered_time = Duration::MAX),
+            ),
+            (
+                "shard_map_refresh_interval",
+                Box::new(|c| c.shard_map_refresh_interval = Duration::MAX),
+            ),
+            (
+                "retry_backoff_cap",
+                Box::new(|c| c.retry_backoff_cap = Duration::MAX),
             ),
             (
                 "max_user_record_size",

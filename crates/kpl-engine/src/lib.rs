@@ -24,8 +24,8 @@ pub mod time;
 pub mod transport;
 
 pub use config::{
-    EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode, PUT_RECORDS_MAX_BYTES,
-    PUT_RECORDS_MAX_ENTRIES,
+    EngineConfig, InvalidConfig, MAX_DURATION, MAX_RECORD_SIZE_LIMIT, OrderingMode,
+    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
 };
 pub use engine::{Engine, RequestId};
 pub use outcome::{

@@ -82,12 +82,14 @@ impl fmt::Debug for BlockingProducer {
 #[derive(Debug)]
 pub struct BlockingDelivery {
     future: DeliveryFuture,
+    runtime: tokio::runtime::Handle,
 }
 
 impl BlockingDelivery {
-    /// Blocks until the record has its outcome.
+    /// Blocks until the record has its outcome, or until `UserRecordTimeoutInMillis` (when set)
+    /// passes ([`DeliveryErrorKind::TimedOut`](crate::DeliveryErrorKind::TimedOut)).
     pub fn wait(self) -> Result<Delivery, DeliveryError> {
-        self.future.blocking_wait()
+        self.runtime.block_on(self.future)
     }
 
     /// The async future, for callers that do have a runtime.
@@ -115,10 +117,10 @@ impl BlockingProducer {
     /// Accepts a record without waiting (see [`KinesisProducer::send`]).
     pub fn send(&self, record: Record) -> Result<BlockingDelivery, SendError> {
         let (producer, runtime) = self.parts();
-        let _entered = runtime.enter();
-        producer
-            .send(record)
-            .map(|future| BlockingDelivery { future })
+        producer.send(record).map(|future| BlockingDelivery {
+            future,
+            runtime: runtime.handle().clone(),
+        })
     }
 
     /// Accepts a record, blocking while the buffer is full.
@@ -126,7 +128,10 @@ impl BlockingProducer {
         let (producer, runtime) = self.parts();
         runtime
             .block_on(producer.send_wait(record))
-            .map(|future| BlockingDelivery { future })
+            .map(|future| BlockingDelivery {
+                future,
+                runtime: runtime.handle().clone(),
+            })
     }
 
     /// Accepts a record, blocking at most `timeout` while the buffer is full.
@@ -138,7 +143,10 @@ impl BlockingProducer {
         let (producer, runtime) = self.parts();
         runtime
             .block_on(producer.send_wait_timeout(record, timeout))
-            .map(|future| BlockingDelivery { future })
+            .map(|future| BlockingDelivery {
+                future,
+                runtime: runtime.handle().clone(),
+            })
     }
 
     /// Sends what is buffered now, without waiting.
@@ -150,6 +158,24 @@ impl BlockingProducer {
     pub fn flush_all(&self) {
         let (producer, runtime) = self.parts();
         runtime.block_on(producer.flush_all());
+    }
+
+    /// Blocks until every record accepted before the call has its outcome, or `timeout` passes.
+    /// Returns whether they all have one. (The records go on either way.)
+    pub fn flush_all_timeout(&self, timeout: Duration) -> bool {
+        let (producer, runtime) = self.parts();
+        runtime.block_on(async {
+            match tokio::time::Instant::now().checked_add(timeout) {
+                Some(deadline) => tokio::time::timeout_at(deadline, producer.flush_all())
+                    .await
+                    .is_ok(),
+                // Too long to be a time: no limit.
+                None => {
+                    producer.flush_all().await;
+                    true
+                }
+            }
+        })
     }
 
     /// Records accepted and not finished.

@@ -835,7 +835,7 @@ impl Config {
     pub(crate) fn engine_config(&self, seed: u64) -> EngineConfig {
         let saturate = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         // Durations past a century are the same as forever, and keep `Instant` arithmetic safe.
-        let century = Duration::from_secs(100 * 365 * 24 * 3_600);
+        let century = kpl_engine::MAX_DURATION;
         let mut engine = EngineConfig::default();
         engine.aggregation_enabled = self.aggregation_enabled;
         engine.aggregation_max_count = self.aggregation_max_count;

@@ -310,6 +310,9 @@ pub enum BuildError {
     /// `build` was called outside a tokio runtime.
     #[error("KinesisProducer::build must be called inside a tokio runtime")]
     NoRuntime,
+    /// The tokio runtime has no timers, which the producer needs for deadlines and timeouts.
+    #[error("the tokio runtime has timers disabled: build it with enable_time() (or enable_all())")]
+    RuntimeWithoutTimers,
     /// The blocking producer's runtime could not be started.
     #[error("cannot start the blocking producer's runtime")]
     Runtime(#[source] std::io::Error),

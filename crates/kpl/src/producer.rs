@@ -79,6 +79,12 @@ impl ProducerBuilder {
     pub fn build(self) -> Result<KinesisProducer, BuildError> {
         self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        // Without timers the driver's first deadline would panic and cancel every record with
+        // no reason given; tokio offers no way to ask but to try.
+        let timers = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO)));
+        if timers.is_err() {
+            return Err(BuildError::RuntimeWithoutTimers);
+        }
         let transport = match self.transport {
             Some(transport) => transport,
             None => default_transport(&self.config)?,
@@ -123,6 +129,7 @@ impl ProducerBuilder {
             user_record_timeout: (!self.config.user_record_timeout.is_zero())
                 .then_some(self.config.user_record_timeout),
             return_records: self.config.return_user_record_on_failure,
+            runtime: runtime.clone(),
         });
         runtime.spawn(drive(Arc::clone(&shared), transport));
         Ok(KinesisProducer {
@@ -219,6 +226,9 @@ struct Shared {
     request_timeout: Duration,
     user_record_timeout: Option<Duration>,
     return_records: bool,
+    /// The runtime the producer was built on: delivery futures' timers live on it, so `send`
+    /// works from any thread.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Shared {
@@ -384,11 +394,16 @@ impl KinesisProducer {
         if has_work || earlier {
             shared.driver_wake.notify_one();
         }
-        Ok(DeliveryFuture::new(
+        // On the producer's runtime, whichever thread sends (a timer needs a runtime's clock).
+        let timer = shared.user_record_timeout.map(|timeout| {
+            let _entered = shared.runtime.enter();
+            Box::pin(tokio::time::sleep(timeout))
+        });
+        Ok(DeliveryFuture {
             id,
             receiver,
-            shared.user_record_timeout,
-        ))
+            timeout: timer,
+        })
     }
 
     /// [`send`](Self::send), waiting for buffer space while the outstanding limits are
@@ -412,7 +427,11 @@ impl KinesisProducer {
         record: Record,
         timeout: Option<Duration>,
     ) -> Result<DeliveryFuture, SendError> {
-        let limit = timeout.map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
+        // A timeout too long to be a time is no limit.
+        let limit = timeout.and_then(|timeout| {
+            let deadline = tokio::time::Instant::now().checked_add(timeout)?;
+            Some((deadline, timeout))
+        });
         let mut record = record;
         loop {
             // The common case needs no waiting, and no registration with the notifier.
@@ -801,25 +820,9 @@ pub struct DeliveryFuture {
 }
 
 impl DeliveryFuture {
-    fn new(id: RecordId, receiver: oneshot::Receiver<Outcome>, timeout: Option<Duration>) -> Self {
-        Self {
-            id,
-            receiver,
-            timeout: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
-        }
-    }
-
     /// The record's id (the same as in its `Delivery`).
     pub fn id(&self) -> RecordId {
         self.id
-    }
-
-    pub(crate) fn blocking_wait(self) -> Outcome {
-        let id = self.id;
-        match self.receiver.blocking_recv() {
-            Ok(outcome) => outcome,
-            Err(_) => Err(cancelled(id)),
-        }
     }
 }
 

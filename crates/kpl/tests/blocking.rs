@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kpl::time::Clock;
+use kpl::transport::{
+    DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsRequest,
+    PutRecordsResponse, StreamSummary, Transport, TransportFuture,
+};
 use kpl::{BlockingProducer, Config, DeliveryErrorKind, Record, Stream, TokioClock};
 use kpl_sim::{Faults, SimKinesis, SimTransport};
 
@@ -78,4 +82,44 @@ fn dropping_the_blocking_producer_cancels_what_is_pending() {
     drop(producer);
     let error = pending.wait().unwrap_err();
     assert_eq!(error.kind(), DeliveryErrorKind::Cancelled, "{error}");
+}
+
+/// A transport whose calls never answer.
+#[derive(Debug)]
+struct NeverAnswers;
+
+impl Transport for NeverAnswers {
+    fn put_records(&self, _: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
+        TransportFuture::new(std::future::pending())
+    }
+    fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+        TransportFuture::new(std::future::pending())
+    }
+    fn describe_stream_summary(
+        &self,
+        _: DescribeStreamSummaryRequest,
+    ) -> TransportFuture<StreamSummary> {
+        TransportFuture::new(std::future::pending())
+    }
+}
+
+#[test]
+fn blocking_waits_honour_the_user_record_timeout_and_flush_can_time_out() {
+    let mut config = Config::default();
+    config.user_record_timeout = Duration::from_millis(100);
+    let producer = BlockingProducer::builder()
+        .config(config)
+        .transport(NeverAnswers)
+        .build()
+        .unwrap();
+    let delivery = producer
+        .send(Record::new(Stream::new("s").unwrap(), "k", vec![1]))
+        .unwrap();
+    // No call ever answers: the wait ends at the configured timeout, not at the record's TTL.
+    let error = delivery.wait().unwrap_err();
+    assert_eq!(error.kind(), DeliveryErrorKind::TimedOut);
+    assert!(!producer.flush_all_timeout(Duration::from_millis(50)));
+    assert_eq!(producer.outstanding_records(), 1, "the record goes on");
+    let report = producer.shutdown(Duration::ZERO);
+    assert_eq!(report.unsent.len() + report.in_flight.len(), 1);
 }

@@ -186,6 +186,29 @@ async fn shutdown_tells_records_never_sent_from_records_whose_call_was_in_flight
     assert!(error.to_string().contains("not written"), "{error}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn send_works_from_a_thread_without_a_runtime_and_huge_timeouts_mean_no_limit() {
+    let mut config = Config::default();
+    config.user_record_timeout = Duration::from_secs(60);
+    let (producer, _transport) = producer_with(config, &[("s", 1)], Faults::default());
+    let sender = producer.clone();
+    // A plain thread: the record's timer is made on the producer's runtime, not this thread's.
+    let future = std::thread::spawn(move || {
+        sender
+            .send(Record::new(stream("s"), "from-a-thread", vec![1]))
+            .unwrap()
+    })
+    .join()
+    .expect("send from a plain thread does not panic");
+    assert!(future.await.is_ok());
+    // A timeout past what an instant can hold is no limit, not an overflow.
+    let future = producer
+        .send_wait_timeout(Record::new(stream("s"), "k", vec![2]), Duration::MAX)
+        .await
+        .unwrap();
+    assert!(future.await.is_ok());
+}
+
 #[tokio::test(start_paused = true)]
 async fn back_pressure_refuses_then_waits_for_space() {
     let mut config = Config::default();
@@ -455,6 +478,18 @@ fn build_needs_a_runtime_and_a_transport() {
         .build()
         .unwrap_err();
     assert!(matches!(error, kpl::BuildError::NoRuntime));
+    let no_timers = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    {
+        let _entered = no_timers.enter();
+        let error = KinesisProducer::builder()
+            .transport(SimTransport::new(SimKinesis::new(1), TokioClock))
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, kpl::BuildError::RuntimeWithoutTimers));
+        assert!(error.to_string().contains("enable_time"), "{error}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
