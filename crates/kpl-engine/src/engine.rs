@@ -926,7 +926,13 @@ impl Engine {
                 }
             }
             Err(error) => {
-                if error.kind() == TransportErrorKind::NotFound {
+                // In ordering mode records never leave without a map: when it cannot be read
+                // for a reason retrying cannot fix, they fail with that reason now, not by
+                // expiring later under a misleading one.
+                let unroutable = self.config.ordering == OrderingMode::PerShard
+                    && self.streams[si].map.is_none()
+                    && !error.is_retryable();
+                if error.kind() == TransportErrorKind::NotFound || unroutable {
                     self.fail_queued(si, "ListShards", &error, now);
                 }
                 self.refresh_failed(si, now);

@@ -417,3 +417,37 @@ fn a_listing_that_repeats_its_token_is_a_failed_read_retried_after_a_backoff() {
     assert_eq!(read_at, t0 + ms(10) + Duration::from_secs(1));
     assert!(matches!(read, Request::ListShards(list) if list.next_token.is_none()));
 }
+
+#[test]
+fn ordering_mode_fails_records_with_the_reason_the_map_cannot_be_read() {
+    let t0 = SystemClock.now();
+    let mut config = EngineConfig::default();
+    config.ordering = OrderingMode::PerShard;
+    let mut engine = Engine::new(config).unwrap();
+    for i in 0..3 {
+        let record = Record::new(stream(), format!("k{i}"), vec![1; 10]);
+        engine.submit(record, t0).unwrap();
+    }
+    let requests = drain(&mut engine, t0);
+    let denied = TransportError::from_code("AccessDeniedException", "no ListShards permission");
+    engine.handle_response(requests[0].0, Err(denied), t0 + ms(10));
+    // Records never leave without a map in ordering mode: they fail now, saying why, instead
+    // of expiring after record_ttl.
+    let mut failed = 0;
+    while let Some(event) = engine.poll_event() {
+        let Event::Failed(failure) = event else {
+            panic!("expected failures")
+        };
+        assert_eq!(
+            failure.reason(),
+            FailureReason::Terminal(kpl_engine::TransportErrorKind::AccessDenied)
+        );
+        assert_eq!(
+            failure.attempts()[0].error_code(),
+            Some("AccessDeniedException")
+        );
+        failed += 1;
+    }
+    assert_eq!(failed, 3);
+    assert_eq!(engine.outstanding_records(), 0);
+}
