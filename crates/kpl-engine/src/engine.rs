@@ -13,8 +13,8 @@ use crate::backoff::{Backoff, RefreshBackoff};
 use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
 use crate::limiter::ShardLimiter;
 use crate::outcome::{
-    Attempt, AttemptError, AttemptList, Delivery, Event, Failure, FailureReason, FlushId, Landing,
-    Record, RecordId, RejectReason, Rejected,
+    Attempt, AttemptError, AttemptHistory, AttemptList, Delivery, Event, Failure, FailureReason,
+    FlushId, Landing, Record, RecordId, RejectReason, Rejected,
 };
 use crate::shard_map::{ListingPages, NextPage, ShardMap};
 use crate::stats::{ShardStats, StreamStats};
@@ -47,7 +47,8 @@ struct Pending {
     /// Latest time to leave the aggregation (or map-wait) stage this round.
     deadline: Instant,
     expiration: Instant,
-    attempts: Vec<Attempt>,
+    /// Failed attempts so far; `None` until the first.
+    attempts: Option<Box<AttemptHistory>>,
 }
 
 impl Pending {
@@ -66,9 +67,9 @@ impl Pending {
 
     /// The end of the previous attempt, or the arrival: where the next attempt's delay starts.
     fn last_end(&self) -> Instant {
-        self.attempts.iter().fold(self.arrival, |end, attempt| {
-            end + attempt.delay() + attempt.duration()
-        })
+        self.attempts
+            .as_ref()
+            .map_or(self.arrival, |history| history.last_end())
     }
 
     /// Records a failed attempt; returns the time the record had waited if this was its first.
@@ -80,13 +81,15 @@ impl Pending {
     ) -> Option<Duration> {
         let first_wait = self
             .attempts
-            .is_empty()
+            .is_none()
             .then(|| sent_at.saturating_duration_since(self.arrival));
-        self.attempts.push(Attempt::failed(
-            sent_at.saturating_duration_since(self.last_end()),
-            now.saturating_duration_since(sent_at),
-            error.clone(),
-        ));
+        let last_end = self.last_end();
+        let delay = sent_at.saturating_duration_since(last_end);
+        let duration = now.saturating_duration_since(sent_at);
+        let attempt = Attempt::failed(delay, duration, error.clone());
+        self.attempts
+            .get_or_insert_with(|| Box::new(AttemptHistory::new(self.arrival)))
+            .push(attempt, last_end + delay + duration);
         first_wait
     }
 }
@@ -531,7 +534,7 @@ impl Engine {
             arrival: now,
             deadline: (now + self.config.record_max_buffered_time).min(expiration),
             expiration,
-            attempts: Vec::new(),
+            attempts: None,
         };
         let stats = &mut self.streams[si].stats;
         stats.user_records_received += 1;
@@ -1823,7 +1826,7 @@ impl Engine {
         let mut billed_bytes = 0u64;
         // By reference: moving each (large) record out would cost a copy apiece.
         for pending in &mut records {
-            let first_try = pending.attempts.is_empty();
+            let first_try = pending.attempts.is_none();
             let delay = sent_at.saturating_duration_since(pending.last_end());
             let size = pending.size();
             data_bytes += pending.record.data().len() as u64;
@@ -1835,7 +1838,7 @@ impl Engine {
             // The outcome first: finishing may complete a flush marker, which comes after it.
             self.events.push_back(Event::Delivered(Delivery {
                 id: RecordId(pending.id),
-                attempts: AttemptList::new(mem::take(&mut pending.attempts), last),
+                attempts: AttemptList::new(pending.attempts.take(), last),
             }));
             self.finish(pending.id, size, si);
         }
@@ -2183,7 +2186,10 @@ impl Engine {
             stats.user_records_expired += 1;
         }
         let (id, size) = (pending.id, pending.size());
-        let attempts = mem::take(&mut pending.attempts);
+        let (attempts, omitted_attempts) = pending
+            .attempts
+            .take()
+            .map_or((Vec::new(), 0), |history| history.into_parts());
         let record = pending.into_record(self.streams[si].stream.clone());
         // The outcome first: finishing may complete a flush marker, which comes after it.
         self.events.push_back(Event::Failed(Box::new(Failure {
@@ -2191,6 +2197,7 @@ impl Engine {
             reason,
             record,
             attempts,
+            omitted_attempts,
         })));
         self.finish(id, size, si);
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl_aggregation::HashKeyParseError;
@@ -316,28 +316,93 @@ impl fmt::Display for Attempt {
     }
 }
 
+/// The failed attempts of a record still outstanding, bounded so that a record retried for a
+/// long time does not grow without limit: the first, the latest, and how many were left out
+/// between them. Allocated at the first failure: most records never fail.
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptHistory {
+    attempts: Vec<Attempt>,
+    omitted: u32,
+    /// When the latest attempt ended: where the next attempt's delay starts.
+    last_end: Instant,
+}
+
+impl AttemptHistory {
+    /// Attempts kept per record: the first and the latest fifteen.
+    pub(crate) const KEPT: usize = 16;
+
+    pub(crate) fn new(last_end: Instant) -> Self {
+        Self {
+            attempts: Vec::new(),
+            omitted: 0,
+            last_end,
+        }
+    }
+
+    pub(crate) fn last_end(&self) -> Instant {
+        self.last_end
+    }
+
+    /// Adds a failed attempt that ended at `end`.
+    pub(crate) fn push(&mut self, attempt: Attempt, end: Instant) {
+        self.keep(attempt);
+        self.last_end = end;
+    }
+
+    /// Past the cap, the oldest attempt but the first is left out.
+    fn keep(&mut self, attempt: Attempt) {
+        self.attempts.push(attempt);
+        if self.attempts.len() > Self::KEPT {
+            self.attempts.remove(1);
+            self.omitted = self.omitted.saturating_add(1);
+        }
+    }
+
+    /// The kept attempts and the number left out.
+    pub(crate) fn into_parts(self) -> (Vec<Attempt>, u32) {
+        (self.attempts, self.omitted)
+    }
+
+    /// [`into_parts`](Self::into_parts) after a last, successful attempt.
+    fn finish(mut self, last: Attempt) -> (Vec<Attempt>, u32) {
+        self.keep(last);
+        self.into_parts()
+    }
+}
+
 /// The attempts of a delivered record. The usual case, one successful attempt, needs no
 /// allocation.
 #[derive(Clone, Debug)]
 pub(crate) enum AttemptList {
     One(Attempt),
-    Many(Vec<Attempt>),
+    Many {
+        attempts: Vec<Attempt>,
+        omitted: u32,
+    },
 }
 
 impl AttemptList {
-    pub(crate) fn new(mut earlier: Vec<Attempt>, last: Attempt) -> Self {
-        if earlier.is_empty() {
-            Self::One(last)
-        } else {
-            earlier.push(last);
-            Self::Many(earlier)
+    pub(crate) fn new(earlier: Option<Box<AttemptHistory>>, last: Attempt) -> Self {
+        match earlier {
+            None => Self::One(last),
+            Some(history) => {
+                let (attempts, omitted) = history.finish(last);
+                Self::Many { attempts, omitted }
+            }
         }
     }
 
     fn as_slice(&self) -> &[Attempt] {
         match self {
             Self::One(attempt) => std::slice::from_ref(attempt),
-            Self::Many(attempts) => attempts,
+            Self::Many { attempts, .. } => attempts,
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many { attempts, omitted } => attempts.len() + *omitted as usize,
         }
     }
 
@@ -345,7 +410,7 @@ impl AttemptList {
         match self {
             Self::One(attempt) => attempt,
             // `new` never builds an empty `Many`.
-            Self::Many(attempts) => attempts
+            Self::Many { attempts, .. } => attempts
                 .last()
                 .unwrap_or_else(|| unreachable!("a delivery has a successful attempt")),
         }
@@ -381,9 +446,14 @@ impl Delivery {
             }
         }
     }
-    /// Every attempt, the last one successful.
+    /// The attempts, the last one successful: every one, or for a record tried more than
+    /// sixteen times, the first and the latest fifteen.
     pub fn attempts(&self) -> &[Attempt] {
         self.attempts.as_slice()
+    }
+    /// How many attempts there were, those left out of [`attempts`](Self::attempts) included.
+    pub fn attempt_count(&self) -> usize {
+        self.attempts.count()
     }
 }
 
@@ -431,6 +501,7 @@ pub struct Failure {
     pub(crate) reason: FailureReason,
     pub(crate) record: Record,
     pub(crate) attempts: Vec<Attempt>,
+    pub(crate) omitted_attempts: u32,
 }
 
 impl Failure {
@@ -450,9 +521,14 @@ impl Failure {
     pub fn into_record(self) -> Record {
         self.record
     }
-    /// Every attempt, in order; the last one says what finally went wrong.
+    /// The attempts, in order, the last one saying what finally went wrong: every one, or for
+    /// a record tried more than sixteen times, the first and the latest fifteen.
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
+    }
+    /// How many attempts there were, those left out of [`attempts`](Self::attempts) included.
+    pub fn attempt_count(&self) -> usize {
+        self.attempts.len() + self.omitted_attempts as usize
     }
 }
 
@@ -467,7 +543,7 @@ impl fmt::Display for Failure {
             write!(
                 f,
                 "; after {} attempt(s), the last: {last}",
-                self.attempts.len()
+                self.attempt_count()
             )?;
         }
         Ok(())
@@ -489,4 +565,30 @@ pub enum Event {
     Failed(Box<Failure>),
     /// Every record accepted before the marker was created has its outcome.
     Flushed(FlushId),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{Clock, SystemClock};
+
+    #[test]
+    fn a_long_history_keeps_the_first_and_the_latest_attempts_and_counts_the_rest() {
+        let start = SystemClock.now();
+        let error = AttemptError::shared("InternalFailure", "boom");
+        let mut history = AttemptHistory::new(start);
+        for n in 0..100u64 {
+            let attempt = Attempt::failed(Duration::from_millis(n), Duration::ZERO, error.clone());
+            history.push(attempt, start + Duration::from_secs(n));
+        }
+        assert_eq!(history.last_end(), start + Duration::from_secs(99));
+        let last = Attempt::failed(Duration::from_millis(1_000), Duration::ZERO, error);
+        let list = AttemptList::new(Some(Box::new(history)), last);
+        assert_eq!(list.count(), 101);
+        let kept = list.as_slice();
+        assert_eq!(kept.len(), AttemptHistory::KEPT);
+        assert_eq!(kept[0].delay(), Duration::ZERO, "the first is kept");
+        assert_eq!(kept[1].delay(), Duration::from_millis(86));
+        assert_eq!(list.last().delay(), Duration::from_millis(1_000));
+    }
 }

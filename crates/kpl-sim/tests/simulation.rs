@@ -523,6 +523,33 @@ fn fail_if_throttled_fails_throttled_records() {
 }
 
 #[test]
+fn a_record_retried_for_a_long_time_keeps_a_bounded_history() {
+    let mut config = EngineConfig::default();
+    config.record_ttl = Duration::from_secs(600);
+    let mut pair = pair_with(config, 1, 9);
+    pair.sim.set_faults(Faults {
+        entry_internal_failure: 1.0,
+        ..Faults::default()
+    });
+    submit_n(&mut pair, 0, 3, |n| format!("k{n}"));
+    pair.run_until_idle();
+    assert_eq!(pair.failed().count(), 3);
+    for failure in pair.failed() {
+        // Ten minutes of retries, at most ten seconds apart: far more than sixteen attempts,
+        // of which the first and the latest fifteen are kept.
+        assert!(failure.attempt_count() > 50, "{}", failure.attempt_count());
+        assert_eq!(failure.attempts().len(), 16);
+        assert_eq!(failure.attempts()[0].error_code(), Some("InternalFailure"));
+        assert_eq!(failure.attempts()[15].error_code(), Some("Expired"));
+        assert!(
+            failure
+                .to_string()
+                .contains(&format!("{} attempt(s)", failure.attempt_count()))
+        );
+    }
+}
+
+#[test]
 fn records_expire_after_their_ttl() {
     let mut config = EngineConfig::default();
     config.record_ttl = Duration::from_millis(500);

@@ -232,6 +232,7 @@ pub struct DeliveryError {
     pub(crate) id: Option<RecordId>,
     pub(crate) kind: DeliveryErrorKind,
     pub(crate) attempts: Vec<Attempt>,
+    pub(crate) attempt_count: usize,
     pub(crate) record: Option<Box<Record>>,
 }
 
@@ -241,9 +242,15 @@ impl DeliveryError {
         self.kind
     }
 
-    /// Every attempt, in order.
+    /// The attempts, in order (every one, or the first and the latest fifteen).
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
+    }
+
+    /// How many attempts there were, those left out of [`attempts`](Self::attempts) (a record
+    /// tried more than sixteen times keeps the first and the latest fifteen) included.
+    pub fn attempt_count(&self) -> usize {
+        self.attempt_count
     }
 
     /// The last error code reported by an attempt.
@@ -284,7 +291,7 @@ impl fmt::Display for DeliveryError {
             }
         }
         if let Some(last) = self.attempts.last() {
-            write!(f, "; {} attempt(s), the last: {last}", self.attempts.len())?;
+            write!(f, "; {} attempt(s), the last: {last}", self.attempt_count)?;
         }
         Ok(())
     }

@@ -314,6 +314,7 @@ impl State {
                         other => DeliveryErrorKind::Failed(other),
                     };
                     let attempts = failure.attempts().to_vec();
+                    let attempt_count = failure.attempt_count();
                     let record = failure.into_record();
                     let shut_down = matches!(
                         kind,
@@ -334,6 +335,7 @@ impl State {
                             id: Some(id),
                             kind,
                             attempts,
+                            attempt_count,
                             record: kept,
                         }));
                     }
@@ -831,6 +833,7 @@ fn cancelled(id: RecordId) -> DeliveryError {
         id: Some(id),
         kind: DeliveryErrorKind::Cancelled,
         attempts: Vec::new(),
+        attempt_count: 0,
         record: None,
     }
 }
@@ -858,6 +861,7 @@ impl Future for DeliveryFuture {
                 id: Some(id),
                 kind: DeliveryErrorKind::TimedOut,
                 attempts: Vec::new(),
+                attempt_count: 0,
                 record: None,
             }));
         }
