@@ -142,7 +142,7 @@ fn ci() -> Result {
             "--workspace",
             "--all-targets",
             "--features",
-            "kpl/e2e",
+            "kpl/e2e,kpl-aggregation/interop",
             "--locked",
             "--",
             "-D",
@@ -158,6 +158,7 @@ fn ci() -> Result {
             cargo()
                 .args(["test", "--workspace", "--locked", "--exclude", "kpl-fuzz"])
                 .args(["--lib", "--bins", "--tests", "--examples"])
+                .args(["--features", "kpl-aggregation/interop"])
                 .env("KPL_INTEROP_PYTHON", &python),
             &mut tally,
         )?;

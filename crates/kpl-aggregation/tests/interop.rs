@@ -1,8 +1,9 @@
 //! Interoperability with an independent implementation of the format: the Python `aws-kinesis-agg`
 //! 1.2.3 package by AWS, driven through `interop/oracle.py`.
 //!
-//! `cargo xtask ci` installs it into `.tools/interop-venv` (git-ignored). These tests never skip:
-//! without the oracle they fail and say how to install it.
+//! `cargo xtask ci` installs it into `.tools/interop-venv` (git-ignored) and runs this file (it
+//! needs the `interop` feature, so a plain `cargo test` does not build it). These tests never
+//! skip: without the oracle they fail and say how to install it.
 
 #![allow(
     clippy::unwrap_used,
