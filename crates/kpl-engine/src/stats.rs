@@ -103,7 +103,9 @@ pub struct StreamStats {
     pub kinesis_records_data_put: u64,
     /// Failed attempts that were retried, counted per user record.
     pub retries_per_record: u64,
-    /// Failed attempts per error code, counted per Kinesis record or per request.
+    /// Failed attempts per error code, counted per Kinesis record or per request. At most
+    /// [`MAX_ERROR_CODES`] codes of at most [`MAX_ERROR_CODE_LEN`] bytes; the rest are counted
+    /// under [`OTHER_ERROR_CODES`].
     pub errors_by_code: BTreeMap<String, u64>,
     /// Aggregates written to a shard the shard map did not know (a child after a reshard),
     /// held without re-sending until a map read could judge them.
@@ -139,12 +141,57 @@ pub struct ShardStats {
     pub rate_factor: f64,
 }
 
+/// Most distinct codes `errors_by_code` holds: the service uses a handful, and an endpoint that
+/// invents a code per answer must not grow the map without bound.
+pub const MAX_ERROR_CODES: usize = 64;
+/// Longest error code kept; longer ones are cut.
+pub const MAX_ERROR_CODE_LEN: usize = 128;
+/// Where codes past [`MAX_ERROR_CODES`] are counted.
+pub const OTHER_ERROR_CODES: &str = "OtherErrorCodes";
+
 impl StreamStats {
     pub(crate) fn error(&mut self, code: &str, count: u64) {
         if let Some(n) = self.errors_by_code.get_mut(code) {
             *n += count;
-        } else {
-            self.errors_by_code.insert(code.to_owned(), count);
+            return;
         }
+        let code = if self.errors_by_code.len() >= MAX_ERROR_CODES - 1 {
+            OTHER_ERROR_CODES
+        } else {
+            let mut end = code.len().min(MAX_ERROR_CODE_LEN);
+            while !code.is_char_boundary(end) {
+                end -= 1;
+            }
+            &code[..end]
+        };
+        *self.errors_by_code.entry(code.to_owned()).or_default() += count;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_bounded_in_number_and_length() {
+        let mut stats = StreamStats::default();
+        for n in 0..1_000 {
+            stats.error(&format!("Code{n}"), 1);
+        }
+        stats.error(&"é".repeat(200), 1);
+        assert!(stats.errors_by_code.len() <= MAX_ERROR_CODES);
+        assert!(
+            stats
+                .errors_by_code
+                .keys()
+                .all(|code| code.len() <= MAX_ERROR_CODE_LEN)
+        );
+        assert_eq!(
+            stats.errors_by_code.values().sum::<u64>(),
+            1_001,
+            "nothing is lost"
+        );
+        assert_eq!(stats.errors_by_code["Code0"], 1);
+        assert_eq!(stats.errors_by_code[OTHER_ERROR_CODES], 1_001 - 63);
     }
 }
