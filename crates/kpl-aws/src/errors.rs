@@ -60,14 +60,20 @@ where
             let error = service.into_err();
             // Without a code the answer could not be read as an error of this service.
             let code = error.code().unwrap_or("MalformedResponse").to_owned();
-            let message = error
+            let raw = error
                 .message()
                 .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+            let message = redact_credentials(&raw);
             let mut kind = TransportErrorKind::from_code(&code);
             if kind == TransportErrorKind::Other && status >= 500 {
                 kind = TransportErrorKind::ServiceUnavailable;
             }
-            TransportError::new(kind, code, message).with_source(error)
+            if message == raw {
+                TransportError::new(kind, code, message).with_source(error)
+            } else {
+                // The SDK's error would print the message as the service wrote it.
+                TransportError::new(kind, code, message)
+            }
         }
         other => TransportError::new(TransportErrorKind::Other, "Unknown", other.to_string()),
     }
@@ -80,4 +86,63 @@ pub(crate) fn construction_failure(reason: impl Display) -> TransportError {
         "ConstructionFailure",
         reason.to_string(),
     )
+}
+
+/// Where the service starts quoting the request it expected, signed headers and all.
+const CANONICAL_REQUEST_QUOTE: &str = "The Canonical String for this request should have been";
+/// Names after which a credential's value follows in a quoted request (compared ignoring case).
+const CREDENTIAL_MARKERS: [&str; 4] = [
+    "x-amz-security-token:",
+    "x-amz-security-token=",
+    "credential=",
+    "signature=",
+];
+
+/// A service message without credential material: signature errors may quote the request the
+/// service expected, session token included, and nothing of it may reach logs or errors.
+pub(crate) fn redact_credentials(message: &str) -> String {
+    let mut text = match message.find(CANONICAL_REQUEST_QUOTE) {
+        Some(at) => format!(
+            "{}(the request the service quoted is left out: it holds credentials)",
+            &message[..at]
+        ),
+        None => message.to_owned(),
+    };
+    for marker in CREDENTIAL_MARKERS {
+        let mut from = 0;
+        // ASCII lowercasing keeps byte offsets, so positions found in it hold in `text`.
+        while let Some(found) = text.to_ascii_lowercase()[from..].find(marker) {
+            let start = from + found + marker.len();
+            let end = text[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, ',' | '\'' | '"' | '&' | ';'))
+                .map_or(text.len(), |length| start + length);
+            text.replace_range(start..end, "<redacted>");
+            from = start + "<redacted>".len();
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_material_is_removed_from_service_messages() {
+        let message = "The request signature we calculated does not match the signature you provided. \
+            Check your AWS Secret Access Key and signing method. Authorization=AWS4-HMAC-SHA256 \
+            Credential=AKIDEXAMPLE/20261130/us-east-1/kinesis/aws4_request, \
+            Signature=0123456789abcdef\n\nThe Canonical String for this request should have been\n\
+            'POST\n/\n\nhost:kinesis.us-east-1.amazonaws.com\nx-amz-security-token:FwoGZXIvYXdzSECRET\n'";
+        let redacted = redact_credentials(message);
+        for secret in ["AKIDEXAMPLE", "0123456789abcdef", "FwoGZXIvYXdzSECRET"] {
+            assert!(!redacted.contains(secret), "{redacted}");
+        }
+        assert!(redacted.starts_with("The request signature we calculated does not match"));
+        assert!(redacted.contains("Credential=<redacted>"), "{redacted}");
+        // A token quoted without the canonical-request preamble is caught too.
+        let bare = redact_credentials("bad header X-Amz-Security-Token:abc123 here");
+        assert_eq!(bare, "bad header X-Amz-Security-Token:<redacted> here");
+        assert_eq!(redact_credentials("Rate exceeded"), "Rate exceeded");
+    }
 }

@@ -225,6 +225,25 @@ fn service_error(code: &str) -> String {
 }
 
 #[tokio::test]
+async fn a_signature_error_quoting_the_session_token_does_not_carry_it() {
+    let body = r#"{"__type":"InvalidSignatureException","message":"The request signature we calculated does not match the signature you provided.\n\nThe Canonical String for this request should have been\n'POST\n/\n\nx-amz-security-token:IQoJb3JpZ2luX2VjSECRETTOKEN\n'"}"#;
+    let error = error_for(400, body).await;
+    assert_eq!(error.kind(), TransportErrorKind::ExpiredCredentials);
+    let mut chain = format!("{error} {error:?}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(&format!(" {cause} {cause:?}"));
+        source = cause.source();
+    }
+    assert!(!chain.contains("SECRETTOKEN"), "{chain}");
+    assert!(
+        error
+            .message()
+            .starts_with("The request signature we calculated")
+    );
+}
+
+#[tokio::test]
 async fn every_service_error_code_maps_to_its_kind() {
     let rows = [
         (

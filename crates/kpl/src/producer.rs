@@ -159,6 +159,22 @@ impl fmt::Debug for KinesisProducer {
     }
 }
 
+/// Whether `url` (`scheme://host[:port][/path]`) names this machine: `localhost`, 127.0.0.0/8
+/// or `[::1]`.
+#[cfg(any(feature = "aws", test))]
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The AWS transport configured from `config` (region, endpoint, credentials, timeouts).
 #[cfg(feature = "aws")]
 fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
@@ -170,6 +186,15 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
     } else {
         Some(format!("https://{endpoint}:{}", config.kinesis_port))
     };
+    if let Some(url) = &endpoint_url
+        && url.starts_with("http://")
+        && !is_loopback_url(url)
+    {
+        tracing::warn!(
+            endpoint = %url,
+            "plain http to a host that is not this machine: records and the session token travel unencrypted"
+        );
+    }
     let mut settings = kpl_aws::AwsSettings::default();
     settings.region = (!config.region.is_empty()).then(|| config.region.clone());
     settings.endpoint_url = endpoint_url;
@@ -866,5 +891,31 @@ impl Future for DeliveryFuture {
             }));
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_endpoints_are_told_from_remote_ones() {
+        for url in [
+            "http://localhost:4567",
+            "http://127.0.0.1:4567/",
+            "http://127.8.9.10",
+            "http://[::1]:4567",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:4567",
+            "http://kinesis.example.com",
+            "http://localhost.example.com:80",
+            "http://[2001:db8::1]:4567",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }
