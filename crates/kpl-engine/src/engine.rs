@@ -30,6 +30,8 @@ use crate::transport::{
 const SHARD_COLLECTED_BYTES_TRIGGER: usize = 256 * 1024;
 /// Emptied record lists kept per shard for reuse.
 const SPARE_RECORD_LISTS: usize = 4;
+/// How long a run of `ExpiredTokenException` answers is retried before they fail records.
+const EXPIRED_TOKEN_GRACE: Duration = Duration::from_secs(120);
 /// Page size of `ListShards`.
 const LIST_SHARDS_PAGE: u32 = 1_000;
 
@@ -251,6 +253,8 @@ struct StreamState {
     awaiting_map: VecDeque<Pending>,
     /// Aggregates that landed on shards the map did not know, waiting to be judged.
     held_landings: Vec<HeldLanding>,
+    /// When a run of `ExpiredTokenException` answers began; a write ends it.
+    expired_token_since: Option<Instant>,
     history: ShardHistory,
     /// Backoff of records sent without a prediction.
     unpredicted_backoff: Backoff,
@@ -830,6 +834,7 @@ impl Engine {
             open_slots: Vec::new(),
             awaiting_map: VecDeque::new(),
             held_landings: Vec::new(),
+            expired_token_since: None,
             history: ShardHistory {
                 in_flight: false,
                 started_at: now,
@@ -1806,6 +1811,7 @@ impl Engine {
             self.invalidate_map(si, sent_at, now);
         }
         verdict.written = true;
+        self.streams[si].expired_token_since = None;
         self.deliver(si, entry.slot, entry.records, landing, sent_at, now);
     }
 
@@ -2082,6 +2088,17 @@ impl Engine {
         }
     }
 
+    /// Whether an `ExpiredTokenException` is still within its grace: at a credential rotation,
+    /// a host clock behind the service's makes fresh credentials look expired for a while, so
+    /// such answers are retried for [`EXPIRED_TOKEN_GRACE`] after the first of a run of them.
+    fn expired_token_grace(&mut self, si: usize, error: &AttemptError, now: Instant) -> bool {
+        if !matches!(error.code(), "ExpiredTokenException" | "ExpiredToken") {
+            return false;
+        }
+        let since = *self.streams[si].expired_token_since.get_or_insert(now);
+        now.saturating_duration_since(since) < EXPIRED_TOKEN_GRACE
+    }
+
     /// Ordering mode: a held landing's shard counted as busy; frees it. Returns whether it did.
     fn release_held_slot(&mut self, si: usize, slot: Option<usize>) -> bool {
         match slot {
@@ -2119,7 +2136,7 @@ impl Engine {
                 self.streams[si].slots[slot].stats.throttled += 1;
             }
         }
-        let terminal = if !kind.is_retryable() {
+        let terminal = if !kind.is_retryable() && !self.expired_token_grace(si, error, now) {
             Some(FailureReason::Terminal(kind))
         } else if throttled && self.config.fail_if_throttled {
             Some(FailureReason::Throttled)

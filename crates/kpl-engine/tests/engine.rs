@@ -451,3 +451,48 @@ fn ordering_mode_fails_records_with_the_reason_the_map_cannot_be_read() {
     assert_eq!(failed, 3);
     assert_eq!(engine.outstanding_records(), 0);
 }
+
+#[test]
+fn expired_token_answers_are_retried_for_a_while_then_fail() {
+    let t0 = SystemClock.now();
+    let mut config = EngineConfig::default();
+    config.record_ttl = Duration::from_secs(3_600);
+    let mut engine = ready_engine(config, t0);
+    engine
+        .submit(Record::new(stream(), "k", vec![1]), t0)
+        .unwrap();
+    engine.flush(None, t0);
+    let mut now = t0;
+    let mut sent = puts(drain(&mut engine, now));
+    let mut tries = 0;
+    let failure = loop {
+        let expired = TransportError::from_code(
+            "ExpiredTokenException",
+            "The security token included in the request is expired",
+        );
+        engine.handle_response(sent[0].0, Err(expired), now);
+        tries += 1;
+        if let Some(event) = engine.poll_event() {
+            let Event::Failed(failure) = event else {
+                panic!("expected a failure")
+            };
+            break failure;
+        }
+        // Retried after a backoff, as a retryable error would be.
+        sent = loop {
+            now = engine.poll_timeout().unwrap();
+            engine.handle_timeout(now);
+            let sent = puts(drain(&mut engine, now));
+            if !sent.is_empty() {
+                break sent;
+            }
+        };
+    };
+    assert!(tries > 3, "{tries} tries");
+    assert!(now - t0 >= Duration::from_secs(120), "{:?}", now - t0);
+    assert!(now - t0 < Duration::from_secs(140), "{:?}", now - t0);
+    assert_eq!(
+        failure.reason(),
+        FailureReason::Terminal(kpl_engine::TransportErrorKind::ExpiredCredentials)
+    );
+}
