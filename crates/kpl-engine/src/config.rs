@@ -7,8 +7,12 @@ use kpl_aggregation::{MaxAggregateSize, OuterPartitionKey};
 
 /// The service's limit on entries per `PutRecords`.
 pub const PUT_RECORDS_MAX_ENTRIES: usize = 500;
-/// The service's limit on a `PutRecords` call's size, counting data and partition keys.
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
+/// The service's limit on a `PutRecords` call's size, counting data and partition keys: 10 MiB,
+/// as the service's `PutRecords` documentation states it today (it was 5 MiB before streams could
+/// take records of up to 10 MiB).
+pub const PUT_RECORDS_MAX_BYTES: usize = 10 * 1024 * 1024;
+/// The KPL's default `CollectionMaxSize`, 5 MiB.
+pub(crate) const DEFAULT_COLLECTION_MAX_SIZE: usize = 5 * 1024 * 1024;
 /// The largest record size a stream can be configured for (`MaxRecordSizeInKiB` = 10240).
 pub const MAX_RECORD_SIZE_LIMIT: usize = 10 * 1024 * 1024;
 /// The longest duration any setting may have: a century, the same as forever for a producer,
@@ -42,7 +46,7 @@ pub struct EngineConfig {
     /// `CollectionMaxCount`: Kinesis records per `PutRecords`, 1..=500.
     pub collection_max_count: usize,
     /// `CollectionMaxSize`: bytes per `PutRecords` (data + partition keys), at least 52,224.
-    /// Requests never exceed the service's 5 MiB, whatever this says.
+    /// Requests never exceed the service's 10 MiB, whatever this says.
     pub collection_max_size: usize,
     /// `RateLimit`: per-shard rate as a percentage of 1,000 records/s and 1 MiB/s, at least 1.
     pub rate_limit: u64,
@@ -81,7 +85,7 @@ impl Default for EngineConfig {
             aggregation_max_count: 4_294_967_295,
             aggregation_max_size: MaxAggregateSize::DEFAULT,
             collection_max_count: PUT_RECORDS_MAX_ENTRIES,
-            collection_max_size: PUT_RECORDS_MAX_BYTES,
+            collection_max_size: DEFAULT_COLLECTION_MAX_SIZE,
             rate_limit: 150,
             record_max_buffered_time: Duration::from_millis(100),
             record_ttl: Duration::from_secs(30),

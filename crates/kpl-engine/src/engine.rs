@@ -5,7 +5,10 @@ use std::mem;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kpl_aggregation::{Aggregator, HashKey, HashKeyRange, KinesisRecord, PartitionKey, UserRecord};
+use kpl_aggregation::{
+    Aggregator, HashKey, HashKeyRange, KinesisRecord, MaxAggregateSize, OuterPartitionKey,
+    PartitionKey, UserRecord,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -1076,6 +1079,7 @@ impl Engine {
     fn install_map(&mut self, si: usize, shards: Vec<ShardDescription>, now: Instant) {
         let interval = self.config.shard_map_refresh_interval;
         let jitter = self.rng.random_range(0.9..=1.1);
+        let aggregate_limit = self.aggregate_limit(si);
         let stream = &mut self.streams[si];
         let map = ShardMap::from_shards(&shards, stream.map.as_ref());
         if !map.is_consistent() {
@@ -1100,7 +1104,7 @@ impl Engine {
                         range,
                         open: true,
                         aggregator: Aggregator::new(
-                            self.config.aggregation_max_size,
+                            aggregate_limit,
                             self.config.outer_partition_key,
                         ),
                         aggregated: Vec::new(),
@@ -1272,6 +1276,20 @@ impl Engine {
         }
     }
 
+    /// The size limit of the stream's aggregates: `aggregation_max_size`, but never so large
+    /// that an aggregate and its outer partition key pass the stream's record limit (the
+    /// service would refuse the whole request).
+    fn aggregate_limit(&self, si: usize) -> MaxAggregateSize {
+        let outer_key = match self.config.outer_partition_key {
+            OuterPartitionKey::Constant => OuterPartitionKey::CONSTANT.len(),
+            // A partition key of 256 characters of up to 4 bytes each.
+            _ => PartitionKey::MAX_CHARS * 4,
+        };
+        let record_limit = self.streams[si].max_record_size.saturating_sub(outer_key);
+        let bytes = self.config.aggregation_max_size.get().min(record_limit);
+        MaxAggregateSize::new(bytes).unwrap_or(self.config.aggregation_max_size)
+    }
+
     fn push_ready(shard: &mut ShardState, batch: Batch) {
         shard.ready_expiration = min_instant(shard.ready_expiration, Some(batch.expiration));
         shard.ready.push_back(batch);
@@ -1328,10 +1346,8 @@ impl Engine {
             1
         };
         for (slot, records) in by_slot {
-            let mut aggregator = Aggregator::new(
-                self.config.aggregation_max_size,
-                self.config.outer_partition_key,
-            );
+            let mut aggregator =
+                Aggregator::new(self.aggregate_limit(si), self.config.outer_partition_key);
             let mut batches: Vec<Batch> = Vec::new();
             let mut current: Vec<Pending> = Vec::new();
             for pending in records {

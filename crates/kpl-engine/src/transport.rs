@@ -26,7 +26,7 @@ pub struct PutRecordsRequest {
 }
 
 impl PutRecordsRequest {
-    /// The size the service counts against the 5 MiB request limit: data plus partition keys.
+    /// The size the service counts against the 10 MiB request limit: data plus partition keys.
     pub fn billed_size(&self) -> usize {
         self.entries.iter().map(KinesisRecord::billed_size).sum()
     }

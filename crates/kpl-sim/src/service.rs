@@ -563,7 +563,7 @@ impl SimKinesis {
         }
         if request.billed_size() > PUT_RECORDS_MAX_BYTES {
             return Err(self.validation(format!(
-                "request size {} exceeds 5 MiB",
+                "request size {} exceeds 10 MiB",
                 request.billed_size()
             )));
         }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kpl_aggregation::{HashKey, HashKeyRange};
+use kpl_aggregation::{HashKey, HashKeyRange, OuterPartitionKey};
 use kpl_engine::time::{Clock, SystemClock};
 use kpl_engine::{
     EngineConfig, FailureReason, OrderingMode, Record, RecordId, RejectReason, Stream,
@@ -520,6 +520,34 @@ fn fail_if_throttled_fails_throttled_records() {
             .iter()
             .all(|f| f.reason() == FailureReason::Throttled)
     );
+}
+
+#[test]
+fn aggregates_stay_under_the_stream_record_limit_whatever_aggregation_max_size_says() {
+    for outer in [
+        OuterPartitionKey::Constant,
+        OuterPartitionKey::FirstUserRecord,
+    ] {
+        let mut config = EngineConfig::default();
+        // Twice what a default stream takes per record.
+        config.aggregation_max_size = kpl_aggregation::MaxAggregateSize::new(2_000_000).unwrap();
+        config.outer_partition_key = outer;
+        let mut pair = pair_with(config, 1, 12);
+        let key = "k".repeat(256);
+        for n in 0..2_500 {
+            pair.submit(Record::new(stream(), key.clone(), data_for(n, 1_000)))
+                .unwrap();
+        }
+        pair.run_until_idle();
+        // No request broke the service's limits, so nothing failed and every record is read.
+        check_exactly_once(&pair);
+        assert_eq!(pair.delivered().count(), 2_500, "{outer:?}");
+        let (_, stats) = pair.engine.stats().next().unwrap();
+        assert!(
+            stats.user_records_per_kinesis_record.max > 900.0,
+            "{outer:?}: still large aggregates"
+        );
+    }
 }
 
 #[test]

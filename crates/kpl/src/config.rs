@@ -435,7 +435,7 @@ pub static KEYS: &[Key] = &[
         get: |c| c.collection_max_count.to_string(),
         set: |c, v| { c.collection_max_count = int(v, 1, 500)?; Ok(()) }),
     key!("CollectionMaxSize", "collection_max_size", Kpl, "5242880", "52224..=9223372036854775807",
-        "Most bytes (data + partition keys) in one PutRecords call; calls never pass the service's 5 MiB.",
+        "Most bytes (data + partition keys) in one PutRecords call; calls never pass the service's 10 MiB.",
         get: |c| c.collection_max_size.to_string(),
         set: |c, v| { c.collection_max_size = int(v, 52_224, I64_MAX)?; Ok(()) }),
     key!("ConnectTimeout", "connect_timeout", Kpl, "6000", "100..=300000 (ms)",
