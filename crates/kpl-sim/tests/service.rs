@@ -41,10 +41,17 @@ fn requests_over_the_service_limits_are_refused() {
         .collect();
     let error = sim.handle(put("s", many), now).unwrap_err();
     assert_eq!(error.kind(), TransportErrorKind::Validation);
-    let big = (0..6)
+    // The request limit is 10 MiB (data and partition keys), as the service documents it.
+    sim.set_max_record_size_kib("s", 10_240).unwrap();
+    let big = (0..11)
         .map(|i| KinesisRecord::new(format!("k{i}"), vec![0; 1_000_000]))
         .collect();
     assert!(sim.handle(put("s", big), now).is_err());
+    let under = (0..10)
+        .map(|i| KinesisRecord::new(format!("k{i}"), vec![0; 1_000_000]))
+        .collect();
+    assert!(sim.handle(put("s", under), now).is_ok());
+    sim.set_max_record_size_kib("s", 1_024).unwrap();
     let oversized = vec![KinesisRecord::new("k", vec![0; 1024 * 1024])];
     assert!(
         sim.handle(put("s", oversized), now).is_err(),
