@@ -208,7 +208,9 @@ pub struct InvalidHashKeyRange {
     end: HashKey,
 }
 
-/// A partition key that Kinesis accepts: 1 to 256 Unicode characters.
+/// A partition key that Kinesis accepts: 1 to 256 characters, counted as the service (and the
+/// Java KPL) counts them, in UTF-16 code units: a character outside the Basic Multilingual Plane,
+/// such as most emoji, counts twice.
 ///
 /// Constructing one validates the length once, so every later use is known to be valid.
 ///
@@ -227,19 +229,22 @@ pub struct InvalidHashKeyRange {
 pub struct PartitionKey(String);
 
 impl PartitionKey {
-    /// The fewest characters a partition key may have.
+    /// The fewest characters (UTF-16 code units) a partition key may have.
     pub const MIN_CHARS: usize = 1;
-    /// The most characters a partition key may have.
+    /// The most characters (UTF-16 code units) a partition key may have.
     pub const MAX_CHARS: usize = 256;
+    /// The most UTF-8 bytes a valid partition key can take: three per UTF-16 code unit.
+    pub const MAX_BYTES: usize = 3 * Self::MAX_CHARS;
 
     /// Validates `key`; on failure the error hands the string back.
     pub fn new(key: impl Into<String>) -> Result<Self, PartitionKeyError> {
         let key = key.into();
-        // A key of 1..=256 bytes has 1..=256 characters; only longer ones need counting.
+        // A UTF-8 byte never holds more than one UTF-16 code unit, so a key of 1..=256 bytes is
+        // valid; only longer ones need counting.
         if (Self::MIN_CHARS..=Self::MAX_CHARS).contains(&key.len()) {
             return Ok(Self(key));
         }
-        let char_count = key.chars().count();
+        let char_count = key.encode_utf16().count();
         if !(Self::MIN_CHARS..=Self::MAX_CHARS).contains(&char_count) {
             return Err(PartitionKeyError { key, char_count });
         }
@@ -300,10 +305,10 @@ impl TryFrom<&str> for PartitionKey {
     }
 }
 
-/// A partition key outside 1..=256 characters. Holds the rejected string.
+/// A partition key outside 1..=256 characters (UTF-16 code units). Holds the rejected string.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
 #[error(
-    "partition_key has {char_count} characters; it must have {min} to {max}",
+    "partition_key has {char_count} characters (UTF-16 code units, as Kinesis counts them); it must have {min} to {max}",
     min = PartitionKey::MIN_CHARS,
     max = PartitionKey::MAX_CHARS
 )]
@@ -313,7 +318,7 @@ pub struct PartitionKeyError {
 }
 
 impl PartitionKeyError {
-    /// How many Unicode characters the rejected key has.
+    /// How many characters the rejected key has, in UTF-16 code units as Kinesis counts them.
     pub fn char_count(&self) -> usize {
         self.char_count
     }
@@ -403,16 +408,18 @@ mod tests {
     }
 
     #[test]
-    fn partition_key_counts_characters_not_bytes() {
-        assert!(PartitionKey::new("é".repeat(256)).is_ok()); // 512 bytes, 256 chars
-        assert!(PartitionKey::new("😀".repeat(256)).is_ok()); // 1,024 bytes, 256 chars
-        let error = PartitionKey::new("😀".repeat(257)).unwrap_err();
-        assert_eq!(error.char_count(), 257);
+    fn partition_key_counts_utf16_code_units_as_kinesis_does() {
+        assert!(PartitionKey::new("é".repeat(256)).is_ok()); // 512 bytes, 256 units
+        assert!(PartitionKey::new("€".repeat(256)).is_ok()); // 768 bytes, 256 units
+        // An emoji is two UTF-16 code units: 128 fit, 129 do not.
+        assert!(PartitionKey::new("😀".repeat(128)).is_ok());
+        let error = PartitionKey::new("😀".repeat(129)).unwrap_err();
+        assert_eq!(error.char_count(), 258);
         let error = PartitionKey::new("a".repeat(2_000)).unwrap_err();
         assert_eq!(error.char_count(), 2_000);
         assert_eq!(
             error.to_string(),
-            "partition_key has 2000 characters; it must have 1 to 256"
+            "partition_key has 2000 characters (UTF-16 code units, as Kinesis counts them); it must have 1 to 256"
         );
         assert_eq!(PartitionKey::new("").unwrap_err().char_count(), 0);
         assert!(PartitionKey::new("a".repeat(256)).is_ok());

@@ -1282,8 +1282,7 @@ impl Engine {
     fn aggregate_limit(&self, si: usize) -> MaxAggregateSize {
         let outer_key = match self.config.outer_partition_key {
             OuterPartitionKey::Constant => OuterPartitionKey::CONSTANT.len(),
-            // A partition key of 256 characters of up to 4 bytes each.
-            _ => PartitionKey::MAX_CHARS * 4,
+            _ => PartitionKey::MAX_BYTES,
         };
         let record_limit = self.streams[si].max_record_size.saturating_sub(outer_key);
         let bytes = self.config.aggregation_max_size.get().min(record_limit);

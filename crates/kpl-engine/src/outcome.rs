@@ -99,10 +99,10 @@ impl RecordId {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RejectReason {
-    /// The partition key is not 1..=256 characters.
-    #[error("partition_key has {chars} characters; allowed 1..=256")]
+    /// The partition key is not 1..=256 characters (UTF-16 code units, as Kinesis counts them).
+    #[error("partition_key has {chars} characters (UTF-16 code units); allowed 1..=256")]
     PartitionKey {
-        /// Its length in characters.
+        /// Its length in UTF-16 code units.
         chars: usize,
     },
     /// The explicit hash key is not a decimal number in 0..2^128.

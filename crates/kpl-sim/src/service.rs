@@ -572,7 +572,8 @@ impl SimKinesis {
             .get(&name)
             .map_or(DEFAULT_MAX_RECORD_SIZE, |s| s.max_record_size);
         for entry in &request.entries {
-            let key_chars = entry.partition_key().chars().count();
+            // The service counts a key's length in UTF-16 code units, as Java does.
+            let key_chars = entry.partition_key().encode_utf16().count();
             if !(1..=256).contains(&key_chars) {
                 return Err(self.validation(format!("partition key of {key_chars} characters")));
             }

@@ -551,6 +551,25 @@ fn aggregates_stay_under_the_stream_record_limit_whatever_aggregation_max_size_s
 }
 
 #[test]
+fn emoji_partition_keys_are_counted_as_the_service_counts_them() {
+    let mut pair = pair_with(EngineConfig::default(), 1, 13);
+    // 128 emoji are 256 UTF-16 code units: the most the service takes.
+    let longest = "😀".repeat(128);
+    pair.submit(Record::new(stream(), longest.clone(), data_for(0, 10)))
+        .unwrap();
+    let too_long = "😀".repeat(129);
+    let refused = pair
+        .submit(Record::new(stream(), too_long.clone(), data_for(1, 10)))
+        .unwrap_err();
+    assert_eq!(refused.reason(), &RejectReason::PartitionKey { chars: 258 });
+    assert!(refused.to_string().contains("UTF-16"), "{refused}");
+    assert_eq!(refused.into_record().partition_key(), too_long);
+    pair.run_until_idle();
+    check_exactly_once(&pair);
+    assert_eq!(pair.delivered().count(), 1);
+}
+
+#[test]
 fn a_record_retried_for_a_long_time_keeps_a_bounded_history() {
     let mut config = EngineConfig::default();
     config.record_ttl = Duration::from_secs(600);
