@@ -54,6 +54,9 @@ struct Pending {
     expiration: Instant,
     /// Failed attempts so far; `None` until the first.
     attempts: Option<Box<AttemptHistory>>,
+    /// A request holding it was refused whole as invalid: it now goes in a request of its own,
+    /// so that only the entry the service objects to fails.
+    isolate: bool,
 }
 
 impl Pending {
@@ -109,6 +112,8 @@ struct Batch {
     deadline: Instant,
     expiration: Instant,
     size: usize,
+    /// Goes in a `PutRecords` request of its own (see `Pending::isolate`).
+    alone_in_request: bool,
 }
 
 impl Batch {
@@ -130,6 +135,7 @@ impl Batch {
         expiration: Instant,
     ) -> Self {
         let size = kinesis_record.billed_size();
+        let alone_in_request = records.iter().any(|p| p.isolate);
         Self {
             kinesis_record,
             records,
@@ -137,6 +143,7 @@ impl Batch {
             deadline,
             expiration,
             size,
+            alone_in_request,
         }
     }
 }
@@ -542,6 +549,7 @@ impl Engine {
             deadline: (now + self.config.record_max_buffered_time).min(expiration),
             expiration,
             attempts: None,
+            isolate: false,
         };
         let stats = &mut self.streams[si].stats;
         stats.user_records_received += 1;
@@ -1510,10 +1518,13 @@ impl Engine {
         let one_per_shard_conflict = ordering
             && batch.slot.is_some()
             && collector.batches.iter().any(|b| b.slot == batch.slot);
+        let alone = batch.alone_in_request;
         if !collector.batches.is_empty()
             && (collector.batches.len() + 1 > max_count
                 || collector.size + batch.size > max_size
-                || one_per_shard_conflict)
+                || one_per_shard_conflict
+                || alone
+                || collector.batches.iter().any(|b| b.alone_in_request))
         {
             self.flush_collector(si);
         }
@@ -1529,7 +1540,8 @@ impl Engine {
         collector.size += batch.size;
         collector.batches.push(batch);
         collector.deadline = min_instant(collector.deadline, Some(deadline));
-        if shard_full || collector.batches.len() >= max_count || collector.size >= max_size {
+        if shard_full || alone || collector.batches.len() >= max_count || collector.size >= max_size
+        {
             self.flush_collector(si);
         } else {
             arm(
@@ -1681,9 +1693,16 @@ impl Engine {
                 let kind = error.kind();
                 let error = AttemptError::shared(error.code(), error.message());
                 self.streams[si].stats.error(error.code(), 1);
+                // A request refused whole as invalid may hold one bad entry among good ones:
+                // each is tried again alone, and only what the service still refuses fails.
+                let split = kind == TransportErrorKind::Validation && entries.len() > 1;
                 for entry in entries {
                     let verdict = verdicts.entry(entry.slot).or_default();
-                    self.on_entry_failed(si, entry, kind, &error, verdict, sent_at, now);
+                    if split {
+                        self.retry_alone(si, entry, &error, verdict, sent_at, now);
+                    } else {
+                        self.on_entry_failed(si, entry, kind, &error, verdict, sent_at, now);
+                    }
                 }
             }
             Ok(response) if response.entries.len() != entries.len() => {
@@ -2131,6 +2150,24 @@ impl Engine {
                 self.service_shard(si, slot, now);
             }
         }
+    }
+
+    /// Retries an entry of a request refused whole as invalid, in a request of its own.
+    fn retry_alone(
+        &mut self,
+        si: usize,
+        mut entry: EntryMeta,
+        error: &Arc<AttemptError>,
+        verdict: &mut SlotVerdict,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        for pending in &mut entry.records {
+            pending.isolate = true;
+        }
+        // Retried as a retryable failure would be: the records keep their attempt and backoff.
+        let retryable = TransportErrorKind::ServiceUnavailable;
+        self.on_entry_failed(si, entry, retryable, error, verdict, sent_at, now);
     }
 
     #[allow(clippy::too_many_arguments, reason = "one entry's full context")]

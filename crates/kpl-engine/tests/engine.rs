@@ -496,3 +496,57 @@ fn expired_token_answers_are_retried_for_a_while_then_fail() {
         FailureReason::Terminal(kpl_engine::TransportErrorKind::ExpiredCredentials)
     );
 }
+
+#[test]
+fn a_request_refused_as_invalid_is_split_so_only_the_bad_entry_fails() {
+    let t0 = SystemClock.now();
+    let mut config = EngineConfig::default();
+    config.aggregation_enabled = false;
+    let mut engine = ready_engine(config, t0);
+    for key in ["good-1", "bad", "good-2"] {
+        engine
+            .submit(Record::new(stream(), key, vec![1; 10]), t0)
+            .unwrap();
+    }
+    engine.flush(None, t0);
+    let sent = puts(drain(&mut engine, t0));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.entries.len(), 3);
+    let invalid =
+        || TransportError::from_code("ValidationException", "1 validation error detected");
+    engine.handle_response(sent[0].0, Err(invalid()), t0 + ms(10));
+    assert!(engine.poll_event().is_none(), "nothing fails yet");
+    // Each entry comes back in a request of its own.
+    let mut now = t0 + ms(10);
+    let mut alone = Vec::new();
+    while alone.len() < 3 {
+        now = engine.poll_timeout().unwrap();
+        engine.handle_timeout(now);
+        alone.extend(puts(drain(&mut engine, now)));
+    }
+    assert!(alone.iter().all(|(_, put)| put.entries.len() == 1));
+    for (id, put) in alone {
+        if put.entries[0].partition_key() == "bad" {
+            engine.handle_response(id, Err(invalid()), now);
+        } else {
+            engine.handle_response(id, Ok(written(&put)), now);
+        }
+    }
+    let mut delivered = 0;
+    while let Some(event) = engine.poll_event() {
+        match event {
+            Event::Delivered(_) => delivered += 1,
+            Event::Failed(failure) => {
+                assert_eq!(failure.record().partition_key(), "bad");
+                assert_eq!(
+                    failure.reason(),
+                    FailureReason::Terminal(kpl_engine::TransportErrorKind::Validation)
+                );
+                assert_eq!(failure.attempt_count(), 2);
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(delivered, 2);
+    assert_eq!(engine.outstanding_records(), 0);
+}
