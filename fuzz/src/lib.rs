@@ -1,4 +1,4 @@
-//! Fuzz bodies for `kpl-aggregation`.
+//! Fuzz bodies for `kpl-aggregation` and the producer's `.properties` loader.
 //!
 //! Each body takes arbitrary bytes and panics only on a bug. cargo-fuzz runs them through the
 //! one-line targets in `fuzz_targets/` (`cargo xtask fuzz`), and the stable test suite replays every
@@ -152,4 +152,20 @@ fn try_roundtrip(input: &mut Unstructured<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Loads arbitrary text as a KPL `.properties` file. It must come back as a configuration or a
+/// typed error naming the key, never panic, and take time linear in the input (libFuzzer's
+/// timeout catches a slow input).
+pub fn properties(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match kpl::Config::from_kpl_properties(&text) {
+        Ok(config) => {
+            // What loaded is valid, or says which key is not.
+            if let Err(error) = config.validate() {
+                assert!(error.key().is_some(), "{error}");
+            }
+        }
+        Err(error) => assert!(!error.to_string().is_empty()),
+    }
 }

@@ -35,6 +35,11 @@ fn decode_corpus() {
 }
 
 #[test]
+fn properties_corpus() {
+    replay("properties", kpl_fuzz::properties);
+}
+
+#[test]
 fn roundtrip_corpus() {
     replay("roundtrip", kpl_fuzz::roundtrip);
 }

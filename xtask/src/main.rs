@@ -29,7 +29,7 @@ const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 2] = [
         &["tokio", "async-std", "smol", "mio", "hyper"],
     ),
 ];
-const FUZZ_TARGETS: [&str; 2] = ["decode", "roundtrip"];
+const FUZZ_TARGETS: [&str; 3] = ["decode", "roundtrip", "properties"];
 /// The Kinesis-compatible server of the end-to-end tests.
 const KINESALITE: &str = "kinesalite@3.3.3";
 /// The server of the StreamARN end-to-end tests (kinesalite refuses ARNs).

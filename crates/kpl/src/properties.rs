@@ -2,20 +2,28 @@
 //! trailing backslash, `#` and `!` comments, `=`, `:` or whitespace between key and value, and
 //! backslash escapes (`\t`, `\n`, `\r`, `\f`, `\uXXXX`, and any other character as itself).
 
-/// The entries of `text`, each with the 1-based line where it starts.
+/// The entries of `text`, each with the 1-based line where it starts. Linear in the text's
+/// length, as Java's `LineReader` is.
 pub(crate) fn parse(text: &str) -> Vec<(usize, String, String)> {
     let mut entries = Vec::new();
-    let mut lines = text.lines().enumerate().peekable();
+    let mut lines = physical_lines(text).enumerate();
     while let Some((index, first)) = lines.next() {
-        let mut logical = first.trim_start().to_owned();
-        if logical.is_empty() || logical.starts_with('#') || logical.starts_with('!') {
+        let first = first.trim_start();
+        if first.is_empty() || first.starts_with('#') || first.starts_with('!') {
             continue;
         }
-        // A line ending in an odd number of backslashes continues on the next one.
-        while ends_with_odd_backslashes(&logical) {
-            logical.pop();
+        let mut logical = String::with_capacity(first.len());
+        let mut line = first;
+        // A physical line ending in an odd number of backslashes continues on the next one
+        // (only that line's own backslashes count).
+        loop {
+            if !ends_with_odd_backslashes(line) {
+                logical.push_str(line);
+                break;
+            }
+            logical.push_str(&line[..line.len() - 1]);
             match lines.next() {
-                Some((_, next)) => logical.push_str(next.trim_start()),
+                Some((_, next)) => line = next.trim_start(),
                 None => break,
             }
         }
@@ -25,8 +33,31 @@ pub(crate) fn parse(text: &str) -> Vec<(usize, String, String)> {
     entries
 }
 
+/// Lines as Java reads them: ended by `\n`, `\r` or `\r\n`.
+fn physical_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\n', '\r']) {
+            Some(at) => {
+                let after = if current[at..].starts_with("\r\n") {
+                    at + 2
+                } else {
+                    at + 1
+                };
+                rest = (after < current.len()).then(|| &current[after..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                (!current.is_empty()).then_some(current)
+            }
+        }
+    })
+}
+
 fn ends_with_odd_backslashes(line: &str) -> bool {
-    line.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
+    line.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
 }
 
 fn split_entry(line: &str) -> (&str, &str) {
@@ -69,8 +100,29 @@ fn unescape(text: &str) -> String {
             Some('f') => out.push('\u{c}'),
             Some('u') => {
                 let hex: String = chars.by_ref().take(4).collect();
-                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
-                    Some(decoded) => out.push(decoded),
+                match utf16_unit(&hex) {
+                    Some(high @ 0xD800..=0xDBFF) => {
+                        // A surrogate pair spelled as two escapes is one character, as in Java.
+                        let mut lookahead = chars.clone();
+                        let low = match (lookahead.next(), lookahead.next()) {
+                            (Some('\\'), Some('u')) => {
+                                let hex: String = lookahead.by_ref().take(4).collect();
+                                utf16_unit(&hex).filter(|low| (0xDC00..=0xDFFF).contains(low))
+                            }
+                            _ => None,
+                        };
+                        match low.and_then(|low| char::decode_utf16([high, low]).next()) {
+                            Some(Ok(decoded)) => {
+                                out.push(decoded);
+                                chars = lookahead;
+                            }
+                            _ => out.push(char::REPLACEMENT_CHARACTER),
+                        }
+                    }
+                    Some(unit) => match char::from_u32(u32::from(unit)) {
+                        Some(decoded) => out.push(decoded),
+                        None => out.push(char::REPLACEMENT_CHARACTER),
+                    },
                     None => {
                         out.push_str("\\u");
                         out.push_str(&hex);
@@ -82,6 +134,15 @@ fn unescape(text: &str) -> String {
         }
     }
     out
+}
+
+/// Exactly four hexadecimal digits (Java accepts nothing else, not even a sign).
+fn utf16_unit(hex: &str) -> Option<u16> {
+    if hex.len() == 4 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        u16::from_str_radix(hex, 16).ok()
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +171,36 @@ mod tests {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
+    }
+
+    #[test]
+    fn java_line_ends_escapes_and_continuation_parity() {
+        // Lone carriage returns end lines too.
+        assert_eq!(
+            entries("A=1\rB=2\r\nC=3"),
+            [("A", "1"), ("B", "2"), ("C", "3")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // Only the physical line's own backslashes decide a continuation: "x\\\\" is an
+        // escaped backslash, so the entry ends there.
+        assert_eq!(
+            entries("A = x\\\\\nB = y\\\n  z\n"),
+            [("A", "x\\"), ("B", "yz")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // A sign is not a hex digit; a surrogate pair is one character.
+        assert_eq!(entries("A=\\u+041")[0].1, "\\u+041");
+        assert_eq!(entries("A=\\uD83D\\uDE00!")[0].1, "😀!");
+        assert_eq!(entries("A=\\uD83Dx")[0].1, "\u{FFFD}x");
+    }
+
+    #[test]
+    fn many_continued_backslash_lines_parse() {
+        // After the first line, each physical line holds three backslashes: an escaped one and
+        // a continuation. (Re-scanning the whole logical line for each would be quadratic.)
+        let text = "A = x\\\n".to_owned() + &"\\\\\\\n".repeat(50_000) + "end\n";
+        let parsed = parse(&text);
+        assert_eq!(parsed.len(), 1);
+        let expected = "x".to_owned() + &"\\".repeat(50_000) + "end";
+        assert!(parsed[0].2 == expected, "the value is the joined lines");
     }
 
     #[test]
