@@ -415,8 +415,12 @@ fn arm(
     timer: Timer,
 ) {
     if armed.is_none_or(|current| at < current) {
+        // The superseded wake-up goes now: left in the set, a far one (an expiry) would stay
+        // until its time, one per re-arming.
+        if let Some(superseded) = armed.replace(at) {
+            timers.remove(&(superseded, timer));
+        }
         timers.insert((at, timer));
-        *armed = Some(at);
     }
 }
 
@@ -2303,5 +2307,38 @@ impl Engine {
             self.markers.pop_front();
             self.events.push_back(Event::Flushed(id));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{Clock, SystemClock};
+
+    #[test]
+    fn arming_an_earlier_wake_up_removes_the_superseded_one() {
+        let now = SystemClock.now();
+        let mut timers = BTreeSet::new();
+        let mut armed = None;
+        let timer = Timer::Shard(0, 3);
+        arm(
+            &mut timers,
+            &mut armed,
+            now + Duration::from_secs(3_600),
+            timer,
+        );
+        for ms in (1..=100).rev() {
+            arm(
+                &mut timers,
+                &mut armed,
+                now + Duration::from_millis(ms),
+                timer,
+            );
+        }
+        // A later time does not replace an earlier one.
+        arm(&mut timers, &mut armed, now + Duration::from_secs(5), timer);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(armed, Some(now + Duration::from_millis(1)));
+        assert!(timers.contains(&(now + Duration::from_millis(1), timer)));
     }
 }
