@@ -787,6 +787,11 @@ impl Engine {
         !self.outbox.is_empty()
     }
 
+    /// Records accepted so far (finished or not).
+    pub fn records_accepted(&self) -> u64 {
+        self.next_record
+    }
+
     /// Records accepted and not finished.
     pub fn outstanding_records(&self) -> usize {
         self.outstanding_records

@@ -111,6 +111,7 @@ impl ProducerBuilder {
                 waiters: VecDeque::new(),
                 waiters_base: 0,
                 flushes: BTreeMap::new(),
+                newest_flush: None,
                 accepting: true,
                 dropped: false,
                 finished: false,
@@ -269,7 +270,11 @@ struct State {
     /// Delivery senders by record id, from `waiters_base` on (ids are sequential).
     waiters: VecDeque<Option<oneshot::Sender<Outcome>>>,
     waiters_base: u64,
-    flushes: BTreeMap<FlushId, oneshot::Sender<()>>,
+    /// Who waits for each flush marker.
+    flushes: BTreeMap<FlushId, Vec<oneshot::Sender<()>>>,
+    /// The newest flush marker, and how many records had been accepted when it was made: a
+    /// `flush_all` with nothing accepted since waits on it instead of making another.
+    newest_flush: Option<(FlushId, u64)>,
     accepting: bool,
     dropped: bool,
     finished: bool,
@@ -366,7 +371,7 @@ impl State {
                     }
                 }
                 Event::Flushed(id) => {
-                    if let Some(sender) = self.flushes.remove(&id) {
+                    for sender in self.flushes.remove(&id).unwrap_or_default() {
                         let _ = sender.send(());
                     }
                 }
@@ -512,9 +517,26 @@ impl KinesisProducer {
                 return;
             }
             let now = shared.clock.now();
-            let id = state.engine.flush_marker(now);
             let (sender, receiver) = oneshot::channel();
-            state.flushes.insert(id, sender);
+            let accepted = state.engine.records_accepted();
+            let shared_marker = state
+                .newest_flush
+                .filter(|&(id, at)| at == accepted && state.flushes.contains_key(&id));
+            match shared_marker {
+                // Nothing accepted since the newest marker: it covers this call too. (Callers
+                // that stopped waiting leave, so repeated calls do not pile up.)
+                Some((id, _)) => {
+                    state.engine.flush(None, now);
+                    let waiting = state.flushes.entry(id).or_default();
+                    waiting.retain(|sender| !sender.is_closed());
+                    waiting.push(sender);
+                }
+                None => {
+                    let id = state.engine.flush_marker(now);
+                    state.flushes.entry(id).or_default().push(sender);
+                    state.newest_flush = Some((id, accepted));
+                }
+            }
             // An empty marker completes at once. Events handed out here are not seen by the
             // driver, so those waiting for buffer space are told here.
             if state.dispatch(shared.return_records) {
@@ -567,7 +589,7 @@ impl KinesisProducer {
         state.dispatch(shared.return_records);
         state.finished = true;
         let report = state.shutdown_report.take().unwrap_or_default();
-        for (_, sender) in mem::take(&mut state.flushes) {
+        for sender in mem::take(&mut state.flushes).into_values().flatten() {
             let _ = sender.send(());
         }
         let failures = mem::take(&mut state.failures_to_log);

@@ -107,6 +107,30 @@ async fn flush_all_resolves_once_earlier_records_are_finished() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn concurrent_and_abandoned_flushes_all_end_once_their_records_do() {
+    let (producer, _transport) = producer(&[("s", 1)]);
+    let first = producer
+        .send(Record::new(stream("s"), "k1", vec![1]))
+        .unwrap();
+    // Callers that give up waiting, then two that wait, with nothing accepted in between:
+    // they share one marker.
+    for _ in 0..10 {
+        let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_all()).await;
+        assert!(gave_up.is_err());
+    }
+    tokio::join!(producer.flush_all(), producer.flush_all());
+    assert_eq!(producer.outstanding_records(), 0);
+    assert!(first.await.is_ok());
+    // A record accepted after a flush is waited for by the next one.
+    let second = producer
+        .send(Record::new(stream("s"), "k2", vec![2]))
+        .unwrap();
+    producer.flush_all().await;
+    assert_eq!(producer.outstanding_records(), 0);
+    assert!(second.await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_returns_what_could_not_be_sent_by_the_deadline() {
     let faults = Faults {
         request_unavailable: 1.0,
