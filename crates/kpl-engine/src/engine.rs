@@ -1097,6 +1097,7 @@ impl Engine {
         let interval = self.config.shard_map_refresh_interval;
         let jitter = self.rng.random_range(0.9..=1.1);
         let aggregate_limit = self.aggregate_limit(si);
+        let outer_partition_key = self.config.outer_partition_key;
         let stream = &mut self.streams[si];
         let map = ShardMap::from_shards(&shards, stream.map.as_ref());
         if !map.is_consistent() {
@@ -1155,7 +1156,6 @@ impl Engine {
             shard.open = open_slots.contains(&slot);
             shard.awaiting_refresh = false;
             if !shard.open {
-                shard.aggregator.clear();
                 shard.aggregate_deadline = None;
                 shard.aggregate_expiration = None;
                 for batch in shard.ready.drain(..) {
@@ -1163,6 +1163,13 @@ impl Engine {
                 }
                 displaced.append(&mut shard.aggregated);
                 shard.ready_expiration = None;
+                // A closed shard takes no more records: its buffers (an aggregate's worth, and
+                // the record lists kept for reuse) go, so a stream that reshards often does not
+                // keep one set per shard it ever had.
+                shard.aggregator = Aggregator::new(aggregate_limit, outer_partition_key);
+                shard.aggregated = Vec::new();
+                shard.spare_lists = Vec::new();
+                shard.ready = VecDeque::new();
             }
         }
         displaced.extend(stream.awaiting_map.drain(..));
@@ -2319,6 +2326,77 @@ impl Engine {
 mod tests {
     use super::*;
     use crate::time::{Clock, SystemClock};
+
+    fn listing(shards: &[(&str, u128, u128, bool)]) -> Response {
+        Response::ListShards(ListShardsResponse {
+            shards: shards
+                .iter()
+                .map(|&(id, start, end, open)| ShardDescription {
+                    shard_id: ShardId::from(id),
+                    hash_key_range: HashKeyRange::new(HashKey::new(start), HashKey::new(end))
+                        .unwrap_or(HashKeyRange::FULL),
+                    open,
+                })
+                .collect(),
+            next_token: None,
+        })
+    }
+
+    /// Answers every request handed out now: maps with `map`, puts as written to `shard`.
+    fn answer_all(engine: &mut Engine, map: &Response, shard: &str, now: Instant) {
+        while let Some((id, request)) = engine.poll_request(now) {
+            let response = match request {
+                Request::ListShards(_) => map.clone(),
+                Request::PutRecords(put) => Response::PutRecords(PutRecordsResponse {
+                    entries: put
+                        .entries
+                        .iter()
+                        .map(|_| PutRecordsEntryResult::Written {
+                            shard_id: ShardId::from(shard),
+                            sequence_number: "1".into(),
+                        })
+                        .collect(),
+                }),
+                _ => continue,
+            };
+            engine.handle_response(id, Ok(response), now);
+        }
+    }
+
+    #[test]
+    fn a_closed_shard_gives_its_buffers_back() {
+        let now = SystemClock.now();
+        let mut engine = Engine::new(EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let one = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        for round in 0..3u8 {
+            for i in 0..200 {
+                let record = Record::new(stream.clone(), format!("k{round}-{i}"), vec![round; 100]);
+                assert!(engine.submit(record, now).is_ok());
+            }
+            engine.flush(None, now);
+            answer_all(&mut engine, &one, "shardId-0", now);
+        }
+        assert_eq!(engine.outstanding_records(), 0);
+        assert!(
+            !engine.streams[0].slots[0].spare_lists.is_empty(),
+            "lists kept for reuse"
+        );
+        // The shard splits; the next map read closes it.
+        let split = listing(&[
+            ("shardId-0", 0, u128::MAX, false),
+            ("shardId-1", 0, u128::MAX / 2, true),
+            ("shardId-2", u128::MAX / 2 + 1, u128::MAX, true),
+        ]);
+        engine.start_refresh(0, now);
+        answer_all(&mut engine, &split, "shardId-1", now);
+        let closed = &engine.streams[0].slots[0];
+        assert!(!closed.open);
+        assert!(closed.spare_lists.is_empty());
+        assert_eq!(closed.aggregated.capacity(), 0);
+        assert_eq!(closed.ready.capacity(), 0);
+        assert!(closed.aggregator.is_empty());
+    }
 
     #[test]
     fn arming_an_earlier_wake_up_removes_the_superseded_one() {
