@@ -748,11 +748,63 @@ impl Engine {
     /// The next request to send. The driver should call this only when it can send (it may keep
     /// requests in the engine while its connections are busy).
     pub fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Request)> {
-        let (id, request) = self.outbox.pop_front()?;
-        if let Some(in_flight) = self.requests.get_mut(&id) {
-            in_flight.sent_at = Some(now);
+        loop {
+            let (id, mut request) = self.outbox.pop_front()?;
+            if let Request::PutRecords(put) = &mut request {
+                self.drop_expired_entries(id, put, now);
+                if put.entries.is_empty() {
+                    self.requests.remove(&id);
+                    continue;
+                }
+            }
+            if let Some(in_flight) = self.requests.get_mut(&id) {
+                in_flight.sent_at = Some(now);
+            }
+            return Some((id, request));
         }
-        Some((id, request))
+    }
+
+    /// A request waits in the outbox while the driver's connections are busy; entries all of
+    /// whose records reached their `record_ttl` meanwhile are not sent: their records expire.
+    fn drop_expired_entries(&mut self, id: RequestId, put: &mut PutRecordsRequest, now: Instant) {
+        let Some(in_flight) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let si = in_flight.stream;
+        let InFlightKind::PutRecords(metas) = &mut in_flight.kind else {
+            return;
+        };
+        let expired = |meta: &EntryMeta| meta.records.iter().all(|p| p.expiration <= now);
+        if !metas.iter().any(expired) {
+            return;
+        }
+        let mut dropped = Vec::new();
+        let mut kept_metas = Vec::with_capacity(metas.len());
+        let mut kept_entries = Vec::with_capacity(metas.len());
+        for (meta, entry) in mem::take(metas)
+            .into_iter()
+            .zip(mem::take(&mut put.entries))
+        {
+            if expired(&meta) {
+                dropped.push(meta);
+            } else {
+                kept_metas.push(meta);
+                kept_entries.push(entry);
+            }
+        }
+        *metas = kept_metas;
+        put.entries = kept_entries;
+        for meta in dropped {
+            for pending in meta.records {
+                self.expire(si, pending, now);
+            }
+            // Ordering mode: its shard no longer has a call coming.
+            if let Some(slot) = meta.slot
+                && self.release_busy_slot(si, Some(slot))
+            {
+                self.service_shard(si, slot, now);
+            }
+        }
     }
 
     /// The next outcome or flush completion.
@@ -2055,7 +2107,7 @@ impl Engine {
                 stream.held_landings.push(held);
                 continue;
             }
-            released |= self.release_held_slot(si, held.slot);
+            released |= self.release_busy_slot(si, held.slot);
             let landed = Landed {
                 landing: &held.landing,
                 slot: held.slot,
@@ -2112,7 +2164,7 @@ impl Engine {
         stream.held_landings = waiting;
         let mut released = false;
         for held in overdue {
-            released |= self.release_held_slot(si, held.slot);
+            released |= self.release_busy_slot(si, held.slot);
             let landed = Landed {
                 landing: &held.landing,
                 slot: held.slot,
@@ -2149,8 +2201,9 @@ impl Engine {
         now.saturating_duration_since(since) < EXPIRED_TOKEN_GRACE
     }
 
-    /// Ordering mode: a held landing's shard counted as busy; frees it. Returns whether it did.
-    fn release_held_slot(&mut self, si: usize, slot: Option<usize>) -> bool {
+    /// Ordering mode: frees a shard that counted as busy (its call or held landing is over).
+    /// Returns whether it did.
+    fn release_busy_slot(&mut self, si: usize, slot: Option<usize>) -> bool {
         match slot {
             Some(slot) if self.config.ordering == OrderingMode::PerShard => {
                 self.streams[si].slots[slot].busy = false;

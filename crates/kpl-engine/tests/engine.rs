@@ -519,11 +519,15 @@ fn a_request_refused_as_invalid_is_split_so_only_the_bad_entry_fails() {
     // Each entry comes back in a request of its own.
     let mut now = t0 + ms(10);
     let mut alone = Vec::new();
-    while alone.len() < 3 {
+    loop {
+        alone.extend(puts(drain(&mut engine, now)));
+        if alone.len() >= 3 {
+            break;
+        }
         now = engine.poll_timeout().unwrap();
         engine.handle_timeout(now);
-        alone.extend(puts(drain(&mut engine, now)));
     }
+    assert!(now - t0 < Duration::from_secs(1), "{:?}", now - t0);
     assert!(alone.iter().all(|(_, put)| put.entries.len() == 1));
     for (id, put) in alone {
         if put.entries[0].partition_key() == "bad" {
@@ -549,4 +553,37 @@ fn a_request_refused_as_invalid_is_split_so_only_the_bad_entry_fails() {
     }
     assert_eq!(delivered, 2);
     assert_eq!(engine.outstanding_records(), 0);
+}
+
+#[test]
+fn a_request_that_waited_in_the_engine_past_the_records_ttl_is_not_sent() {
+    for ordering in [OrderingMode::Unordered, OrderingMode::PerShard] {
+        let t0 = SystemClock.now();
+        let mut config = EngineConfig::default();
+        config.ordering = ordering;
+        config.record_ttl = Duration::from_secs(1);
+        let mut engine = ready_engine(config, t0);
+        engine
+            .submit(Record::new(stream(), "k", vec![1]), t0)
+            .unwrap();
+        engine.flush(None, t0);
+        // The driver's connections stay busy for two seconds: the request waits in the engine.
+        let later = t0 + Duration::from_secs(2);
+        assert!(engine.has_requests());
+        assert!(
+            drain(&mut engine, later).is_empty(),
+            "{ordering:?}: nothing sent"
+        );
+        let Some(Event::Failed(failure)) = engine.poll_event() else {
+            panic!("{ordering:?}: expected the record to expire")
+        };
+        assert_eq!(failure.reason(), FailureReason::Expired);
+        assert_eq!(engine.outstanding_records(), 0);
+        // The shard is free again: the next record goes.
+        engine
+            .submit(Record::new(stream(), "k", vec![2]), later)
+            .unwrap();
+        engine.flush(None, later);
+        assert_eq!(puts(drain(&mut engine, later)).len(), 1, "{ordering:?}");
+    }
 }
