@@ -36,7 +36,8 @@ pub struct DeaggregatedRecord {
 enum KeyText {
     /// A range of `source` that was checked to be UTF-8 when the aggregate was decoded.
     InSource(Range<usize>),
-    /// The outer key of a plain record that passed through.
+    /// The outer key of a plain record that passed through, or a key that was not UTF-8,
+    /// decoded lossily as the KCL decodes it.
     Outer(Arc<str>),
 }
 
@@ -120,13 +121,24 @@ impl fmt::Debug for DeaggregatedRecord {
 /// Splits a Kinesis record into its user records, exactly as the KCL decides.
 ///
 /// The record is treated as an aggregate only if its data starts with the magic `F3 89 9A C2`, has
-/// more than 16 bytes after it, the MD5 trailer matches and the protobuf is well formed. Anything
-/// else passes through as one plain record with sub-sequence number 0, as the KCL does. Use
-/// [`deaggregate_strict`] to learn *why* a record is not a valid aggregate.
+/// more than 16 bytes after it, the MD5 trailer matches and the protobuf is well formed (required
+/// fields present). Anything else passes through as one plain record with sub-sequence number 0,
+/// as the KCL does. Use [`deaggregate_strict`] to learn *why* a record is not a valid aggregate.
 ///
-/// Where the KCL has no clear rule this function picks the safe one: a partition key that is not
-/// UTF-8, or a table index out of range, makes the record pass through whole (the KCL decodes such
-/// a key lossily, and throws on such an index).
+/// Inside a well-formed aggregate the KCL reads the user records in order, and so does this
+/// function:
+///
+/// - a table index is read as the KCL's cast to a 32-bit `int` reads it (an index of 2^32 is 0);
+/// - a partition key that is not UTF-8 is decoded lossily (malformed bytes become U+FFFD), and its
+///   hash key is the MD5 of that decoded text;
+/// - an explicit hash key is read as Java's `BigInteger` reads it (a leading `+` or `-`, leading
+///   zeros); one that is negative or above 2^128 − 1 lies outside every shard;
+/// - at an index out of range or an explicit hash key that is not a number, the KCL stops: the
+///   records before it are delivered, the rest are not, and nothing passes through whole;
+/// - a user record whose hash key lies outside 0..=2^128 − 1 makes the KCL drop the whole
+///   aggregate: this function then returns no record for it.
+///
+/// (Java's `BigInteger` also reads digits of other scripts; only ASCII digits are read here.)
 ///
 /// ```
 /// use kpl_aggregation::{KinesisRecord, deaggregate};
@@ -138,7 +150,13 @@ impl fmt::Debug for DeaggregatedRecord {
 /// assert_eq!(records[0].partition_key(), "user-42");
 /// ```
 pub fn deaggregate(record: &KinesisRecord) -> Vec<DeaggregatedRecord> {
-    deaggregate_strict(record).unwrap_or_else(|_| vec![passthrough(record)])
+    match kcl_walk(record, HashKeyRange::FULL) {
+        KclWalk::NotAggregate => vec![passthrough(record)],
+        KclWalk::Read { records, end } => match end {
+            WalkEnd::Outside { .. } => Vec::new(),
+            WalkEnd::Complete | WalkEnd::Stopped => records,
+        },
+    }
 }
 
 /// Decodes a Kinesis record that must be an aggregate, with a typed error when it is not.
@@ -174,21 +192,149 @@ pub fn deaggregate_strict(record: &KinesisRecord) -> Result<Vec<DeaggregatedReco
 /// }
 /// ```
 pub fn deaggregate_for_shard(record: &KinesisRecord, range: HashKeyRange) -> ShardDeaggregation {
-    let records = deaggregate(record);
-    let outside = records
-        .iter()
-        .filter(|sub| sub.is_aggregated())
-        .map(|sub| (sub.sub_sequence_number(), sub.hash_key()))
-        .find(|&(_, hash_key)| !range.contains(hash_key));
-    match outside {
-        None => ShardDeaggregation::Kept(records),
-        Some((sub_sequence_number, hash_key)) => ShardDeaggregation::Dropped(DroppedAggregate {
-            records,
-            range,
-            first_outside: sub_sequence_number,
-            first_outside_hash_key: hash_key,
-        }),
+    match kcl_walk(record, range) {
+        KclWalk::NotAggregate => ShardDeaggregation::Kept(vec![passthrough(record)]),
+        KclWalk::Read { records, end } => match end {
+            WalkEnd::Outside { position, hash_key } => {
+                ShardDeaggregation::Dropped(DroppedAggregate {
+                    records,
+                    range,
+                    first_outside: position,
+                    first_outside_hash_key: hash_key,
+                })
+            }
+            WalkEnd::Complete | WalkEnd::Stopped => ShardDeaggregation::Kept(records),
+        },
     }
+}
+
+/// What the KCL makes of a Kinesis record, for a consumer of one shard's range.
+enum KclWalk {
+    /// Not an aggregate: it passes through whole.
+    NotAggregate,
+    /// An aggregate, read in order. With [`WalkEnd::Outside`], `records` are what could be read
+    /// of the dropped aggregate (for reporting); otherwise they are what the KCL delivers.
+    Read {
+        records: Vec<DeaggregatedRecord>,
+        end: WalkEnd,
+    },
+}
+
+enum WalkEnd {
+    /// Every user record was read.
+    Complete,
+    /// A bad table index or explicit hash key stopped the KCL; the records before it count.
+    Stopped,
+    /// The user record at `position` hashes outside the range: the KCL drops the aggregate.
+    /// `hash_key` is `None` when it is outside 0..=2^128 − 1 altogether.
+    Outside {
+        position: u64,
+        hash_key: Option<HashKey>,
+    },
+}
+
+/// How the KCL's `BigInteger` reads an explicit hash key.
+enum JavaHashKey {
+    Valid(HashKey),
+    /// A number, but negative or above 2^128 − 1: outside every shard.
+    OutOfSpace,
+}
+
+/// Java's `new BigInteger(text)`: an optional sign, then one or more digits, leading zeros
+/// allowed. `None` where Java throws `NumberFormatException`.
+fn java_big_integer(text: &[u8]) -> Option<JavaHashKey> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let magnitude = HashKey::parse_decimal_bytes(digits).ok();
+    Some(match magnitude {
+        Some(value) if !negative || value.get() == 0 => JavaHashKey::Valid(value),
+        _ => JavaHashKey::OutOfSpace,
+    })
+}
+
+/// A `uint64` table index as the KCL's `(int)` cast reads it: the low 32 bits, as a signed int.
+fn java_int_index(index: u64) -> Option<usize> {
+    let as_int = index as u32 as i32;
+    usize::try_from(as_int).ok()
+}
+
+/// The KCL's de-aggregation loop over one Kinesis record, for a consumer of `range`.
+fn kcl_walk(record: &KinesisRecord, range: HashKeyRange) -> KclWalk {
+    let data = record.data();
+    let Ok(body) = verified_body(data) else {
+        return KclWalk::NotAggregate;
+    };
+    let Ok(parsed) = parse_aggregated_record(data, body) else {
+        return KclWalk::NotAggregate;
+    };
+    let mut records = Vec::with_capacity(parsed.records.len());
+    let mut outside: Option<(u64, Option<HashKey>)> = None;
+    let mut end = WalkEnd::Complete;
+    for (position, raw) in parsed.records.iter().enumerate() {
+        let position = position as u64;
+        let Some((key_range, utf8)) = java_int_index(raw.partition_key_index)
+            .and_then(|index| parsed.partition_keys.get(index))
+        else {
+            end = WalkEnd::Stopped;
+            break;
+        };
+        let partition_key = if *utf8 {
+            KeyText::InSource(key_range.clone())
+        } else {
+            KeyText::Outer(Arc::from(String::from_utf8_lossy(&data[key_range.clone()])))
+        };
+        let explicit = match raw.explicit_hash_key_index {
+            None => None,
+            Some(index) => {
+                let text = java_int_index(index)
+                    .and_then(|index| parsed.explicit_hash_keys.get(index))
+                    .and_then(|entry| java_big_integer(&data[entry.clone()]));
+                match text {
+                    Some(value) => Some(value),
+                    None => {
+                        end = WalkEnd::Stopped;
+                        break;
+                    }
+                }
+            }
+        };
+        let explicit_hash_key = match explicit {
+            None => None,
+            Some(JavaHashKey::Valid(hash_key)) => Some(hash_key),
+            Some(JavaHashKey::OutOfSpace) => {
+                // Outside every shard; it cannot be reported as a record with a hash key.
+                if outside.is_none() {
+                    outside = Some((position, None));
+                }
+                break;
+            }
+        };
+        let sub = DeaggregatedRecord {
+            source: data.clone(),
+            data: raw.data.clone(),
+            partition_key,
+            explicit_hash_key,
+            sub_sequence_number: position,
+            aggregated: true,
+        };
+        if outside.is_none() {
+            let hash_key = sub.hash_key();
+            if !range.contains(hash_key) {
+                outside = Some((position, Some(hash_key)));
+            }
+        }
+        records.push(sub);
+    }
+    if let Some((position, hash_key)) = outside {
+        end = WalkEnd::Outside { position, hash_key };
+    }
+    KclWalk::Read { records, end }
 }
 
 /// What a consumer of one shard gets from a Kinesis record: see [`deaggregate_for_shard`].
@@ -217,7 +363,7 @@ pub struct DroppedAggregate {
     records: Vec<DeaggregatedRecord>,
     range: HashKeyRange,
     first_outside: u64,
-    first_outside_hash_key: HashKey,
+    first_outside_hash_key: Option<HashKey>,
 }
 
 impl DroppedAggregate {
@@ -231,17 +377,19 @@ impl DroppedAggregate {
         self.first_outside
     }
 
-    /// Hash key of the first user record outside the range.
-    pub fn first_outside_hash_key(&self) -> HashKey {
+    /// Hash key of the first user record outside the range; `None` when its explicit hash key
+    /// is a number outside 0..=2^128 − 1 (negative, or too large), which no shard holds.
+    pub fn first_outside_hash_key(&self) -> Option<HashKey> {
         self.first_outside_hash_key
     }
 
-    /// All user records of the dropped aggregate.
+    /// The user records of the dropped aggregate that could be read (up to a bad index or
+    /// explicit hash key, if it has one).
     pub fn records(&self) -> &[DeaggregatedRecord] {
         &self.records
     }
 
-    /// All user records of the dropped aggregate, by value.
+    /// The user records of the dropped aggregate that could be read, by value.
     pub fn into_records(self) -> Vec<DeaggregatedRecord> {
         self.records
     }
@@ -251,10 +399,17 @@ impl fmt::Display for DroppedAggregate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "aggregate of {} user records dropped: sub-record {} has hash key {}, outside the shard's range {}..={}",
+            "aggregate of {} user records dropped: sub-record {} has hash key ",
             self.records.len(),
             self.first_outside,
-            self.first_outside_hash_key,
+        )?;
+        match self.first_outside_hash_key {
+            Some(hash_key) => write!(f, "{hash_key}")?,
+            None => f.write_str("outside 0..=2^128-1")?,
+        }
+        write!(
+            f,
+            ", outside the shard's range {}..={}",
             self.range.start(),
             self.range.end()
         )
@@ -387,20 +542,27 @@ struct RawRecord {
 /// Tables and records of an `AggregatedRecord`, positions relative to the whole Kinesis data.
 #[derive(Default)]
 struct ParsedAggregate {
-    /// Ranges of the data holding each partition key, checked to be UTF-8.
-    partition_keys: Vec<Range<usize>>,
-    /// Entries are parsed eagerly but only an entry a record refers to must be valid.
-    explicit_hash_keys: Vec<Option<HashKey>>,
+    /// Ranges of the data holding each partition key, and whether it is valid UTF-8.
+    partition_keys: Vec<(Range<usize>, bool)>,
+    /// Ranges of the explicit hash keys; only an entry a record refers to is read.
+    explicit_hash_keys: Vec<Range<usize>>,
     records: Vec<RawRecord>,
 }
 
 impl ParsedAggregate {
     fn into_records(self, data: &Bytes) -> Result<Vec<DeaggregatedRecord>, DecodeError> {
+        if let Some(position) = self.partition_keys.iter().position(|(_, utf8)| !utf8) {
+            return Err(DecodeError::new(
+                DecodeErrorKind::InvalidUtf8,
+                format!("partition key table entry {position}"),
+            ));
+        }
         let mut out = Vec::with_capacity(self.records.len());
         for (position, raw) in self.records.into_iter().enumerate() {
             let partition_key = usize::try_from(raw.partition_key_index)
                 .ok()
                 .and_then(|index| self.partition_keys.get(index))
+                .map(|(range, _)| range)
                 .ok_or_else(|| {
                     DecodeError::new(
                         DecodeErrorKind::IndexOutOfRange,
@@ -426,12 +588,14 @@ impl ParsedAggregate {
                                 ),
                             )
                         })?;
-                    Some(entry.ok_or_else(|| {
-                        DecodeError::new(
-                            DecodeErrorKind::InvalidExplicitHashKey,
-                            format!("table entry {index}, used by record {position}"),
-                        )
-                    })?)
+                    Some(
+                        HashKey::parse_decimal_bytes(&data[entry.clone()]).map_err(|_| {
+                            DecodeError::new(
+                                DecodeErrorKind::InvalidExplicitHashKey,
+                                format!("table entry {index}, used by record {position}"),
+                            )
+                        })?,
+                    )
                 }
             };
             out.push(DeaggregatedRecord {
@@ -461,19 +625,11 @@ fn parse_aggregated_record(
             Ok(tag::PARTITION_KEY_TABLE) => {
                 let entry = reader.length_delimited()?;
                 let key = &data[entry.clone()];
-                if !key.is_ascii() && std::str::from_utf8(key).is_err() {
-                    return Err(DecodeError::new(
-                        DecodeErrorKind::InvalidUtf8,
-                        format!("partition key table entry {}", parsed.partition_keys.len()),
-                    ));
-                }
-                parsed.partition_keys.push(entry);
+                let utf8 = key.is_ascii() || std::str::from_utf8(key).is_ok();
+                parsed.partition_keys.push((entry, utf8));
             }
             Ok(tag::EXPLICIT_HASH_KEY_TABLE) => {
-                let entry = reader.length_delimited()?;
-                parsed
-                    .explicit_hash_keys
-                    .push(HashKey::parse_decimal_bytes(&data[entry]).ok());
+                parsed.explicit_hash_keys.push(reader.length_delimited()?);
             }
             Ok(tag::RECORDS) => {
                 let record = reader.length_delimited()?;

@@ -1,5 +1,5 @@
 //! Every strict-mode error kind, each from a hand-made aggregate whose MD5 trailer is valid, so the
-//! protobuf itself is what is judged. The lenient decoder passes each through as one plain record.
+//! protobuf itself is what is judged; and what the lenient decoder (the KCL's rules) makes of each.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,49 +18,82 @@ fn aggregate(protobuf: &[u8]) -> KinesisRecord {
     )
 }
 
-fn strict_kind(protobuf: &[u8]) -> DecodeErrorKind {
+/// What the KCL delivers for a malformed aggregate.
+#[derive(Debug, PartialEq)]
+enum Kcl {
+    /// It is not an aggregate to the KCL: one plain record, the whole blob.
+    PassesThrough,
+    /// The user records it reads before it stops (the blob never passes through).
+    Delivers(usize),
+}
+
+fn kinds(protobuf: &[u8]) -> (DecodeErrorKind, Kcl) {
     let record = aggregate(protobuf);
     let kind = deaggregate_strict(&record).unwrap_err().kind();
-    let passed = deaggregate(&record);
-    assert_eq!(passed.len(), 1);
-    assert!(!passed[0].is_aggregated());
-    kind
+    let lenient = deaggregate(&record);
+    let kcl = if lenient.len() == 1 && !lenient[0].is_aggregated() {
+        assert_eq!(lenient[0].data(), record.data());
+        Kcl::PassesThrough
+    } else {
+        assert!(lenient.iter().all(|r| r.is_aggregated()));
+        Kcl::Delivers(lenient.len())
+    };
+    (kind, kcl)
 }
 
 #[test]
 fn each_malformation_has_its_kind() {
     use DecodeErrorKind::*;
-    let cases: [(&[u8], DecodeErrorKind); 9] = [
+    let cases: [(&[u8], DecodeErrorKind, Kcl); 9] = [
+        // Record 0's partition key index is out of range: the KCL throws before any record.
         (
             &hex!("0a016b 1a0508051a0178 1a0508001a0179"),
             IndexOutOfRange,
+            Kcl::Delivers(0),
         ),
+        // Record 0 names an explicit hash key of an empty table.
         (
             &hex!("0a016b 1a07080010001a0178 1a0508001a0179"),
             IndexOutOfRange,
+            Kcl::Delivers(0),
         ),
+        // proto2 required fields missing: the protobuf parser refuses the message.
         (
             &hex!("0a016b 1a020800 1a0508001a0179"),
             MissingRequiredField,
+            Kcl::PassesThrough,
         ),
         (
             &hex!("0a016b 1a031a0178 1a0508001a0179"),
             MissingRequiredField,
+            Kcl::PassesThrough,
         ),
         (
             &hex!("0a016b 1a0a08001a0178 2203 120176 1a0508001a0179"),
             MissingRequiredField,
+            Kcl::PassesThrough,
         ),
-        (&hex!("0a01ff 1a0508001a0178 1a0508001a0179"), InvalidUtf8),
+        // A key that is not UTF-8 is decoded lossily: both records come out.
+        (
+            &hex!("0a01ff 1a0508001a0178 1a0508001a0179"),
+            InvalidUtf8,
+            Kcl::Delivers(2),
+        ),
+        // Record 0's explicit hash key "ab" is not a number: the KCL throws before any record.
         (
             &hex!("0a016b 12026162 1a07080010001a0178 1a0508001a0179"),
             InvalidExplicitHashKey,
+            Kcl::Delivers(0),
         ),
-        (&hex!("0a056b 1a0508001a0178"), Protobuf),
-        (&hex!("0a016b 0b 1a0508001a0178"), Protobuf),
+        (&hex!("0a056b 1a0508001a0178"), Protobuf, Kcl::PassesThrough),
+        (
+            &hex!("0a016b 0b 1a0508001a0178"),
+            Protobuf,
+            Kcl::PassesThrough,
+        ),
     ];
-    for (protobuf, kind) in cases {
-        assert_eq!(strict_kind(protobuf), kind, "{protobuf:02x?}");
+    for (protobuf, kind, kcl) in cases {
+        assert_eq!(kinds(protobuf), (kind, kcl), "{protobuf:02x?}");
     }
 }
 
