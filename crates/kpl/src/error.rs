@@ -62,7 +62,7 @@ impl ConfigError {
         let value = if secret {
             "<redacted>".to_owned()
         } else {
-            value.to_owned()
+            without_userinfo(value)
         };
         Self {
             detail: ConfigErrorDetail::InvalidValue {
@@ -323,4 +323,15 @@ pub enum BuildError {
     /// The blocking producer's runtime could not be started.
     #[error("cannot start the blocking producer's runtime")]
     Runtime(#[source] std::io::Error),
+}
+
+/// A value without the `user:password@` of a URL, which must not be echoed in an error.
+fn without_userinfo(value: &str) -> String {
+    if let Some((scheme, rest)) = value.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{scheme}://<redacted>@{}", &rest[at + 1..]);
+        }
+    }
+    value.to_owned()
 }

@@ -715,6 +715,10 @@ impl Drop for DriverStopped {
         state.finished = true;
         state.waiters.clear();
         state.flushes.clear();
+        // Nothing can finish the records any more: the engine lets them go, so the producer
+        // does not report them outstanding (and ageing) for the rest of its life.
+        state.engine.abandon();
+        while state.engine.poll_event().is_some() {}
         drop(state);
         self.0.space.notify_waiters();
     }

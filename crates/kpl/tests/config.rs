@@ -280,3 +280,17 @@ fn empty_credentials_mean_the_default_chain_and_a_lone_session_token_is_refused(
     assert!(message.contains("AwsSessionToken"), "{message}");
     assert!(!message.contains("session-token-material"), "{message}");
 }
+
+#[test]
+fn an_endpoint_with_a_password_is_refused_without_echoing_it() {
+    let mut config = Config::default();
+    let error = config
+        .set("KinesisEndpoint", "http://user:hunter2@localhost:4567")
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(!message.contains("hunter2"), "{message}");
+    assert!(message.contains("<redacted>@localhost:4567"), "{message}");
+    config.kinesis_endpoint = "https://admin:s3cret@kinesis.example.com/".to_owned();
+    let message = config.validate().unwrap_err().to_string();
+    assert!(!message.contains("s3cret"), "{message}");
+}
