@@ -35,6 +35,9 @@ const SHARD_COLLECTED_BYTES_TRIGGER: usize = 256 * 1024;
 const SPARE_RECORD_LISTS: usize = 4;
 /// How long a run of `ExpiredTokenException` answers is retried before they fail records.
 const EXPIRED_TOKEN_GRACE: Duration = Duration::from_secs(120);
+/// The record window is compacted when it is longer than this and four times the outstanding
+/// records: one record unfinished for long then costs an entry, not one per record accepted since.
+const WINDOW_COMPACTION: usize = 65_536;
 /// Page size of `ListShards`.
 const LIST_SHARDS_PAGE: u32 = 1_000;
 
@@ -402,6 +405,10 @@ pub struct Engine {
     /// Arrival times of records from `window_start` on; `None` once finished.
     window: VecDeque<Option<Instant>>,
     window_start: u64,
+    /// Unfinished records from before `window_start`: when a few records stay unfinished for
+    /// long, the window is compacted into here, so its size follows the outstanding records,
+    /// not the records accepted since the oldest one.
+    stragglers: BTreeMap<u64, Instant>,
     markers: VecDeque<(u64, FlushId)>,
     next_marker: u64,
     outstanding_records: usize,
@@ -460,6 +467,7 @@ impl Engine {
             next_record: 0,
             window: VecDeque::new(),
             window_start: 0,
+            stragglers: BTreeMap::new(),
             markers: VecDeque::new(),
             next_marker: 0,
             outstanding_records: 0,
@@ -542,6 +550,9 @@ impl Engine {
         let id = self.next_record;
         self.next_record += 1;
         self.window.push_back(Some(now));
+        if self.window.len() > WINDOW_COMPACTION.max(4 * self.outstanding_records) {
+            self.compact_window();
+        }
         self.outstanding_records += 1;
         self.outstanding_bytes += size;
         let expiration = now + self.config.record_ttl;
@@ -856,7 +867,10 @@ impl Engine {
 
     /// When the oldest unfinished record was accepted.
     pub fn oldest_outstanding(&self) -> Option<Instant> {
-        self.window.front().copied().flatten()
+        match self.stragglers.first_key_value() {
+            Some((_, &arrival)) => Some(arrival),
+            None => self.window.front().copied().flatten(),
+        }
     }
 
     /// Statistics per stream.
@@ -2352,7 +2366,24 @@ impl Engine {
             if offset == 0 {
                 self.retire_window();
             }
+        } else {
+            let oldest = self.stragglers.first_key_value().map(|(&first, _)| first);
+            self.stragglers.remove(&id);
+            if oldest == Some(id) {
+                self.retire_window();
+            }
         }
+    }
+
+    /// Moves the window's unfinished records aside and empties it (see `stragglers`).
+    fn compact_window(&mut self) {
+        for (offset, arrival) in self.window.drain(..).enumerate() {
+            if let Some(arrival) = arrival {
+                self.stragglers
+                    .insert(self.window_start + offset as u64, arrival);
+            }
+        }
+        self.window_start = self.next_record;
     }
 
     fn retire_window(&mut self) {
@@ -2360,10 +2391,10 @@ impl Engine {
             self.window.pop_front();
             self.window_start += 1;
         }
-        let first_unfinished = if self.window.is_empty() {
-            self.next_record
-        } else {
-            self.window_start
+        let first_unfinished = match self.stragglers.first_key_value() {
+            Some((&id, _)) => id,
+            None if self.window.is_empty() => self.next_record,
+            None => self.window_start,
         };
         while let Some(&(bound, id)) = self.markers.front() {
             if bound > first_unfinished {
@@ -2449,6 +2480,58 @@ mod tests {
         assert_eq!(closed.aggregated.capacity(), 0);
         assert_eq!(closed.ready.capacity(), 0);
         assert!(closed.aggregator.is_empty());
+    }
+
+    #[test]
+    fn one_stuck_record_keeps_one_entry_not_a_window_of_every_record_since() {
+        let t0 = SystemClock.now();
+        let mut engine = Engine::new(EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let one = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        let record = |i: usize| Record::new(stream.clone(), format!("k{i}"), vec![1; 10]);
+        assert!(engine.submit(record(0), t0).is_ok());
+        answer_all(&mut engine, &one, "shardId-0", t0);
+        engine.flush(None, t0);
+        // Record 0's call is in flight and never answered.
+        let stuck = engine.poll_request(t0);
+        assert!(matches!(stuck, Some((_, Request::PutRecords(_)))));
+        let total = 100_000;
+        for i in 1..=total {
+            assert!(engine.submit(record(i), t0).is_ok());
+            if i % 5_000 == 0 {
+                engine.flush(None, t0);
+                answer_all(&mut engine, &one, "shardId-0", t0);
+            }
+        }
+        let marker = engine.flush_marker(t0);
+        answer_all(&mut engine, &one, "shardId-0", t0);
+        assert_eq!(engine.outstanding_records(), 1);
+        assert!(engine.window.len() + engine.stragglers.len() <= WINDOW_COMPACTION + 1);
+        assert_eq!(engine.oldest_outstanding(), Some(t0));
+        let flushed = |engine: &mut Engine| {
+            std::iter::from_fn(|| engine.poll_event())
+                .any(|event| matches!(event, Event::Flushed(id) if id == marker))
+        };
+        assert!(!flushed(&mut engine), "record 0 is not finished");
+        // Its answer comes at last: the marker completes, and nothing is left.
+        let Some((id, Request::PutRecords(put))) = stuck else {
+            unreachable!()
+        };
+        let written = Response::PutRecords(PutRecordsResponse {
+            entries: put
+                .entries
+                .iter()
+                .map(|_| PutRecordsEntryResult::Written {
+                    shard_id: ShardId::from("shardId-0"),
+                    sequence_number: "1".into(),
+                })
+                .collect(),
+        });
+        engine.handle_response(id, Ok(written), t0);
+        assert!(flushed(&mut engine));
+        assert_eq!(engine.outstanding_records(), 0);
+        assert_eq!(engine.oldest_outstanding(), None);
+        assert!(engine.stragglers.is_empty());
     }
 
     #[test]

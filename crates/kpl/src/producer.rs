@@ -110,6 +110,7 @@ impl ProducerBuilder {
                 engine,
                 waiters: VecDeque::new(),
                 waiters_base: 0,
+                straggling_waiters: BTreeMap::new(),
                 flushes: BTreeMap::new(),
                 newest_flush: None,
                 accepting: true,
@@ -270,6 +271,10 @@ struct State {
     /// Delivery senders by record id, from `waiters_base` on (ids are sequential).
     waiters: VecDeque<Option<oneshot::Sender<Outcome>>>,
     waiters_base: u64,
+    /// Senders from before `waiters_base` still waiting: when a few records stay unfinished for
+    /// long, `waiters` is compacted into here, so it does not hold a slot for every record
+    /// accepted since the oldest.
+    straggling_waiters: BTreeMap<u64, oneshot::Sender<Outcome>>,
     /// Who waits for each flush marker.
     flushes: BTreeMap<FlushId, Vec<oneshot::Sender<()>>>,
     /// The newest flush marker, and how many records had been accepted when it was made: a
@@ -289,16 +294,30 @@ struct State {
 }
 
 impl State {
-    fn register(&mut self, id: RecordId, sender: oneshot::Sender<Outcome>) {
-        let index = id.get().saturating_sub(self.waiters_base) as usize;
+    /// Keeps `sender` for the record with id `id` (ids come in order).
+    fn register(&mut self, id: u64, sender: oneshot::Sender<Outcome>) {
+        let index = id.saturating_sub(self.waiters_base) as usize;
         while self.waiters.len() < index {
             self.waiters.push_back(None);
         }
         self.waiters.push_back(Some(sender));
+        let outstanding = self.engine.outstanding_records();
+        if self.waiters.len() > WAITERS_COMPACTION.max(4 * outstanding) {
+            for (offset, sender) in mem::take(&mut self.waiters).into_iter().enumerate() {
+                if let Some(sender) = sender {
+                    self.straggling_waiters
+                        .insert(self.waiters_base + offset as u64, sender);
+                }
+            }
+            self.waiters_base = id + 1;
+        }
     }
 
-    fn take_waiter(&mut self, id: RecordId) -> Option<oneshot::Sender<Outcome>> {
-        let index = usize::try_from(id.get().checked_sub(self.waiters_base)?).ok()?;
+    fn take_waiter(&mut self, id: u64) -> Option<oneshot::Sender<Outcome>> {
+        if id < self.waiters_base {
+            return self.straggling_waiters.remove(&id);
+        }
+        let index = usize::try_from(id.checked_sub(self.waiters_base)?).ok()?;
         let sender = self.waiters.get_mut(index)?.take();
         while let Some(None) = self.waiters.front() {
             self.waiters.pop_front();
@@ -314,7 +333,7 @@ impl State {
             match event {
                 Event::Delivered(delivery) => {
                     finished = true;
-                    if let Some(sender) = self.take_waiter(delivery.id()) {
+                    if let Some(sender) = self.take_waiter(delivery.id().get()) {
                         let _ = sender.send(Ok(delivery));
                     }
                 }
@@ -360,7 +379,7 @@ impl State {
                             _ => {}
                         }
                     }
-                    if let Some(sender) = self.take_waiter(id) {
+                    if let Some(sender) = self.take_waiter(id.get()) {
                         let _ = sender.send(Err(DeliveryError {
                             id: Some(id),
                             kind,
@@ -411,7 +430,7 @@ impl KinesisProducer {
             SendError::from_rejected(&reason, rejected.into_record())
         })?;
         let (sender, receiver) = oneshot::channel();
-        state.register(id, sender);
+        state.register(id.get(), sender);
         // Wake the driver only if this record gave it something to do now: a request it has a
         // connection for, or a deadline earlier than the one it sleeps until. Waking it for every
         // record would cost a driver round per record.
@@ -714,6 +733,7 @@ impl Drop for DriverStopped {
         state.accepting = false;
         state.finished = true;
         state.waiters.clear();
+        state.straggling_waiters.clear();
         state.flushes.clear();
         // Nothing can finish the records any more: the engine lets them go, so the producer
         // does not report them outstanding (and ageing) for the rest of its life.
@@ -735,6 +755,10 @@ struct DriverLog {
     reported_failed: u64,
     reported_unjudged: u64,
 }
+
+/// The waiter table is compacted when it is longer than this and four times the outstanding
+/// records (see `State::straggling_waiters`).
+const WAITERS_COMPACTION: usize = 65_536;
 
 /// Throttling after this long without any counts as starting again.
 const THROTTLING_QUIET: Duration = Duration::from_secs(10);
@@ -922,7 +946,42 @@ impl Future for DeliveryFuture {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_url;
+    use super::*;
+
+    #[test]
+    fn one_waiting_record_keeps_one_slot_not_one_per_record_since() {
+        let engine =
+            Engine::new(kpl_engine::EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let mut state = State {
+            engine,
+            waiters: VecDeque::new(),
+            waiters_base: 0,
+            straggling_waiters: BTreeMap::new(),
+            flushes: BTreeMap::new(),
+            newest_flush: None,
+            accepting: true,
+            dropped: false,
+            finished: false,
+            in_flight: 0,
+            shutdown_report: None,
+            failures_to_log: Vec::new(),
+            driver_sleeps_until: None,
+        };
+        let mut receivers = Vec::new();
+        for id in 0..=100_000u64 {
+            let (sender, receiver) = oneshot::channel();
+            state.register(id, sender);
+            // Every record but the first finishes at once.
+            if id > 0 {
+                assert!(state.take_waiter(id).is_some());
+            } else {
+                receivers.push(receiver);
+            }
+        }
+        assert!(state.waiters.len() + state.straggling_waiters.len() <= WAITERS_COMPACTION + 1);
+        assert!(state.take_waiter(0).is_some(), "the first still waits");
+        assert!(state.take_waiter(0).is_none());
+    }
 
     #[test]
     fn loopback_endpoints_are_told_from_remote_ones() {

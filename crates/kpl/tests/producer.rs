@@ -572,7 +572,11 @@ fn a_runtime_shutting_down_under_the_producer_cancels_pending_deliveries() {
         .send(Record::new(stream("s"), "k2", vec![1]))
         .unwrap_err();
     assert_eq!(error.kind(), SendErrorKind::ShuttingDown);
-    assert_eq!(producer.outstanding_records(), 0, "nothing can finish them any more");
+    assert_eq!(
+        producer.outstanding_records(),
+        0,
+        "nothing can finish them any more"
+    );
     assert_eq!(producer.oldest_record_age(), None);
     let other = tokio::runtime::Builder::new_current_thread()
         .enable_all()
