@@ -1,0 +1,287 @@
+//! The producer's promises over real HTTP, through the AWS transport, against a loopback endpoint
+//! that injects faults (`faulty/mod.rs`): every record gets exactly one outcome; every delivery
+//! is stored on a shard that owns its hash key, in an aggregate a KCL consumer keeps; a record is
+//! stored twice only after an attempt whose outcome was unknown; the request rate stays bounded
+//! while shards throttle, and throughput comes back after.
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "end-to-end tests over loopback HTTP"
+)]
+
+mod faulty;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use faulty::{Fault, FaultyKinesis, RandomFaults};
+use kpl::time::{Clock, SystemClock};
+use kpl::{Attempt, Config, KinesisProducer, Record, Stream};
+use kpl_aggregation::HashKey;
+use kpl_sim::SimKinesis;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+fn producer(endpoint: &str, configure: impl FnOnce(&mut Config)) -> KinesisProducer {
+    let mut config = Config::default();
+    config.set("KinesisEndpoint", endpoint).unwrap();
+    config.set("Region", "us-east-1").unwrap();
+    config.set("AwsAccessKeyId", "AKIDLOCALTEST").unwrap();
+    config.set("AwsSecretKey", "local-secret").unwrap();
+    config.set("RequestTimeout", "1000").unwrap();
+    config.set("RecordTtl", "120000").unwrap();
+    config.rng_seed = Some(7);
+    configure(&mut config);
+    KinesisProducer::builder().config(config).build().unwrap()
+}
+
+fn endpoint_with_stream(shards: u32, seed: u64) -> FaultyKinesis {
+    let mut sim = SimKinesis::new(seed);
+    sim.create_stream("s", shards, SystemClock.now());
+    FaultyKinesis::start(sim).unwrap()
+}
+
+fn data(n: usize) -> Vec<u8> {
+    format!("http-{n:06}|payload").into_bytes()
+}
+
+fn number(data: &[u8]) -> usize {
+    std::str::from_utf8(&data[5..11]).unwrap().parse().unwrap()
+}
+
+/// Attempt codes after which the call may have taken effect though its answer did not say so.
+const UNKNOWN_OUTCOME: [&str; 7] = [
+    "RequestTimeout",
+    "ConnectionError",
+    "MalformedResponse",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "RecordCountMismatch",
+    "UnjudgedLanding",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
+    let endpoint = endpoint_with_stream(4, 11);
+    endpoint.set_random(RandomFaults {
+        seed: 2026,
+        probability: 0.3,
+        delay: Duration::from_millis(1_500),
+    });
+    let producer = producer(&endpoint.endpoint(), |config| {
+        config.aggregation_max_count = 10;
+        config.collection_max_count = 4;
+    });
+    let stream = Stream::new("s").unwrap();
+    let mut rng = SmallRng::seed_from_u64(5);
+    let total = 2_000;
+    let mut futures = Vec::with_capacity(total);
+    for n in 0..total {
+        if n == 300 {
+            // Every kind at least once, whatever the seed draws.
+            endpoint.script([
+                Fault::Reset,
+                Fault::WrongCount,
+                Fault::Silent { applied: true },
+                Fault::Delay {
+                    by: Duration::from_millis(1_500),
+                    applied: true,
+                },
+                Fault::Status {
+                    status: 500,
+                    code: "InternalFailure",
+                    applied: true,
+                },
+                Fault::Malformed { applied: true },
+                Fault::EntryErrors {
+                    code: "KMSThrottlingException",
+                    every: 2,
+                },
+            ]);
+        }
+        if n == total / 2 {
+            // A split and a merge between calls, behind the producer's back.
+            endpoint.with_sim(|sim| {
+                let open = sim.open_shards("s");
+                let (first, range) = open[0].clone();
+                let middle = range.start().get() / 2 + range.end().get() / 2;
+                sim.split_shard("s", first.as_str(), HashKey::new(middle))
+                    .unwrap();
+                sim.merge_shards("s", open[2].0.as_str(), open[3].0.as_str())
+                    .unwrap();
+            });
+        }
+        let key: String = (0..12)
+            .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+            .collect();
+        let mut record = Record::new(stream.clone(), key, data(n));
+        if rng.random_bool(0.1) {
+            record = record.with_explicit_hash_key(rng.random::<u128>().to_string());
+        }
+        futures.push(producer.send_wait(record).await.unwrap());
+    }
+    let mut outcomes: Vec<(bool, Vec<Attempt>)> = Vec::with_capacity(total);
+    let mut delivered_at = BTreeMap::new();
+    for (n, future) in futures.into_iter().enumerate() {
+        match future.await {
+            Ok(delivery) => {
+                delivered_at.insert(
+                    n,
+                    (
+                        delivery.shard_id().to_string(),
+                        delivery.sequence_number().to_owned(),
+                    ),
+                );
+                outcomes.push((true, delivery.attempts().to_vec()));
+            }
+            Err(error) => outcomes.push((false, error.attempts().to_vec())),
+        }
+    }
+    endpoint.clear_random();
+    assert_eq!(outcomes.len(), total, "one outcome per record");
+    assert_eq!(producer.outstanding_records(), 0);
+    let report = producer.shutdown(Duration::from_secs(5)).await;
+    assert!(report.unsent.is_empty() && report.in_flight.is_empty());
+
+    let injected = endpoint.injected();
+    let injected_total: u64 = injected.values().sum();
+    assert!(injected_total >= 15, "too few faults: {injected:?}");
+    assert!(injected.len() >= 7, "too few kinds of fault: {injected:?}");
+
+    let (view, violations) =
+        endpoint.with_sim(|sim| (sim.kcl_view("s"), sim.counters().limit_violations));
+    assert_eq!(violations, 0, "a request broke a service limit");
+    let mut copies: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+    for consumed in &view.records {
+        copies.entry(number(&consumed.data)).or_default().push((
+            consumed.shard_id.to_string(),
+            consumed.sequence_number.clone(),
+        ));
+    }
+    let mut duplicates: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for (n, (ok, attempts)) in outcomes.iter().enumerate() {
+        let read = copies.get(&n).map(Vec::as_slice).unwrap_or_default();
+        if *ok {
+            // Stored where the delivery says, in a copy a KCL consumer keeps.
+            assert!(
+                read.contains(&delivered_at[&n]),
+                "record {n} delivered at {:?} is not read there: {read:?}",
+                delivered_at[&n]
+            );
+        } else {
+            failed += 1;
+        }
+        if read.len() > 1 {
+            let cause = attempts
+                .iter()
+                .filter_map(Attempt::error_code)
+                .find(|code| UNKNOWN_OUTCOME.contains(code));
+            let Some(cause) = cause else {
+                panic!(
+                    "record {n} is read {} times with no attempt of unknown outcome: {attempts:#?}",
+                    read.len()
+                );
+            };
+            *duplicates.entry(cause).or_default() += 1;
+        }
+    }
+    // With a two-minute TTL and transient faults, only answers that lost the count fail.
+    assert!(failed <= total / 10, "{failed} records failed");
+    eprintln!(
+        "{total} records over HTTP: faults injected {injected:?}; failed {failed}; read twice, by cause: {duplicates:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_storm_is_ridden_out_without_a_retry_storm() {
+    let endpoint = endpoint_with_stream(2, 12);
+    let producer = producer(&endpoint.endpoint(), |_| {});
+    let stream = Stream::new("s").unwrap();
+    let send = |from: usize, count: usize| {
+        let producer = producer.clone();
+        let stream = stream.clone();
+        async move {
+            let mut futures = Vec::new();
+            for n in from..from + count {
+                let record = Record::new(stream.clone(), format!("k{n}"), data(n));
+                futures.push(producer.send_wait(record).await.unwrap());
+            }
+            for future in futures {
+                future.await.unwrap();
+            }
+        }
+    };
+    // Warm up: the map is read and a first batch written.
+    let started = std::time::Instant::now();
+    send(0, 200).await;
+    eprintln!("warm-up took {:?}", started.elapsed());
+    let (_, puts_before) = endpoint.calls();
+    // Six calls in a row throttle every entry.
+    endpoint.script(std::iter::repeat_n(
+        Fault::EntryErrors {
+            code: "ProvisionedThroughputExceededException",
+            every: 1,
+        },
+        6,
+    ));
+    send(200, 400).await;
+    let (_, puts_after) = endpoint.calls();
+    let puts = puts_after - puts_before;
+    eprintln!("{puts} PutRecords calls after the storm began");
+    // Every record got through after the storm; the storm cost retries, not a flood of calls:
+    // backoff keeps the calls near the storm's six plus what the records need.
+    assert!(puts >= 6, "{puts}");
+    assert!(
+        puts < 60,
+        "{puts} PutRecords calls for 400 records and a 6-call storm"
+    );
+    let stats = producer.stats();
+    let throttled: u64 = stats
+        .iter()
+        .flat_map(|(_, s)| s.shards.values())
+        .map(|shard| shard.throttled)
+        .sum();
+    assert!(throttled > 0);
+    assert_eq!(producer.outstanding_records(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_listing_and_odd_answers_end_in_outcomes_not_hangs() {
+    let endpoint = endpoint_with_stream(1, 13);
+    // The first map read pages for ever, then answers are malformed or cut.
+    endpoint.script([
+        Fault::EndlessToken,
+        Fault::EndlessToken,
+        Fault::EndlessToken,
+    ]);
+    let producer = producer(&endpoint.endpoint(), |_| {});
+    let stream = Stream::new("s").unwrap();
+    let first = producer
+        .send(Record::new(stream.clone(), "k", data(0)))
+        .unwrap();
+    assert!(
+        first.await.is_ok(),
+        "the record went once the listing was refused"
+    );
+    endpoint.script([
+        Fault::Malformed { applied: false },
+        Fault::Reset,
+        Fault::WrongCount,
+    ]);
+    let futures: Vec<_> = (1..4)
+        .map(|n| {
+            producer
+                .send(Record::new(stream.clone(), format!("k{n}"), data(n)))
+                .unwrap()
+        })
+        .collect();
+    producer.flush(None);
+    let mut outcomes = 0;
+    for future in futures {
+        let _ = future.await;
+        outcomes += 1;
+    }
+    assert_eq!(outcomes, 3);
+    assert_eq!(producer.outstanding_records(), 0);
+}
