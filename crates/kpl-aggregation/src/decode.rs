@@ -323,7 +323,8 @@ fn kcl_walk(record: &KinesisRecord, range: HashKeyRange) -> KclWalk {
             sub_sequence_number: position,
             aggregated: true,
         };
-        if outside.is_none() {
+        // Every 128-bit hash key lies in the full range: no need to hash the key to know it.
+        if outside.is_none() && range != HashKeyRange::FULL {
             let hash_key = sub.hash_key();
             if !range.contains(hash_key) {
                 outside = Some((position, Some(hash_key)));
