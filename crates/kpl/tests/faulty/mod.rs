@@ -58,21 +58,6 @@ pub(crate) enum Fault {
     EntryErrors { code: &'static str, every: usize },
 }
 
-impl Fault {
-    /// Whether a call with this fault may have been applied though its answer said otherwise or
-    /// never came: its records may be stored twice after a retry.
-    pub(crate) fn ambiguous(&self) -> bool {
-        match self {
-            Self::Status { applied, .. }
-            | Self::Delay { applied, .. }
-            | Self::Silent { applied }
-            | Self::Malformed { applied } => *applied,
-            Self::Reset | Self::WrongCount => true,
-            Self::EndlessToken | Self::EntryErrors { .. } => false,
-        }
-    }
-}
-
 /// Seeded random faults: each call draws one with `probability`.
 #[derive(Clone, Debug)]
 pub(crate) struct RandomFaults {
