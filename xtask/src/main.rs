@@ -4,7 +4,8 @@
 //! - `setup`: installs what the tests need (the Python interop oracle) into `.tools/` (git-ignored).
 //! - `bench`: runs the criterion benchmarks and prints the ratios the targets are stated in.
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
-//! - `soak [--seeds N] [--first N]`: runs the engine simulation sweep over many more seeds than CI.
+//! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
+//!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
 //! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
 //!   times in a row.
 
@@ -45,7 +46,7 @@ fn main() -> ExitCode {
         Some("soak") => soak(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
         _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
-                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] | e2e [--repeat N]>"
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N]>"
             .to_owned()),
     };
     match outcome {
@@ -427,6 +428,7 @@ fn e2e_tests(tally: &mut Tally) -> Result {
 fn soak(args: &[String]) -> Result {
     let mut seeds = 100_000u64;
     let mut first = 1_000_000u64;
+    let mut minutes = None;
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let value = rest
@@ -436,8 +438,35 @@ fn soak(args: &[String]) -> Result {
         match arg.as_str() {
             "--seeds" => seeds = value,
             "--first" => first = value,
+            "--minutes" => minutes = Some(value),
             other => return Err(format!("unknown soak option {other}")),
         }
+    }
+    if let Some(minutes) = minutes {
+        // Half the time on the simulated service, half over HTTP with injected faults; each
+        // prints records, faults, outcomes, duplicates by cause and resident memory.
+        let secs = (minutes * 60 / 2).max(1).to_string();
+        run(
+            &format!("simulation sweep for {minutes}/2 minutes from seed {first}"),
+            cargo()
+                .args(["test", "--release", "--locked", "-p", "kpl-sim"])
+                .args(["--test", "simulation", "seeded_sweep", "--", "--nocapture"])
+                .env("KPL_SIM_SECS", &secs)
+                .env("KPL_SIM_FIRST_SEED", first.to_string()),
+        )?;
+        return run(
+            &format!("HTTP fault runs for {minutes}/2 minutes"),
+            cargo()
+                .args(["test", "--release", "--locked", "-p", "kpl"])
+                .args([
+                    "--test",
+                    "faults_http",
+                    "every_promise",
+                    "--",
+                    "--nocapture",
+                ])
+                .env("KPL_HTTP_SOAK_SECS", &secs),
+        );
     }
     run(
         &format!("simulation sweep: seeds {first}..{}", first + seeds),

@@ -964,9 +964,25 @@ fn seeded_sweep_of_workloads_and_faults() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    // `cargo xtask soak --minutes N`: new seeds until that long has passed, instead of a count.
+    let for_secs: Option<u64> = std::env::var("KPL_SIM_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let started = SystemClock.now();
+    let rss_at_start = rss_kib();
     let mut total = Coverage::default();
-    for seed in first..first + seeds {
-        match std::panic::catch_unwind(|| sweep_one(seed)) {
+    let mut seed = first;
+    loop {
+        let done = match for_secs {
+            Some(secs) => SystemClock.now().duration_since(started) >= Duration::from_secs(secs),
+            None => seed >= first + seeds,
+        };
+        if done {
+            break;
+        }
+        let this_seed = seed;
+        seed += 1;
+        match std::panic::catch_unwind(|| sweep_one(this_seed)) {
             Ok(run) => {
                 total.resharded += run.resharded;
                 total.held_landings += run.held_landings;
@@ -981,12 +997,18 @@ fn seeded_sweep_of_workloads_and_faults() {
             }
             Err(panic) => {
                 eprintln!(
-                    "seed {seed} failed; rerun with KPL_SIM_FIRST_SEED={seed} KPL_SIM_SEEDS=1"
+                    "seed {this_seed} failed; rerun with KPL_SIM_FIRST_SEED={this_seed} KPL_SIM_SEEDS=1"
                 );
                 std::panic::resume_unwind(panic);
             }
         }
     }
+    let seeds = seed - first;
+    eprintln!(
+        "RSS {} KiB at start, {} KiB at end",
+        rss_at_start.unwrap_or_default(),
+        rss_kib().unwrap_or_default()
+    );
     eprintln!(
         "{seeds} runs: {} resharded, {} with landings held for a map read, {} with wrong-shard \
          re-sends, {} with KCL-dropped copies, {} throttled, {} with timeouts, {} in ordering \
@@ -1020,4 +1042,11 @@ fn seeded_sweep_of_workloads_and_faults() {
             assert!(count >= seeds as u32 / 100, "only {count} runs had {what}");
         }
     }
+}
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

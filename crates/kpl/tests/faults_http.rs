@@ -60,11 +60,22 @@ const UNKNOWN_OUTCOME: [&str; 7] = [
     "UnjudgedLanding",
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
-    let endpoint = endpoint_with_stream(4, 11);
+/// What one run under faults went through.
+#[derive(Default)]
+struct Run {
+    records: usize,
+    failed: usize,
+    faults: BTreeMap<String, u64>,
+    duplicates: BTreeMap<&'static str, usize>,
+}
+
+/// One run: 2,000 records to a new 4-shard stream `name` of `endpoint`, under seeded faults and
+/// a reshard; checks every promise and says what happened.
+async fn run_under_faults(endpoint: &FaultyKinesis, name: &str, seed: u64) -> Run {
+    endpoint.with_sim(|sim| sim.create_stream(name, 4, SystemClock.now()));
+    let faults_before = endpoint.injected();
     endpoint.set_random(RandomFaults {
-        seed: 2026,
+        seed,
         probability: 0.3,
         delay: Duration::from_millis(1_500),
     });
@@ -72,8 +83,8 @@ async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
         config.aggregation_max_count = 10;
         config.collection_max_count = 4;
     });
-    let stream = Stream::new("s").unwrap();
-    let mut rng = SmallRng::seed_from_u64(5);
+    let stream = Stream::new(name).unwrap();
+    let mut rng = SmallRng::seed_from_u64(seed);
     let total = 2_000;
     let mut futures = Vec::with_capacity(total);
     for n in 0..total {
@@ -102,12 +113,12 @@ async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
         if n == total / 2 {
             // A split and a merge between calls, behind the producer's back.
             endpoint.with_sim(|sim| {
-                let open = sim.open_shards("s");
+                let open = sim.open_shards(name);
                 let (first, range) = open[0].clone();
                 let middle = range.start().get() / 2 + range.end().get() / 2;
-                sim.split_shard("s", first.as_str(), HashKey::new(middle))
+                sim.split_shard(name, first.as_str(), HashKey::new(middle))
                     .unwrap();
-                sim.merge_shards("s", open[2].0.as_str(), open[3].0.as_str())
+                sim.merge_shards(name, open[2].0.as_str(), open[3].0.as_str())
                     .unwrap();
             });
         }
@@ -152,13 +163,19 @@ async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
     let report = producer.shutdown(Duration::from_secs(5)).await;
     assert!(report.unsent.is_empty() && report.in_flight.is_empty());
 
-    let injected = endpoint.injected();
+    let mut injected = endpoint.injected();
+    for (kind, count) in &faults_before {
+        if let Some(now) = injected.get_mut(kind) {
+            *now -= count;
+        }
+    }
+    injected.retain(|_, count| *count > 0);
     let injected_total: u64 = injected.values().sum();
     assert!(injected_total >= 15, "too few faults: {injected:?}");
     assert!(injected.len() >= 7, "too few kinds of fault: {injected:?}");
 
     let (view, violations) =
-        endpoint.with_sim(|sim| (sim.kcl_view("s"), sim.counters().limit_violations));
+        endpoint.with_sim(|sim| (sim.kcl_view(name), sim.counters().limit_violations));
     assert_eq!(violations, 0, "a request broke a service limit");
     let mut copies: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
     for consumed in &view.records {
@@ -167,7 +184,7 @@ async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
             consumed.sequence_number.clone(),
         ));
     }
-    let mut duplicates: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut duplicates: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut failed = 0;
     for (n, (ok, attempts)) in outcomes.iter().enumerate() {
         let read = copies.get(&n).map(Vec::as_slice).unwrap_or_default();
@@ -185,18 +202,70 @@ async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
             let cause = attempts
                 .iter()
                 .filter_map(Attempt::error_code)
-                .find(|code| UNKNOWN_OUTCOME.contains(code));
+                .find_map(|code| UNKNOWN_OUTCOME.iter().find(|known| **known == code));
             let Some(cause) = cause else {
                 panic!(
                     "record {n} is read {} times with no attempt of unknown outcome: {attempts:#?}",
                     read.len()
                 );
             };
-            *duplicates.entry(cause).or_default() += 1;
+            *duplicates.entry(*cause).or_default() += 1;
         }
     }
+    Run {
+        records: total,
+        failed,
+        faults: injected,
+        duplicates,
+    }
+}
+
+/// Resident memory of this process, in KiB (Linux).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// One run in CI; with `KPL_HTTP_SOAK_SECS` (`cargo xtask soak --minutes N`), runs with new seeds
+/// until that many seconds have passed, and reports the totals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
+    let soak = std::env::var("KPL_HTTP_SOAK_SECS")
+        .ok()
+        .and_then(|secs| secs.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let endpoint = FaultyKinesis::start(SimKinesis::new(11)).unwrap();
+    let started = SystemClock.now();
+    let rss_at_start = rss_kib();
+    let mut total = Run::default();
+    let mut runs = 0u64;
+    loop {
+        let run = run_under_faults(&endpoint, &format!("s{runs}"), 2026 + runs).await;
+        runs += 1;
+        total.records += run.records;
+        total.failed += run.failed;
+        for (kind, count) in run.faults {
+            *total.faults.entry(kind).or_default() += count;
+        }
+        for (cause, count) in run.duplicates {
+            *total.duplicates.entry(cause).or_default() += count;
+        }
+        if soak.is_none_or(|secs| SystemClock.now().duration_since(started) >= secs) {
+            break;
+        }
+    }
+    let faults: u64 = total.faults.values().sum();
     eprintln!(
-        "{total} records over HTTP: faults injected {injected:?}; failed {failed}; read twice, by cause: {duplicates:?}"
+        "over HTTP: {runs} runs, {} records, {faults} faults injected {:?}; outcomes: {} delivered, \
+         {} failed; lost 0; read twice, by cause: {:?}; RSS {} KiB at start, {} KiB at end",
+        total.records,
+        total.faults,
+        total.records - total.failed,
+        total.failed,
+        total.duplicates,
+        rss_at_start.unwrap_or_default(),
+        rss_kib().unwrap_or_default(),
     );
 }
 
