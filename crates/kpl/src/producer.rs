@@ -106,21 +106,7 @@ impl ProducerBuilder {
             ))
         })?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                engine,
-                waiters: VecDeque::new(),
-                waiters_base: 0,
-                straggling_waiters: BTreeMap::new(),
-                flushes: BTreeMap::new(),
-                newest_flush: None,
-                accepting: true,
-                dropped: false,
-                finished: false,
-                in_flight: 0,
-                shutdown_report: None,
-                failures_to_log: Vec::new(),
-                driver_sleeps_until: None,
-            }),
+            state: Mutex::new(State::new(engine)),
             driver_wake: Notify::new(),
             space: Notify::new(),
             clock,
@@ -294,6 +280,24 @@ struct State {
 }
 
 impl State {
+    fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            waiters: VecDeque::new(),
+            waiters_base: 0,
+            straggling_waiters: BTreeMap::new(),
+            flushes: BTreeMap::new(),
+            newest_flush: None,
+            accepting: true,
+            dropped: false,
+            finished: false,
+            in_flight: 0,
+            shutdown_report: None,
+            failures_to_log: Vec::new(),
+            driver_sleeps_until: None,
+        }
+    }
+
     /// Keeps `sender` for the record with id `id` (ids come in order).
     fn register(&mut self, id: u64, sender: oneshot::Sender<Outcome>) {
         let index = id.saturating_sub(self.waiters_base) as usize;
@@ -952,21 +956,7 @@ mod tests {
     fn one_waiting_record_keeps_one_slot_not_one_per_record_since() {
         let engine =
             Engine::new(kpl_engine::EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
-        let mut state = State {
-            engine,
-            waiters: VecDeque::new(),
-            waiters_base: 0,
-            straggling_waiters: BTreeMap::new(),
-            flushes: BTreeMap::new(),
-            newest_flush: None,
-            accepting: true,
-            dropped: false,
-            finished: false,
-            in_flight: 0,
-            shutdown_report: None,
-            failures_to_log: Vec::new(),
-            driver_sleeps_until: None,
-        };
+        let mut state = State::new(engine);
         let mut receivers = Vec::new();
         for id in 0..=100_000u64 {
             let (sender, receiver) = oneshot::channel();

@@ -166,19 +166,7 @@ async fn shutdown_tells_records_never_sent_from_records_whose_call_was_in_flight
     let mut config = Config::default();
     config.request_timeout = Duration::from_secs(600);
     config.record_ttl = Duration::from_secs(3_600);
-    let mut sim = SimKinesis::new(3);
-    sim.create_stream("s", 1, TokioClock.now());
-    let transport = SlowTransport {
-        inner: SimTransport::new(sim, TokioClock),
-        latency: Duration::from_secs(300),
-        in_flight: Arc::default(),
-        most_in_flight: Arc::default(),
-    };
-    let producer = KinesisProducer::builder()
-        .config(config)
-        .transport(transport.clone())
-        .build()
-        .unwrap();
+    let (producer, transport) = slow_producer(config, 1, Duration::from_secs(300));
     // The shard map takes one slow call; then the first record's PutRecords hangs in flight.
     let first = producer
         .send(Record::new(stream("s"), "first", vec![1]))
@@ -421,16 +409,17 @@ impl Transport for SlowTransport {
     }
 }
 
-async fn most_calls_in_flight(max_connections: u64) -> usize {
-    let mut config = Config::default();
-    config.max_connections = max_connections;
-    config.collection_max_count = 1;
-    config.aggregation_enabled = false;
+/// A producer on a simulated stream `s` of `shards` shards, every call taking `latency`.
+fn slow_producer(
+    config: Config,
+    shards: u32,
+    latency: Duration,
+) -> (KinesisProducer, SlowTransport) {
     let mut sim = SimKinesis::new(3);
-    sim.create_stream("s", 4, TokioClock.now());
+    sim.create_stream("s", shards, TokioClock.now());
     let transport = SlowTransport {
         inner: SimTransport::new(sim, TokioClock),
-        latency: Duration::from_millis(20),
+        latency,
         in_flight: Arc::default(),
         most_in_flight: Arc::default(),
     };
@@ -439,6 +428,15 @@ async fn most_calls_in_flight(max_connections: u64) -> usize {
         .transport(transport.clone())
         .build()
         .unwrap();
+    (producer, transport)
+}
+
+async fn most_calls_in_flight(max_connections: u64) -> usize {
+    let mut config = Config::default();
+    config.max_connections = max_connections;
+    config.collection_max_count = 1;
+    config.aggregation_enabled = false;
+    let (producer, transport) = slow_producer(config, 4, Duration::from_millis(20));
     let futures: Vec<_> = (0..40)
         .map(|i| {
             producer
@@ -462,19 +460,7 @@ async fn max_connections_bounds_the_calls_in_flight() {
 async fn request_timeout_ends_a_hung_call_and_the_record_is_retried() {
     let mut config = Config::default();
     config.request_timeout = Duration::from_millis(200);
-    let mut sim = SimKinesis::new(3);
-    sim.create_stream("s", 1, TokioClock.now());
-    let transport = SlowTransport {
-        inner: SimTransport::new(sim, TokioClock),
-        latency: Duration::from_millis(500),
-        in_flight: Arc::default(),
-        most_in_flight: Arc::default(),
-    };
-    let producer = KinesisProducer::builder()
-        .config(config)
-        .transport(transport)
-        .build()
-        .unwrap();
+    let (producer, _transport) = slow_producer(config, 1, Duration::from_millis(500));
     let future = producer
         .send(Record::new(stream("s"), "k", vec![1]))
         .unwrap();
