@@ -6,6 +6,7 @@
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
+//! - `memory`: the producer's memory with a stalled endpoint, at the default limits.
 //! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
 //!   times in a row.
 
@@ -45,8 +46,9 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
+        Some("memory") => memory(),
         _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
-                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N]>"
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | memory>"
             .to_owned()),
     };
     match outcome {
@@ -423,6 +425,18 @@ fn e2e_tests(tally: &mut Tally) -> Result {
         )?;
     }
     Ok(())
+}
+
+/// The producer's memory with a stalled endpoint and the default limits: an application sends
+/// flat out until the producer refuses, then the endpoint recovers and everything drains.
+fn memory() -> Result {
+    run(
+        "memory with a stalled endpoint, default limits",
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "kpl"])
+            .args(["--test", "faults_http", "stalled", "--", "--nocapture"])
+            .env("KPL_MEMORY_RUN", "1"),
+    )
 }
 
 fn soak(args: &[String]) -> Result {

@@ -361,3 +361,68 @@ async fn an_endless_listing_and_odd_answers_end_in_outcomes_not_hangs() {
     assert_eq!(outcomes, 3);
     assert_eq!(producer.outstanding_records(), 0);
 }
+
+/// Resident memory at its peak so far, in KiB (Linux).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// With the endpoint stalled (it accepts calls and never answers), an application sends flat
+/// out until the producer refuses; then the endpoint recovers and everything drains. In CI with
+/// 20,000 records and small limits; `cargo xtask memory` runs it with the default limits
+/// (`KPL_MEMORY_RUN=1`) and prints the memory it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_endpoint_fills_the_limits_then_everything_drains() {
+    let full_run = std::env::var_os("KPL_MEMORY_RUN").is_some();
+    let endpoint = endpoint_with_stream(4, 14);
+    endpoint.set_stalled(true);
+    let mut limits = (0, 0);
+    let producer = producer(&endpoint.endpoint(), |config| {
+        config.set("RequestTimeout", "2000").unwrap();
+        config.set("RecordTtl", "600000").unwrap();
+        if !full_run {
+            config.max_outstanding_records = 20_000;
+        }
+        limits = (config.max_outstanding_records, config.max_outstanding_bytes);
+    });
+    let stream = Stream::new("s").unwrap();
+    let rss_before = rss_kib().unwrap_or_default();
+    let mut futures = Vec::new();
+    let mut payload = 0u64;
+    let mut rng = SmallRng::seed_from_u64(3);
+    loop {
+        let key: String = (0..16)
+            .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+            .collect();
+        let mut data = vec![0u8; 100];
+        rng.fill(&mut data[..]);
+        let size = (key.len() + data.len()) as u64;
+        match producer.send(Record::new(stream.clone(), key, data)) {
+            Ok(future) => {
+                payload += size;
+                futures.push(future);
+            }
+            Err(error) => {
+                assert_eq!(error.kind(), kpl::SendErrorKind::BufferFull, "{error}");
+                break;
+            }
+        }
+    }
+    let accepted = futures.len();
+    let peak_full = peak_rss_kib().unwrap_or_default();
+    // Nothing was answered: every record is still outstanding.
+    assert_eq!(producer.outstanding_records(), accepted);
+    endpoint.set_stalled(false);
+    for future in futures {
+        future.await.unwrap();
+    }
+    assert_eq!(producer.outstanding_records(), 0);
+    let rss_drained = rss_kib().unwrap_or_default();
+    eprintln!(
+        "stalled endpoint, limits {limits:?}: {accepted} records accepted ({payload} bytes of \
+         keys and data) before the producer refused; RSS {rss_before} KiB before, peak {peak_full} \
+         KiB, {rss_drained} KiB after the endpoint recovered and every record was delivered"
+    );
+}

@@ -74,6 +74,8 @@ struct State {
     injected: BTreeMap<String, u64>,
     calls: u64,
     put_calls: u64,
+    /// Every `PutRecords` is accepted and never answered.
+    stalled: bool,
 }
 
 /// A running endpoint; it stops with the test process.
@@ -96,6 +98,7 @@ impl FaultyKinesis {
             injected: BTreeMap::new(),
             calls: 0,
             put_calls: 0,
+            stalled: false,
         }));
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
@@ -133,6 +136,11 @@ impl FaultyKinesis {
     pub(crate) fn set_random(&self, faults: RandomFaults) {
         let rng = SmallRng::seed_from_u64(faults.seed);
         self.state.lock().unwrap().random = Some((faults, rng));
+    }
+
+    /// Stalls (accepts every `PutRecords` and never answers) or recovers.
+    pub(crate) fn set_stalled(&self, stalled: bool) {
+        self.state.lock().unwrap().stalled = stalled;
     }
 
     /// Turns random faults off.
@@ -199,6 +207,8 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
             let mut state = state.lock().unwrap();
             answer(&mut state, &target, &body)
         };
+        // A call held open must not hold its request too (memory runs measure the producer).
+        drop(body);
         let socket = reader.get_mut();
         match answer {
             Answer::Reply { status, body } => write_answer(socket, status, &body).await?,
@@ -236,6 +246,9 @@ async fn write_answer(socket: &mut TcpStream, status: u16, body: &str) -> io::Re
 }
 
 fn draw(state: &mut State, operation: &str) -> Option<Fault> {
+    if state.stalled && operation == "PutRecords" {
+        return Some(Fault::Silent { applied: false });
+    }
     if let Some(fault) = state.script.pop_front() {
         return Some(fault);
     }
