@@ -174,6 +174,15 @@ impl HeldLanding {
     fn read_saw_the_write(&self, read_started: Option<Instant>) -> bool {
         read_started.is_some_and(|at| at >= self.landed_at)
     }
+
+    fn landed(&self) -> Landed<'_> {
+        Landed {
+            landing: &self.landing,
+            slot: self.slot,
+            sent_at: self.sent_at,
+            landed_at: self.landed_at,
+        }
+    }
 }
 
 /// Where and when an entry was written, for judging its landing.
@@ -223,27 +232,55 @@ struct Collector {
     deadline: Option<Instant>,
 }
 
+/// One kind of `ListShards` read of a stream, paged, retried on a backoff when it fails: the
+/// open shards (the map), or every shard (to look up a landing's closed shard).
 #[derive(Debug)]
-struct Refresh {
+struct Listing {
     in_flight: bool,
     started_at: Instant,
     pages: ListingPages,
+    /// When to read next: the periodic refresh, or the retry after a failure.
     next_at: Option<Instant>,
     backoff: RefreshBackoff,
 }
 
-/// A listing of every shard, closed ones included, read to judge a landing on a shard that
-/// closed before the open shards could be listed.
-#[derive(Debug)]
-struct ShardHistory {
-    in_flight: bool,
-    started_at: Instant,
-    pages: ListingPages,
-    /// When the last finished history read started.
-    last_read: Option<Instant>,
-    /// After a failed read: when to read again (the landings wait, up to their `decide_by`).
-    retry_at: Option<Instant>,
-    backoff: RefreshBackoff,
+impl Listing {
+    fn new(now: Instant) -> Self {
+        Self {
+            in_flight: false,
+            started_at: now,
+            pages: ListingPages::default(),
+            next_at: None,
+            backoff: RefreshBackoff::new(),
+        }
+    }
+
+    /// Starts a read at `now`, unless one is in flight. Returns whether it started.
+    fn begin(&mut self, now: Instant) -> bool {
+        if self.in_flight {
+            return false;
+        }
+        self.in_flight = true;
+        self.started_at = now;
+        self.pages.clear();
+        self.next_at = None;
+        true
+    }
+
+    /// The read completed.
+    fn succeeded(&mut self) {
+        self.in_flight = false;
+        self.backoff.reset();
+    }
+
+    /// The read failed: it is tried again after the backoff; returns when.
+    fn failed(&mut self, now: Instant) -> Instant {
+        self.in_flight = false;
+        self.pages.clear();
+        let retry_at = now + self.backoff.next_delay();
+        self.next_at = Some(retry_at);
+        retry_at
+    }
 }
 
 #[derive(Debug)]
@@ -253,7 +290,7 @@ struct StreamState {
     /// When the refresh that built `map` started; answers to requests sent before it may
     /// reflect an older layout and do not trigger another refresh.
     map_started_at: Option<Instant>,
-    refresh: Refresh,
+    refresh: Listing,
     summary_known: bool,
     summary_in_flight: bool,
     max_record_size: usize,
@@ -268,7 +305,11 @@ struct StreamState {
     held_landings: Vec<HeldLanding>,
     /// When a run of `ExpiredTokenException` answers began; a write ends it.
     expired_token_since: Option<Instant>,
-    history: ShardHistory,
+    /// The listing of every shard, closed ones included, read to judge a landing on a shard
+    /// that closed before the open shards could be listed.
+    history: Listing,
+    /// When the last finished listing of every shard started.
+    history_read: Option<Instant>,
     /// Backoff of records sent without a prediction.
     unpredicted_backoff: Backoff,
     /// A flush was asked for while records waited for a map: flush again once it is installed.
@@ -304,7 +345,7 @@ struct EntryMeta {
 enum InFlightKind {
     PutRecords(Vec<EntryMeta>),
     ListShards,
-    /// A page of the listing of every shard (see `ShardHistory`).
+    /// A page of the listing of every shard (see `StreamState::history`).
     ShardHistory,
     DescribeStreamSummary,
 }
@@ -641,7 +682,7 @@ impl Engine {
             }
             stream.refresh.in_flight = false;
             stream.history.in_flight = false;
-            stream.history.retry_at = None;
+            stream.history.next_at = None;
             stream.summary_in_flight = false;
             abandoned.extend(
                 taken
@@ -905,13 +946,7 @@ impl Engine {
             stream: stream.clone(),
             map: None,
             map_started_at: None,
-            refresh: Refresh {
-                in_flight: false,
-                started_at: now,
-                pages: ListingPages::default(),
-                next_at: None,
-                backoff: RefreshBackoff::new(),
-            },
+            refresh: Listing::new(now),
             summary_known: false,
             summary_in_flight: false,
             max_record_size: self.config.max_user_record_size,
@@ -921,14 +956,8 @@ impl Engine {
             awaiting_map: VecDeque::new(),
             held_landings: Vec::new(),
             expired_token_since: None,
-            history: ShardHistory {
-                in_flight: false,
-                started_at: now,
-                pages: ListingPages::default(),
-                last_read: None,
-                retry_at: None,
-                backoff: RefreshBackoff::new(),
-            },
+            history: Listing::new(now),
+            history_read: None,
             unpredicted_backoff: Backoff::new(
                 self.config.retry_backoff_base,
                 self.config.retry_backoff_cap,
@@ -964,13 +993,9 @@ impl Engine {
 
     fn start_refresh(&mut self, si: usize, now: Instant) {
         let stream = &mut self.streams[si];
-        if stream.refresh.in_flight {
+        if !stream.refresh.begin(now) {
             return;
         }
-        stream.refresh.in_flight = true;
-        stream.refresh.started_at = now;
-        stream.refresh.pages.clear();
-        stream.refresh.next_at = None;
         let request = list_shards(&stream.stream, None, ShardFilter::AtLatest);
         let describe = (!stream.summary_known && !stream.summary_in_flight).then(|| {
             stream.summary_in_flight = true;
@@ -1076,13 +1101,9 @@ impl Engine {
 
     fn start_history_read(&mut self, si: usize, now: Instant) {
         let stream = &mut self.streams[si];
-        if stream.history.in_flight {
+        if !stream.history.begin(now) {
             return;
         }
-        stream.history.in_flight = true;
-        stream.history.started_at = now;
-        stream.history.retry_at = None;
-        stream.history.pages.clear();
         let request = list_shards(&stream.stream, None, ShardFilter::FromTrimHorizon);
         self.enqueue(si, InFlightKind::ShardHistory, request);
     }
@@ -1124,9 +1145,8 @@ impl Engine {
             }
         }
         let stream = &mut self.streams[si];
-        stream.history.in_flight = false;
-        stream.history.backoff.reset();
-        stream.history.last_read = Some(stream.history.started_at);
+        stream.history.succeeded();
+        stream.history_read = Some(stream.history.started_at);
         self.judge_held_landings(si, now);
     }
 
@@ -1134,11 +1154,7 @@ impl Engine {
     /// `decide_by` (armed already).
     fn history_failed(&mut self, si: usize, now: Instant) {
         let stream = &mut self.streams[si];
-        let history = &mut stream.history;
-        history.in_flight = false;
-        history.pages.clear();
-        let retry_at = now + history.backoff.next_delay();
-        history.retry_at = Some(retry_at);
+        let retry_at = stream.history.failed(now);
         arm(
             &mut self.timers,
             &mut stream.timer,
@@ -1149,10 +1165,7 @@ impl Engine {
 
     fn refresh_failed(&mut self, si: usize, now: Instant) {
         let stream = &mut self.streams[si];
-        stream.refresh.in_flight = false;
-        stream.refresh.pages.clear();
-        let retry_at = now + stream.refresh.backoff.next_delay();
-        stream.refresh.next_at = Some(retry_at);
+        stream.refresh.failed(now);
         // Records held for the first map stop waiting for this read: servicing the stream
         // sends those past their deadline and arms the next wake-up (the retry included).
         stream.timer = None;
@@ -1171,8 +1184,7 @@ impl Engine {
             self.refresh_failed(si, now);
             return;
         }
-        stream.refresh.in_flight = false;
-        stream.refresh.backoff.reset();
+        stream.refresh.succeeded();
         stream.map_started_at = Some(stream.refresh.started_at);
         let next_at = now + interval.mul_f64(jitter);
         stream.refresh.next_at = Some(next_at);
@@ -1720,13 +1732,9 @@ impl Engine {
         if self.streams[si].refresh.next_at.is_some_and(|at| at <= now) {
             self.start_refresh(si, now);
         }
-        if self.streams[si]
-            .history
-            .retry_at
-            .is_some_and(|at| at <= now)
-        {
+        if self.streams[si].history.next_at.is_some_and(|at| at <= now) {
             // Only landings still waiting need it; give-ups above may have settled them all.
-            self.streams[si].history.retry_at = None;
+            self.streams[si].history.next_at = None;
             if !self.streams[si].held_landings.is_empty() {
                 self.start_history_read(si, now);
             }
@@ -1741,7 +1749,7 @@ impl Engine {
             min_instant(awaiting, stream.collector.deadline),
             min_instant(
                 min_instant(stream.refresh.next_at, held),
-                stream.history.retry_at,
+                stream.history.next_at,
             ),
         );
         if let Some(at) = next {
@@ -2109,9 +2117,9 @@ impl Engine {
             return;
         }
         let map_read = stream.map_started_at;
-        let history_read = stream.history.last_read;
+        let history_read = stream.history_read;
         let mut released = false;
-        for held in mem::take(&mut stream.held_landings) {
+        for mut held in mem::take(&mut stream.held_landings) {
             let stream = &mut self.streams[si];
             let range = stream
                 .map
@@ -2122,26 +2130,22 @@ impl Engine {
                 continue;
             }
             released |= self.release_busy_slot(si, held.slot);
-            let landed = Landed {
-                landing: &held.landing,
-                slot: held.slot,
-                sent_at: held.sent_at,
-                landed_at: held.landed_at,
-            };
+            let records = mem::take(&mut held.records);
+            let landed = held.landed();
             match range {
-                Some(range) if held.records.iter().all(|p| range.contains(p.hash_key)) => {
+                Some(range) if records.iter().all(|p| range.contains(p.hash_key)) => {
                     let landing = landed.landing.clone();
                     self.deliver(
                         si,
                         held.slot,
-                        held.records,
+                        records,
                         landing,
                         held.sent_at,
                         held.landed_at,
                     );
                 }
-                Some(_) => self.resend_misplaced(si, landed, held.records, now),
-                None => self.resend_alone(si, landed, held.records, now),
+                Some(_) => self.resend_misplaced(si, landed, records, now),
+                None => self.resend_alone(si, landed, records, now),
             }
         }
         let stream = &self.streams[si];
@@ -2154,7 +2158,7 @@ impl Engine {
                     (history || seen, map || !seen)
                 });
         // A failing listing is read again on its own backoff.
-        if need_history && self.streams[si].history.retry_at.is_none() {
+        if need_history && self.streams[si].history.next_at.is_none() {
             self.start_history_read(si, now);
         }
         if need_map {
@@ -2177,15 +2181,10 @@ impl Engine {
                 .partition(|held| held.decide_by <= now);
         stream.held_landings = waiting;
         let mut released = false;
-        for held in overdue {
+        for mut held in overdue {
             released |= self.release_busy_slot(si, held.slot);
-            let landed = Landed {
-                landing: &held.landing,
-                slot: held.slot,
-                sent_at: held.sent_at,
-                landed_at: held.landed_at,
-            };
-            self.resend_alone(si, landed, held.records, now);
+            let records = mem::take(&mut held.records);
+            self.resend_alone(si, held.landed(), records, now);
         }
         if released {
             self.service_all_shards(si, now);
