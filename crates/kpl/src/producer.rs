@@ -951,6 +951,48 @@ impl Future for DeliveryFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kpl_engine::transport::{
+        DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsRequest,
+        PutRecordsResponse, StreamSummary, TransportFuture,
+    };
+
+    /// A transport whose calls never answer: records stay outstanding.
+    #[derive(Debug)]
+    struct NeverAnswers;
+
+    impl Transport for NeverAnswers {
+        fn put_records(&self, _: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
+            TransportFuture::new(std::future::pending())
+        }
+        fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+            TransportFuture::new(std::future::pending())
+        }
+        fn describe_stream_summary(
+            &self,
+            _: DescribeStreamSummaryRequest,
+        ) -> TransportFuture<StreamSummary> {
+            TransportFuture::new(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_calls_with_nothing_accepted_in_between_share_one_marker() {
+        let producer = KinesisProducer::builder()
+            .transport(NeverAnswers)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let _pending = producer.send(Record::new(stream, "k", vec![1]));
+        // A health check that gives up on each flush: one marker, not one per call, and the
+        // callers that left are not kept either.
+        for _ in 0..10 {
+            let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_all()).await;
+            assert!(gave_up.is_err());
+        }
+        let state = producer.handle.shared.lock();
+        assert_eq!(state.flushes.len(), 1);
+        assert!(state.flushes.values().all(|waiting| waiting.len() <= 1));
+    }
 
     #[test]
     fn one_waiting_record_keeps_one_slot_not_one_per_record_since() {

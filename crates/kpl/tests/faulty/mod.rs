@@ -58,6 +58,22 @@ pub(crate) enum Fault {
     EntryErrors { code: &'static str, every: usize },
 }
 
+impl Fault {
+    /// The fault's kind, for counting.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "Status",
+            Self::Delay { .. } => "Delay",
+            Self::Reset => "Reset",
+            Self::Silent { .. } => "Silent",
+            Self::WrongCount => "WrongCount",
+            Self::Malformed { .. } => "Malformed",
+            Self::EndlessToken => "EndlessToken",
+            Self::EntryErrors { .. } => "EntryErrors",
+        }
+    }
+}
+
 /// Seeded random faults: each call draws one with `probability`.
 #[derive(Clone, Debug)]
 pub(crate) struct RandomFaults {
@@ -320,9 +336,7 @@ fn answer(state: &mut State, target: &str, body: &[u8]) -> Answer {
     let request: Value = serde_json::from_slice(body).unwrap_or_default();
     let fault = draw(state, &operation);
     if let Some(fault) = &fault {
-        let name = format!("{fault:?}");
-        let kind = name.split([' ', '{']).next().unwrap_or_default().to_owned();
-        *state.injected.entry(kind).or_default() += 1;
+        *state.injected.entry(fault.kind().to_owned()).or_default() += 1;
     }
     let now = SystemClock.now();
     let apply = |state: &mut State| -> Result<Value, TransportError> {
