@@ -6,7 +6,8 @@
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
-//! - `memory`: the producer's memory with a stalled endpoint, at the default limits.
+//! - `memory`: the producer's memory at the default limits, with a stalled endpoint, then with one
+//!   stuck shard for `--minutes N` (10 by default).
 //! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
 //!   times in a row.
 
@@ -46,9 +47,9 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(&args[1..]),
         Some("soak") => soak(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
-        Some("memory") => memory(),
+        Some("memory") => memory(&args[1..]),
         _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
-                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | memory>"
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | memory [--minutes N]>"
             .to_owned()),
     };
     match outcome {
@@ -427,15 +428,44 @@ fn e2e_tests(tally: &mut Tally) -> Result {
     Ok(())
 }
 
-/// The producer's memory with a stalled endpoint and the default limits: an application sends
-/// flat out until the producer refuses, then the endpoint recovers and everything drains.
-fn memory() -> Result {
+/// The producer's memory at the default limits: with a stalled endpoint (an application sends
+/// flat out until the producer refuses, then the endpoint recovers and everything drains), then
+/// with one shard failing every entry for `minutes` of steady traffic.
+fn memory(args: &[String]) -> Result {
+    let minutes: u64 = match args {
+        [] => 10,
+        [flag, n] if flag == "--minutes" => n.parse().map_err(|_| "--minutes takes a number")?,
+        _ => return Err("usage: cargo xtask memory [--minutes N]".to_owned()),
+    };
     run(
         "memory with a stalled endpoint, default limits",
         cargo()
-            .args(["test", "--release", "--locked", "-p", "kpl"])
+            .args([
+                "test",
+                "--release",
+                "--locked",
+                "-p",
+                "kpl",
+                "--features",
+                "aws",
+            ])
             .args(["--test", "faults_http", "stalled", "--", "--nocapture"])
             .env("KPL_MEMORY_RUN", "1"),
+    )?;
+    run(
+        &format!("memory with one stuck shard for {minutes} minutes, default limits"),
+        cargo()
+            .args([
+                "test",
+                "--release",
+                "--locked",
+                "-p",
+                "kpl",
+                "--features",
+                "aws",
+            ])
+            .args(["--test", "faults_http", "stuck", "--", "--nocapture"])
+            .env("KPL_MEMORY_MINUTES", minutes.to_string()),
     )
 }
 

@@ -24,6 +24,7 @@ mod errors;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -40,7 +41,7 @@ use kpl_engine::transport::{
     StreamSummary, Transport, TransportFuture,
 };
 use kpl_engine::{ShardId, Stream, TransportError, TransportErrorKind};
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
 
 pub use errors::map_sdk_error;
 
@@ -121,11 +122,21 @@ impl fmt::Display for AwsSettingsError {
 impl std::error::Error for AwsSettingsError {}
 
 /// The Kinesis transport on `aws-sdk-kinesis`. Cheap to clone. The SDK configuration (region
-/// and credential chains) is loaded on the first call.
+/// and credential chains) is loaded on the first call, in a task of its own: a call that gives
+/// up waiting for it (its `RequestTimeout` passed) does not cancel the load, and the next call
+/// finds it further along or done.
 #[derive(Clone)]
 pub struct AwsTransport {
     settings: Arc<AwsSettings>,
-    client: Arc<OnceCell<Client>>,
+    client: Arc<ClientSlot>,
+}
+
+/// The client, once the SDK configuration is loaded.
+#[derive(Default)]
+struct ClientSlot {
+    client: OnceCell<Client>,
+    loading: AtomicBool,
+    loaded: Notify,
 }
 
 impl fmt::Debug for AwsTransport {
@@ -163,7 +174,7 @@ impl AwsTransport {
         }
         Ok(Self {
             settings: Arc::new(settings),
-            client: Arc::new(OnceCell::new()),
+            client: Arc::default(),
         })
     }
 
@@ -174,16 +185,35 @@ impl AwsTransport {
                 verify_certificate: true,
                 ..AwsSettings::default()
             }),
-            client: Arc::new(OnceCell::new_with(Some(client))),
+            client: Arc::new(ClientSlot {
+                client: OnceCell::new_with(Some(client)),
+                ..ClientSlot::default()
+            }),
         }
     }
 
     async fn client(&self) -> Client {
-        let settings = Arc::clone(&self.settings);
-        self.client
-            .get_or_init(|| async move { Client::new(&load_sdk_config(&settings).await) })
-            .await
-            .clone()
+        let slot = &self.client;
+        if let Some(client) = slot.client.get() {
+            return client.clone();
+        }
+        if !slot.loading.swap(true, Ordering::AcqRel) {
+            let settings = Arc::clone(&self.settings);
+            let load = Arc::clone(slot);
+            tokio::spawn(async move {
+                let client = Client::new(&load_sdk_config(&settings).await);
+                let _ = load.client.set(client);
+                load.loaded.notify_waiters();
+            });
+        }
+        loop {
+            // Registered before the check, so a load finishing in between still wakes it.
+            let loaded = slot.loaded.notified();
+            if let Some(client) = slot.client.get() {
+                return client.clone();
+            }
+            loaded.await;
+        }
     }
 }
 
@@ -250,7 +280,7 @@ impl Transport for AwsTransport {
                 let explicit_hash_key = record.explicit_hash_key().map(|key| key.to_string());
                 let (partition_key, _, data) = record.into_parts();
                 let entry = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(data.to_vec()))
+                    .data(Blob::new(Vec::from(data)))
                     .partition_key(partition_key)
                     .set_explicit_hash_key(explicit_hash_key)
                     .build()

@@ -15,6 +15,8 @@ pub const PUT_RECORDS_MAX_BYTES: usize = 10 * 1024 * 1024;
 pub(crate) const DEFAULT_COLLECTION_MAX_SIZE: usize = 5 * 1024 * 1024;
 /// The largest record size a stream can be configured for (`MaxRecordSizeInKiB` = 10240).
 pub const MAX_RECORD_SIZE_LIMIT: usize = 10 * 1024 * 1024;
+/// The default `max_outstanding_bytes`: 64 MiB of records, bookkeeping and encoded copies.
+pub const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 64 * 1024 * 1024;
 /// The longest duration any setting may have: a century, the same as forever for a producer,
 /// and short enough that adding it to an `Instant` cannot overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);
@@ -62,8 +64,13 @@ pub struct EngineConfig {
     pub max_user_record_size: usize,
     /// Records accepted but not yet finished, beyond which `submit` refuses (back-pressure).
     pub max_outstanding_records: usize,
-    /// Bytes (data + partition keys) accepted but not yet finished, beyond which `submit` refuses.
+    /// Memory charged for records accepted but not yet finished, beyond which `submit` refuses:
+    /// each record's key, data and bookkeeping, and the encoded Kinesis records not yet
+    /// answered (see [`crate::memory`]).
     pub max_outstanding_bytes: usize,
+    /// Memory the driver keeps per outstanding record (its delivery channel, say), charged on
+    /// top of the engine's own [`ENGINE_BYTES_PER_RECORD`](crate::memory::ENGINE_BYTES_PER_RECORD).
+    pub record_overhead_bytes: usize,
     /// Ordering guarantee; see [`OrderingMode`].
     pub ordering: OrderingMode,
     /// How often the shard map is re-read even without a sign of a reshard (± 10 % jitter).
@@ -92,7 +99,8 @@ impl Default for EngineConfig {
             fail_if_throttled: false,
             max_user_record_size: 1024 * 1024,
             max_outstanding_records: 1_000_000,
-            max_outstanding_bytes: 512 * 1024 * 1024,
+            max_outstanding_bytes: DEFAULT_MAX_OUTSTANDING_BYTES,
+            record_overhead_bytes: 0,
             ordering: OrderingMode::Unordered,
             shard_map_refresh_interval: Duration::from_secs(60),
             outer_partition_key: OuterPartitionKey::Constant,

@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use crate::backoff::{Backoff, RefreshBackoff};
 use crate::config::{EngineConfig, InvalidConfig, MAX_RECORD_SIZE_LIMIT, OrderingMode};
 use crate::limiter::ShardLimiter;
+use crate::memory::record_charge;
 use crate::outcome::{
     Attempt, AttemptError, AttemptHistory, AttemptList, Delivery, Event, Failure, FailureReason,
     FlushId, Landing, Record, RecordId, RejectReason, Rejected,
@@ -31,13 +32,17 @@ use crate::transport::{
 /// When a shard has this many bytes waiting in its stream's collector, the collector sends at
 /// once, so one busy shard does not build up bursts (the KPL's constant).
 const SHARD_COLLECTED_BYTES_TRIGGER: usize = 256 * 1024;
-/// Emptied record lists kept per shard for reuse.
-const SPARE_RECORD_LISTS: usize = 4;
+/// Emptied record lists kept per shard for reuse: one, as each holds room for a whole
+/// aggregate's records whether or not the shard sends again.
+const SPARE_RECORD_LISTS: usize = 1;
 /// How long a run of `ExpiredTokenException` answers is retried before they fail records.
 const EXPIRED_TOKEN_GRACE: Duration = Duration::from_secs(120);
 /// The record window is compacted when it is longer than this and four times the outstanding
 /// records: one record unfinished for long then costs an entry, not one per record accepted since.
 const WINDOW_COMPACTION: usize = 65_536;
+/// A stream with nothing outstanding and no record for this many map-refresh intervals is
+/// retired: its shards' state is freed and its map no longer re-read, until a record comes.
+const IDLE_STREAM_REFRESHES: u32 = 5;
 /// Page size of `ListShards`.
 const LIST_SHARDS_PAGE: u32 = 1_000;
 
@@ -139,6 +144,12 @@ impl Batch {
     ) -> Self {
         let size = kinesis_record.billed_size();
         let alone_in_request = records.iter().any(|p| p.isolate);
+        // A list that grew by doubling can hold twice its records' room until delivered, more
+        // than each record's bookkeeping charge allows for (see `crate::memory`).
+        let mut records = records;
+        if records.capacity() - records.len() > records.len() / 8 {
+            records.shrink_to_fit();
+        }
         Self {
             kinesis_record,
             records,
@@ -208,6 +219,9 @@ struct ShardState {
     aggregate_expiration: Option<Instant>,
     /// Emptied record lists of delivered aggregates, kept for the next aggregates.
     spare_lists: Vec<Vec<Pending>>,
+    /// Records in the shard's last finished aggregate: the room a new aggregate's list starts
+    /// with, so it rarely grows record by record.
+    last_aggregate_len: usize,
     /// Kinesis records waiting for tokens, oldest first (retries go to the front).
     ready: VecDeque<Batch>,
     /// A lower bound of the earliest expiration in `ready`.
@@ -317,6 +331,10 @@ struct StreamState {
     collector: Collector,
     timer: Option<Instant>,
     stats: StreamStats,
+    /// When the last record for the stream was accepted.
+    last_record_at: Instant,
+    /// Idle for long: no map, no shards, no periodic reads (see `IDLE_STREAM_REFRESHES`).
+    retired: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -453,6 +471,7 @@ pub struct Engine {
     markers: VecDeque<(u64, FlushId)>,
     next_marker: u64,
     outstanding_records: usize,
+    /// Memory charged for the outstanding records (see `crate::memory`).
     outstanding_bytes: usize,
 }
 
@@ -529,6 +548,7 @@ impl Engine {
     /// limits are reached.
     pub fn submit(&mut self, record: Record, now: Instant) -> Result<RecordId, Rejected> {
         let size = record.size();
+        let charge = self.record_charge(size);
         if self.outstanding_records >= self.config.max_outstanding_records {
             let limit = self.config.max_outstanding_records;
             return Err(Rejected::new(
@@ -537,11 +557,11 @@ impl Engine {
             ));
         }
         if self.outstanding_records > 0
-            && self.outstanding_bytes + size > self.config.max_outstanding_bytes
+            && self.outstanding_bytes.saturating_add(charge) > self.config.max_outstanding_bytes
         {
             let reason = RejectReason::TooManyBytes {
                 outstanding: self.outstanding_bytes,
-                size,
+                charge,
                 limit: self.config.max_outstanding_bytes,
             };
             return Err(Rejected::new(reason, record));
@@ -595,7 +615,7 @@ impl Engine {
             self.compact_window();
         }
         self.outstanding_records += 1;
-        self.outstanding_bytes += size;
+        self.outstanding_bytes += charge;
         let expiration = now + self.config.record_ttl;
         let pending = Pending {
             id,
@@ -607,9 +627,14 @@ impl Engine {
             attempts: None,
             isolate: false,
         };
-        let stats = &mut self.streams[si].stats;
-        stats.user_records_received += 1;
-        stats.user_records_pending += 1;
+        let stream = &mut self.streams[si];
+        stream.last_record_at = now;
+        stream.stats.user_records_received += 1;
+        stream.stats.user_records_pending += 1;
+        if stream.retired {
+            stream.retired = false;
+            self.start_refresh(si, now);
+        }
         self.route(si, pending, now);
         Ok(RecordId(id))
     }
@@ -784,8 +809,11 @@ impl Engine {
                     }
                 }
                 Timer::Shard(si, slot) => {
-                    if self.streams[si].slots[slot].timer == Some(at) {
-                        self.streams[si].slots[slot].timer = None;
+                    let Some(shard) = self.streams[si].slots.get_mut(slot) else {
+                        continue;
+                    };
+                    if shard.timer == Some(at) {
+                        shard.timer = None;
                         self.service_shard(si, slot, now);
                     }
                 }
@@ -816,8 +844,10 @@ impl Engine {
         }
     }
 
-    /// A request waits in the outbox while the driver's connections are busy; entries all of
-    /// whose records reached their `record_ttl` meanwhile are not sent: their records expire.
+    /// A request waits in the outbox while the driver's connections are busy; records that
+    /// reached their `record_ttl` meanwhile are not sent: they expire. An entry that holds any
+    /// of them leaves the request (its encoded aggregate carries them); the rest of its records
+    /// go back to the head of their shards, to be packed again.
     fn drop_expired_entries(&mut self, id: RequestId, put: &mut PutRecordsRequest, now: Instant) {
         let Some(in_flight) = self.requests.get_mut(&id) else {
             return;
@@ -826,8 +856,8 @@ impl Engine {
         let InFlightKind::PutRecords(metas) = &mut in_flight.kind else {
             return;
         };
-        let expired = |meta: &EntryMeta| meta.records.iter().all(|p| p.expiration <= now);
-        if !metas.iter().any(expired) {
+        let holds_expired = |meta: &EntryMeta| meta.records.iter().any(|p| p.expiration <= now);
+        if !metas.iter().any(holds_expired) {
             return;
         }
         let mut dropped = Vec::new();
@@ -837,7 +867,7 @@ impl Engine {
             .into_iter()
             .zip(mem::take(&mut put.entries))
         {
-            if expired(&meta) {
+            if holds_expired(&meta) {
                 dropped.push(meta);
             } else {
                 kept_metas.push(meta);
@@ -846,9 +876,16 @@ impl Engine {
         }
         *metas = kept_metas;
         put.entries = kept_entries;
+        let mut requeued = false;
         for meta in dropped {
-            for pending in meta.records {
+            let (expired, survivors): (Vec<Pending>, Vec<Pending>) =
+                meta.records.into_iter().partition(|p| p.expiration <= now);
+            for pending in expired {
                 self.expire(si, pending, now);
+            }
+            if !survivors.is_empty() {
+                self.requeue_front(si, survivors, Packing::Aggregated, now);
+                requeued = true;
             }
             // Ordering mode: its shard no longer has a call coming.
             if let Some(slot) = meta.slot
@@ -856,6 +893,9 @@ impl Engine {
             {
                 self.service_shard(si, slot, now);
             }
+        }
+        if requeued {
+            self.service_all_shards(si, now);
         }
     }
 
@@ -871,7 +911,7 @@ impl Engine {
         while let Some(&(at, timer)) = self.timers.first() {
             let armed = match timer {
                 Timer::Stream(si) => self.streams[si].timer,
-                Timer::Shard(si, slot) => self.streams[si].slots[slot].timer,
+                Timer::Shard(si, slot) => self.streams[si].slots.get(slot).and_then(|s| s.timer),
             };
             if armed == Some(at) {
                 return Some(at);
@@ -901,9 +941,15 @@ impl Engine {
         self.outstanding_records
     }
 
-    /// Bytes (data + partition keys) of records accepted and not finished.
+    /// The memory charged against `max_outstanding_bytes` for the records accepted and not
+    /// finished: each one's key, data, encoded copies and bookkeeping (see [`crate::memory`]).
     pub fn outstanding_bytes(&self) -> usize {
         self.outstanding_bytes
+    }
+
+    /// What one record of `size` bytes (key and data) is charged while outstanding.
+    fn record_charge(&self, size: usize) -> usize {
+        record_charge(size, self.config.record_overhead_bytes)
     }
 
     /// When the oldest unfinished record was accepted.
@@ -970,6 +1016,8 @@ impl Engine {
             },
             timer: None,
             stats: StreamStats::default(),
+            last_record_at: now,
+            retired: false,
         });
         self.stream_index.insert(stream.clone(), si);
         self.start_refresh(si, now);
@@ -989,6 +1037,47 @@ impl Engine {
         );
         self.outbox.push_back((id, request));
         id
+    }
+
+    /// Whether the stream has had nothing to do for `IDLE_STREAM_REFRESHES` refresh intervals:
+    /// no record outstanding or accepted, no read under way.
+    fn is_idle(&self, si: usize, now: Instant) -> bool {
+        let stream = &self.streams[si];
+        let idle_for = self
+            .config
+            .shard_map_refresh_interval
+            .saturating_mul(IDLE_STREAM_REFRESHES);
+        stream.stats.user_records_pending == 0
+            && now.saturating_duration_since(stream.last_record_at) >= idle_for
+            && !stream.refresh.in_flight
+            && !stream.history.in_flight
+            && !stream.summary_in_flight
+            && stream.held_landings.is_empty()
+            && stream.awaiting_map.is_empty()
+            && stream.collector.batches.is_empty()
+    }
+
+    /// Frees an idle stream's map and shards and stops re-reading its map; its statistics stay
+    /// (without the per-shard part). The next record for it reads the map again.
+    fn retire(&mut self, si: usize) {
+        let stream = &mut self.streams[si];
+        for (slot, shard) in stream.slots.iter().enumerate() {
+            if let Some(at) = shard.timer {
+                self.timers.remove(&(at, Timer::Shard(si, slot)));
+            }
+        }
+        stream.retired = true;
+        stream.map = None;
+        stream.map_started_at = None;
+        stream.refresh.next_at = None;
+        stream.history.next_at = None;
+        stream.history_read = None;
+        stream.slots = Vec::new();
+        stream.slot_of = BTreeMap::new();
+        stream.open_slots = Vec::new();
+        stream.awaiting_map = VecDeque::new();
+        stream.held_landings = Vec::new();
+        stream.collector.batches = Vec::new();
     }
 
     fn start_refresh(&mut self, si: usize, now: Instant) {
@@ -1207,6 +1296,7 @@ impl Engine {
                         aggregate_deadline: None,
                         aggregate_expiration: None,
                         spare_lists: Vec::new(),
+                        last_aggregate_len: 0,
                         ready: VecDeque::new(),
                         ready_expiration: None,
                         limiter: ShardLimiter::new(self.config.rate_limit, now),
@@ -1359,6 +1449,14 @@ impl Engine {
         shard.aggregate_deadline = min_instant(shard.aggregate_deadline, Some(pending.deadline));
         shard.aggregate_expiration =
             min_instant(shard.aggregate_expiration, Some(pending.expiration));
+        if shard.aggregated.capacity() == 0 {
+            // Room is taken when a record comes, not when the last aggregate finished: a shard
+            // that stops sending holds no empty list sized for a whole aggregate.
+            match shard.spare_lists.pop() {
+                Some(list) => shard.aggregated = list,
+                None => shard.aggregated.reserve(shard.last_aggregate_len),
+            }
+        }
         shard.aggregated.push(pending);
         let due_now = shard.aggregated.len() as u64 >= max_count;
         if due_now {
@@ -1406,12 +1504,8 @@ impl Engine {
 
     /// Queues the shard's finished aggregate with the records in it.
     fn push_aggregate(shard: &mut ShardState, slot: usize, record: KinesisRecord) {
-        let capacity = shard.aggregated.len();
-        let next = shard
-            .spare_lists
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(capacity));
-        let records = mem::replace(&mut shard.aggregated, next);
+        let records = mem::take(&mut shard.aggregated);
+        shard.last_aggregate_len = records.len();
         let batch = match (
             shard.aggregate_deadline.take(),
             shard.aggregate_expiration.take(),
@@ -1730,7 +1824,11 @@ impl Engine {
             self.flush_collector(si);
         }
         if self.streams[si].refresh.next_at.is_some_and(|at| at <= now) {
-            self.start_refresh(si, now);
+            if self.is_idle(si, now) {
+                self.retire(si);
+            } else {
+                self.start_refresh(si, now);
+            }
         }
         if self.streams[si].history.next_at.is_some_and(|at| at <= now) {
             // Only landings still waiting need it; give-ups above may have settled them all.
@@ -2355,7 +2453,7 @@ impl Engine {
 
     fn finish(&mut self, id: u64, size: usize, si: usize) {
         self.outstanding_records -= 1;
-        self.outstanding_bytes -= size;
+        self.outstanding_bytes -= self.record_charge(size);
         self.streams[si].stats.user_records_pending -= 1;
         if let Some(offset) = id.checked_sub(self.window_start) {
             if let Some(slot) = self.window.get_mut(offset as usize) {
@@ -2405,6 +2503,10 @@ impl Engine {
     }
 }
 
+/// The size of a record's entry, for the memory module's check of its bookkeeping charge.
+#[cfg(test)]
+pub(crate) const PENDING_SIZE: usize = size_of::<Pending>();
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2444,6 +2546,75 @@ mod tests {
             };
             engine.handle_response(id, Ok(response), now);
         }
+    }
+
+    #[test]
+    fn an_idle_stream_is_retired_and_comes_back_with_its_next_record() {
+        let start = SystemClock.now();
+        let config = EngineConfig {
+            shard_map_refresh_interval: Duration::from_secs(10),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let one = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        let record = |n: u8| Record::new(stream.clone(), format!("k{n}"), vec![n; 10]);
+        assert!(engine.submit(record(1), start).is_ok());
+        // The map read, and the stream summary read with it.
+        for (id, request) in std::iter::from_fn(|| engine.poll_request(start)).collect::<Vec<_>>() {
+            let response = match request {
+                Request::ListShards(_) => one.clone(),
+                _ => Response::DescribeStreamSummary(StreamSummary {
+                    max_record_size_kib: Some(1024),
+                    open_shard_count: 1,
+                }),
+            };
+            engine.handle_response(id, Ok(response), start);
+        }
+        engine.flush(None, start);
+        answer_all(&mut engine, &one, "shardId-0", start);
+        assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
+        // The map is re-read every interval (± 10 %) while the stream is young; once it has been
+        // idle for five intervals, the next due read does not happen.
+        let mut reads = 0;
+        let mut now = start;
+        while let Some(at) = engine.poll_timeout() {
+            assert!(
+                at < start + Duration::from_secs(80),
+                "still reading at {at:?}"
+            );
+            now = at;
+            engine.handle_timeout(now);
+            while let Some((id, request)) = engine.poll_request(now) {
+                assert!(matches!(request, Request::ListShards(_)));
+                reads += 1;
+                engine.handle_response(id, Ok(one.clone()), now);
+            }
+        }
+        assert!((4..=6).contains(&reads), "{reads} reads");
+        assert!(engine.streams[0].retired);
+        assert!(engine.streams[0].slots.is_empty());
+        assert!(engine.shard_map(&stream).is_none());
+        assert_eq!(
+            engine.stats().next().map(|(_, s)| s.user_records_put),
+            Some(1)
+        );
+        // A record brings it back: the map is read, and the record delivered.
+        now += Duration::from_secs(3_600);
+        assert!(engine.submit(record(2), now).is_ok());
+        let Some((id, Request::ListShards(_))) = engine.poll_request(now) else {
+            panic!("expected a map read")
+        };
+        engine.handle_response(id, Ok(one.clone()), now);
+        engine.flush(None, now);
+        answer_all(&mut engine, &one, "shardId-0", now);
+        assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
+        assert!(!engine.streams[0].retired);
+        assert_eq!(engine.outstanding_records(), 0);
+        assert!(
+            engine.poll_timeout().is_some(),
+            "the map is re-read periodically again"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod backoff;
 mod config;
 mod engine;
 mod limiter;
+pub mod memory;
 mod outcome;
 mod shard_map;
 pub mod stats;
@@ -24,8 +25,8 @@ pub mod time;
 pub mod transport;
 
 pub use config::{
-    EngineConfig, InvalidConfig, MAX_DURATION, MAX_RECORD_SIZE_LIMIT, OrderingMode,
-    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+    DEFAULT_MAX_OUTSTANDING_BYTES, EngineConfig, InvalidConfig, MAX_DURATION,
+    MAX_RECORD_SIZE_LIMIT, OrderingMode, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
 };
 pub use engine::{Engine, RequestId};
 pub use outcome::{

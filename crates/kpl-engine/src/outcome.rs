@@ -124,13 +124,15 @@ pub enum RejectReason {
     },
     /// Accepting it would pass `max_outstanding_bytes`.
     #[error(
-        "{outstanding} bytes outstanding plus {size} would exceed max_outstanding_bytes ({limit})"
+        "{outstanding} bytes charged for outstanding records plus this record's {charge} would \
+         exceed max_outstanding_bytes ({limit})"
     )]
     TooManyBytes {
-        /// Bytes outstanding now.
+        /// Bytes charged for the outstanding records now (see [`crate::memory`]).
         outstanding: usize,
-        /// This record's size.
-        size: usize,
+        /// What this record would be charged: its key and data, their encoded copies and
+        /// bookkeeping.
+        charge: usize,
         /// The limit.
         limit: usize,
     },
@@ -328,12 +330,14 @@ pub(crate) struct AttemptHistory {
 }
 
 impl AttemptHistory {
-    /// Attempts kept per record: the first and the latest fifteen.
-    pub(crate) const KEPT: usize = 16;
+    /// Attempts kept per record: the first and the latest five. Each outstanding record is
+    /// charged room for them (see [`crate::memory`]).
+    pub(crate) const KEPT: usize = 6;
 
     pub(crate) fn new(last_end: Instant) -> Self {
         Self {
-            attempts: Vec::new(),
+            // Room for one more than are kept, so the list never grows past it.
+            attempts: Vec::with_capacity(Self::KEPT + 1),
             omitted: 0,
             last_end,
         }
@@ -341,6 +345,12 @@ impl AttemptHistory {
 
     pub(crate) fn last_end(&self) -> Instant {
         self.last_end
+    }
+
+    /// The most memory one history takes: its box, and its list at full room.
+    #[cfg(test)]
+    pub(crate) fn bytes_at_most() -> usize {
+        size_of::<Self>() + (Self::KEPT + 1) * size_of::<Attempt>()
     }
 
     /// Adds a failed attempt that ended at `end`.
@@ -446,8 +456,8 @@ impl Delivery {
             }
         }
     }
-    /// The attempts, the last one successful: every one, or for a record tried more than
-    /// sixteen times, the first and the latest fifteen.
+    /// The attempts, the last one successful: every one, or for a record tried more than six
+    /// times, the first and the latest five.
     pub fn attempts(&self) -> &[Attempt] {
         self.attempts.as_slice()
     }
@@ -522,7 +532,7 @@ impl Failure {
         self.record
     }
     /// The attempts, in order, the last one saying what finally went wrong: every one, or for
-    /// a record tried more than sixteen times, the first and the latest fifteen.
+    /// a record tried more than six times, the first and the latest five.
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
     }
@@ -588,7 +598,8 @@ mod tests {
         let kept = list.as_slice();
         assert_eq!(kept.len(), AttemptHistory::KEPT);
         assert_eq!(kept[0].delay(), Duration::ZERO, "the first is kept");
-        assert_eq!(kept[1].delay(), Duration::from_millis(86));
+        // The latest four failures (96 to 99 ms) and the final attempt.
+        assert_eq!(kept[1].delay(), Duration::from_millis(96));
         assert_eq!(list.last().delay(), Duration::from_millis(1_000));
     }
 }

@@ -132,6 +132,7 @@ fn requests_never_break_service_limits_whatever_the_config() {
     let t0 = SystemClock.now();
     let mut config = EngineConfig::default();
     config.collection_max_size = 64 * 1024 * 1024;
+    config.max_outstanding_bytes = 256 * 1024 * 1024;
     config.aggregation_enabled = false;
     config.rate_limit = 1_000_000;
     config.record_max_buffered_time = Duration::from_secs(10);
@@ -585,5 +586,48 @@ fn a_request_that_waited_in_the_engine_past_the_records_ttl_is_not_sent() {
             .unwrap();
         engine.flush(None, later);
         assert_eq!(puts(drain(&mut engine, later)).len(), 1, "{ordering:?}");
+    }
+}
+
+#[test]
+fn an_aggregate_waiting_past_the_ttl_of_some_of_its_records_goes_without_them() {
+    for ordering in [OrderingMode::Unordered, OrderingMode::PerShard] {
+        let t0 = SystemClock.now();
+        let mut config = EngineConfig::default();
+        config.ordering = ordering;
+        config.record_ttl = Duration::from_secs(1);
+        let mut engine = ready_engine(config, t0);
+        engine
+            .submit(Record::new(stream(), "old", vec![1]), t0)
+            .unwrap();
+        let t1 = t0 + ms(600);
+        engine
+            .submit(Record::new(stream(), "new", vec![2]), t1)
+            .unwrap();
+        engine.flush(None, t1);
+        assert!(engine.has_requests(), "one aggregate of both, waiting");
+        // The connections free up after the first record's TTL, before the second's.
+        let later = t0 + ms(1_200);
+        assert!(drain(&mut engine, later).is_empty(), "{ordering:?}");
+        let Some(Event::Failed(failure)) = engine.poll_event() else {
+            panic!("{ordering:?}: expected the first record to expire")
+        };
+        assert_eq!(failure.reason(), FailureReason::Expired);
+        assert_eq!(failure.record().partition_key(), "old");
+        // The second goes back to its shard and leaves in a request of its own.
+        let later = engine.poll_timeout().unwrap();
+        engine.handle_timeout(later);
+        let sent = puts(drain(&mut engine, later));
+        assert_eq!(sent.len(), 1, "{ordering:?}: the second record still goes");
+        let entries = &sent[0].1.entries;
+        assert_eq!(entries.len(), 1);
+        assert!(
+            !entries[0].has_aggregation_magic(),
+            "{ordering:?}: alone now"
+        );
+        assert_eq!(entries[0].partition_key(), "new");
+        engine.handle_response(sent[0].0, Ok(written(&sent[0].1)), later);
+        assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
+        assert_eq!(engine.outstanding_records(), 0);
     }
 }

@@ -73,6 +73,8 @@ struct SimShard {
     range: HashKeyRange,
     open: bool,
     records: Vec<StoredRecord>,
+    /// Every entry for this shard fails with this code (a shard that is down).
+    failing: Option<String>,
     record_tokens: f64,
     byte_tokens: f64,
     refilled: Instant,
@@ -85,6 +87,7 @@ impl SimShard {
             range,
             open: true,
             records: Vec::new(),
+            failing: None,
             record_tokens: SHARD_RECORDS_PER_SEC,
             byte_tokens: SHARD_BYTES_PER_SEC,
             refilled: now,
@@ -185,6 +188,8 @@ pub struct SimKinesis {
     list_shards_page: usize,
     next_sequence: u64,
     counters: Counters,
+    /// Written records are acknowledged and counted but not stored (long memory runs).
+    discard_written: bool,
 }
 
 impl fmt::Debug for SimKinesis {
@@ -243,6 +248,7 @@ impl SimKinesis {
             faults: Faults::default(),
             scripted: VecDeque::new(),
             list_shards_page: 100,
+            discard_written: false,
             next_sequence: 0,
             counters: Counters::default(),
         }
@@ -284,6 +290,30 @@ impl SimKinesis {
     pub fn set_access_denied(&mut self, name: &str, denied: bool) -> Result<(), SimError> {
         self.stream_mut(name)?.access_denied = denied;
         Ok(())
+    }
+
+    /// Makes every `PutRecords` entry for one shard fail with `code` (a shard that is down, say
+    /// `InternalFailure`), or, with `None`, work again.
+    pub fn set_shard_failing(
+        &mut self,
+        name: &str,
+        shard_id: &str,
+        code: Option<&str>,
+    ) -> Result<(), SimError> {
+        let stream = self.stream_mut(name)?;
+        let shard = stream
+            .shards
+            .iter_mut()
+            .find(|shard| shard.id.as_str() == shard_id)
+            .ok_or_else(|| SimError(format!("no shard {shard_id} in stream {name}")))?;
+        shard.failing = code.map(str::to_owned);
+        Ok(())
+    }
+
+    /// Stops storing written records (they are still acknowledged and counted), so that a long
+    /// run's memory is the producer's, not the stored stream's.
+    pub fn set_discard_written(&mut self, discard: bool) {
+        self.discard_written = discard;
     }
 
     /// Sets the random faults.
@@ -617,6 +647,13 @@ impl SimKinesis {
                     "no open shard owns the hash key",
                 ));
             };
+            if let Some(code) = &shard.failing {
+                results.push(PutRecordsEntryResult::Failed {
+                    code: code.clone(),
+                    message: format!("Shard {} is failing (injected).", shard.id),
+                });
+                continue;
+            }
             if throttle_all || !shard.admit(entry.billed_size(), now) {
                 self.counters.throttled_entries += 1;
                 results.push(PutRecordsEntryResult::Failed {
@@ -628,17 +665,20 @@ impl SimKinesis {
             self.next_sequence += 1;
             let sequence_number = format!("{sequence:056}");
             let (partition_key, explicit_hash_key, data) = entry.into_parts();
+            self.counters.written_entries += 1;
+            results.push(PutRecordsEntryResult::Written {
+                shard_id: shard.id.clone(),
+                sequence_number: sequence_number.clone().into(),
+            });
+            if self.discard_written {
+                continue;
+            }
             shard.records.push(StoredRecord {
                 sequence_number: sequence_number.clone(),
                 partition_key,
                 explicit_hash_key,
                 data,
                 written_at: now,
-            });
-            self.counters.written_entries += 1;
-            results.push(PutRecordsEntryResult::Written {
-                shard_id: shard.id.clone(),
-                sequence_number: sequence_number.into(),
             });
         }
         Ok(PutRecordsResponse { entries: results })
@@ -729,6 +769,8 @@ fn timeout() -> TransportError {
 
 #[cfg(test)]
 mod tests {
+    use kpl_engine::time::{Clock, SystemClock};
+
     use super::*;
 
     #[test]
@@ -748,5 +790,63 @@ mod tests {
             assert_eq!(pair[0].end().get() + 1, pair[1].start().get());
         }
         assert_eq!(split_evenly(1), vec![HashKeyRange::FULL]);
+    }
+
+    fn put_to_every_shard(sim: &mut SimKinesis, now: Instant) -> Vec<PutRecordsEntryResult> {
+        // Explicit hash keys at the start of each of the two shards.
+        let entries = [0u128, 1 << 127]
+            .into_iter()
+            .map(|key| {
+                KinesisRecord::new("k", Bytes::from_static(b"x"))
+                    .with_explicit_hash_key(HashKey::new(key))
+            })
+            .collect();
+        let request = PutRecordsRequest {
+            stream: Stream::new("s").unwrap_or_else(|e| panic!("{e}")),
+            entries,
+        };
+        match sim.handle(Request::PutRecords(request), now) {
+            Ok(Response::PutRecords(response)) => response.entries,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failing_shard_fails_its_entries_only_until_it_recovers() {
+        let now = SystemClock.now();
+        let mut sim = SimKinesis::new(1);
+        sim.create_stream("s", 2, now);
+        let first = sim.open_shards("s")[0].0.clone();
+        assert!(sim.set_shard_failing("s", "shardId-9", Some("X")).is_err());
+        sim.set_shard_failing("s", first.as_str(), Some("InternalFailure"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let results = put_to_every_shard(&mut sim, now);
+        assert!(
+            matches!(&results[0], PutRecordsEntryResult::Failed { code, .. } if code == "InternalFailure")
+        );
+        assert!(matches!(results[1], PutRecordsEntryResult::Written { .. }));
+        sim.set_shard_failing("s", first.as_str(), None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let results = put_to_every_shard(&mut sim, now);
+        assert!(matches!(results[0], PutRecordsEntryResult::Written { .. }));
+        assert_eq!(sim.stored("s", first.as_str()).len(), 1);
+    }
+
+    #[test]
+    fn discarding_written_records_acknowledges_and_counts_them_without_storing() {
+        let now = SystemClock.now();
+        let mut sim = SimKinesis::new(1);
+        sim.create_stream("s", 2, now);
+        sim.set_discard_written(true);
+        let results = put_to_every_shard(&mut sim, now);
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, PutRecordsEntryResult::Written { .. }))
+        );
+        assert_eq!(sim.counters().written_entries, 2);
+        for (shard, _) in sim.open_shards("s") {
+            assert!(sim.stored("s", shard.as_str()).is_empty());
+        }
     }
 }

@@ -582,12 +582,12 @@ fn a_record_retried_for_a_long_time_keeps_a_bounded_history() {
     pair.run_until_idle();
     assert_eq!(pair.failed().count(), 3);
     for failure in pair.failed() {
-        // Ten minutes of retries, at most ten seconds apart: far more than sixteen attempts,
-        // of which the first and the latest fifteen are kept.
+        // Ten minutes of retries, at most ten seconds apart: far more than six attempts, of
+        // which the first and the latest five are kept.
         assert!(failure.attempt_count() > 50, "{}", failure.attempt_count());
-        assert_eq!(failure.attempts().len(), 16);
+        assert_eq!(failure.attempts().len(), 6);
         assert_eq!(failure.attempts()[0].error_code(), Some("InternalFailure"));
-        assert_eq!(failure.attempts()[15].error_code(), Some("Expired"));
+        assert_eq!(failure.attempts()[5].error_code(), Some("Expired"));
         assert!(
             failure
                 .to_string()

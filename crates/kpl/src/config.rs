@@ -594,8 +594,8 @@ pub static KEYS: &[Key] = &[
         "Records accepted and not finished beyond which send refuses (and send_wait waits).",
         get: |c| c.max_outstanding_records.to_string(),
         set: |c, v| { c.max_outstanding_records = int(v, 1, I64_MAX)?; Ok(()) }),
-    key!("MaxOutstandingBytes", "max_outstanding_bytes", New, "536870912", "MaxUserRecordSize..=9223372036854775807",
-        "Bytes (data + partition keys) accepted and not finished beyond which send refuses.",
+    key!("MaxOutstandingBytes", "max_outstanding_bytes", New, "67108864", "MaxUserRecordSize..=9223372036854775807",
+        "Memory charged for records accepted and not finished (keys, data, their encoded copies and bookkeeping; see Memory below) beyond which send refuses.",
         get: |c| c.max_outstanding_bytes.to_string(),
         set: |c, v| { c.max_outstanding_bytes = int(v, 64, I64_MAX)?; Ok(()) }),
     key!("OrderingMode", "ordering", New, "unordered", "unordered, per_shard",
@@ -850,6 +850,7 @@ impl Config {
         engine.max_user_record_size = saturate(self.max_user_record_size);
         engine.max_outstanding_records = saturate(self.max_outstanding_records);
         engine.max_outstanding_bytes = saturate(self.max_outstanding_bytes);
+        engine.record_overhead_bytes = crate::producer::FACADE_BYTES_PER_RECORD;
         engine.ordering = self.ordering;
         engine.shard_map_refresh_interval = self.shard_map_refresh_interval.min(century);
         engine.outer_partition_key = self.outer_partition_key;
@@ -912,5 +913,39 @@ pub fn reference_markdown() -> String {
         "\nOlder KPL names are read as their current keys: `CustomEndpoint` as \
          `KinesisEndpoint`, `Port` as `KinesisPort`.\n",
     );
+    out.push_str(&memory_markdown());
     out
+}
+
+/// The section of `docs/config.md` on what `MaxOutstandingBytes` counts, with the numbers this
+/// build charges.
+fn memory_markdown() -> String {
+    use kpl_engine::memory::{
+        ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD, record_charge,
+    };
+    let facade = crate::producer::FACADE_BYTES_PER_RECORD;
+    let typical = record_charge(116, facade);
+    let limit = kpl_engine::DEFAULT_MAX_OUTSTANDING_BYTES;
+    format!(
+        "\n## Memory\n\n\
+         `MaxOutstandingBytes` bounds the memory the producer holds for records; the default is \
+         {} MiB. Every record accepted and not yet finished is charged:\n\n\
+         - its partition key and data;\n\
+         - {ENCODED_COPIES} encoded copies of them, {ENCODED_FRAMING_BYTES} bytes of framing \
+         each: the Kinesis record it goes out in, and the transport's wire form of that (base64 \
+         in JSON). They exist only while it is queued or in flight, but are reserved when it is \
+         accepted, so that encoding never passes the limit;\n\
+         - {} bytes of bookkeeping: {ENGINE_BYTES_PER_RECORD} in the engine (its entry, its slot \
+         in the record window, and room for the first and latest of its failed attempts should it \
+         be retried) and {facade} in the producer (its delivery channel).\n\n\
+         A record with a 16-character key and 100 bytes of data is charged {typical} bytes, so a \
+         default producer holds up to about {} of them before `send` refuses and `send_wait` \
+         waits. `KinesisProducer::outstanding_bytes` reports the charge. What the limit does \
+         not count does not grow with the records: the runtime, the connections and the AWS \
+         client, and per shard at most one aggregate's worth of room in its lists. \
+         `docs/guarantees.md` has the measurements (`cargo xtask memory`).\n",
+        limit / (1024 * 1024),
+        ENGINE_BYTES_PER_RECORD + facade,
+        limit / typical,
+    )
 }

@@ -242,13 +242,13 @@ impl DeliveryError {
         self.kind
     }
 
-    /// The attempts, in order (every one, or the first and the latest fifteen).
+    /// The attempts, in order (every one, or the first and the latest five).
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
     }
 
     /// How many attempts there were, those left out of [`attempts`](Self::attempts) (a record
-    /// tried more than sixteen times keeps the first and the latest fifteen) included.
+    /// tried more than six times keeps the first and the latest five) included.
     pub fn attempt_count(&self) -> usize {
         self.attempt_count
     }
@@ -320,6 +320,9 @@ pub enum BuildError {
     /// The tokio runtime has no timers, which the producer needs for deadlines and timeouts.
     #[error("the tokio runtime has timers disabled: build it with enable_time() (or enable_all())")]
     RuntimeWithoutTimers,
+    /// The tokio runtime has no IO driver, which the AWS transport needs for its connections.
+    #[error("the tokio runtime has IO disabled: build it with enable_io() (or enable_all())")]
+    RuntimeWithoutIo,
     /// The blocking producer's runtime could not be started.
     #[error("cannot start the blocking producer's runtime")]
     Runtime(#[source] std::io::Error),

@@ -25,6 +25,13 @@ use crate::error::{BuildError, DeliveryError, DeliveryErrorKind, SendError, Send
 
 type Outcome = Result<Delivery, DeliveryError>;
 
+/// The producer's memory per outstanding record beyond the engine's, charged against
+/// `MaxOutstandingBytes`: the delivery channel's shared cell (two wakers, a state word, the
+/// reference counts and room for the outcome) and the sender's slot in the table of waiting
+/// records, twice over for the table's growth.
+pub(crate) const FACADE_BYTES_PER_RECORD: usize =
+    64 + size_of::<Option<Outcome>>() + 2 * size_of::<Option<oneshot::Sender<Outcome>>>();
+
 /// What `shutdown` could not deliver in time.
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -166,6 +173,16 @@ fn is_loopback_url(url: &str) -> bool {
 /// The AWS transport configured from `config` (region, endpoint, credentials, timeouts).
 #[cfg(feature = "aws")]
 fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
+    // The AWS client's connections need the runtime's IO driver; without it every call would
+    // panic in a task. Tokio offers no way to ask but to register something.
+    let io = std::panic::catch_unwind(|| {
+        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket).map(drop)
+    });
+    if io.is_err() {
+        return Err(BuildError::RuntimeWithoutIo);
+    }
     let endpoint = &config.kinesis_endpoint;
     let endpoint_url = if endpoint.is_empty() {
         None
@@ -580,6 +597,13 @@ impl KinesisProducer {
         self.handle.shared.lock().engine.outstanding_records()
     }
 
+    /// The memory charged against `MaxOutstandingBytes`: the key, data and bookkeeping of every
+    /// record accepted and not yet finished, plus the encoded Kinesis records of requests not
+    /// yet answered (twice their size, for the transport's wire copy). See `docs/config.md`.
+    pub fn outstanding_bytes(&self) -> usize {
+        self.handle.shared.lock().engine.outstanding_bytes()
+    }
+
     /// How long the oldest unfinished record has been waiting.
     pub fn oldest_record_age(&self) -> Option<Duration> {
         let shared = &self.handle.shared;
@@ -711,12 +735,19 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                 };
                 let now = shared.clock.now();
                 log.answer(&result, now);
-                let summary = {
+                let (summary, freed) = {
                     let mut state = shared.lock();
                     state.in_flight = state.in_flight.saturating_sub(1);
+                    let charged = state.engine.outstanding_bytes();
                     state.engine.handle_response(id, result, now);
-                    log.take_summary(&state.engine, now)
+                    // An answer gives back its encoded records' charge even when every record
+                    // in it is retried: room for those waiting to send.
+                    let freed = state.engine.outstanding_bytes() < charged;
+                    (log.take_summary(&state.engine, now), freed)
                 };
+                if freed {
+                    shared.space.notify_waiters();
+                }
                 if let Some(summary) = summary {
                     summary.log();
                 }

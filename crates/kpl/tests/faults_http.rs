@@ -426,3 +426,131 @@ async fn a_stalled_endpoint_fills_the_limits_then_everything_drains() {
          KiB, {rss_drained} KiB after the endpoint recovered and every record was delivered"
     );
 }
+
+/// One shard fails every entry (it is down) while the application keeps sending, with a
+/// `RecordTtl` long enough that nothing expires: the shard's records pile up to the byte limit
+/// and stay, the producer refuses what does not fit, and memory stays flat; once the shard
+/// comes back, everything drains. In CI for three seconds with a 4 MiB limit; `cargo xtask
+/// memory` runs it for ten minutes at the default limits (`KPL_MEMORY_MINUTES`) and prints
+/// resident memory every thirty seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_shard_holds_its_records_and_memory_stays_flat() {
+    let minutes: Option<u64> = std::env::var("KPL_MEMORY_MINUTES")
+        .ok()
+        .map(|m| m.parse().unwrap());
+    let endpoint = endpoint_with_stream(4, 15);
+    let stuck = endpoint.with_sim(|sim| {
+        sim.set_discard_written(true);
+        let shard = sim.open_shards("s")[0].0.clone();
+        sim.set_shard_failing("s", shard.as_str(), Some("InternalFailure"))
+            .unwrap();
+        shard
+    });
+    let mut limit = 0;
+    let producer = producer(&endpoint.endpoint(), |config| {
+        config.set("RecordTtl", "86400000").unwrap();
+        config.set("RequestTimeout", "6000").unwrap();
+        if minutes.is_none() {
+            config.max_outstanding_bytes = 4 * 1024 * 1024;
+        }
+        limit = config.max_outstanding_bytes as usize;
+    });
+    let (run_for, per_tick, sample_every) = match minutes {
+        // 2,000 records/s, in ticks of 10 ms.
+        Some(minutes) => (
+            Duration::from_secs(minutes * 60),
+            20,
+            Duration::from_secs(30),
+        ),
+        None => (Duration::from_secs(3), 200, Duration::from_millis(500)),
+    };
+    let stream = Stream::new("s").unwrap();
+    let mut rng = SmallRng::seed_from_u64(5);
+    let (mut accepted, mut refused) = (0usize, 0usize);
+    let mut samples: Vec<(Duration, u64, usize)> = Vec::new();
+    let mut full_at = None;
+    let start = tokio::time::Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(10));
+    let mut next_sample = Duration::ZERO;
+    while start.elapsed() < run_for {
+        ticks.tick().await;
+        for _ in 0..per_tick {
+            let key: String = (0..16)
+                .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+                .collect();
+            let mut data = vec![0u8; 100];
+            rng.fill(&mut data[..]);
+            // Outcomes are counted in the producer's statistics; the futures are not kept, so
+            // that the application's own memory does not grow with the run.
+            match producer.send(Record::new(stream.clone(), key, data)) {
+                Ok(_) => accepted += 1,
+                Err(error) => {
+                    assert_eq!(error.kind(), kpl::SendErrorKind::BufferFull, "{error}");
+                    refused += 1;
+                    full_at.get_or_insert_with(|| start.elapsed());
+                }
+            }
+        }
+        if start.elapsed() >= next_sample {
+            let sample = (
+                start.elapsed(),
+                rss_kib().unwrap_or_default(),
+                producer.outstanding_bytes(),
+            );
+            if minutes.is_some() {
+                eprintln!(
+                    "{:>5.0} s: RSS {} KiB, {} bytes charged, {accepted} accepted, {refused} refused",
+                    sample.0.as_secs_f64(),
+                    sample.1,
+                    sample.2
+                );
+            }
+            samples.push(sample);
+            next_sample += sample_every;
+        }
+    }
+    let put = |producer: &KinesisProducer| -> u64 {
+        producer
+            .stats()
+            .iter()
+            .map(|(_, stats)| stats.user_records_put)
+            .sum()
+    };
+    let delivered = put(&producer);
+    let full_at = full_at.expect("the stuck shard's records filled the byte limit");
+    assert!(producer.outstanding_bytes() <= limit);
+    assert!(delivered > 0, "the other shards kept delivering");
+    assert_eq!(
+        producer.outstanding_records() + delivered as usize,
+        accepted,
+        "nothing failed or expired"
+    );
+    // From the moment the limit was reached, memory is flat: no sample exceeds the first one
+    // taken after it by more than a tenth (plus 8 MiB of allocator noise).
+    let after_full: Vec<u64> = samples
+        .iter()
+        .filter(|(at, _, _)| *at > full_at)
+        .map(|&(_, rss, _)| rss)
+        .collect();
+    if let (Some(&first), Some(&most)) = (after_full.first(), after_full.iter().max()) {
+        assert!(
+            most <= first + first / 10 + 8 * 1024,
+            "RSS grew from {first} KiB to {most} KiB at the limit"
+        );
+    }
+    endpoint.with_sim(|sim| sim.set_shard_failing("s", stuck.as_str(), None).unwrap());
+    producer.flush_all().await;
+    assert_eq!(producer.outstanding_records(), 0);
+    assert_eq!(put(&producer), accepted as u64);
+    eprintln!(
+        "stuck shard for {:.0} s, limit {limit}: {accepted} records accepted, {refused} refused, \
+         limit reached after {:.1} s; RSS first {} KiB, at the limit {:?} KiB, last {} KiB, peak \
+         {} KiB; after the shard recovered every record was delivered",
+        run_for.as_secs_f64(),
+        full_at.as_secs_f64(),
+        samples.first().map_or(0, |s| s.1),
+        after_full.first(),
+        samples.last().map_or(0, |s| s.1),
+        peak_rss_kib().unwrap_or_default(),
+    );
+}

@@ -500,6 +500,26 @@ fn build_needs_a_runtime_and_a_transport() {
         assert!(matches!(error, kpl::BuildError::RuntimeWithoutTimers));
         assert!(error.to_string().contains("enable_time"), "{error}");
     }
+    #[cfg(feature = "aws")]
+    {
+        // The AWS transport needs the IO driver as well.
+        let no_io = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let _entered = no_io.enter();
+        let mut config = Config::default();
+        config.region = "us-east-1".into();
+        let error = KinesisProducer::builder()
+            .config(config)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(error, kpl::BuildError::RuntimeWithoutIo),
+            "{error}"
+        );
+        assert!(error.to_string().contains("enable_io"), "{error}");
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
