@@ -294,6 +294,11 @@ struct State {
     failures_to_log: Vec<FailureLog>,
     /// The deadline the driver sleeps until (`None`: until woken).
     driver_sleeps_until: Option<Instant>,
+    /// `send_wait` callers waiting for buffer space, in arrival order: only the first may take
+    /// space, and `send` refuses while any wait, so a large record is not starved by smaller
+    /// ones that keep fitting in what frees up.
+    space_queue: VecDeque<u64>,
+    next_ticket: u64,
 }
 
 impl State {
@@ -312,6 +317,8 @@ impl State {
             shutdown_report: None,
             failures_to_log: Vec::new(),
             driver_sleeps_until: None,
+            space_queue: VecDeque::new(),
+            next_ticket: 0,
         }
     }
 
@@ -433,9 +440,15 @@ impl KinesisProducer {
     }
 
     /// Accepts a record without waiting, or says why not and hands it back: the buffer is full
-    /// (see [`send_wait`](Self::send_wait)), the record is invalid or too large, or the producer
-    /// is shutting down.
+    /// (or `send_wait` callers are waiting for space first; see [`send_wait`](Self::send_wait)),
+    /// the record is invalid or too large, or the producer is shutting down.
     pub fn send(&self, record: Record) -> Result<DeliveryFuture, SendError> {
+        self.admit(record, None)
+    }
+
+    /// `send` for a caller holding `ticket` in the queue of `send_wait` callers (`None`: not
+    /// queued). Space goes to the first in the queue.
+    fn admit(&self, record: Record, ticket: Option<u64>) -> Result<DeliveryFuture, SendError> {
         let shared = &self.handle.shared;
         let mut state = shared.lock();
         if !state.accepting {
@@ -445,11 +458,22 @@ impl KinesisProducer {
                 record,
             ));
         }
+        if let Some(&first) = state.space_queue.front()
+            && ticket != Some(first)
+        {
+            let waiting = state.space_queue.len();
+            return Err(SendError::new(
+                SendErrorKind::BufferFull,
+                format!("{waiting} send_wait call(s) are waiting for buffer space first"),
+                record,
+            ));
+        }
         let now = shared.clock.now();
         let id = state.engine.submit(record, now).map_err(|rejected| {
             let reason = rejected.reason().clone();
             SendError::from_rejected(&reason, rejected.into_record())
         })?;
+        let dequeued = ticket.is_some() && state.space_queue.pop_front().is_some();
         let (sender, receiver) = oneshot::channel();
         state.register(id.get(), sender);
         // Wake the driver only if this record gave it something to do now: a request it has a
@@ -466,6 +490,10 @@ impl KinesisProducer {
         if has_work || earlier {
             shared.driver_wake.notify_one();
         }
+        if dequeued {
+            // The next in the queue may fit too.
+            shared.space.notify_waiters();
+        }
         // On the producer's runtime, whichever thread sends (a timer needs a runtime's clock).
         let timer = shared.user_record_timeout.map(|timeout| {
             let _entered = shared.runtime.enter();
@@ -480,6 +508,10 @@ impl KinesisProducer {
 
     /// [`send`](Self::send), waiting for buffer space while the outstanding limits are
     /// reached (back-pressure). Other refusals return at once.
+    ///
+    /// Waiting callers get space in the order they began to wait, and while any waits, `send`
+    /// refuses with [`SendErrorKind::BufferFull`]: a large record is not passed over forever
+    /// by smaller ones that fit in what frees up.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
         self.send_waiting(record, None).await
     }
@@ -504,20 +536,18 @@ impl KinesisProducer {
             let deadline = tokio::time::Instant::now().checked_add(timeout)?;
             Some((deadline, timeout))
         });
-        let mut record = record;
+        // The common case needs no waiting, no queueing and no registration with the notifier.
+        let mut record = match self.send(record) {
+            Err(error) if error.kind() == SendErrorKind::BufferFull => error.into_record(),
+            other => return other,
+        };
+        let place = QueuePlace::take(&self.handle.shared);
         loop {
-            // The common case needs no waiting, and no registration with the notifier.
-            match self.send(record) {
-                Err(error) if error.kind() == SendErrorKind::BufferFull => {
-                    record = error.into_record()
-                }
-                other => return other,
-            }
             let space = self.handle.shared.space.notified();
             tokio::pin!(space);
             // Registered before the retry, so space freed in between is not missed.
             space.as_mut().enable();
-            match self.send(record) {
+            match self.admit(record, Some(place.ticket)) {
                 Err(error) if error.kind() == SendErrorKind::BufferFull => {
                     record = error.into_record();
                 }
@@ -753,6 +783,38 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                 }
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
+        }
+    }
+}
+
+/// A `send_wait` caller's place in the queue for buffer space; leaving the queue (admitted,
+/// timed out, or the future dropped) lets the next one try.
+struct QueuePlace {
+    shared: Arc<Shared>,
+    ticket: u64,
+}
+
+impl QueuePlace {
+    fn take(shared: &Arc<Shared>) -> Self {
+        let mut state = shared.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.space_queue.push_back(ticket);
+        Self {
+            shared: Arc::clone(shared),
+            ticket,
+        }
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let first = state.space_queue.front() == Some(&self.ticket);
+        state.space_queue.retain(|&ticket| ticket != self.ticket);
+        drop(state);
+        if first {
+            self.shared.space.notify_waiters();
         }
     }
 }

@@ -222,6 +222,38 @@ async fn send_works_from_a_thread_without_a_runtime_and_huge_timeouts_mean_no_li
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_large_record_waiting_for_space_is_not_starved_by_smaller_ones() {
+    let mut config = Config::default();
+    config.max_outstanding_bytes = 64 * 1024;
+    config.max_user_record_size = 32 * 1024;
+    let (producer, _transport) = producer_with(config, &[("s", 1)], Faults::default());
+    let first = producer
+        .send(Record::new(stream("s"), "first", vec![1; 10_000]))
+        .unwrap();
+    // Three copies of 15 KB (the record and its encoded copies) do not fit beside the first.
+    let large = Record::new(stream("s"), "large", vec![2; 15_000]);
+    assert_eq!(
+        producer.send(large.clone()).unwrap_err().kind(),
+        SendErrorKind::BufferFull
+    );
+    let waiting = producer.clone();
+    let large = tokio::spawn(async move { waiting.send_wait(large).await });
+    tokio::task::yield_now().await;
+    assert!(!large.is_finished(), "the large record waits");
+    // A small record would fit in what is left, but the large one waits first.
+    let small = Record::new(stream("s"), "small", vec![3; 100]);
+    let error = producer.send(small.clone()).unwrap_err();
+    assert_eq!(error.kind(), SendErrorKind::BufferFull, "{error}");
+    assert!(error.to_string().contains("send_wait"), "{error}");
+    // Once the first is delivered, the large record goes in, then anything else may.
+    first.await.unwrap();
+    let large = large.await.unwrap().unwrap();
+    let small = producer.send(small).unwrap();
+    large.await.unwrap();
+    small.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn back_pressure_refuses_then_waits_for_space() {
     let mut config = Config::default();
     config.max_outstanding_records = 10;
@@ -265,6 +297,9 @@ async fn back_pressure_refuses_then_waits_for_space() {
         .unwrap_err();
     assert_eq!(error.kind(), SendErrorKind::TimedOut);
     assert_eq!(error.into_record(), record);
+    // It left the queue for space: once the buffer drains, a plain send goes in.
+    producer.flush_all().await;
+    assert!(producer.send(record).is_ok());
 }
 
 #[tokio::test(start_paused = true)]
