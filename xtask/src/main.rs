@@ -33,10 +33,12 @@ const FORBIDDEN_DEPENDENCIES: [(&str, &[&str]); 2] = [
     ),
 ];
 const FUZZ_TARGETS: [&str; 3] = ["decode", "roundtrip", "properties"];
-/// The Kinesis-compatible server of the end-to-end tests.
-const KINESALITE: &str = "kinesalite@3.3.3";
-/// The server of the StreamARN end-to-end tests (kinesalite refuses ARNs).
-const KINESIS_LOCAL: &str = "kinesis-local@0.6.2";
+/// The Kinesis-compatible server of the end-to-end tests; its version and every dependency's
+/// are pinned by `xtask/npm/kinesalite/package-lock.json`.
+const KINESALITE: &str = "kinesalite";
+/// The server of the StreamARN end-to-end tests (kinesalite refuses ARNs); pinned by
+/// `xtask/npm/kinesis-local/package-lock.json`.
+const KINESIS_LOCAL: &str = "kinesis-local";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -582,16 +584,16 @@ struct LocalServer {
     name: &'static str,
 }
 
-/// Installs `package` into `.tools/<folder>` unless it is there; returns the folder.
-fn npm_install(folder: &str, package: &str) -> Result<PathBuf> {
-    let dir = root().join(".tools").join(folder);
-    let name = package.split('@').next().unwrap_or(package);
-    if !dir
-        .join("node_modules")
-        .join(name)
-        .join("package.json")
-        .exists()
-    {
+/// Installs the npm package `package` into `.tools/<package>` unless it is there, exactly as
+/// `xtask/npm/<package>/package-lock.json` pins it (`npm ci`); returns the folder.
+fn npm_install(package: &str) -> Result<PathBuf> {
+    let dir = root().join(".tools").join(package);
+    let pinned = root().join("xtask").join("npm").join(package);
+    let installed = dir.join("node_modules").join(package).join("package.json");
+    let lock = dir.join("package-lock.json");
+    let same_lock =
+        std::fs::read(&lock).ok() == std::fs::read(pinned.join("package-lock.json")).ok();
+    if !(installed.exists() && same_lock) {
         for tool in ["node", "npm"] {
             if Command::new(tool).arg("--version").output().is_err() {
                 return Err(format!(
@@ -600,18 +602,15 @@ fn npm_install(folder: &str, package: &str) -> Result<PathBuf> {
             }
         }
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(pinned.join(file), dir.join(file))
+                .map_err(|e| format!("{}: {e}", pinned.join(file).display()))?;
+        }
         run(
-            &format!("npm install {package}"),
+            &format!("npm ci ({package}, as pinned by xtask/npm/{package})"),
             Command::new("npm")
-                .args([
-                    "install",
-                    "--no-audit",
-                    "--no-fund",
-                    "--no-save",
-                    "--prefix",
-                ])
-                .arg(&dir)
-                .arg(package),
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&dir),
         )?;
     }
     Ok(dir)
@@ -626,7 +625,7 @@ fn free_port() -> Result<u16> {
 
 impl LocalServer {
     fn kinesalite() -> Result<Self> {
-        let dir = npm_install("kinesalite", KINESALITE)?;
+        let dir = npm_install(KINESALITE)?;
         // The CLI binds every interface and has no host option; this wrapper binds loopback,
         // with short stream-state delays and a shard limit above what the tests create.
         let script = dir.join("start.js");
@@ -645,7 +644,7 @@ impl LocalServer {
 
     /// kinesis-local must start from its own package folder (it reads `server.json` there).
     fn kinesis_local() -> Result<Self> {
-        let dir = npm_install("kinesis-local", KINESIS_LOCAL)?;
+        let dir = npm_install(KINESIS_LOCAL)?;
         let port = free_port()?;
         let mut command = Command::new("node");
         command
