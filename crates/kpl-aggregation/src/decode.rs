@@ -243,19 +243,44 @@ enum JavaHashKey {
 /// Java's `new BigInteger(text)`: an optional sign, then one or more digits, leading zeros
 /// allowed. `None` where Java throws `NumberFormatException`.
 fn java_big_integer(text: &[u8]) -> Option<JavaHashKey> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, text),
+    // The field is a protobuf string: Java decodes it (lossily), then `BigInteger` takes every
+    // Unicode decimal digit, not only ASCII ones.
+    let text = String::from_utf8_lossy(text);
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, &text[..]),
     };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let magnitude = HashKey::parse_decimal_bytes(digits).ok();
+    let ascii: Option<Vec<u8>> = digits
+        .chars()
+        .map(|c| java_decimal_digit(c).map(|d| b'0' + d))
+        .collect();
+    let ascii = ascii.filter(|ascii| !ascii.is_empty())?;
+    let magnitude = HashKey::parse_decimal_bytes(&ascii).ok();
     Some(match magnitude {
         Some(value) if !negative || value.get() == 0 => JavaHashKey::Valid(value),
         _ => JavaHashKey::OutOfSpace,
     })
+}
+
+/// The zero of every run of ten Unicode decimal digits (general category `Nd`) in Unicode 15.0,
+/// the version Java 21's `Character.digit` follows.
+const UNICODE_DIGIT_ZEROS: [u32; 68] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
+    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650,
+    0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x11F50, 0x16A60, 0x16AC0,
+    0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E4F0, 0x1E950,
+    0x1FBF0,
+];
+
+/// The value of a decimal digit as Java's `Character.digit(c, 10)` reads it.
+fn java_decimal_digit(c: char) -> Option<u8> {
+    let code = u32::from(c);
+    let run = UNICODE_DIGIT_ZEROS.partition_point(|&zero| zero <= code);
+    let zero = UNICODE_DIGIT_ZEROS[run.checked_sub(1)?];
+    u8::try_from(code - zero).ok().filter(|&digit| digit < 10)
 }
 
 /// A `uint64` table index as the KCL's `(int)` cast reads it: the low 32 bits, as a signed int.

@@ -126,6 +126,37 @@ fn a_signed_explicit_hash_key_is_read_as_java_reads_it() {
 }
 
 #[test]
+fn an_explicit_hash_key_in_other_scripts_digits_is_read_as_java_reads_it() {
+    let keys = [b"k".to_vec()];
+    let hash_keys = [
+        "\u{661}\u{662}\u{663}".as_bytes().to_vec(), // Arabic-Indic 123
+        "\u{ff14}\u{ff12}".as_bytes().to_vec(),      // fullwidth 42
+        "+\u{1d7d8}7".as_bytes().to_vec(),           // mathematical double-struck 0, then 7
+        "\u{b2}".as_bytes().to_vec(),                // superscript two: not a decimal digit
+    ];
+    let record = aggregate(
+        &keys,
+        &hash_keys,
+        &[
+            part(0, Some(0), "x"),
+            part(0, Some(1), "y"),
+            part(0, Some(2), "z"),
+            part(0, Some(3), "w"),
+        ],
+    );
+    // The KCL delivers the records before the one whose key is not a number.
+    assert_eq!(
+        delivered(&deaggregate(&record)),
+        owned(&[
+            ("k", Some(123), "x"),
+            ("k", Some(42), "y"),
+            ("k", Some(7), "z")
+        ])
+    );
+    assert!(deaggregate_strict(&record).is_err());
+}
+
+#[test]
 fn a_partition_key_that_is_not_utf8_is_decoded_lossily_and_hashed_so() {
     let keys = [b"k\xffz".to_vec()];
     let record = aggregate(&keys, &[], &[part(0, None, "x")]);
@@ -263,9 +294,20 @@ fn big_integer(text: &[u8]) -> BigInteger {
         Some(b'+') => (false, &text[1..]),
         _ => (false, text),
     };
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    // Java's `Character.digit(c, 10)`: any Unicode decimal digit (Unicode 15.0, as Java 21).
+    let ascii: Option<String> = digits
+        .chars()
+        .map(|c| {
+            let code = u32::from(c);
+            UNICODE_DIGIT_RUNS
+                .iter()
+                .find(|&&(first, last)| (first..=last).contains(&code))
+                .and_then(|&(first, _)| char::from_digit(code - first, 10))
+        })
+        .collect();
+    let Some(digits) = ascii.filter(|digits| !digits.is_empty()) else {
         return BigInteger::NotANumber;
-    }
+    };
     let significant = digits.trim_start_matches('0');
     if significant.is_empty() {
         return BigInteger::Fits(0);
@@ -280,6 +322,88 @@ fn big_integer(text: &[u8]) -> BigInteger {
         return BigInteger::OutsideTheSpace;
     }
     BigInteger::Fits(significant.parse().unwrap())
+}
+
+/// First and last code point of every run of ten decimal digits (general category `Nd`) in
+/// Unicode 15.0.
+const UNICODE_DIGIT_RUNS: [(u32, u32); 68] = [
+    (0x30, 0x39),
+    (0x660, 0x669),
+    (0x6F0, 0x6F9),
+    (0x7C0, 0x7C9),
+    (0x966, 0x96F),
+    (0x9E6, 0x9EF),
+    (0xA66, 0xA6F),
+    (0xAE6, 0xAEF),
+    (0xB66, 0xB6F),
+    (0xBE6, 0xBEF),
+    (0xC66, 0xC6F),
+    (0xCE6, 0xCEF),
+    (0xD66, 0xD6F),
+    (0xDE6, 0xDEF),
+    (0xE50, 0xE59),
+    (0xED0, 0xED9),
+    (0xF20, 0xF29),
+    (0x1040, 0x1049),
+    (0x1090, 0x1099),
+    (0x17E0, 0x17E9),
+    (0x1810, 0x1819),
+    (0x1946, 0x194F),
+    (0x19D0, 0x19D9),
+    (0x1A80, 0x1A89),
+    (0x1A90, 0x1A99),
+    (0x1B50, 0x1B59),
+    (0x1BB0, 0x1BB9),
+    (0x1C40, 0x1C49),
+    (0x1C50, 0x1C59),
+    (0xA620, 0xA629),
+    (0xA8D0, 0xA8D9),
+    (0xA900, 0xA909),
+    (0xA9D0, 0xA9D9),
+    (0xA9F0, 0xA9F9),
+    (0xAA50, 0xAA59),
+    (0xABF0, 0xABF9),
+    (0xFF10, 0xFF19),
+    (0x104A0, 0x104A9),
+    (0x10D30, 0x10D39),
+    (0x11066, 0x1106F),
+    (0x110F0, 0x110F9),
+    (0x11136, 0x1113F),
+    (0x111D0, 0x111D9),
+    (0x112F0, 0x112F9),
+    (0x11450, 0x11459),
+    (0x114D0, 0x114D9),
+    (0x11650, 0x11659),
+    (0x116C0, 0x116C9),
+    (0x11730, 0x11739),
+    (0x118E0, 0x118E9),
+    (0x11950, 0x11959),
+    (0x11C50, 0x11C59),
+    (0x11D50, 0x11D59),
+    (0x11DA0, 0x11DA9),
+    (0x11F50, 0x11F59),
+    (0x16A60, 0x16A69),
+    (0x16AC0, 0x16AC9),
+    (0x16B50, 0x16B59),
+    (0x1D7CE, 0x1D7D7),
+    (0x1D7D8, 0x1D7E1),
+    (0x1D7E2, 0x1D7EB),
+    (0x1D7EC, 0x1D7F5),
+    (0x1D7F6, 0x1D7FF),
+    (0x1E140, 0x1E149),
+    (0x1E2F0, 0x1E2F9),
+    (0x1E4F0, 0x1E4F9),
+    (0x1E950, 0x1E959),
+    (0x1FBF0, 0x1FBF9),
+];
+
+/// `digits` (ASCII) written in the script whose zero is `zero`.
+fn in_script(digits: &str, zero: u32) -> Vec<u8> {
+    digits
+        .bytes()
+        .filter_map(|b| char::from_u32(zero + u32::from(b - b'0')))
+        .collect::<String>()
+        .into_bytes()
 }
 
 fn table_key() -> impl Strategy<Value = Vec<u8>> {
@@ -298,6 +422,14 @@ fn table_hash_key() -> impl Strategy<Value = Vec<u8>> {
         Just(b"0000000000000000000000000000000000000000000012".to_vec()),
         Just(b"".to_vec()),
         Just(b"1 2".to_vec()),
+        (
+            any::<u64>(),
+            prop::sample::select(UNICODE_DIGIT_RUNS.to_vec())
+        )
+            .prop_map(|(v, (zero, _))| in_script(&v.to_string(), zero)),
+        // Numbers that are not decimal digits: superscript two, Roman numeral twelve.
+        Just("\u{b2}".as_bytes().to_vec()),
+        Just("\u{216b}".as_bytes().to_vec()),
         vec(any::<u8>(), 0..4),
     ]
 }
