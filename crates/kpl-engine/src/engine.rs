@@ -673,6 +673,17 @@ impl Engine {
         id
     }
 
+    /// Drops a flush marker no one waits for any more: no [`Event::Flushed`] comes for it, and
+    /// the engine does not keep it until its records finish.
+    pub fn forget_flush_marker(&mut self, id: FlushId) {
+        self.markers.retain(|&(_, marker)| marker != id);
+    }
+
+    /// Flush markers whose records have not all finished.
+    pub fn pending_flush_markers(&self) -> usize {
+        self.markers.len()
+    }
+
     /// Fails every outstanding record at once and forgets every request in flight; their
     /// answers will be ignored. Used at shutdown. Records that no call has carried yet fail with
     /// [`FailureReason::Abandoned`]; records of calls in flight (or written on a shard whose

@@ -323,6 +323,21 @@ impl State {
     }
 
     /// Keeps `sender` for the record with id `id` (ids come in order).
+    fn forget_abandoned_flushes(&mut self) {
+        let abandoned: Vec<FlushId> = self
+            .flushes
+            .iter_mut()
+            .filter_map(|(&id, waiting)| {
+                waiting.retain(|sender| !sender.is_closed());
+                waiting.is_empty().then_some(id)
+            })
+            .collect();
+        for id in abandoned {
+            self.flushes.remove(&id);
+            self.engine.forget_flush_marker(id);
+        }
+    }
+
     fn register(&mut self, id: u64, sender: oneshot::Sender<Outcome>) {
         let index = id.saturating_sub(self.waiters_base) as usize;
         while self.waiters.len() < index {
@@ -602,6 +617,9 @@ impl KinesisProducer {
                     waiting.push(sender);
                 }
                 None => {
+                    // Markers whose callers all gave up go, so that a caller that keeps giving up
+                    // while records keep coming does not leave one marker per call behind.
+                    state.forget_abandoned_flushes();
                     let id = state.engine.flush_marker(now);
                     state.flushes.entry(id).or_default().push(sender);
                     state.newest_flush = Some((id, accepted));
@@ -1085,6 +1103,24 @@ mod tests {
         let state = producer.handle.shared.lock();
         assert_eq!(state.flushes.len(), 1);
         assert!(state.flushes.values().all(|waiting| waiting.len() <= 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn flush_calls_given_up_on_while_records_keep_coming_leave_no_markers_behind() {
+        let producer = KinesisProducer::builder()
+            .transport(NeverAnswers)
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let mut pending = Vec::new();
+        for n in 0..100u8 {
+            pending.push(producer.send(Record::new(stream.clone(), "k", vec![n])));
+            let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_all()).await;
+            assert!(gave_up.is_err());
+        }
+        let state = producer.handle.shared.lock();
+        assert_eq!(state.flushes.len(), 1, "only the latest call's marker");
+        assert_eq!(state.engine.pending_flush_markers(), 1);
     }
 
     #[test]
