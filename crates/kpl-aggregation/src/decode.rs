@@ -132,13 +132,12 @@ impl fmt::Debug for DeaggregatedRecord {
 /// - a partition key that is not UTF-8 is decoded lossily (malformed bytes become U+FFFD), and its
 ///   hash key is the MD5 of that decoded text;
 /// - an explicit hash key is read as Java's `BigInteger` reads it (a leading `+` or `-`, leading
-///   zeros); one that is negative or above 2^128 − 1 lies outside every shard;
+///   zeros, the decimal digits of every script in Unicode 15.0, as Java 21); one that is negative
+///   or above 2^128 − 1 lies outside every shard;
 /// - at an index out of range or an explicit hash key that is not a number, the KCL stops: the
 ///   records before it are delivered, the rest are not, and nothing passes through whole;
 /// - a user record whose hash key lies outside 0..=2^128 − 1 makes the KCL drop the whole
 ///   aggregate: this function then returns no record for it.
-///
-/// (Java's `BigInteger` also reads digits of other scripts; only ASCII digits are read here.)
 ///
 /// ```
 /// use kpl_aggregation::{KinesisRecord, deaggregate};
