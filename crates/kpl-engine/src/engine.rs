@@ -379,6 +379,10 @@ struct InFlight {
 #[derive(Debug, Default, Clone, Copy)]
 struct SlotVerdict {
     retried: bool,
+    /// Records are retried for a reason the shard's rate limit does not answer (an error, a
+    /// whole request refused): the shard waits out a backoff. Entries throttled by the shard's
+    /// limit alone are paced by the limiter, cut on the throttle, instead of idling the shard.
+    back_off: bool,
     throttled: bool,
     written: bool,
     /// An aggregate of the shard landed on an unknown shard and waits to be judged.
@@ -1897,6 +1901,7 @@ impl Engine {
                 let split = kind == TransportErrorKind::Validation && entries.len() > 1;
                 for entry in entries {
                     let verdict = verdicts.entry(entry.slot).or_default();
+                    verdict.back_off = true;
                     if split {
                         self.retry_alone(si, entry, &error, verdict, sent_at, now);
                     } else {
@@ -1972,7 +1977,7 @@ impl Engine {
             if verdict.throttled {
                 shard.limiter.on_throttled(sent_at, now);
             }
-            if verdict.retried {
+            if verdict.retried && verdict.back_off {
                 let delay = shard.backoff.next_delay(&mut self.rng);
                 let until = now + delay;
                 shard.blocked_until = Some(shard.blocked_until.map_or(until, |b| b.max(until)));
@@ -2003,6 +2008,14 @@ impl Engine {
         sent_at: Instant,
         now: Instant,
     ) {
+        // The shard it was sent to took it: what its limiter measures the accepted rate by.
+        if let Some(shard) = entry
+            .slot
+            .and_then(|slot| self.streams[si].slots.get_mut(slot))
+        {
+            let bytes = entry.records.iter().map(Pending::size).sum();
+            shard.limiter.on_written(bytes, now);
+        }
         // One shared landing per Kinesis record: its user records all point at it.
         let landing = Arc::new(Landing {
             shard_id,
@@ -2405,6 +2418,7 @@ impl Engine {
             return;
         }
         verdict.retried = true;
+        verdict.back_off |= !throttled;
         self.streams[si].stats.retries_per_record += retry.len() as u64;
         match entry.slot {
             Some(_) => self.requeue_front(si, retry, Packing::Aggregated, now),
@@ -2677,15 +2691,18 @@ mod tests {
         let stuck = engine.poll_request(t0);
         assert!(matches!(stuck, Some((_, Request::PutRecords(_)))));
         let total = 100_000;
+        let mut now = t0;
         for i in 1..=total {
-            assert!(engine.submit(record(i), t0).is_ok());
+            assert!(engine.submit(record(i), now).is_ok());
             if i % 5_000 == 0 {
-                engine.flush(None, t0);
-                answer_all(&mut engine, &one, "shardId-0", t0);
+                // A second per batch: the shard's rate limit lets each through.
+                now += Duration::from_secs(1);
+                engine.flush(None, now);
+                answer_all(&mut engine, &one, "shardId-0", now);
             }
         }
-        let marker = engine.flush_marker(t0);
-        answer_all(&mut engine, &one, "shardId-0", t0);
+        let marker = engine.flush_marker(now);
+        answer_all(&mut engine, &one, "shardId-0", now);
         assert_eq!(engine.outstanding_records(), 1);
         assert!(engine.window.len() + engine.stragglers.len() <= WINDOW_COMPACTION + 1);
         assert_eq!(engine.oldest_outstanding(), Some(t0));
@@ -2708,7 +2725,7 @@ mod tests {
                 })
                 .collect(),
         });
-        engine.handle_response(id, Ok(written), t0);
+        engine.handle_response(id, Ok(written), now);
         assert!(flushed(&mut engine));
         assert_eq!(engine.outstanding_records(), 0);
         assert_eq!(engine.oldest_outstanding(), None);

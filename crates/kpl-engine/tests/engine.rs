@@ -198,7 +198,10 @@ fn count_and_size_limits_close_aggregates_and_requests() {
 #[test]
 fn a_busy_shard_triggers_the_collector_at_256_kib() {
     let t0 = SystemClock.now();
-    let mut engine = ready_engine(EngineConfig::default(), t0);
+    // A rate limit whose bucket lets 256 KiB through at once.
+    let mut config = EngineConfig::default();
+    config.rate_limit = 1_000;
+    let mut engine = ready_engine(config, t0);
     // About 50 KiB per aggregate: the sixth closed aggregate passes 256 KiB.
     let mut first_request_after = None;
     for i in 0..400 {

@@ -29,13 +29,14 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod goodput;
 mod harness;
 mod service;
 mod transport;
 
 pub use harness::{Outcome, Pair};
 pub use service::{
-    ConsumedRecord, Counters, DroppedByKcl, Faults, KclView, ScriptedFault, SimError, SimKinesis,
-    StoredRecord,
+    ConsumedRecord, Counters, DroppedByKcl, Enforcement, Faults, KclView, ScriptedFault, SimError,
+    SimKinesis, StoredRecord,
 };
 pub use transport::SimTransport;

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kpl_aggregation::{
@@ -23,6 +23,21 @@ use rand::{Rng, SeedableRng};
 const SHARD_RECORDS_PER_SEC: f64 = 1_000.0;
 const SHARD_BYTES_PER_SEC: f64 = 1_048_576.0;
 const DEFAULT_MAX_RECORD_SIZE: usize = 1024 * 1024;
+
+/// How the simulated service enforces each shard's write limits (1,000 records and 1 MiB per
+/// second). The service documents the limits, not the mechanism; the two models bracket it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Enforcement {
+    /// Token buckets holding one second of each limit, refilled continuously. A record larger
+    /// than a second's bytes passes on a full bucket and leaves it in debt.
+    #[default]
+    TokenBucket,
+    /// Fixed one-second windows: a window opens at the first write after the previous one
+    /// closed and admits up to each limit. A record larger than a second's bytes passes in an
+    /// empty window, which then lasts as many seconds as the record takes at 1 MiB/s.
+    FixedWindow,
+}
 
 /// Random faults, as probabilities per request or per entry. All zero by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -78,6 +93,8 @@ struct SimShard {
     record_tokens: f64,
     byte_tokens: f64,
     refilled: Instant,
+    /// The open window (`Enforcement::FixedWindow`): when it closes, records and bytes in it.
+    window: Option<(Instant, u32, usize)>,
 }
 
 impl SimShard {
@@ -91,11 +108,41 @@ impl SimShard {
             record_tokens: SHARD_RECORDS_PER_SEC,
             byte_tokens: SHARD_BYTES_PER_SEC,
             refilled: now,
+            window: None,
         }
     }
 
+    /// Whether the shard takes a write of `bytes` now, under `enforcement`; counts it if so.
+    fn admit(&mut self, bytes: usize, now: Instant, enforcement: Enforcement) -> bool {
+        match enforcement {
+            Enforcement::TokenBucket => self.admit_bucket(bytes, now),
+            Enforcement::FixedWindow => self.admit_window(bytes, now),
+        }
+    }
+
+    fn admit_window(&mut self, bytes: usize, now: Instant) -> bool {
+        const RECORDS: u32 = SHARD_RECORDS_PER_SEC as u32;
+        const BYTES: usize = SHARD_BYTES_PER_SEC as usize;
+        let (closes, records, taken) = match self.window {
+            Some(window @ (closes, _, _)) if now < closes => window,
+            _ => (now + Duration::from_secs(1), 0, 0),
+        };
+        let (closes, records, taken) = if records == 0 && bytes > BYTES {
+            // An oversized record in an empty window: the window lasts as long as it takes.
+            let seconds = bytes as f64 / SHARD_BYTES_PER_SEC;
+            (now + Duration::from_secs_f64(seconds), records, taken)
+        } else if records < RECORDS && taken + bytes <= BYTES {
+            (closes, records, taken)
+        } else {
+            self.window = Some((closes, records, taken));
+            return false;
+        };
+        self.window = Some((closes, records + 1, taken + bytes));
+        true
+    }
+
     /// The service's per-shard limit, as a one-second token bucket.
-    fn admit(&mut self, bytes: usize, now: Instant) -> bool {
+    fn admit_bucket(&mut self, bytes: usize, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.refilled = self.refilled.max(now);
         self.record_tokens =
@@ -122,6 +169,7 @@ struct SimStream {
     next_shard_number: u32,
     max_record_size: usize,
     access_denied: bool,
+    enforcement: Enforcement,
 }
 
 /// What the service counted, for tests to assert on.
@@ -270,6 +318,7 @@ impl SimKinesis {
                 shards,
                 max_record_size: DEFAULT_MAX_RECORD_SIZE,
                 access_denied: false,
+                enforcement: Enforcement::default(),
             },
         );
     }
@@ -283,6 +332,16 @@ impl SimKinesis {
     pub fn set_max_record_size_kib(&mut self, name: &str, kib: u32) -> Result<(), SimError> {
         let stream = self.stream_mut(name)?;
         stream.max_record_size = kib.clamp(1024, 10240) as usize * 1024;
+        Ok(())
+    }
+
+    /// Sets how the stream's shards enforce their write limits.
+    pub fn set_enforcement(
+        &mut self,
+        name: &str,
+        enforcement: Enforcement,
+    ) -> Result<(), SimError> {
+        self.stream_mut(name)?.enforcement = enforcement;
         Ok(())
     }
 
@@ -637,6 +696,7 @@ impl SimKinesis {
                     "stream deleted",
                 ));
             };
+            let enforcement = stream.enforcement;
             let Some(shard) = stream
                 .shards
                 .iter_mut()
@@ -654,7 +714,7 @@ impl SimKinesis {
                 });
                 continue;
             }
-            if throttle_all || !shard.admit(entry.billed_size(), now) {
+            if throttle_all || !shard.admit(entry.billed_size(), now, enforcement) {
                 self.counters.throttled_entries += 1;
                 results.push(PutRecordsEntryResult::Failed {
                     code: "ProvisionedThroughputExceededException".into(),
