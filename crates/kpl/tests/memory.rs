@@ -90,6 +90,8 @@ async fn fill_while_stalled(shape: Shape, aggregation: bool, check_peak: bool) {
     config.request_timeout = Duration::from_secs(600);
     config.record_ttl = Duration::from_secs(600);
     config.aggregation_enabled = aggregation;
+    // Room for every call the records go in: none is answered until all are made.
+    config.max_connections = 256;
     let producer = KinesisProducer::builder()
         .config(config)
         .transport(gate.clone())
