@@ -6,6 +6,8 @@
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
+//! - `goodput`: the goodput table of `docs/benchmarks.md` (workload × enforcement × `RateLimit`,
+//!   in the simulator's virtual time).
 //! - `memory`: the producer's memory at the default limits, with a stalled endpoint, then with one
 //!   stuck shard for `--minutes N` (10 by default).
 //! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
@@ -50,8 +52,9 @@ fn main() -> ExitCode {
         Some("soak") => soak(&args[1..]),
         Some("e2e") => e2e(&args[1..]),
         Some("memory") => memory(&args[1..]),
+        Some("goodput") => goodput(&args[1..]),
         _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
-                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | memory [--minutes N]>"
+                  fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | memory [--minutes N] | goodput [WORKLOAD]>"
             .to_owned()),
     };
     match outcome {
@@ -468,6 +471,26 @@ fn memory(args: &[String]) -> Result {
             ])
             .args(["--test", "faults_http", "stuck", "--", "--nocapture"])
             .env("KPL_MEMORY_MINUTES", minutes.to_string()),
+    )
+}
+
+/// The goodput table: each workload against a simulated stream that enforces the service's
+/// per-shard limits by token buckets or by fixed windows, at several `RateLimit`s.
+fn goodput(args: &[String]) -> Result {
+    run(
+        "goodput scenarios in virtual time",
+        cargo()
+            .args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "kpl-sim",
+                "--example",
+                "goodput",
+                "--",
+            ])
+            .args(args),
     )
 }
 

@@ -81,7 +81,8 @@ pub struct GoodputReport {
     pub elapsed: Duration,
     /// Per shard, in shard order.
     pub shards: Vec<ShardGoodput>,
-    /// Each producer's user records delivered per second.
+    /// Each producer's user records delivered per second, until its own last delivery: equal
+    /// when producers of equal workloads got equal shares.
     pub producer_records_per_sec: Vec<f64>,
     /// `PutRecords` entries sent.
     pub entries_sent: u64,
@@ -178,6 +179,11 @@ pub fn run(scenario: &Scenario) -> Result<GoodputReport, InvalidConfig> {
     let mut now = start;
     let workload = &scenario.workload;
     loop {
+        // Producers take turns going first, so that none is favoured when both write at the
+        // same instant.
+        if producers.len() > 1 {
+            producers.rotate_left(1);
+        }
         for producer in &mut producers {
             feed(producer, workload, &stream, now);
             pump(
@@ -231,7 +237,6 @@ pub fn run(scenario: &Scenario) -> Result<GoodputReport, InvalidConfig> {
         .max()
         .unwrap_or(start);
     let elapsed = end.saturating_duration_since(start);
-    let seconds = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
     let shards = sim
         .open_shards(STREAM)
         .iter()
@@ -259,7 +264,14 @@ pub fn run(scenario: &Scenario) -> Result<GoodputReport, InvalidConfig> {
         shards,
         producer_records_per_sec: producers
             .iter()
-            .map(|p| p.delivered as f64 / seconds)
+            .map(|p| {
+                let own = p.last_delivery.map_or(0.0, |at| (at - start).as_secs_f64());
+                if own > 0.0 {
+                    p.delivered as f64 / own
+                } else {
+                    0.0
+                }
+            })
             .collect(),
         entries_sent,
         throttled_entries: sim.counters().throttled_entries,

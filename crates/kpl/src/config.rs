@@ -515,7 +515,7 @@ pub static KEYS: &[Key] = &[
         get: |c| ms_text(c.metrics_upload_delay),
         set: |c, v| { c.metrics_upload_delay = millis(v, 1, 60_000)?; Ok(()) }),
     key!("RateLimit", "rate_limit", Kpl, "150", "1..=9223372036854775807 (%)",
-        "Per-shard rate as a percentage of 1,000 records/s and 1 MiB/s; throttling lowers it further (AIMD) until it recovers.",
+        "Most per-shard rate, as a percentage of 1,000 records/s and 1 MiB/s. Sending starts at the shard's limit (100 %) and probes up to this; a throttle cuts the rate below what the shard took (at most once a second), and it comes back while the shard stays busy. Below 100, a ceiling the service never throttles.",
         get: |c| c.rate_limit.to_string(),
         set: |c, v| { c.rate_limit = int(v, 1, I64_MAX)?; Ok(()) }),
     key!("RecordMaxBufferedTime", "record_max_buffered_time", Kpl, "100", "0..=9223372036854775807 (ms)",
