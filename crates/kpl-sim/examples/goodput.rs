@@ -2,24 +2,13 @@
 //! both enforcement models and several `RateLimit`s, in virtual time. Run with
 //! `cargo xtask goodput` (or `cargo run --release -p kpl-sim --example goodput`).
 
-use std::time::Duration;
-
 use kpl_engine::EngineConfig;
 use kpl_sim::Enforcement;
 use kpl_sim::goodput::{self, Scenario, Workload};
 
 /// The named workloads of the table.
 fn workloads() -> Vec<(&'static str, Scenario)> {
-    let base = |config: EngineConfig, workload: Workload| Scenario {
-        shards: 4,
-        enforcement: Enforcement::TokenBucket,
-        max_record_size_kib: None,
-        config,
-        producers: 1,
-        workload,
-        latency: Duration::from_millis(20),
-        seed: 11,
-    };
+    let base = |config: EngineConfig, workload: Workload| Scenario::new(4, config, workload);
     let mut records_config = EngineConfig::default();
     records_config.aggregation_enabled = false;
     let mut mix = base(

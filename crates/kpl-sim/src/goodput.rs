@@ -56,6 +56,23 @@ pub struct Scenario {
     pub seed: u64,
 }
 
+impl Scenario {
+    /// One producer with `config` sending `workload` to a stream of `shards` shards that
+    /// enforces its limits by token buckets, with 20 ms round trips.
+    pub fn new(shards: u32, config: EngineConfig, workload: Workload) -> Self {
+        Self {
+            shards,
+            enforcement: Enforcement::TokenBucket,
+            max_record_size_kib: None,
+            config,
+            producers: 1,
+            workload,
+            latency: Duration::from_millis(20),
+            seed: 11,
+        }
+    }
+}
+
 /// One shard's share of a run, sustained: measured between the times a tenth and nine tenths
 /// of what was written to the shard had been written, so that neither the full buckets of the
 /// start nor the trickle of the end count.

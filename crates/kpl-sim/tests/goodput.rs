@@ -5,8 +5,6 @@
 //! together, neither starved. `cargo xtask goodput` prints the full table (docs/benchmarks.md).
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::time::Duration;
-
 use kpl_engine::EngineConfig;
 use kpl_sim::Enforcement;
 use kpl_sim::goodput::{self, GoodputReport, Scenario, Workload};
@@ -14,16 +12,7 @@ use kpl_sim::goodput::{self, GoodputReport, Scenario, Workload};
 const MODELS: [Enforcement; 2] = [Enforcement::TokenBucket, Enforcement::FixedWindow];
 
 fn scenario(config: EngineConfig, shards: u32, workload: Workload) -> Scenario {
-    Scenario {
-        shards,
-        enforcement: Enforcement::TokenBucket,
-        max_record_size_kib: None,
-        config,
-        producers: 1,
-        workload,
-        latency: Duration::from_millis(20),
-        seed: 11,
-    }
+    Scenario::new(shards, config, workload)
 }
 
 fn small_records(records: usize, data_bytes: usize) -> Workload {
