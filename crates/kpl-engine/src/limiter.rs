@@ -10,8 +10,8 @@
 //!   rate to start at);
 //! - a throttle cuts the rate at most once a second (the service's accounting period: answers
 //!   within a second of a cut still reflect the old rate), to nine tenths of the lower of the
-//!   current rate and the rate the shard accepted over the last second, so that producers
-//!   sharing a shard find their shares within a cut or two;
+//!   current rate and the rate the shard accepted over the last second (but not below half the
+//!   current rate), so that producers sharing a shard find their shares in a few cuts;
 //! - without throttling, the rate comes back by a twentieth of the configured rate per second
 //!   of sending at it (not while the shard idles).
 
@@ -271,12 +271,13 @@ impl ShardLimiter {
         {
             return;
         }
-        // Below the rate the shard took lately, if that was lower: the binding one of its two
-        // limits is the one used closer to the configured rate.
+        // Below the rate the shard took lately, if that was lower (the binding one of its two
+        // limits is the one used closer to the configured rate), but not below half the current
+        // rate: a producer that lost out in the last second would otherwise keep a small share.
         let mut factor = self.factor;
         if let Some((bytes, records)) = self.accepted.rate(now) {
             let taken = (bytes / self.bytes_per_sec).max(records / self.records_per_sec);
-            factor = factor.min(taken);
+            factor = factor.min(taken.max(factor * 0.5));
         }
         self.knee = Some(factor);
         self.factor = (factor * AIMD_DECREASE).max(AIMD_FLOOR);

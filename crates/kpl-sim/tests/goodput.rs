@@ -2,7 +2,7 @@
 //! 90 % of a stream's write capacity with at most 5 % of its entries throttled, whichever way
 //! the service enforces the limits (token buckets or fixed one-second windows); `RateLimit`
 //! below 100 is a ceiling that is never throttled; two producers sharing a stream reach 85 %
-//! together, neither starved. `cargo xtask goodput` prints the full table (docs/benchmarks.md).
+//! together, in fair shares. `cargo xtask goodput` prints the full table (docs/benchmarks.md).
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use kpl_engine::EngineConfig;
@@ -118,7 +118,7 @@ fn a_rate_limit_under_100_is_a_ceiling_that_is_never_throttled() {
 }
 
 #[test]
-fn two_producers_sharing_a_stream_reach_its_capacity_and_neither_is_starved() {
+fn two_producers_sharing_a_stream_reach_its_capacity_in_fair_shares() {
     let mut scenario = scenario(EngineConfig::default(), 4, small_records(500_000, 100));
     scenario.producers = 2;
     for model in MODELS {
@@ -133,8 +133,7 @@ fn two_producers_sharing_a_stream_reach_its_capacity_and_neither_is_starved() {
         let (low, high) = rates.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &r| {
             (lo.min(r), hi.max(r))
         });
-        // Neither is starved: additive increase and multiplicative decrease bring the shares
-        // together over the cycles of a run, not at once.
-        assert!(low >= 0.75 * high, "{model:?}: {rates:?}");
+        // Fair shares: within a tenth of each other over the run.
+        assert!(low >= 0.9 * high, "{model:?}: {rates:?}");
     }
 }
