@@ -32,7 +32,8 @@ pub(crate) const SHARD_BYTES_PER_SEC: f64 = 1_048_576.0;
 /// it at that limit (or at the configured rate, if lower).
 const BURST_SECONDS: f64 = 0.1;
 
-/// The lowest fraction of the configured rate AIMD may cut to.
+/// The lowest fraction of the shard's limit (or of the configured rate, if lower) AIMD may cut
+/// to.
 const AIMD_FLOOR: f64 = 0.05;
 /// The factor applied on a throttling response.
 const AIMD_DECREASE: f64 = 0.9;
@@ -144,8 +145,10 @@ pub(crate) struct ShardLimiter {
     bytes_per_sec: f64,
     records: Bucket,
     bytes: Bucket,
-    /// The AIMD multiplier on both rates, in `AIMD_FLOOR..=1`.
+    /// The AIMD multiplier on both rates, in `floor..=1`.
     factor: f64,
+    /// The lowest factor: `AIMD_FLOOR` of the shard's limit, or of the configured rate if lower.
+    floor: f64,
     last_decrease: Option<Instant>,
     /// The factor the shard last throttled at: the rate comes back fast to just below it, and
     /// slowly beyond.
@@ -156,6 +159,9 @@ pub(crate) struct ShardLimiter {
     last_take: Option<Instant>,
     /// After a record larger than the bucket: nothing goes before this.
     repaid_at: Option<Instant>,
+    /// The last record asked for had to wait for tokens: the rate is what holds records back,
+    /// so it may come back meanwhile.
+    held_back: bool,
 }
 
 impl ShardLimiter {
@@ -171,12 +177,14 @@ impl ShardLimiter {
             records: Bucket::full((records_per_sec * BURST_SECONDS).max(1.0)),
             bytes: Bucket::full(bytes_per_sec * BURST_SECONDS),
             factor: (1.0 / scale).min(1.0),
+            floor: AIMD_FLOOR * (1.0 / scale).min(1.0),
             last_decrease: None,
             knee: None,
             updated: now,
             accepted: Accepted::new(now),
             last_take: None,
             repaid_at: None,
+            held_back: false,
         }
     }
 
@@ -196,11 +204,8 @@ impl ShardLimiter {
         self.bytes
             .refill(elapsed * self.bytes_per_sec * self.factor);
         // The rate comes back only while it is what holds records back: not while the shard
-        // idles (its buckets fill up) or waits for a large record to be absorbed.
-        let limiting = self.repaid_at.is_none()
-            && (self.records.tokens < self.records.capacity
-                || self.bytes.tokens < self.bytes.capacity);
-        if limiting {
+        // idles or waits for a large record to be absorbed.
+        if self.held_back {
             let below = self.knee.map_or(0.0, |knee| knee * 0.95);
             let fast = ((below - self.factor) / AIMD_RETURN_PER_SEC).clamp(0.0, elapsed);
             self.factor += fast * AIMD_RETURN_PER_SEC + (elapsed - fast) * AIMD_RECOVERY_PER_SEC;
@@ -212,6 +217,7 @@ impl ShardLimiter {
     /// they will be.
     pub(crate) fn try_take(&mut self, bytes: usize, now: Instant) -> Result<(), Instant> {
         self.advance(now);
+        self.held_back = false;
         if let Some(at) = self.repaid_at {
             if now < at {
                 return Err(at);
@@ -249,6 +255,8 @@ impl ShardLimiter {
             }
             return Ok(());
         }
+        // A large record waiting for its quiet second is held back by the service, not the rate.
+        self.held_back = cost <= self.bytes.capacity;
         // Round up to a whole millisecond so a wake-up never comes a hair too early.
         let wait = ready_at.saturating_duration_since(now);
         let wait = Duration::from_millis(wait.as_micros().div_ceil(1_000) as u64)
@@ -280,7 +288,7 @@ impl ShardLimiter {
             factor = factor.min(taken.max(factor * 0.5));
         }
         self.knee = Some(factor);
-        self.factor = (factor * AIMD_DECREASE).max(AIMD_FLOOR);
+        self.factor = (factor * AIMD_DECREASE).max(self.floor);
         self.last_decrease = Some(now);
         // Tokens saved up at the old rate would let the next burst through at that rate anyway.
         self.records.tokens = self.records.tokens.min(self.records.capacity * self.factor);
@@ -391,5 +399,18 @@ mod tests {
             );
         }
         assert!(limiter.rate_factor() >= AIMD_FLOOR);
+        assert!(
+            limiter.rate_factor() < AIMD_FLOOR + 0.01,
+            "down to the floor"
+        );
+        // With a rate limit far above the shard's, the floor is still a share of the shard's.
+        let mut lifted = ShardLimiter::new(1_000_000, start);
+        for n in 0..100 {
+            lifted.on_throttled(
+                start + Duration::from_secs(2 * n),
+                start + Duration::from_secs(2 * n + 1),
+            );
+        }
+        assert!((lifted.rate_factor() * 10_000.0 - AIMD_FLOOR).abs() < 1e-9);
     }
 }
