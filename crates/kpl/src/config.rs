@@ -850,7 +850,12 @@ impl Config {
         engine.max_user_record_size = saturate(self.max_user_record_size);
         engine.max_outstanding_records = saturate(self.max_outstanding_records);
         engine.max_outstanding_bytes = saturate(self.max_outstanding_bytes);
-        engine.record_overhead_bytes = crate::producer::FACADE_BYTES_PER_RECORD;
+        engine.record_overhead_bytes = crate::producer::FACADE_BYTES_PER_RECORD
+            + if self.user_record_timeout.is_zero() {
+                0
+            } else {
+                crate::producer::TIMER_BYTES_PER_RECORD
+            };
         engine.ordering = self.ordering;
         engine.shard_map_refresh_interval = self.shard_map_refresh_interval.min(century);
         engine.outer_partition_key = self.outer_partition_key;
@@ -924,6 +929,7 @@ fn memory_markdown() -> String {
         ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD, record_charge,
     };
     let facade = crate::producer::FACADE_BYTES_PER_RECORD;
+    let timer = crate::producer::TIMER_BYTES_PER_RECORD;
     let typical = record_charge(116, facade);
     let limit = kpl_engine::DEFAULT_MAX_OUTSTANDING_BYTES;
     format!(
@@ -937,7 +943,8 @@ fn memory_markdown() -> String {
          accepted, so that encoding never passes the limit;\n\
          - {} bytes of bookkeeping: {ENGINE_BYTES_PER_RECORD} in the engine (its entry, its slot \
          in the record window, and room for the first and latest of its failed attempts should it \
-         be retried) and {facade} in the producer (its delivery channel).\n\n\
+         be retried) and {facade} in the producer (its delivery channel; {timer} more with \
+         `UserRecordTimeoutInMillis` set, for the future's timer).\n\n\
          A record with a 16-character key and 100 bytes of data is charged {typical} bytes, so a \
          default producer holds up to about {} of them before `send` refuses and `send_wait` \
          waits. `KinesisProducer::outstanding_bytes` reports the charge. What the limit does \

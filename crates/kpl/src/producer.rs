@@ -32,6 +32,9 @@ type Outcome = Result<Delivery, DeliveryError>;
 pub(crate) const FACADE_BYTES_PER_RECORD: usize =
     64 + size_of::<Option<Outcome>>() + 2 * size_of::<Option<oneshot::Sender<Outcome>>>();
 
+/// With `UserRecordTimeoutInMillis` set, each record's future also holds a boxed timer.
+pub(crate) const TIMER_BYTES_PER_RECORD: usize = 16 + size_of::<tokio::time::Sleep>();
+
 /// What `shutdown` could not deliver in time.
 #[derive(Debug, Default)]
 #[non_exhaustive]
