@@ -330,7 +330,8 @@ pub(crate) struct AttemptHistory {
 }
 
 impl AttemptHistory {
-    /// Attempts kept per record: the first and the latest five. Each outstanding record is
+    /// Attempts kept per record: the first, the latest, and one of every kind of failure, six
+    /// in all (see `keep`). Each outstanding record is
     /// charged room for them (see [`crate::memory`]).
     pub(crate) const KEPT: usize = 6;
 
@@ -359,11 +360,18 @@ impl AttemptHistory {
         self.last_end = end;
     }
 
-    /// Past the cap, the oldest attempt but the first is left out.
+    /// Past the cap, an attempt is left out: the oldest (but the first) whose error another kept
+    /// attempt also shows, so that every kind of failure a record met stays visible (a timed-out
+    /// call, which may have written it, among them); failing that, the oldest but the first.
     fn keep(&mut self, attempt: Attempt) {
         self.attempts.push(attempt);
         if self.attempts.len() > Self::KEPT {
-            self.attempts.remove(1);
+            let last = self.attempts.len() - 1;
+            let repeated = (1..last).find(|&i| {
+                let code = self.attempts[i].error_code();
+                (0..=last).any(|j| j != i && self.attempts[j].error_code() == code)
+            });
+            self.attempts.remove(repeated.unwrap_or(1));
             self.omitted = self.omitted.saturating_add(1);
         }
     }
@@ -457,7 +465,7 @@ impl Delivery {
         }
     }
     /// The attempts, the last one successful: every one, or for a record tried more than six
-    /// times, the first and the latest five.
+    /// times, six of them: the first, the latest, and one of every kind of failure met.
     pub fn attempts(&self) -> &[Attempt] {
         self.attempts.as_slice()
     }
@@ -532,7 +540,8 @@ impl Failure {
         self.record
     }
     /// The attempts, in order, the last one saying what finally went wrong: every one, or for
-    /// a record tried more than six times, the first and the latest five.
+    /// a record tried more than six times, six of them: the first, the latest, and one of every
+    /// kind of failure met.
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
     }
@@ -601,5 +610,31 @@ mod tests {
         // The latest four failures (96 to 99 ms) and the final attempt.
         assert_eq!(kept[1].delay(), Duration::from_millis(96));
         assert_eq!(list.last().delay(), Duration::from_millis(1_000));
+    }
+
+    #[test]
+    fn a_long_history_keeps_one_of_every_kind_of_failure() {
+        let start = SystemClock.now();
+        let busy = AttemptError::shared("ServiceUnavailable", "busy");
+        let timeout = AttemptError::shared("RequestTimeout", "no answer");
+        let mut history = AttemptHistory::new(start);
+        for n in 0..50u64 {
+            let error = if n == 3 { &timeout } else { &busy };
+            let attempt = Attempt::failed(Duration::from_millis(n), Duration::ZERO, error.clone());
+            history.push(attempt, start + Duration::from_secs(n));
+        }
+        let (kept, omitted) = history.into_parts();
+        assert_eq!(kept.len(), AttemptHistory::KEPT);
+        assert_eq!(omitted, 50 - AttemptHistory::KEPT as u32);
+        assert_eq!(kept[0].delay(), Duration::ZERO, "the first is kept");
+        assert!(
+            kept.iter()
+                .any(|a| a.error_code() == Some("RequestTimeout")),
+            "the one timed-out call is still there"
+        );
+        assert_eq!(
+            kept.last().map(Attempt::delay),
+            Some(Duration::from_millis(49))
+        );
     }
 }

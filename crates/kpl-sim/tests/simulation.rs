@@ -584,7 +584,7 @@ fn a_record_retried_for_a_long_time_keeps_a_bounded_history() {
     assert_eq!(pair.failed().count(), 3);
     for failure in pair.failed() {
         // Ten minutes of retries, at most ten seconds apart: far more than six attempts, of
-        // which the first and the latest five are kept.
+        // which six are kept: the first, the latest, one of every kind of failure.
         assert!(failure.attempt_count() > 50, "{}", failure.attempt_count());
         assert_eq!(failure.attempts().len(), 6);
         assert_eq!(failure.attempts()[0].error_code(), Some("InternalFailure"));

@@ -242,13 +242,14 @@ impl DeliveryError {
         self.kind
     }
 
-    /// The attempts, in order (every one, or the first and the latest five).
+    /// The attempts, in order (every one, or six: the first, the latest, and one of every kind
+    /// of failure met).
     pub fn attempts(&self) -> &[Attempt] {
         &self.attempts
     }
 
     /// How many attempts there were, those left out of [`attempts`](Self::attempts) (a record
-    /// tried more than six times keeps the first and the latest five) included.
+    /// tried more than six times keeps six) included.
     pub fn attempt_count(&self) -> usize {
         self.attempt_count
     }
