@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .build()?;
     let stream = Stream::new("quickstart")?;
 
-    let started = tokio::time::Instant::now();
+    let started = TokioClock.now();
     let mut pending = Vec::with_capacity(total);
     for i in 0..total {
         let record = Record::new(
@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             }
         }
     }
-    let elapsed = started.elapsed();
+    let elapsed = TokioClock.now().saturating_duration_since(started);
     let report = producer.shutdown(Duration::from_secs(5)).await;
 
     let (kinesis_records, readable) = transport.with_sim(|sim| {

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use kpl_engine::time::Clock;
 use kpl_engine::transport::Transport;
 use kpl_engine::{Delivery, Record, Stream, StreamStats};
 
@@ -30,13 +29,6 @@ impl BlockingProducerBuilder {
     pub fn transport(self, transport: impl Transport) -> Self {
         Self {
             inner: self.inner.transport(transport),
-        }
-    }
-
-    /// The clock.
-    pub fn clock(self, clock: impl Clock) -> Self {
-        Self {
-            inner: self.inner.clock(clock),
         }
     }
 
@@ -165,7 +157,7 @@ impl BlockingProducer {
     pub fn flush_all_timeout(&self, timeout: Duration) -> bool {
         let (producer, runtime) = self.parts();
         runtime.block_on(async {
-            match tokio::time::Instant::now().checked_add(timeout) {
+            match crate::clock::tokio_now().checked_add(timeout) {
                 Some(deadline) => tokio::time::timeout_at(deadline, producer.flush_all())
                     .await
                     .is_ok(),

@@ -9,9 +9,18 @@ use kpl_engine::time::Clock;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioClock;
 
+/// Tokio's current instant, for tokio's timers: the facade's one reading of it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the clock module is where the facade reads the time"
+)]
+pub(crate) fn tokio_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
+}
+
 impl Clock for TokioClock {
     fn now(&self) -> Instant {
-        tokio::time::Instant::now().into_std()
+        tokio_now().into_std()
     }
 
     #[allow(

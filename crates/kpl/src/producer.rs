@@ -53,7 +53,6 @@ pub struct ShutdownReport {
 pub struct ProducerBuilder {
     config: Config,
     transport: Option<SharedTransport>,
-    clock: Option<Arc<dyn Clock>>,
 }
 
 impl fmt::Debug for ProducerBuilder {
@@ -78,12 +77,6 @@ impl ProducerBuilder {
         self
     }
 
-    /// The clock (default: tokio's, so paused-time tests drive the producer).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Arc::new(clock));
-        self
-    }
-
     /// Checks the configuration and starts the producer's driver task on the current tokio
     /// runtime.
     pub fn build(self) -> Result<KinesisProducer, BuildError> {
@@ -99,7 +92,9 @@ impl ProducerBuilder {
             Some(transport) => transport,
             None => default_transport(&self.config)?,
         };
-        let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(TokioClock));
+        // The producer's time is tokio's: its timers (delivery timeouts, `send_wait_timeout`,
+        // the driver's sleeps) are tokio's, so a clock that disagreed with them could not work.
+        let clock = TokioClock;
         let seed = self.config.rng_seed.unwrap_or_else(|| {
             let wall = clock
                 .system_time()
@@ -254,7 +249,7 @@ struct Shared {
     state: Mutex<State>,
     driver_wake: Notify,
     space: Notify,
-    clock: Arc<dyn Clock>,
+    clock: TokioClock,
     max_connections: usize,
     request_timeout: Duration,
     user_record_timeout: Option<Duration>,
@@ -453,7 +448,6 @@ impl KinesisProducer {
         ProducerBuilder {
             config: Config::default(),
             transport: None,
-            clock: None,
         }
     }
 
@@ -551,7 +545,7 @@ impl KinesisProducer {
     ) -> Result<DeliveryFuture, SendError> {
         // A timeout too long to be a time is no limit.
         let limit = timeout.and_then(|timeout| {
-            let deadline = tokio::time::Instant::now().checked_add(timeout)?;
+            let deadline = crate::clock::tokio_now().checked_add(timeout)?;
             Some((deadline, timeout))
         });
         // The common case needs no waiting, no queueing and no registration with the notifier.

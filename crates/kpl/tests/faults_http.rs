@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use faulty::{Fault, FaultyKinesis, RandomFaults};
 use kpl::time::{Clock, SystemClock};
-use kpl::{Attempt, Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream};
+use kpl::{
+    Attempt, Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream, TokioClock,
+};
 use kpl_aggregation::HashKey;
 use kpl_sim::SimKinesis;
 use rand::rngs::SmallRng;
@@ -469,10 +471,10 @@ async fn a_stuck_shard_holds_its_records_and_memory_stays_flat() {
     let (mut accepted, mut refused) = (0usize, 0usize);
     let mut samples: Vec<(Duration, u64, usize)> = Vec::new();
     let mut full_at = None;
-    let start = tokio::time::Instant::now();
+    let start = TokioClock.now();
     let mut ticks = tokio::time::interval(Duration::from_millis(10));
     let mut next_sample = Duration::ZERO;
-    while start.elapsed() < run_for {
+    while TokioClock.now().saturating_duration_since(start) < run_for {
         ticks.tick().await;
         for _ in 0..per_tick {
             let key: String = (0..16)
@@ -487,13 +489,14 @@ async fn a_stuck_shard_holds_its_records_and_memory_stays_flat() {
                 Err(error) => {
                     assert_eq!(error.kind(), kpl::SendErrorKind::BufferFull, "{error}");
                     refused += 1;
-                    full_at.get_or_insert_with(|| start.elapsed());
+                    full_at
+                        .get_or_insert_with(|| TokioClock.now().saturating_duration_since(start));
                 }
             }
         }
-        if start.elapsed() >= next_sample {
+        if TokioClock.now().saturating_duration_since(start) >= next_sample {
             let sample = (
-                start.elapsed(),
+                TokioClock.now().saturating_duration_since(start),
                 rss_kib().unwrap_or_default(),
                 producer.outstanding_bytes(),
             );
