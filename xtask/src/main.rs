@@ -442,35 +442,23 @@ fn memory(args: &[String]) -> Result {
         [flag, n] if flag == "--minutes" => n.parse().map_err(|_| "--minutes takes a number")?,
         _ => return Err("usage: cargo xtask memory [--minutes N]".to_owned()),
     };
+    // One test of `crates/kpl/tests/faults_http.rs`, in release, with its output shown.
+    let http_test = |filter: &str, variable: &str, value: String| {
+        let mut command = cargo();
+        command
+            .args(["test", "--release", "--locked", "-p", "kpl"])
+            .args(["--features", "aws", "--test", "faults_http", filter])
+            .args(["--", "--nocapture"])
+            .env(variable, value);
+        command
+    };
     run(
         "memory with a stalled endpoint, default limits",
-        cargo()
-            .args([
-                "test",
-                "--release",
-                "--locked",
-                "-p",
-                "kpl",
-                "--features",
-                "aws",
-            ])
-            .args(["--test", "faults_http", "stalled", "--", "--nocapture"])
-            .env("KPL_MEMORY_RUN", "1"),
+        &mut http_test("stalled", "KPL_MEMORY_RUN", "1".to_owned()),
     )?;
     run(
         &format!("memory with one stuck shard for {minutes} minutes, default limits"),
-        cargo()
-            .args([
-                "test",
-                "--release",
-                "--locked",
-                "-p",
-                "kpl",
-                "--features",
-                "aws",
-            ])
-            .args(["--test", "faults_http", "stuck", "--", "--nocapture"])
-            .env("KPL_MEMORY_MINUTES", minutes.to_string()),
+        &mut http_test("stuck", "KPL_MEMORY_MINUTES", minutes.to_string()),
     )
 }
 

@@ -88,22 +88,18 @@ impl Accepted {
     }
 
     fn advance(&mut self, now: Instant) {
-        let span = (ACCEPTED_SPAN.as_nanos() / ACCEPTED_STEP.as_nanos()) as usize;
-        let mut moved = 0;
+        if now.saturating_duration_since(self.current) >= ACCEPTED_SPAN {
+            // Idle for longer than the span: nothing in it counts any more.
+            self.steps.clear();
+            self.steps.push_back((0.0, 0.0));
+            self.current = now;
+            return;
+        }
         while now >= self.current + ACCEPTED_STEP {
             self.current += ACCEPTED_STEP;
             self.steps.push_back((0.0, 0.0));
-            moved += 1;
-            if moved > span {
-                // Idle for longer than the span: nothing in it counts any more.
-                self.steps.clear();
-                self.steps.push_back((0.0, 0.0));
-                let behind = now.saturating_duration_since(self.current);
-                self.current +=
-                    ACCEPTED_STEP * (behind.as_nanos() / ACCEPTED_STEP.as_nanos()) as u32;
-                break;
-            }
         }
+        let span = (ACCEPTED_SPAN.as_nanos() / ACCEPTED_STEP.as_nanos()) as usize;
         while self.steps.len() > span {
             self.steps.pop_front();
         }

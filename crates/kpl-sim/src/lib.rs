@@ -39,4 +39,4 @@ pub use service::{
     ConsumedRecord, Counters, DroppedByKcl, Enforcement, Faults, KclView, ScriptedFault, SimError,
     SimKinesis, StoredRecord,
 };
-pub use transport::SimTransport;
+pub use transport::{SimTransport, UnansweredTransport};

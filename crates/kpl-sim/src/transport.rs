@@ -76,3 +76,23 @@ impl Transport for SimTransport {
         })
     }
 }
+
+/// A transport whose calls never answer, as a service that takes connections and hangs: every
+/// record stays outstanding until its timeouts, a shutdown or the producer's drop end it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnansweredTransport;
+
+impl Transport for UnansweredTransport {
+    fn put_records(&self, _: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
+        TransportFuture::new(std::future::pending())
+    }
+    fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
+        TransportFuture::new(std::future::pending())
+    }
+    fn describe_stream_summary(
+        &self,
+        _: DescribeStreamSummaryRequest,
+    ) -> TransportFuture<StreamSummary> {
+        TransportFuture::new(std::future::pending())
+    }
+}

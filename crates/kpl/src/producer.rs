@@ -1059,34 +1059,12 @@ impl Future for DeliveryFuture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpl_engine::transport::{
-        DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsRequest,
-        PutRecordsResponse, StreamSummary, TransportFuture,
-    };
-
-    /// A transport whose calls never answer: records stay outstanding.
-    #[derive(Debug)]
-    struct NeverAnswers;
-
-    impl Transport for NeverAnswers {
-        fn put_records(&self, _: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
-            TransportFuture::new(std::future::pending())
-        }
-        fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
-            TransportFuture::new(std::future::pending())
-        }
-        fn describe_stream_summary(
-            &self,
-            _: DescribeStreamSummaryRequest,
-        ) -> TransportFuture<StreamSummary> {
-            TransportFuture::new(std::future::pending())
-        }
-    }
+    use kpl_sim::UnansweredTransport;
 
     #[tokio::test(start_paused = true)]
     async fn flush_calls_with_nothing_accepted_in_between_share_one_marker() {
         let producer = KinesisProducer::builder()
-            .transport(NeverAnswers)
+            .transport(UnansweredTransport)
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
@@ -1105,7 +1083,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn flush_calls_given_up_on_while_records_keep_coming_leave_no_markers_behind() {
         let producer = KinesisProducer::builder()
-            .transport(NeverAnswers)
+            .transport(UnansweredTransport)
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));

@@ -5,12 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kpl::time::Clock;
-use kpl::transport::{
-    DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsRequest,
-    PutRecordsResponse, StreamSummary, Transport, TransportFuture,
-};
 use kpl::{BlockingProducer, Config, DeliveryErrorKind, Record, Stream, TokioClock};
-use kpl_sim::{Faults, SimKinesis, SimTransport};
+use kpl_sim::{Faults, SimKinesis, SimTransport, UnansweredTransport};
 
 fn producer() -> (BlockingProducer, SimTransport) {
     let mut sim = SimKinesis::new(5);
@@ -84,32 +80,13 @@ fn dropping_the_blocking_producer_cancels_what_is_pending() {
     assert_eq!(error.kind(), DeliveryErrorKind::Cancelled, "{error}");
 }
 
-/// A transport whose calls never answer.
-#[derive(Debug)]
-struct NeverAnswers;
-
-impl Transport for NeverAnswers {
-    fn put_records(&self, _: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
-        TransportFuture::new(std::future::pending())
-    }
-    fn list_shards(&self, _: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
-        TransportFuture::new(std::future::pending())
-    }
-    fn describe_stream_summary(
-        &self,
-        _: DescribeStreamSummaryRequest,
-    ) -> TransportFuture<StreamSummary> {
-        TransportFuture::new(std::future::pending())
-    }
-}
-
 #[test]
 fn blocking_waits_honour_the_user_record_timeout_and_flush_can_time_out() {
     let mut config = Config::default();
     config.user_record_timeout = Duration::from_millis(100);
     let producer = BlockingProducer::builder()
         .config(config)
-        .transport(NeverAnswers)
+        .transport(UnansweredTransport)
         .build()
         .unwrap();
     let delivery = producer
