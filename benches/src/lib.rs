@@ -162,7 +162,7 @@ pub fn run_engine(records: Vec<Record>, ranges: &[HashKeyRange]) -> usize {
             serve(&mut engine, now, &mut delivered);
         }
     }
-    engine.flush(None, now);
+    engine.flush(now);
     while engine.outstanding_records() > 0 {
         serve(&mut engine, now, &mut delivered);
         match engine.poll_timeout() {
@@ -328,7 +328,7 @@ pub fn run_producer(records: Vec<Record>, transport: impl kpl_engine::Transport)
                 Err(_) => return 0,
             }
         }
-        producer.flush_all().await;
+        producer.flush_and_wait().await;
         let mut delivered = 0;
         for future in pending {
             delivered += usize::from(future.await.is_ok());

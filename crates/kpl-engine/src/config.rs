@@ -15,6 +15,11 @@ pub const PUT_RECORDS_MAX_BYTES: usize = 10 * 1024 * 1024;
 pub(crate) const DEFAULT_COLLECTION_MAX_SIZE: usize = 5 * 1024 * 1024;
 /// The largest record size a stream can be configured for (`MaxRecordSizeInKiB` = 10240).
 pub const MAX_RECORD_SIZE_LIMIT: usize = 10 * 1024 * 1024;
+/// The sizes `max_user_record_size` may take: from 64 bytes to the largest record a stream can
+/// be configured for.
+pub const MAX_USER_RECORD_SIZE_RANGE: std::ops::RangeInclusive<usize> = 64..=MAX_RECORD_SIZE_LIMIT;
+/// The smallest `collection_max_size` (the KPL's): one 51 KiB aggregate and its key fit.
+pub const MIN_COLLECTION_MAX_SIZE: usize = 52_224;
 /// The default `max_outstanding_bytes`: 64 MiB of records, bookkeeping and encoded copies.
 pub const DEFAULT_MAX_OUTSTANDING_BYTES: usize = 64 * 1024 * 1024;
 /// The longest duration any setting may have: a century, the same as forever for a producer,
@@ -181,7 +186,7 @@ impl EngineConfig {
         check(
             "collection_max_size",
             self.collection_max_size,
-            self.collection_max_size >= 52_224,
+            self.collection_max_size >= MIN_COLLECTION_MAX_SIZE,
             "52224..",
         )?;
         check(
@@ -205,7 +210,7 @@ impl EngineConfig {
         check(
             "max_user_record_size",
             self.max_user_record_size,
-            (64..=MAX_RECORD_SIZE_LIMIT).contains(&self.max_user_record_size),
+            MAX_USER_RECORD_SIZE_RANGE.contains(&self.max_user_record_size),
             "64..=10485760",
         )?;
         check(

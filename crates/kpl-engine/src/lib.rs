@@ -26,12 +26,13 @@ pub mod transport;
 
 pub use config::{
     DEFAULT_MAX_OUTSTANDING_BYTES, EngineConfig, InvalidConfig, MAX_DURATION,
-    MAX_RECORD_SIZE_LIMIT, OrderingMode, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
+    MAX_RECORD_SIZE_LIMIT, MAX_USER_RECORD_SIZE_RANGE, MIN_COLLECTION_MAX_SIZE, OrderingMode,
+    PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
 };
 pub use engine::{Engine, RequestId};
 pub use outcome::{
     Attempt, Delivery, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason,
-    Rejected,
+    Rejected, codes,
 };
 pub use shard_map::ShardMap;
 pub use stats::{ShardStats, StreamStats, Summary};

@@ -10,6 +10,29 @@ use kpl_aggregation::HashKeyParseError;
 use crate::stream::Stream;
 use crate::transport::{ShardId, TransportErrorKind};
 
+/// Error codes the producer gives attempts it judged failed itself, next to the codes the
+/// service answers with (docs/aws-errors.md lists both). They appear in
+/// [`Attempt::error_code`] and as keys of
+/// [`StreamStats::errors_by_code`](crate::StreamStats::errors_by_code).
+pub mod codes {
+    /// The record reached `record_ttl` before it could be written.
+    pub const EXPIRED: &str = "Expired";
+    /// An aggregate landed on a shard that does not own all of its records; a KCL consumer
+    /// would drop it there, so every record in it was sent again.
+    pub const WRONG_SHARD: &str = "WrongShard";
+    /// An aggregate landed on a shard no map read listed in time; each record in it was sent
+    /// again alone, and a consumer may read the first copy too.
+    pub const UNJUDGED_LANDING: &str = "UnjudgedLanding";
+    /// The transport answered a request with another operation's response.
+    pub const UNEXPECTED_RESPONSE: &str = "UnexpectedResponse";
+    /// The transport's call panicked or was cancelled.
+    pub const TRANSPORT_PANICKED: &str = "TransportPanicked";
+    /// A `PutRecords` answer held a different number of results than the request had entries.
+    pub const RECORD_COUNT_MISMATCH: &str = "RecordCountMismatch";
+    /// `ListShards` pages that do not make a listing (too many, or a repeated token).
+    pub const MALFORMED_LISTING: &str = "MalformedListing";
+}
+
 /// A record as the application hands it over.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
@@ -172,6 +195,12 @@ impl Rejected {
     /// The caller's record, back.
     pub fn into_record(self) -> Record {
         self.0.record
+    }
+
+    /// The reason and the record.
+    pub fn into_parts(self) -> (RejectReason, Record) {
+        let parts = *self.0;
+        (parts.reason, parts.record)
     }
 }
 

@@ -120,7 +120,7 @@ fn aggregation_goes_on_with_the_old_map_during_a_refresh() {
         let record = Record::new(stream(), format!("k{i}"), vec![1; 10]);
         engine.submit(record, refresh_at).unwrap();
     }
-    engine.flush(None, refresh_at);
+    engine.flush(refresh_at);
     let sent = puts(drain(&mut engine, refresh_at));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].1.entries.len(), 1, "100 records in one aggregate");
@@ -141,7 +141,7 @@ fn requests_never_break_service_limits_whatever_the_config() {
         let record = Record::new(stream(), format!("k{i}"), vec![7; 20_000]);
         engine.submit(record, t0).unwrap();
     }
-    engine.flush(None, t0);
+    engine.flush(t0);
     // The byte bucket (10 MiB) lets part through at once; the rest follows as tokens come.
     let mut sent = puts(drain(&mut engine, t0));
     while let Some(at) = engine.poll_timeout() {
@@ -188,7 +188,7 @@ fn count_and_size_limits_close_aggregates_and_requests() {
         let record = Record::new(stream(), format!("k{i}"), vec![1; 100]);
         engine.submit(record, t0).unwrap();
     }
-    engine.flush(None, t0);
+    engine.flush(t0);
     let sent = puts(drain(&mut engine, t0));
     let sizes: Vec<usize> = sent[0].1.entries.iter().map(|e| e.data().len()).collect();
     assert!(sizes.len() >= 6, "{sizes:?}");
@@ -226,7 +226,7 @@ fn abandon_fails_everything_and_hands_records_back() {
         let record = Record::new(stream(), format!("k{i}"), vec![i]);
         engine.submit(record, t0).unwrap();
     }
-    engine.flush(None, t0);
+    engine.flush(t0);
     let in_flight = puts(drain(&mut engine, t0));
     engine
         .submit(Record::new(stream(), "late", vec![9]), t0)
@@ -235,7 +235,7 @@ fn abandon_fails_everything_and_hands_records_back() {
     engine
         .submit(Record::new(stream(), "queued", vec![8]), t0)
         .unwrap();
-    engine.flush(None, t0);
+    engine.flush(t0);
     engine.abandon();
     let mut reasons = Vec::new();
     while let Some(event) = engine.poll_event() {
@@ -268,7 +268,7 @@ fn a_whole_request_error_is_retried_after_a_backoff() {
     engine
         .submit(Record::new(stream(), "k", vec![1]), t0)
         .unwrap();
-    engine.flush(None, t0);
+    engine.flush(t0);
     let sent = puts(drain(&mut engine, t0));
     let error = TransportError::from_code("InternalFailure", "boom");
     engine.handle_response(sent[0].0, Err(error), t0 + ms(10));
@@ -356,7 +356,7 @@ fn an_answer_with_the_wrong_entry_count_fails_its_records_and_frees_the_shard() 
         engine
             .submit(Record::new(stream(), "k", vec![1]), t0)
             .unwrap();
-        engine.flush(None, t0);
+        engine.flush(t0);
         let sent = puts(drain(&mut engine, t0));
         assert_eq!(sent.len(), 1);
         let empty = Response::PutRecords(PutRecordsResponse { entries: vec![] });
@@ -373,7 +373,7 @@ fn an_answer_with_the_wrong_entry_count_fails_its_records_and_frees_the_shard() 
         engine
             .submit(Record::new(stream(), "k", vec![2]), t0 + ms(10))
             .unwrap();
-        engine.flush(None, t0 + ms(10));
+        engine.flush(t0 + ms(10));
         let next = puts(drain(&mut engine, t0 + ms(10)));
         assert_eq!(next.len(), 1, "{ordering:?}: the shard sends again");
         engine.handle_response(next[0].0, Ok(written(&next[0].1)), t0 + ms(20));
@@ -465,7 +465,7 @@ fn expired_token_answers_are_retried_for_a_while_then_fail() {
     engine
         .submit(Record::new(stream(), "k", vec![1]), t0)
         .unwrap();
-    engine.flush(None, t0);
+    engine.flush(t0);
     let mut now = t0;
     let mut sent = puts(drain(&mut engine, now));
     let mut tries = 0;
@@ -512,7 +512,7 @@ fn a_request_refused_as_invalid_is_split_so_only_the_bad_entry_fails() {
             .submit(Record::new(stream(), key, vec![1; 10]), t0)
             .unwrap();
     }
-    engine.flush(None, t0);
+    engine.flush(t0);
     let sent = puts(drain(&mut engine, t0));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].1.entries.len(), 3);
@@ -570,7 +570,7 @@ fn a_request_that_waited_in_the_engine_past_the_records_ttl_is_not_sent() {
         engine
             .submit(Record::new(stream(), "k", vec![1]), t0)
             .unwrap();
-        engine.flush(None, t0);
+        engine.flush(t0);
         // The driver's connections stay busy for two seconds: the request waits in the engine.
         let later = t0 + Duration::from_secs(2);
         assert!(engine.has_requests());
@@ -587,7 +587,7 @@ fn a_request_that_waited_in_the_engine_past_the_records_ttl_is_not_sent() {
         engine
             .submit(Record::new(stream(), "k", vec![2]), later)
             .unwrap();
-        engine.flush(None, later);
+        engine.flush(later);
         assert_eq!(puts(drain(&mut engine, later)).len(), 1, "{ordering:?}");
     }
 }
@@ -607,7 +607,7 @@ fn an_aggregate_waiting_past_the_ttl_of_some_of_its_records_goes_without_them() 
         engine
             .submit(Record::new(stream(), "new", vec![2]), t1)
             .unwrap();
-        engine.flush(None, t1);
+        engine.flush(t1);
         assert!(engine.has_requests(), "one aggregate of both, waiting");
         // The connections free up after the first record's TTL, before the second's.
         let later = t0 + ms(1_200);

@@ -32,7 +32,7 @@ fn send_aggregate(engine: &mut Engine, keys: &[String], now: Instant) -> Sent {
             .submit(Record::new(stream(), key.clone(), vec![7; 20]), now)
             .unwrap();
     }
-    engine.flush(None, now);
+    engine.flush(now);
     let sent = puts(drain(engine, now));
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].1.entries.len(), 1, "one aggregate");
@@ -104,7 +104,7 @@ fn an_aggregate_on_an_unknown_child_that_owns_it_waits_for_the_map_and_is_not_re
         engine
             .submit(Record::new(stream(), keys[0].clone(), vec![8; 20]), landed)
             .unwrap();
-        engine.flush(None, landed);
+        engine.flush(landed);
         if ordering == OrderingMode::PerShard {
             assert!(puts(drain(&mut engine, landed)).is_empty());
         }
@@ -138,7 +138,7 @@ fn an_aggregate_on_an_unknown_child_that_owns_it_waits_for_the_map_and_is_not_re
         assert_eq!(stats(&engine).user_records_put, put.count as u64 + 1);
 
         // The record held behind it now goes to the child.
-        engine.flush(None, mapped);
+        engine.flush(mapped);
         let mut now = mapped;
         let mut sent = puts(drain(&mut engine, now));
         while sent.is_empty() {

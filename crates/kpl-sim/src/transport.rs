@@ -43,7 +43,7 @@ impl SimTransport {
 fn mismatch() -> TransportError {
     TransportError::new(
         TransportErrorKind::Other,
-        "UnexpectedResponse",
+        kpl_engine::codes::UNEXPECTED_RESPONSE,
         "the simulator answered another operation",
     )
 }

@@ -141,29 +141,34 @@ impl BlockingProducer {
             })
     }
 
-    /// Sends what is buffered now, without waiting.
-    pub fn flush(&self, stream: Option<&Stream>) {
-        self.parts().0.flush(stream);
+    /// Sends what is buffered for every stream now, without waiting for the outcomes.
+    pub fn flush(&self) {
+        self.parts().0.flush();
+    }
+
+    /// [`flush`](Self::flush) for one stream.
+    pub fn flush_stream(&self, stream: &Stream) {
+        self.parts().0.flush_stream(stream);
     }
 
     /// Blocks until every record accepted before the call has its outcome.
-    pub fn flush_all(&self) {
+    pub fn flush_and_wait(&self) {
         let (producer, runtime) = self.parts();
-        runtime.block_on(producer.flush_all());
+        runtime.block_on(producer.flush_and_wait());
     }
 
     /// Blocks until every record accepted before the call has its outcome, or `timeout` passes.
     /// Returns whether they all have one. (The records go on either way.)
-    pub fn flush_all_timeout(&self, timeout: Duration) -> bool {
+    pub fn flush_and_wait_timeout(&self, timeout: Duration) -> bool {
         let (producer, runtime) = self.parts();
         runtime.block_on(async {
             match crate::clock::tokio_now().checked_add(timeout) {
-                Some(deadline) => tokio::time::timeout_at(deadline, producer.flush_all())
+                Some(deadline) => tokio::time::timeout_at(deadline, producer.flush_and_wait())
                     .await
                     .is_ok(),
                 // Too long to be a time: no limit.
                 None => {
-                    producer.flush_all().await;
+                    producer.flush_and_wait().await;
                     true
                 }
             }

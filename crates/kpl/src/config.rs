@@ -11,7 +11,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use kpl_aggregation::{MaxAggregateSize, OuterPartitionKey};
-use kpl_engine::{EngineConfig, OrderingMode};
+use kpl_engine::{
+    EngineConfig, MAX_USER_RECORD_SIZE_RANGE, MIN_COLLECTION_MAX_SIZE, OrderingMode,
+    PUT_RECORDS_MAX_ENTRIES,
+};
 
 use crate::error::ConfigError;
 use crate::properties;
@@ -178,27 +181,27 @@ impl Default for Config {
     fn default() -> Self {
         let engine = EngineConfig::default();
         Self {
-            aggregation_enabled: true,
-            aggregation_max_count: 4_294_967_295,
-            aggregation_max_size: 51_200,
-            collection_max_count: 500,
-            collection_max_size: 5_242_880,
+            aggregation_enabled: engine.aggregation_enabled,
+            aggregation_max_count: engine.aggregation_max_count,
+            aggregation_max_size: engine.aggregation_max_size.get() as u64,
+            collection_max_count: engine.collection_max_count as u64,
+            collection_max_size: engine.collection_max_size as u64,
             connect_timeout: Duration::from_millis(6_000),
             request_timeout: Duration::from_millis(6_000),
-            fail_if_throttled: false,
+            fail_if_throttled: engine.fail_if_throttled,
             kinesis_endpoint: String::new(),
             kinesis_port: 443,
             cloudwatch_endpoint: String::new(),
             cloudwatch_port: 443,
             max_connections: 24,
-            max_user_record_size: 1_048_576,
+            max_user_record_size: engine.max_user_record_size as u64,
             metrics_granularity: MetricsGranularity::Shard,
             metrics_level: MetricsLevel::Detailed,
             metrics_namespace: "KinesisProducerLibrary".to_owned(),
             metrics_upload_delay: Duration::from_millis(60_000),
-            rate_limit: 150,
-            record_max_buffered_time: Duration::from_millis(100),
-            record_ttl: Duration::from_millis(30_000),
+            rate_limit: engine.rate_limit,
+            record_max_buffered_time: engine.record_max_buffered_time,
+            record_ttl: engine.record_ttl,
             region: String::new(),
             verify_certificate: true,
             proxy_host: String::new(),
@@ -212,9 +215,9 @@ impl Default for Config {
             credentials: None,
             max_outstanding_records: engine.max_outstanding_records as u64,
             max_outstanding_bytes: engine.max_outstanding_bytes as u64,
-            ordering: OrderingMode::Unordered,
+            ordering: engine.ordering,
             shard_map_refresh_interval: engine.shard_map_refresh_interval,
-            outer_partition_key: OuterPartitionKey::Constant,
+            outer_partition_key: engine.outer_partition_key,
             retry_backoff_base: engine.retry_backoff_base,
             retry_backoff_cap: engine.retry_backoff_cap,
             rng_seed: None,
@@ -429,15 +432,15 @@ pub static KEYS: &[Key] = &[
     key!("AggregationMaxSize", "aggregation_max_size", Kpl, "51200", "64..=10485760",
         "Most bytes in one aggregate (exact); a record larger by itself is sent alone.",
         get: |c| c.aggregation_max_size.to_string(),
-        set: |c, v| { c.aggregation_max_size = int(v, 64, 10_485_760)?; Ok(()) }),
+        set: |c, v| { c.aggregation_max_size = int(v, MaxAggregateSize::MIN as u64, MaxAggregateSize::MAX as u64)?; Ok(()) }),
     key!("CollectionMaxCount", "collection_max_count", Kpl, "500", "1..=500",
         "Most Kinesis records in one PutRecords call.",
         get: |c| c.collection_max_count.to_string(),
-        set: |c, v| { c.collection_max_count = int(v, 1, 500)?; Ok(()) }),
+        set: |c, v| { c.collection_max_count = int(v, 1, PUT_RECORDS_MAX_ENTRIES as u64)?; Ok(()) }),
     key!("CollectionMaxSize", "collection_max_size", Kpl, "5242880", "52224..=9223372036854775807",
         "Most bytes (data + partition keys) in one PutRecords call; calls never pass the service's 10 MiB.",
         get: |c| c.collection_max_size.to_string(),
-        set: |c, v| { c.collection_max_size = int(v, 52_224, I64_MAX)?; Ok(()) }),
+        set: |c, v| { c.collection_max_size = int(v, MIN_COLLECTION_MAX_SIZE as u64, I64_MAX)?; Ok(()) }),
     key!("ConnectTimeout", "connect_timeout", Kpl, "6000", "100..=300000 (ms)",
         "Timeout for establishing a connection.",
         get: |c| ms_text(c.connect_timeout),
@@ -473,7 +476,7 @@ pub static KEYS: &[Key] = &[
     key!("MaxUserRecordSize", "max_user_record_size", Kpl, "1048576", "64..=10485760",
         "Largest record (data + partition key) accepted until the stream reports its own MaxRecordSizeInKiB.",
         get: |c| c.max_user_record_size.to_string(),
-        set: |c, v| { c.max_user_record_size = int(v, 64, 10_485_760)?; Ok(()) }),
+        set: |c, v| { c.max_user_record_size = int(v, *MAX_USER_RECORD_SIZE_RANGE.start() as u64, *MAX_USER_RECORD_SIZE_RANGE.end() as u64)?; Ok(()) }),
     key!("MetricsGranularity", "metrics_granularity", Kpl, "shard", "global, stream, shard",
     "Dimension levels of the metrics. Checked now; used once the CloudWatch exporter exists.",
     get: |c| match c.metrics_granularity {
@@ -794,21 +797,13 @@ impl Config {
             (key.set)(&mut scratch, &value)
                 .map_err(|Invalid| ConfigError::invalid(key.name, &value, key.range, key.secret))?;
         }
-        if self.max_outstanding_bytes < self.max_user_record_size {
-            return Err(ConfigError::invalid(
-                "MaxOutstandingBytes",
-                &self.max_outstanding_bytes.to_string(),
-                "at least MaxUserRecordSize",
-                false,
-            ));
-        }
-        if self.retry_backoff_cap < self.retry_backoff_base {
-            return Err(ConfigError::invalid(
-                "RetryBackoffCap",
-                &ms_text(self.retry_backoff_cap),
-                "at least RetryBackoffBase",
-                false,
-            ));
+        // Settings that only make sense together are the engine's to judge: its checks, named
+        // by the KPL key of the field at fault.
+        if let Err(invalid) = self.engine_config(0).validate() {
+            let key = KEYS.iter().find(|key| key.field == invalid.key());
+            let name = key.map_or_else(|| invalid.key(), |key| key.name);
+            let value = key.map_or_else(|| invalid.value().to_owned(), |key| (key.get)(self));
+            return Err(ConfigError::invalid(name, &value, invalid.allowed(), false));
         }
         if let Some(credentials) = &self.credentials {
             if credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty() {
@@ -955,4 +950,29 @@ fn memory_markdown() -> String {
         ENGINE_BYTES_PER_RECORD + facade,
         limit / typical,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_gives_the_engine_its_own_defaults() {
+        let engine = Config::default().engine_config(7);
+        let mut expected = EngineConfig::default();
+        expected.record_overhead_bytes = crate::producer::FACADE_BYTES_PER_RECORD;
+        expected.rng_seed = 7;
+        // EngineConfig has no PartialEq (it would tie every future field to it); its Debug
+        // lists every field.
+        assert_eq!(format!("{engine:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn settings_wrong_together_are_refused_by_the_engine_under_the_kpl_key() {
+        let mut config = Config::default();
+        config.max_outstanding_bytes = config.max_user_record_size - 1;
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.key(), Some("MaxOutstandingBytes"));
+        assert_eq!(error.allowed(), Some("at least max_user_record_size"));
+    }
 }

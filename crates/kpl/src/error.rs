@@ -139,38 +139,51 @@ pub enum SendErrorKind {
 /// A record `send` did not take, with the reason and the record back.
 pub struct SendError {
     kind: SendErrorKind,
-    message: String,
+    cause: SendCause,
     record: Box<Record>,
+}
+
+/// What decided a refusal: the engine's typed reason, or the facade's own state.
+enum SendCause {
+    Rejected(RejectReason),
+    Facade(String),
 }
 
 impl SendError {
     pub(crate) fn new(kind: SendErrorKind, message: impl Into<String>, record: Record) -> Self {
         Self {
             kind,
-            message: message.into(),
+            cause: SendCause::Facade(message.into()),
             record: Box::new(record),
         }
     }
 
-    pub(crate) fn from_rejected(reason: &RejectReason, record: Record) -> Self {
+    pub(crate) fn from_rejected(reason: RejectReason, record: Record) -> Self {
         let kind = match reason {
-            reason if reason.is_back_pressure() => SendErrorKind::BufferFull,
+            ref reason if reason.is_back_pressure() => SendErrorKind::BufferFull,
             RejectReason::TooLarge { .. } => SendErrorKind::TooLarge,
             _ => SendErrorKind::InvalidRecord,
         };
-        let mut message = reason.to_string();
-        let mut source = std::error::Error::source(reason);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
+        Self {
+            kind,
+            cause: SendCause::Rejected(reason),
+            record: Box::new(record),
         }
-        Self::new(kind, message, record)
     }
 
     /// Why.
     pub fn kind(&self) -> SendErrorKind {
         self.kind
+    }
+
+    /// The engine's reason, with its numbers (the size and the limit, the outstanding charge,
+    /// the key's length), when the engine refused the record; `None` when the producer did
+    /// (shutting down, waiting senders first, `send_wait_timeout` ran out).
+    pub fn reject_reason(&self) -> Option<&RejectReason> {
+        match &self.cause {
+            SendCause::Rejected(reason) => Some(reason),
+            SendCause::Facade(_) => None,
+        }
     }
 
     /// The record.
@@ -186,26 +199,35 @@ impl SendError {
 
 impl fmt::Debug for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SendError")
-            .field("kind", &self.kind)
-            .field("message", &self.message)
-            .field("record", &self.record)
-            .finish()
+        let mut debug = f.debug_struct("SendError");
+        debug.field("kind", &self.kind);
+        match &self.cause {
+            SendCause::Rejected(reason) => debug.field("reason", reason),
+            SendCause::Facade(message) => debug.field("message", message),
+        };
+        debug.field("record", &self.record).finish()
     }
 }
 
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "record for {} not accepted: {}",
-            self.record.stream(),
-            self.message
-        )
+        write!(f, "record for {} not accepted: ", self.record.stream())?;
+        match &self.cause {
+            SendCause::Rejected(reason) => write!(f, "{reason}"),
+            SendCause::Facade(message) => f.write_str(message),
+        }
     }
 }
 
-impl std::error::Error for SendError {}
+impl std::error::Error for SendError {
+    /// The cause under the engine's reason (an explicit hash key's parse error), if any.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            SendCause::Rejected(reason) => std::error::Error::source(reason),
+            SendCause::Facade(_) => None,
+        }
+    }
+}
 
 /// How a delivery ended without the record being written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -229,7 +251,7 @@ pub enum DeliveryErrorKind {
 /// `return_user_record_on_failure`) the record.
 #[derive(Clone, Debug)]
 pub struct DeliveryError {
-    pub(crate) id: Option<RecordId>,
+    pub(crate) id: RecordId,
     pub(crate) kind: DeliveryErrorKind,
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) attempt_count: usize,
@@ -237,6 +259,11 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
+    /// The record's id, as [`DeliveryFuture::id`](crate::DeliveryFuture::id) gave it.
+    pub fn id(&self) -> RecordId {
+        self.id
+    }
+
     /// How it ended.
     pub fn kind(&self) -> DeliveryErrorKind {
         self.kind
@@ -272,10 +299,7 @@ impl DeliveryError {
 
 impl fmt::Display for DeliveryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.id {
-            Some(id) => write!(f, "record {} ", id.get())?,
-            None => f.write_str("record ")?,
-        }
+        write!(f, "record {} ", self.id.get())?;
         match self.kind {
             DeliveryErrorKind::Failed(reason) => write!(f, "failed: {reason}")?,
             DeliveryErrorKind::ShutDown => {
@@ -312,9 +336,10 @@ pub enum BuildError {
         "no transport: give one with .transport(..) (the AWS transport is not compiled in: enable the `aws` feature)"
     )]
     NoTransport,
-    /// The default AWS transport cannot honour a setting.
-    #[error("unsupported setting: {0}")]
-    UnsupportedSetting(String),
+    /// The default transport cannot honour a setting; the source is the transport's typed
+    /// error (with the AWS transport, a `kpl::AwsSettingsError`), which names the setting.
+    #[error("the transport cannot honour a setting")]
+    UnsupportedSetting(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// `build` was called outside a tokio runtime.
     #[error("KinesisProducer::build must be called inside a tokio runtime")]
     NoRuntime,

@@ -7,7 +7,7 @@
 //!
 //! - [`KinesisProducer`]: the async producer (tokio). [`send`](KinesisProducer::send) never
 //!   waits and returns a [`DeliveryFuture`]; [`send_wait`](KinesisProducer::send_wait) waits for
-//!   buffer space; [`flush_all`](KinesisProducer::flush_all) resolves when everything sent
+//!   buffer space; [`flush_and_wait`](KinesisProducer::flush_and_wait) resolves when everything sent
 //!   before it has an outcome; [`shutdown`](KinesisProducer::shutdown) delivers what it can by a
 //!   deadline and hands back the rest.
 //! - [`BlockingProducer`]: the same for plain threads.
@@ -57,10 +57,15 @@ pub use kpl_aggregation::OuterPartitionKey;
 pub use kpl_engine::time;
 pub use kpl_engine::transport;
 pub use kpl_engine::{
-    Attempt, Delivery, FailureReason, OrderingMode, Record, RecordId, ShardId, ShardStats, Stream,
-    StreamStats, Transport, TransportError, TransportErrorKind,
+    Attempt, Delivery, FailureReason, InvalidStream, OrderingMode, Record, RecordId, RejectReason,
+    ShardId, ShardStats, Stream, StreamStats, Summary, Transport, TransportError,
+    TransportErrorKind, codes,
 };
 pub use producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
+
+/// The AWS transport's refusal of a setting, the source of [`BuildError::UnsupportedSetting`].
+#[cfg(feature = "aws")]
+pub use kpl_aws::AwsSettingsError;
 
 /// Keeps the code in the workspace README compiling and passing (it uses this crate and
 /// `kpl-aggregation`).

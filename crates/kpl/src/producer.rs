@@ -220,7 +220,7 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
         .cloned();
     kpl_aws::AwsTransport::new(settings)
         .map(SharedTransport::new)
-        .map_err(|error| BuildError::UnsupportedSetting(error.to_string()))
+        .map_err(|error| BuildError::UnsupportedSetting(Box::new(error)))
 }
 
 /// Without the `aws` feature there is no default transport.
@@ -279,7 +279,7 @@ struct State {
     /// Who waits for each flush marker.
     flushes: BTreeMap<FlushId, Vec<oneshot::Sender<()>>>,
     /// The newest flush marker, and how many records had been accepted when it was made: a
-    /// `flush_all` with nothing accepted since waits on it instead of making another.
+    /// `flush_and_wait` with nothing accepted since waits on it instead of making another.
     newest_flush: Option<(FlushId, u64)>,
     accepting: bool,
     dropped: bool,
@@ -422,7 +422,7 @@ impl State {
                     }
                     if let Some(sender) = self.take_waiter(id.get()) {
                         let _ = sender.send(Err(DeliveryError {
-                            id: Some(id),
+                            id,
                             kind,
                             attempts,
                             attempt_count,
@@ -482,8 +482,8 @@ impl KinesisProducer {
         }
         let now = shared.clock.now();
         let id = state.engine.submit(record, now).map_err(|rejected| {
-            let reason = rejected.reason().clone();
-            SendError::from_rejected(&reason, rejected.into_record())
+            let (reason, record) = rejected.into_parts();
+            SendError::from_rejected(reason, record)
         })?;
         let dequeued = ticket.is_some() && state.space_queue.pop_front().is_some();
         let (sender, receiver) = oneshot::channel();
@@ -580,18 +580,27 @@ impl KinesisProducer {
         }
     }
 
-    /// Sends what is buffered for `stream` (or for every stream) now, without waiting for the
-    /// buffering deadlines. Returns at once; see [`flush_all`](Self::flush_all) to wait.
-    pub fn flush(&self, stream: Option<&Stream>) {
+    /// Sends what is buffered for every stream now, without waiting for the buffering
+    /// deadlines (rate limits still apply). Returns at once; see
+    /// [`flush_and_wait`](Self::flush_and_wait) to wait for the outcomes.
+    pub fn flush(&self) {
         let shared = &self.handle.shared;
         let now = shared.clock.now();
-        shared.lock().engine.flush(stream, now);
+        shared.lock().engine.flush(now);
+        shared.driver_wake.notify_one();
+    }
+
+    /// [`flush`](Self::flush) for one stream.
+    pub fn flush_stream(&self, stream: &Stream) {
+        let shared = &self.handle.shared;
+        let now = shared.clock.now();
+        shared.lock().engine.flush_stream(stream, now);
         shared.driver_wake.notify_one();
     }
 
     /// Flushes every stream and resolves once every record accepted before the call has its
     /// outcome (the KPL's `flushSync`, without its polling loop).
-    pub async fn flush_all(&self) {
+    pub async fn flush_and_wait(&self) {
         let shared = &self.handle.shared;
         let receiver = {
             let mut state = shared.lock();
@@ -608,7 +617,7 @@ impl KinesisProducer {
                 // Nothing accepted since the newest marker: it covers this call too. (Callers
                 // that stopped waiting leave, so repeated calls do not pile up.)
                 Some((id, _)) => {
-                    state.engine.flush(None, now);
+                    state.engine.flush(now);
                     let waiting = state.flushes.entry(id).or_default();
                     waiting.retain(|sender| !sender.is_closed());
                     waiting.push(sender);
@@ -674,7 +683,7 @@ impl KinesisProducer {
         let shared = &self.handle.shared;
         shared.lock().accepting = false;
         shared.space.notify_waiters();
-        let _ = tokio::time::timeout(deadline, self.flush_all()).await;
+        let _ = tokio::time::timeout(deadline, self.flush_and_wait()).await;
         let mut state = shared.lock();
         state.shutdown_report = Some(ShutdownReport::default());
         state.engine.abandon();
@@ -774,7 +783,7 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
                     Some((_, result)) => result,
                     None => Err(TransportError::new(
                         TransportErrorKind::Other,
-                        "TransportPanicked",
+                        kpl_engine::codes::TRANSPORT_PANICKED,
                         "the transport's call panicked or was cancelled",
                     )),
                 };
@@ -1017,7 +1026,7 @@ impl DeliveryFuture {
 
 fn cancelled(id: RecordId) -> DeliveryError {
     DeliveryError {
-        id: Some(id),
+        id,
         kind: DeliveryErrorKind::Cancelled,
         attempts: Vec::new(),
         attempt_count: 0,
@@ -1045,7 +1054,7 @@ impl Future for DeliveryFuture {
             && timeout.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(DeliveryError {
-                id: Some(id),
+                id,
                 kind: DeliveryErrorKind::TimedOut,
                 attempts: Vec::new(),
                 attempt_count: 0,
@@ -1072,7 +1081,7 @@ mod tests {
         // A health check that gives up on each flush: one marker, not one per call, and the
         // callers that left are not kept either.
         for _ in 0..10 {
-            let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_all()).await;
+            let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_and_wait()).await;
             assert!(gave_up.is_err());
         }
         let state = producer.handle.shared.lock();
@@ -1090,7 +1099,7 @@ mod tests {
         let mut pending = Vec::new();
         for n in 0..100u8 {
             pending.push(producer.send(Record::new(stream.clone(), "k", vec![n])));
-            let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_all()).await;
+            let gave_up = tokio::time::timeout(Duration::ZERO, producer.flush_and_wait()).await;
             assert!(gave_up.is_err());
         }
         let state = producer.handle.shared.lock();

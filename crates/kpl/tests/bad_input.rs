@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use kpl::time::Clock;
 use kpl::{
-    Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, SendErrorKind, Stream,
-    TokioClock, TransportErrorKind,
+    Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, RejectReason, SendErrorKind,
+    Stream, TokioClock, TransportErrorKind,
 };
 use kpl_sim::{SimKinesis, SimTransport};
 
@@ -84,9 +84,32 @@ async fn bad_records_are_refused_with_the_field_the_limit_and_the_record_back() 
         for word in words {
             assert!(message.contains(word), "{word:?} missing from: {message}");
         }
+        assert!(
+            error.reject_reason().is_some(),
+            "the engine's reason is kept"
+        );
         assert_eq!(error.into_record(), record, "the record comes back intact");
     }
     assert_eq!(producer.outstanding_records(), 0, "nothing was accepted");
+    // The reason keeps its numbers, and a parse error stays reachable as the source.
+    let error = producer
+        .send(Record::new(s(), "k", vec![0; 1024 * 1024]))
+        .unwrap_err();
+    assert_eq!(
+        error.reject_reason(),
+        Some(&RejectReason::TooLarge {
+            size: 1024 * 1024 + 1,
+            limit: 1024 * 1024
+        })
+    );
+    let error = producer
+        .send(Record::new(s(), "k", vec![1]).with_explicit_hash_key("seven"))
+        .unwrap_err();
+    assert!(matches!(
+        error.reject_reason(),
+        Some(RejectReason::ExplicitHashKey(_))
+    ));
+    assert!(std::error::Error::source(&error).is_some());
 }
 
 #[test]

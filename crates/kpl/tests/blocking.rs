@@ -52,7 +52,7 @@ fn threads_send_and_wait_for_their_outcomes() {
         .collect();
     let delivered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     assert_eq!(delivered, 1_000);
-    producer.flush_all();
+    producer.flush_and_wait();
     assert_eq!(producer.outstanding_records(), 0);
     assert_eq!(
         transport.with_sim(|sim| sim.kcl_view("s").records.len()),
@@ -95,7 +95,7 @@ fn blocking_waits_honour_the_user_record_timeout_and_flush_can_time_out() {
     // No call ever answers: the wait ends at the configured timeout, not at the record's TTL.
     let error = delivery.wait().unwrap_err();
     assert_eq!(error.kind(), DeliveryErrorKind::TimedOut);
-    assert!(!producer.flush_all_timeout(Duration::from_millis(50)));
+    assert!(!producer.flush_and_wait_timeout(Duration::from_millis(50)));
     assert_eq!(producer.outstanding_records(), 1, "the record goes on");
     let report = producer.shutdown(Duration::ZERO);
     assert_eq!(report.unsent.len() + report.in_flight.len(), 1);

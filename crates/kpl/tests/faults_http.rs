@@ -354,7 +354,7 @@ async fn an_endless_listing_and_odd_answers_end_in_outcomes_not_hangs() {
                 .unwrap()
         })
         .collect();
-    producer.flush(None);
+    producer.flush();
     let mut outcomes = 0;
     for future in futures {
         let _ = future.await;
@@ -542,7 +542,7 @@ async fn a_stuck_shard_holds_its_records_and_memory_stays_flat() {
         );
     }
     endpoint.with_sim(|sim| sim.set_shard_failing("s", stuck.as_str(), None).unwrap());
-    producer.flush_all().await;
+    producer.flush_and_wait().await;
     assert_eq!(producer.outstanding_records(), 0);
     assert_eq!(put(&producer), accepted as u64);
     eprintln!(

@@ -35,7 +35,7 @@ fn futures_are_send_and_static() {
     // compile, not to pass, if one of the futures stops being `Send`.
     let build = || -> Option<KinesisProducer> { None };
     if let Some(producer) = build() {
-        future_of(&producer.flush_all());
+        future_of(&producer.flush_and_wait());
         future_of(&producer.shutdown(std::time::Duration::ZERO));
         future_of(&producer.send_wait(Record::new(
             Stream::new("s").unwrap_or_else(|_| unreachable!()),

@@ -104,7 +104,7 @@ pub(crate) fn ready_engine(config: EngineConfig, start: Instant) -> Engine {
             other => panic!("unexpected {other:?}"),
         }
     }
-    engine.flush(None, start);
+    engine.flush(start);
     for (id, request) in drain(&mut engine, start) {
         let Request::PutRecords(put) = request else {
             panic!("expected PutRecords")

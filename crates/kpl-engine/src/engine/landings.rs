@@ -1,0 +1,264 @@
+//! Aggregates that landed on a shard the map does not know (a child after a split or merge):
+//! held, without being re-sent, until a map read can say whether the shard owns every record
+//! in them, as a KCL consumer requires; re-sent when it does not, or when no read says in time.
+
+use std::mem;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Engine;
+use super::pending::{Packing, Pending};
+use super::requests::EntryMeta;
+use super::timers::Timer;
+use crate::config::OrderingMode;
+use crate::outcome::{AttemptError, Landing, codes};
+
+/// An aggregate written to a shard the map has never listed (a child after a split or merge).
+/// A KCL consumer keeps it only if the shard owns every record in it, which needs that shard's
+/// range: the records keep their landing and wait, without being re-sent, for a map read that
+/// knows the shard.
+#[derive(Debug)]
+pub(super) struct HeldLanding {
+    pub(super) landing: Arc<Landing>,
+    pub(super) records: Vec<Pending>,
+    /// The shard the aggregate was predicted for (in ordering mode it stays busy meanwhile).
+    pub(super) slot: Option<usize>,
+    pub(super) sent_at: Instant,
+    pub(super) landed_at: Instant,
+    /// Past this, the landing is given up on and the records are re-sent alone: half of the
+    /// shortest remaining lifetime, so the re-send still has time.
+    pub(super) decide_by: Instant,
+}
+
+impl HeldLanding {
+    /// Whether a map read that started at `read_started` reflects the shards that existed when
+    /// the aggregate was written: a read sent after the answer arrived saw the write.
+    pub(super) fn read_saw_the_write(&self, read_started: Option<Instant>) -> bool {
+        read_started.is_some_and(|at| at >= self.landed_at)
+    }
+
+    pub(super) fn landed(&self) -> Landed<'_> {
+        Landed {
+            landing: &self.landing,
+            slot: self.slot,
+            sent_at: self.sent_at,
+            landed_at: self.landed_at,
+        }
+    }
+}
+
+/// Where and when an entry was written, for judging its landing.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Landed<'a> {
+    pub(super) landing: &'a Arc<Landing>,
+    /// The shard it was predicted for.
+    pub(super) slot: Option<usize>,
+    pub(super) sent_at: Instant,
+    pub(super) landed_at: Instant,
+}
+
+impl Engine {
+    /// An aggregate landed on a shard that does not own all of its records: a KCL consumer drops
+    /// it there, so every record is re-sent.
+    pub(super) fn resend_misplaced(
+        &mut self,
+        si: usize,
+        landed: Landed<'_>,
+        records: Vec<Pending>,
+        now: Instant,
+    ) {
+        let why = "which does not own all of their hash keys; all are re-sent";
+        let retry = self.prepare_resend(si, &landed, records, (codes::WRONG_SHARD, why), now);
+        if retry.is_empty() {
+            return;
+        }
+        if !self.streams[si].maps.refresh.in_flight {
+            // The map was re-read after this request left: it already knows where the
+            // records belong, so they go to the head of their shards now.
+            self.requeue_front(si, retry, Packing::Aggregated, now);
+            return;
+        }
+        if let (OrderingMode::PerShard, Some(slot)) = (self.config.ordering, landed.slot) {
+            // Ordering mode: the records go back to the head of their shard, which
+            // sends nothing more until the new map says where everything belongs.
+            self.streams[si].shards[slot].awaiting_refresh = true;
+            self.requeue_front(si, retry, Packing::Aggregated, now);
+            return;
+        }
+        for pending in retry {
+            // Wait for the refreshed map (or the deadline) instead of landing wrong again.
+            self.await_map(si, pending);
+        }
+    }
+
+    /// Records the landing as a failed attempt of each record, with the error `(code, why)`;
+    /// fails those past their expiry and returns the others, due again soon.
+    pub(super) fn prepare_resend(
+        &mut self,
+        si: usize,
+        landed: &Landed<'_>,
+        records: Vec<Pending>,
+        (code, why): (&str, &str),
+        now: Instant,
+    ) -> Vec<Pending> {
+        let error = AttemptError::shared(
+            code,
+            format!(
+                "an aggregate of {} records landed on {}, {why}",
+                records.len(),
+                landed.landing.shard_id
+            ),
+        );
+        self.streams[si].stats.error(code, 1);
+        let mut retry = Vec::with_capacity(records.len());
+        for mut pending in records {
+            if let Some(waited) =
+                pending.add_failed_attempt(landed.sent_at, landed.landed_at, &error)
+            {
+                self.record_buffering(si, waited);
+            }
+            if pending.expiration <= now {
+                self.expire(si, pending, now);
+            } else {
+                pending.due_for_retry(now, self.config.record_max_buffered_time);
+                retry.push(pending);
+            }
+        }
+        self.streams[si].stats.retries_per_record += retry.len() as u64;
+        retry
+    }
+
+    /// Holds an aggregate that landed on a shard the map does not know until a map read can
+    /// judge it, and makes sure one is on its way.
+    pub(super) fn hold_landing(
+        &mut self,
+        si: usize,
+        entry: EntryMeta,
+        landing: Arc<Landing>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let decide_by = entry
+            .records
+            .iter()
+            .map(|p| now + p.expiration.saturating_duration_since(now) / 2)
+            .min()
+            .unwrap_or(now);
+        let stream = &mut self.streams[si];
+        stream.stats.unknown_shard_landings += 1;
+        stream.held_landings.push(HeldLanding {
+            landing,
+            records: entry.records,
+            slot: entry.slot,
+            sent_at,
+            landed_at: now,
+            decide_by,
+        });
+        self.timers
+            .arm(&mut stream.timer, decide_by, Timer::Stream(si));
+        self.ensure_map_read(si, now);
+    }
+
+    /// After a map or history read: judges every held landing whose shard is now known. A
+    /// landing on a shard that a map read made after the write does not list (closed again by
+    /// a second reshard) waits for a listing of every shard; if even that does not know it, it
+    /// is given up on. The others wait for a map read made after their write.
+    pub(super) fn judge_held_landings(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        if stream.held_landings.is_empty() {
+            return;
+        }
+        let map_read = stream.maps.map_started_at;
+        let history_read = stream.maps.history_read;
+        let mut released = false;
+        for mut held in mem::take(&mut stream.held_landings) {
+            let stream = &mut self.streams[si];
+            let range = stream
+                .maps
+                .map
+                .as_ref()
+                .and_then(|map| map.range_of(&held.landing.shard_id));
+            if range.is_none() && !held.read_saw_the_write(history_read) {
+                stream.held_landings.push(held);
+                continue;
+            }
+            released |= self.release_busy_slot(si, held.slot);
+            let records = mem::take(&mut held.records);
+            let landed = held.landed();
+            match range {
+                Some(range) if records.iter().all(|p| range.contains(p.hash_key)) => {
+                    let landing = landed.landing.clone();
+                    self.deliver(
+                        si,
+                        held.slot,
+                        records,
+                        landing,
+                        held.sent_at,
+                        held.landed_at,
+                    );
+                }
+                Some(_) => self.resend_misplaced(si, landed, records, now),
+                None => self.resend_alone(si, landed, records, now),
+            }
+        }
+        let stream = &self.streams[si];
+        let (need_history, need_map) =
+            stream
+                .held_landings
+                .iter()
+                .fold((false, false), |(history, map), held| {
+                    let seen = held.read_saw_the_write(map_read);
+                    (history || seen, map || !seen)
+                });
+        // A failing listing is read again on its own backoff.
+        if need_history && self.streams[si].maps.history.next_at.is_none() {
+            self.start_history_read(si, now);
+        }
+        if need_map {
+            self.ensure_map_read(si, now);
+        }
+        if released {
+            self.service_all_shards(si, now);
+        }
+    }
+
+    /// Gives up on held landings whose decision time has come: their records are re-sent alone.
+    pub(super) fn give_up_overdue_landings(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        if stream.held_landings.iter().all(|held| held.decide_by > now) {
+            return;
+        }
+        let (overdue, waiting): (Vec<HeldLanding>, Vec<HeldLanding>) =
+            mem::take(&mut stream.held_landings)
+                .into_iter()
+                .partition(|held| held.decide_by <= now);
+        stream.held_landings = waiting;
+        let mut released = false;
+        for mut held in overdue {
+            released |= self.release_busy_slot(si, held.slot);
+            let records = mem::take(&mut held.records);
+            self.resend_alone(si, held.landed(), records, now);
+        }
+        if released {
+            self.service_all_shards(si, now);
+        }
+    }
+
+    /// The safe side for a landing that cannot be judged: re-send every record alone (a plain
+    /// record counts wherever it lands). The first copy may be readable too, so this is counted.
+    pub(super) fn resend_alone(
+        &mut self,
+        si: usize,
+        landed: Landed<'_>,
+        records: Vec<Pending>,
+        now: Instant,
+    ) {
+        let why = "a shard no shard map read in time has listed; each record is re-sent alone, \
+                   and a consumer may read the first copy too";
+        let retry = self.prepare_resend(si, &landed, records, (codes::UNJUDGED_LANDING, why), now);
+        self.streams[si].stats.unjudged_landings_resent += retry.len() as u64;
+        if !retry.is_empty() {
+            self.requeue_front(si, retry, Packing::Alone, now);
+        }
+    }
+}

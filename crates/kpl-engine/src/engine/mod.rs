@@ -1,0 +1,737 @@
+//! The producer state machine, as sub-state machines that own their transitions:
+//!
+//! - [`outcomes`]: events, outstanding counts, the record window and flush markers;
+//! - [`requests`]: the outbox and what each request in flight carries;
+//! - [`timers`]: one wake-up per stream and per shard;
+//! - [`map_refresh`]: a stream's shard map, its reads, and the records waiting for it;
+//! - [`shard_queue`]: a shard's open aggregate, rate-limit queue and backoff;
+//! - [`collector`]: a stream's next `PutRecords` request;
+//! - [`answers`] and [`landings`]: what the engine does with each answer;
+//! - [`sending`]: the path of a record from acceptance to a request.
+//!
+//! [`Engine`] owns them all and is the only public type: inputs carry `now`, outputs are polled.
+
+mod answers;
+mod collector;
+mod landings;
+mod map_refresh;
+mod outcomes;
+mod pending;
+mod requests;
+mod sending;
+mod shard_queue;
+mod stream_state;
+mod timers;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kpl_aggregation::{HashKey, PartitionKey, UserRecord};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+use self::outcomes::{Outcomes, OutstandingLimits};
+use self::pending::Pending;
+pub use self::requests::RequestId;
+use self::requests::{InFlightKind, Requests};
+use self::stream_state::StreamState;
+use self::timers::{Timer, Timers};
+use crate::config::{EngineConfig, InvalidConfig};
+use crate::memory::record_charge;
+use crate::outcome::{
+    AttemptError, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason, Rejected,
+    codes,
+};
+use crate::shard_map::ShardMap;
+use crate::stats::StreamStats;
+use crate::stream::Stream;
+use crate::transport::{Request, Response, TransportError, TransportErrorKind};
+
+/// The deterministic heart of the producer: shard maps, per-shard aggregation, collection into
+/// `PutRecords` calls, per-shard rate limiting, retries and outcomes. It does no IO and reads no
+/// clock; it is driven by method calls that carry the current time.
+///
+/// # Driving the engine
+///
+/// *Inputs* are [`submit`](Self::submit), [`flush`](Self::flush),
+/// [`flush_marker`](Self::flush_marker), [`abandon`](Self::abandon),
+/// [`handle_response`](Self::handle_response) and [`handle_timeout`](Self::handle_timeout).
+/// After any input, the driver polls the *outputs* in this order until each is empty:
+///
+/// 1. [`poll_request`](Self::poll_request): requests to send (at most as many as it can have in
+///    flight; the rest wait in the engine and meanwhile keep growing fuller);
+/// 2. [`poll_event`](Self::poll_event): per-record outcomes and flush completions;
+/// 3. [`poll_timeout`](Self::poll_timeout): when to call `handle_timeout` next.
+///
+/// Every accepted record ends in exactly one [`Event::Delivered`] or [`Event::Failed`].
+/// The same configuration and the same inputs give the same outputs, byte for byte.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use kpl_engine::{Engine, EngineConfig, Event, Record, Request, Response, Stream};
+/// use kpl_engine::transport::{ListShardsResponse, PutRecordsEntryResult, PutRecordsResponse, ShardDescription, ShardId};
+/// use kpl_aggregation::HashKeyRange;
+///
+/// let start = Instant::now();
+/// let mut engine = Engine::new(EngineConfig::default())?;
+/// let stream = Stream::new("orders")?;
+/// engine.submit(Record::new(stream.clone(), "customer-1", &b"hello"[..]), start)?;
+///
+/// // The first request lists the stream's shards; answer with one shard.
+/// let mut now = start;
+/// let mut delivered = 0;
+/// while delivered == 0 {
+///     while let Some((id, request)) = engine.poll_request(now) {
+///         let response = match request {
+///             Request::ListShards(_) => Response::ListShards(ListShardsResponse {
+///                 shards: vec![ShardDescription { shard_id: ShardId::from("shardId-0"), hash_key_range: HashKeyRange::FULL, open: true }],
+///                 next_token: None,
+///             }),
+///             Request::PutRecords(put) => Response::PutRecords(PutRecordsResponse {
+///                 entries: put.entries.iter().map(|_| PutRecordsEntryResult::Written {
+///                     shard_id: ShardId::from("shardId-0"),
+///                     sequence_number: "1".into(),
+///                 }).collect(),
+///             }),
+///             _ => continue,
+///         };
+///         engine.handle_response(id, Ok(response), now);
+///     }
+///     while let Some(event) = engine.poll_event() {
+///         if let Event::Delivered(delivery) = event {
+///             assert_eq!(delivery.shard_id().as_str(), "shardId-0");
+///             delivered += 1;
+///         }
+///     }
+///     now = engine.poll_timeout().unwrap_or(now + Duration::from_millis(1));
+///     engine.handle_timeout(now);
+/// }
+/// assert_eq!(engine.outstanding_records(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    rng: SmallRng,
+    streams: Vec<StreamState>,
+    stream_index: BTreeMap<Stream, usize>,
+    /// The stream of the last record submitted: most records go where the previous one went.
+    last_stream: Option<(Stream, usize)>,
+    timers: Timers,
+    requests: Requests,
+    outcomes: Outcomes,
+}
+
+impl Engine {
+    /// An engine with `config`, checked first.
+    pub fn new(config: EngineConfig) -> Result<Self, InvalidConfig> {
+        config.validate()?;
+        Ok(Self {
+            rng: SmallRng::seed_from_u64(config.rng_seed),
+            config,
+            streams: Vec::new(),
+            stream_index: BTreeMap::new(),
+            last_stream: None,
+            timers: Timers::default(),
+            requests: Requests::default(),
+            outcomes: Outcomes::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Inputs
+    // ----------------------------------------------------------------------------------------
+
+    /// Accepts a record, or refuses it (handing it back) when it is invalid or the outstanding
+    /// limits are reached.
+    pub fn submit(&mut self, record: Record, now: Instant) -> Result<RecordId, Rejected> {
+        let size = record.size();
+        let charge = self.record_charge(size);
+        let limits = OutstandingLimits {
+            records: self.config.max_outstanding_records,
+            bytes: self.config.max_outstanding_bytes,
+        };
+        if let Err(reason) = self.outcomes.check_room(charge, limits) {
+            return Err(Rejected::new(reason, record));
+        }
+        let known = match &self.last_stream {
+            Some((stream, si)) if stream.same_allocation(record.stream()) => Some(*si),
+            _ => self.stream_index.get(record.stream()).copied(),
+        };
+        let limit = known.map_or(self.config.max_user_record_size, |si| {
+            self.streams[si].max_record_size
+        });
+        if size > limit {
+            return Err(Rejected::new(
+                RejectReason::TooLarge { size, limit },
+                record,
+            ));
+        }
+        let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
+            None => None,
+            Some(Ok(hash_key)) => Some(hash_key),
+            Some(Err(error)) => {
+                return Err(Rejected::new(RejectReason::ExplicitHashKey(error), record));
+            }
+        };
+        let (stream, key, ehk_text, data) = record.into_parts();
+        let key = match PartitionKey::new(key) {
+            Ok(key) => key,
+            Err(error) => {
+                let chars = error.char_count();
+                let mut record = Record::new(stream, error.into_key(), data);
+                if let Some(text) = ehk_text {
+                    record = record.with_explicit_hash_key(text);
+                }
+                return Err(Rejected::new(RejectReason::PartitionKey { chars }, record));
+            }
+        };
+        let mut user_record = UserRecord::new(key, data);
+        if let Some(hash_key) = explicit_hash_key {
+            user_record = user_record.with_explicit_hash_key(hash_key);
+        }
+
+        let si = match known {
+            Some(si) => si,
+            None => self.stream_slot(&stream, now),
+        };
+        self.last_stream = Some((stream, si));
+        let id = self.outcomes.accept(charge, now);
+        let expiration = now + self.config.record_ttl;
+        let pending = Pending {
+            id,
+            hash_key: user_record.hash_key(),
+            record: user_record,
+            arrival: now,
+            deadline: (now + self.config.record_max_buffered_time).min(expiration),
+            expiration,
+            attempts: None,
+            isolate: false,
+        };
+        let stream = &mut self.streams[si];
+        stream.last_record_at = now;
+        stream.stats.user_records_received += 1;
+        stream.stats.user_records_pending += 1;
+        if stream.retired {
+            stream.retired = false;
+            self.start_refresh(si, now);
+        }
+        self.route(si, pending, now);
+        Ok(RecordId(id))
+    }
+
+    /// Sends what is buffered for every stream now, without waiting for deadlines. Rate limits
+    /// still apply. Records waiting for a shard map keep waiting for it and are sent as soon as
+    /// it arrives.
+    pub fn flush(&mut self, now: Instant) {
+        for si in 0..self.streams.len() {
+            self.flush_stream_index(si, now);
+        }
+    }
+
+    /// [`flush`](Self::flush) for one stream; a stream the engine has not seen has nothing to
+    /// send.
+    pub fn flush_stream(&mut self, stream: &Stream, now: Instant) {
+        if let Some(&si) = self.stream_index.get(stream) {
+            self.flush_stream_index(si, now);
+        }
+    }
+
+    /// Flushes every stream and returns a marker: [`Event::Flushed`] with this id comes once
+    /// every record accepted before this call has its outcome (the KPL's `flushSync`).
+    pub fn flush_marker(&mut self, now: Instant) -> FlushId {
+        let id = self.outcomes.add_marker();
+        self.flush(now);
+        id
+    }
+
+    /// Drops a flush marker no one waits for any more: no [`Event::Flushed`] comes for it, and
+    /// the engine does not keep it until its records finish.
+    pub fn forget_flush_marker(&mut self, id: FlushId) {
+        self.outcomes.forget_marker(id);
+    }
+
+    /// Flush markers whose records have not all finished.
+    pub fn pending_flush_markers(&self) -> usize {
+        self.outcomes.pending_markers()
+    }
+
+    /// Fails every outstanding record at once and forgets every request in flight; their
+    /// answers will be ignored. Used at shutdown. Records that no call has carried yet fail with
+    /// [`FailureReason::Abandoned`]; records of calls in flight (or written on a shard whose
+    /// landing waits to be judged) with [`FailureReason::AbandonedInFlight`], as they may have
+    /// been written.
+    pub fn abandon(&mut self) {
+        let mut abandoned: Vec<(usize, Pending, FailureReason)> = Vec::new();
+        for (si, stream) in self.streams.iter_mut().enumerate() {
+            let mut taken: Vec<Pending> = stream.maps.waiting.drain(..).collect();
+            for packed in stream.collector.take() {
+                taken.extend(packed.records);
+            }
+            for held in stream.held_landings.drain(..) {
+                abandoned.extend(
+                    held.records
+                        .into_iter()
+                        .map(|pending| (si, pending, FailureReason::AbandonedInFlight)),
+                );
+            }
+            for shard in &mut stream.shards {
+                taken.append(&mut shard.take_all());
+                shard.busy = false;
+            }
+            stream.maps.abandon();
+            abandoned.extend(
+                taken
+                    .into_iter()
+                    .map(|pending| (si, pending, FailureReason::Abandoned)),
+            );
+        }
+        for in_flight in self.requests.abandon() {
+            if let InFlightKind::PutRecords(entries) = in_flight.kind {
+                // A request still in the outbox was never handed out: not written.
+                let reason = if in_flight.sent_at.is_some() {
+                    FailureReason::AbandonedInFlight
+                } else {
+                    FailureReason::Abandoned
+                };
+                for entry in entries {
+                    abandoned.extend(
+                        entry
+                            .records
+                            .into_iter()
+                            .map(|pending| (in_flight.stream, pending, reason)),
+                    );
+                }
+            }
+        }
+        abandoned.sort_by_key(|(_, p, _)| p.id);
+        for (si, pending, reason) in abandoned {
+            self.fail(si, pending, reason);
+        }
+    }
+
+    /// Hands the engine the answer to a request from [`poll_request`](Self::poll_request).
+    /// Answers to unknown or abandoned requests are ignored.
+    pub fn handle_response(
+        &mut self,
+        id: RequestId,
+        result: Result<Response, TransportError>,
+        now: Instant,
+    ) {
+        let Some(in_flight) = self.requests.complete(id) else {
+            return;
+        };
+        let si = in_flight.stream;
+        let sent_at = in_flight.sent_at.unwrap_or(now);
+        let unexpected = |operation: &str| {
+            TransportError::new(
+                TransportErrorKind::Other,
+                codes::UNEXPECTED_RESPONSE,
+                format!("the transport answered {operation} with another operation's response"),
+            )
+        };
+        match (in_flight.kind, result) {
+            (InFlightKind::PutRecords(entries), result) => {
+                let result = match result {
+                    Ok(Response::PutRecords(response)) => Ok(response),
+                    Ok(_) => Err(unexpected("PutRecords")),
+                    Err(error) => Err(error),
+                };
+                self.on_put_records(si, entries, result, sent_at, now);
+            }
+            (kind @ (InFlightKind::ListShards | InFlightKind::ShardHistory), result) => {
+                let page = match result {
+                    Ok(Response::ListShards(page)) => Ok(page),
+                    Ok(_) => Err(unexpected("ListShards")),
+                    Err(error) => Err(error),
+                };
+                if matches!(kind, InFlightKind::ShardHistory) {
+                    self.on_shard_history(si, page, now);
+                } else {
+                    self.on_list_shards(si, page, now);
+                }
+            }
+            (InFlightKind::DescribeStreamSummary, result) => {
+                let summary = match result {
+                    Ok(Response::DescribeStreamSummary(summary)) => Some(summary),
+                    _ => None,
+                };
+                self.on_summary(si, summary);
+            }
+        }
+    }
+
+    /// Runs everything that was due at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Stream(si) => {
+                    if self.streams[si].timer == Some(at) {
+                        self.streams[si].timer = None;
+                        self.service_stream(si, now);
+                    }
+                }
+                Timer::Shard(si, slot) => {
+                    let Some(shard) = self.streams[si].shards.get_mut(slot) else {
+                        continue;
+                    };
+                    if shard.timer == Some(at) {
+                        shard.timer = None;
+                        self.service_shard(si, slot, now);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outputs
+    // ----------------------------------------------------------------------------------------
+
+    /// The next request to send. The driver should call this only when it can send (it may keep
+    /// requests in the engine while its connections are busy).
+    pub fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Request)> {
+        loop {
+            let (id, mut request) = self.requests.pop_outbox()?;
+            if let Request::PutRecords(put) = &mut request {
+                // A request waits in the outbox while the driver's connections are busy; records
+                // that reached their `record_ttl` meanwhile are not sent: they expire.
+                if let Some((si, dropped)) = self.requests.take_expired_entries(id, put, now) {
+                    self.drop_expired_entries(si, dropped, now);
+                }
+                if put.entries.is_empty() {
+                    self.requests.complete(id);
+                    continue;
+                }
+            }
+            self.requests.mark_sent(id, now);
+            return Some((id, request));
+        }
+    }
+
+    /// The next outcome or flush completion.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.outcomes.poll_event()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let streams = &self.streams;
+        self.timers.next(|timer| match timer {
+            Timer::Stream(si) => streams[si].timer,
+            Timer::Shard(si, slot) => streams[si].shards.get(slot).and_then(|s| s.timer),
+        })
+    }
+
+    /// Whether events are waiting for [`poll_event`](Self::poll_event).
+    pub fn has_events(&self) -> bool {
+        self.outcomes.has_events()
+    }
+
+    /// Whether requests are waiting for [`poll_request`](Self::poll_request).
+    pub fn has_requests(&self) -> bool {
+        self.requests.has_outbox()
+    }
+
+    /// Records accepted so far (finished or not).
+    pub fn records_accepted(&self) -> u64 {
+        self.outcomes.records_accepted()
+    }
+
+    /// Records accepted and not finished.
+    pub fn outstanding_records(&self) -> usize {
+        self.outcomes.outstanding_records()
+    }
+
+    /// The memory charged against `max_outstanding_bytes` for the records accepted and not
+    /// finished: each one's key, data, encoded copies and bookkeeping (see [`crate::memory`]).
+    pub fn outstanding_bytes(&self) -> usize {
+        self.outcomes.outstanding_bytes()
+    }
+
+    /// When the oldest unfinished record was accepted.
+    pub fn oldest_outstanding(&self) -> Option<Instant> {
+        self.outcomes.oldest_outstanding()
+    }
+
+    /// Statistics per stream.
+    pub fn stats(&self) -> impl Iterator<Item = (&Stream, StreamStats)> {
+        self.streams.iter().map(|stream| {
+            let mut stats = stream.stats.clone();
+            for shard in &stream.shards {
+                let mut shard_stats = shard.stats.clone();
+                shard_stats.rate_factor = shard.limiter.rate_factor();
+                stats.shards.insert(shard.id.clone(), shard_stats);
+            }
+            (&stream.stream, stats)
+        })
+    }
+
+    /// The current shard map of `stream`, if one has been read.
+    pub fn shard_map(&self, stream: &Stream) -> Option<&ShardMap> {
+        let &si = self.stream_index.get(stream)?;
+        self.streams[si].maps.map.as_ref()
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Outcomes
+    // ----------------------------------------------------------------------------------------
+
+    /// What one record of `size` bytes (key and data) is charged while outstanding.
+    fn record_charge(&self, size: usize) -> usize {
+        record_charge(size, self.config.record_overhead_bytes)
+    }
+
+    fn record_buffering(&mut self, si: usize, waited: Duration) {
+        let stats = &mut self.streams[si].stats;
+        stats.buffering_time.record(waited.as_secs_f64() * 1_000.0);
+    }
+
+    fn expire(&mut self, si: usize, mut pending: Pending, now: Instant) {
+        let error = AttemptError::shared(
+            codes::EXPIRED,
+            "record_ttl reached before the record could be written",
+        );
+        pending.add_failed_attempt(now, now, &error);
+        self.fail(si, pending, FailureReason::Expired);
+    }
+
+    fn fail(&mut self, si: usize, mut pending: Pending, reason: FailureReason) {
+        let stats = &mut self.streams[si].stats;
+        stats.user_records_failed += 1;
+        stats.user_records_pending -= 1;
+        if reason == FailureReason::Expired {
+            stats.user_records_expired += 1;
+        }
+        let (id, charge) = (pending.id, self.record_charge(pending.size()));
+        let (attempts, omitted_attempts) = pending
+            .attempts
+            .take()
+            .map_or((Vec::new(), 0), |history| history.into_parts());
+        let record = pending.into_record(self.streams[si].stream.clone());
+        let failure = Failure {
+            id: RecordId(id),
+            reason,
+            record,
+            attempts,
+            omitted_attempts,
+        };
+        self.outcomes
+            .settle(Event::Failed(Box::new(failure)), id, charge);
+    }
+}
+
+/// The size of a record's entry, for the memory module's check of its bookkeeping charge.
+#[cfg(test)]
+pub(crate) const PENDING_SIZE: usize = size_of::<Pending>();
+
+#[cfg(test)]
+mod tests {
+    use kpl_aggregation::HashKeyRange;
+
+    use super::outcomes::WINDOW_COMPACTION;
+    use super::*;
+    use crate::time::{Clock, SystemClock};
+    use crate::transport::{
+        ListShardsResponse, PutRecordsEntryResult, PutRecordsResponse, ShardDescription, ShardId,
+        StreamSummary,
+    };
+
+    fn listing(shards: &[(&str, u128, u128, bool)]) -> Response {
+        Response::ListShards(ListShardsResponse {
+            shards: shards
+                .iter()
+                .map(|&(id, start, end, open)| ShardDescription {
+                    shard_id: ShardId::from(id),
+                    hash_key_range: HashKeyRange::new(HashKey::new(start), HashKey::new(end))
+                        .unwrap_or(HashKeyRange::FULL),
+                    open,
+                })
+                .collect(),
+            next_token: None,
+        })
+    }
+
+    /// Answers every request handed out now: maps with `map`, puts as written to `shard`.
+    fn answer_all(engine: &mut Engine, map: &Response, shard: &str, now: Instant) {
+        while let Some((id, request)) = engine.poll_request(now) {
+            let response = match request {
+                Request::ListShards(_) => map.clone(),
+                Request::PutRecords(put) => Response::PutRecords(PutRecordsResponse {
+                    entries: put
+                        .entries
+                        .iter()
+                        .map(|_| PutRecordsEntryResult::Written {
+                            shard_id: ShardId::from(shard),
+                            sequence_number: "1".into(),
+                        })
+                        .collect(),
+                }),
+                _ => continue,
+            };
+            engine.handle_response(id, Ok(response), now);
+        }
+    }
+
+    #[test]
+    fn an_idle_stream_is_retired_and_comes_back_with_its_next_record() {
+        let start = SystemClock.now();
+        let config = EngineConfig {
+            shard_map_refresh_interval: Duration::from_secs(10),
+            ..EngineConfig::default()
+        };
+        let mut engine = Engine::new(config).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let one = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        let record = |n: u8| Record::new(stream.clone(), format!("k{n}"), vec![n; 10]);
+        assert!(engine.submit(record(1), start).is_ok());
+        // The map read, and the stream summary read with it.
+        for (id, request) in std::iter::from_fn(|| engine.poll_request(start)).collect::<Vec<_>>() {
+            let response = match request {
+                Request::ListShards(_) => one.clone(),
+                _ => Response::DescribeStreamSummary(StreamSummary {
+                    max_record_size_kib: Some(1024),
+                    open_shard_count: 1,
+                }),
+            };
+            engine.handle_response(id, Ok(response), start);
+        }
+        engine.flush(start);
+        answer_all(&mut engine, &one, "shardId-0", start);
+        assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
+        // The map is re-read every interval (± 10 %) while the stream is young; once it has been
+        // idle for five intervals, the next due read does not happen.
+        let mut reads = 0;
+        let mut now = start;
+        while let Some(at) = engine.poll_timeout() {
+            assert!(
+                at < start + Duration::from_secs(80),
+                "still reading at {at:?}"
+            );
+            now = at;
+            engine.handle_timeout(now);
+            while let Some((id, request)) = engine.poll_request(now) {
+                assert!(matches!(request, Request::ListShards(_)));
+                reads += 1;
+                engine.handle_response(id, Ok(one.clone()), now);
+            }
+        }
+        assert!((4..=6).contains(&reads), "{reads} reads");
+        assert!(engine.streams[0].retired);
+        assert!(engine.streams[0].shards.is_empty());
+        assert!(engine.shard_map(&stream).is_none());
+        assert_eq!(
+            engine.stats().next().map(|(_, s)| s.user_records_put),
+            Some(1)
+        );
+        // A record brings it back: the map is read, and the record delivered.
+        now += Duration::from_secs(3_600);
+        assert!(engine.submit(record(2), now).is_ok());
+        let Some((id, Request::ListShards(_))) = engine.poll_request(now) else {
+            panic!("expected a map read")
+        };
+        engine.handle_response(id, Ok(one.clone()), now);
+        engine.flush(now);
+        answer_all(&mut engine, &one, "shardId-0", now);
+        assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
+        assert!(!engine.streams[0].retired);
+        assert_eq!(engine.outstanding_records(), 0);
+        assert!(
+            engine.poll_timeout().is_some(),
+            "the map is re-read periodically again"
+        );
+    }
+
+    #[test]
+    fn a_closed_shard_gives_its_buffers_back() {
+        let now = SystemClock.now();
+        let mut engine = Engine::new(EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let one = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        for round in 0..3u8 {
+            for i in 0..200 {
+                let record = Record::new(stream.clone(), format!("k{round}-{i}"), vec![round; 100]);
+                assert!(engine.submit(record, now).is_ok());
+            }
+            engine.flush(now);
+            answer_all(&mut engine, &one, "shardId-0", now);
+        }
+        assert_eq!(engine.outstanding_records(), 0);
+        assert_eq!(
+            engine.streams[0].shards[0].spare_lists(),
+            1,
+            "lists kept for reuse"
+        );
+        // The shard splits; the next map read closes it.
+        let split = listing(&[
+            ("shardId-0", 0, u128::MAX, false),
+            ("shardId-1", 0, u128::MAX / 2, true),
+            ("shardId-2", u128::MAX / 2 + 1, u128::MAX, true),
+        ]);
+        engine.start_refresh(0, now);
+        answer_all(&mut engine, &split, "shardId-1", now);
+        let closed = &engine.streams[0].shards[0];
+        assert!(!closed.open);
+        assert!(closed.holds_no_buffers());
+    }
+
+    #[test]
+    fn one_stuck_record_keeps_one_entry_not_a_window_of_every_record_since() {
+        let t0 = SystemClock.now();
+        let mut engine = Engine::new(EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let one = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        let record = |i: usize| Record::new(stream.clone(), format!("k{i}"), vec![1; 10]);
+        assert!(engine.submit(record(0), t0).is_ok());
+        answer_all(&mut engine, &one, "shardId-0", t0);
+        engine.flush(t0);
+        // Record 0's call is in flight and never answered.
+        let stuck = engine.poll_request(t0);
+        assert!(matches!(stuck, Some((_, Request::PutRecords(_)))));
+        let total = 100_000;
+        let mut now = t0;
+        for i in 1..=total {
+            assert!(engine.submit(record(i), now).is_ok());
+            if i % 5_000 == 0 {
+                // A second per batch: the shard's rate limit lets each through.
+                now += Duration::from_secs(1);
+                engine.flush(now);
+                answer_all(&mut engine, &one, "shardId-0", now);
+            }
+        }
+        let marker = engine.flush_marker(now);
+        answer_all(&mut engine, &one, "shardId-0", now);
+        assert_eq!(engine.outstanding_records(), 1);
+        assert!(engine.outcomes.window_entries() <= WINDOW_COMPACTION + 1);
+        assert_eq!(engine.oldest_outstanding(), Some(t0));
+        let flushed = |engine: &mut Engine| {
+            std::iter::from_fn(|| engine.poll_event())
+                .any(|event| matches!(event, Event::Flushed(id) if id == marker))
+        };
+        assert!(!flushed(&mut engine), "record 0 is not finished");
+        // Its answer comes at last: the marker completes, and nothing is left.
+        let Some((id, Request::PutRecords(put))) = stuck else {
+            unreachable!()
+        };
+        let written = Response::PutRecords(PutRecordsResponse {
+            entries: put
+                .entries
+                .iter()
+                .map(|_| PutRecordsEntryResult::Written {
+                    shard_id: ShardId::from("shardId-0"),
+                    sequence_number: "1".into(),
+                })
+                .collect(),
+        });
+        engine.handle_response(id, Ok(written), now);
+        assert!(flushed(&mut engine));
+        assert_eq!(engine.outstanding_records(), 0);
+        assert_eq!(engine.oldest_outstanding(), None);
+        assert_eq!(engine.outcomes.window_entries(), 0);
+    }
+}

@@ -1,0 +1,278 @@
+//! Outcomes and the bookkeeping that follows them: the event queue, the outstanding counts the
+//! limits are checked against, the window of accepted records, and flush markers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use crate::outcome::{Event, FlushId, RejectReason};
+
+/// The record window is compacted when it is longer than this and four times the outstanding
+/// records: one record unfinished for long then costs an entry, not one per record accepted since.
+pub(super) const WINDOW_COMPACTION: usize = 65_536;
+/// How much longer than the outstanding records the window may grow before it is compacted.
+const WINDOW_SLACK_FACTOR: usize = 4;
+
+/// The limits on what may be outstanding at once.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OutstandingLimits {
+    pub(super) records: usize,
+    pub(super) bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Outcomes {
+    events: VecDeque<Event>,
+    next_record: u64,
+    /// Arrival times of records from `window_start` on; `None` once finished.
+    window: VecDeque<Option<Instant>>,
+    window_start: u64,
+    /// Unfinished records from before `window_start`: when a few records stay unfinished for
+    /// long, the window is compacted into here, so its size follows the outstanding records,
+    /// not the records accepted since the oldest one.
+    stragglers: BTreeMap<u64, Instant>,
+    markers: VecDeque<(u64, FlushId)>,
+    next_marker: u64,
+    outstanding_records: usize,
+    /// Memory charged for the outstanding records (see `crate::memory`).
+    outstanding_bytes: usize,
+}
+
+impl Outcomes {
+    /// Whether one more record charged `charge` bytes fits within `limits`. A record always
+    /// fits when nothing is outstanding, so a record larger than the byte limit can still go.
+    pub(super) fn check_room(
+        &self,
+        charge: usize,
+        limits: OutstandingLimits,
+    ) -> Result<(), RejectReason> {
+        if self.outstanding_records >= limits.records {
+            return Err(RejectReason::TooManyRecords {
+                limit: limits.records,
+            });
+        }
+        if self.outstanding_records > 0
+            && self.outstanding_bytes.saturating_add(charge) > limits.bytes
+        {
+            return Err(RejectReason::TooManyBytes {
+                outstanding: self.outstanding_bytes,
+                charge,
+                limit: limits.bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a record accepted at `now`; returns its id.
+    pub(super) fn accept(&mut self, charge: usize, now: Instant) -> u64 {
+        let id = self.next_record;
+        self.next_record += 1;
+        self.window.push_back(Some(now));
+        if self.window.len() > WINDOW_COMPACTION.max(WINDOW_SLACK_FACTOR * self.outstanding_records)
+        {
+            self.compact_window();
+        }
+        self.outstanding_records += 1;
+        self.outstanding_bytes += charge;
+        id
+    }
+
+    /// Reports the outcome of record `id`, which was charged `charge`, and counts it finished.
+    pub(super) fn settle(&mut self, event: Event, id: u64, charge: usize) {
+        // The outcome first: finishing may complete a flush marker, which comes after it.
+        self.events.push_back(event);
+        self.outstanding_records -= 1;
+        self.outstanding_bytes -= charge;
+        if let Some(offset) = id.checked_sub(self.window_start) {
+            if let Some(slot) = self.window.get_mut(offset as usize) {
+                *slot = None;
+            }
+            // Only finishing the oldest record moves the window (and can complete a marker).
+            if offset == 0 {
+                self.retire_window();
+            }
+        } else {
+            let oldest = self.stragglers.first_key_value().map(|(&first, _)| first);
+            self.stragglers.remove(&id);
+            if oldest == Some(id) {
+                self.retire_window();
+            }
+        }
+    }
+
+    /// A marker that completes once every record accepted so far has its outcome.
+    pub(super) fn add_marker(&mut self) -> FlushId {
+        let id = FlushId(self.next_marker);
+        self.next_marker += 1;
+        self.markers.push_back((self.next_record, id));
+        self.retire_window();
+        id
+    }
+
+    pub(super) fn forget_marker(&mut self, id: FlushId) {
+        self.markers.retain(|&(_, marker)| marker != id);
+    }
+
+    pub(super) fn pending_markers(&self) -> usize {
+        self.markers.len()
+    }
+
+    pub(super) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub(super) fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    pub(super) fn records_accepted(&self) -> u64 {
+        self.next_record
+    }
+
+    pub(super) fn outstanding_records(&self) -> usize {
+        self.outstanding_records
+    }
+
+    pub(super) fn outstanding_bytes(&self) -> usize {
+        self.outstanding_bytes
+    }
+
+    /// When the oldest unfinished record was accepted.
+    pub(super) fn oldest_outstanding(&self) -> Option<Instant> {
+        match self.stragglers.first_key_value() {
+            Some((_, &arrival)) => Some(arrival),
+            None => self.window.front().copied().flatten(),
+        }
+    }
+
+    /// Entries kept to know the oldest unfinished record.
+    #[cfg(test)]
+    pub(super) fn window_entries(&self) -> usize {
+        self.window.len() + self.stragglers.len()
+    }
+
+    /// Moves the window's unfinished records aside and empties it (see `stragglers`).
+    fn compact_window(&mut self) {
+        for (offset, arrival) in self.window.drain(..).enumerate() {
+            if let Some(arrival) = arrival {
+                self.stragglers
+                    .insert(self.window_start + offset as u64, arrival);
+            }
+        }
+        self.window_start = self.next_record;
+    }
+
+    fn retire_window(&mut self) {
+        while let Some(None) = self.window.front() {
+            self.window.pop_front();
+            self.window_start += 1;
+        }
+        let first_unfinished = match self.stragglers.first_key_value() {
+            Some((&id, _)) => id,
+            None if self.window.is_empty() => self.next_record,
+            None => self.window_start,
+        };
+        while let Some(&(bound, id)) = self.markers.front() {
+            if bound > first_unfinished {
+                break;
+            }
+            self.markers.pop_front();
+            self.events.push_back(Event::Flushed(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::time::{Clock, SystemClock};
+    use std::time::Duration;
+
+    use super::*;
+
+    const LIMITS: OutstandingLimits = OutstandingLimits {
+        records: 3,
+        bytes: 1_000,
+    };
+
+    fn flushed(outcomes: &mut Outcomes) -> Vec<FlushId> {
+        std::iter::from_fn(|| outcomes.poll_event())
+            .filter_map(|event| match event {
+                Event::Flushed(id) => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_marker_completes_when_every_earlier_record_has_its_outcome() {
+        let now = SystemClock.now();
+        let mut outcomes = Outcomes::default();
+        let a = outcomes.accept(10, now);
+        let b = outcomes.accept(10, now);
+        let marker = outcomes.add_marker();
+        let c = outcomes.accept(10, now);
+        outcomes.settle(Event::Flushed(FlushId(99)), b, 10);
+        assert_eq!(flushed(&mut outcomes), [FlushId(99)], "a is not finished");
+        outcomes.settle(Event::Flushed(FlushId(98)), a, 10);
+        // The outcome comes before the marker it completes; c, accepted later, does not hold it.
+        assert_eq!(flushed(&mut outcomes), [FlushId(98), marker]);
+        assert_eq!(outcomes.outstanding_records(), 1);
+        assert_eq!(outcomes.outstanding_bytes(), 10);
+        outcomes.settle(Event::Flushed(FlushId(97)), c, 10);
+        assert_eq!(outcomes.oldest_outstanding(), None);
+    }
+
+    #[test]
+    fn a_marker_with_nothing_outstanding_completes_at_once_and_a_forgotten_one_never() {
+        let now = SystemClock.now();
+        let mut outcomes = Outcomes::default();
+        let first = outcomes.add_marker();
+        assert_eq!(flushed(&mut outcomes), [first]);
+        let id = outcomes.accept(10, now);
+        let forgotten = outcomes.add_marker();
+        outcomes.forget_marker(forgotten);
+        assert_eq!(outcomes.pending_markers(), 0);
+        outcomes.settle(Event::Flushed(FlushId(50)), id, 10);
+        assert_eq!(flushed(&mut outcomes), [FlushId(50)]);
+    }
+
+    #[test]
+    fn the_limits_refuse_with_the_numbers_that_decided() {
+        let now = SystemClock.now();
+        let mut outcomes = Outcomes::default();
+        // Alone, a record larger than the byte limit is accepted.
+        assert!(outcomes.check_room(5_000, LIMITS).is_ok());
+        outcomes.accept(600, now);
+        assert_eq!(
+            outcomes.check_room(500, LIMITS),
+            Err(RejectReason::TooManyBytes {
+                outstanding: 600,
+                charge: 500,
+                limit: 1_000
+            })
+        );
+        outcomes.accept(100, now);
+        outcomes.accept(100, now);
+        assert_eq!(
+            outcomes.check_room(1, LIMITS),
+            Err(RejectReason::TooManyRecords { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn a_long_unfinished_record_keeps_the_window_short() {
+        let start = SystemClock.now();
+        let mut outcomes = Outcomes::default();
+        let stuck = outcomes.accept(1, start);
+        let later = start + Duration::from_secs(1);
+        for _ in 0..3 * WINDOW_COMPACTION {
+            let id = outcomes.accept(1, later);
+            outcomes.settle(Event::Flushed(FlushId(0)), id, 1);
+        }
+        assert!(outcomes.window_entries() <= WINDOW_COMPACTION + 1);
+        assert_eq!(outcomes.oldest_outstanding(), Some(start));
+        let marker = outcomes.add_marker();
+        outcomes.settle(Event::Flushed(FlushId(0)), stuck, 1);
+        assert_eq!(flushed(&mut outcomes).last(), Some(&marker));
+        assert_eq!(outcomes.oldest_outstanding(), None);
+    }
+}

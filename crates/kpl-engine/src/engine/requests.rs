@@ -1,0 +1,122 @@
+//! Requests the engine made: the outbox the driver polls, and what each request in flight
+//! carries, so its answer can be matched to its records.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::mem;
+use std::time::Instant;
+
+use super::pending::Pending;
+use crate::transport::{PutRecordsRequest, Request};
+
+/// Identifies a request the engine asked to send, so its answer can be handed back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(u64);
+
+/// The user records of one `PutRecords` entry and the shard they were predicted for.
+#[derive(Debug)]
+pub(super) struct EntryMeta {
+    pub(super) slot: Option<usize>,
+    pub(super) records: Vec<Pending>,
+}
+
+#[derive(Debug)]
+pub(super) enum InFlightKind {
+    PutRecords(Vec<EntryMeta>),
+    ListShards,
+    /// A page of the listing of every shard (see `MapRefresh::history`).
+    ShardHistory,
+    DescribeStreamSummary,
+}
+
+#[derive(Debug)]
+pub(super) struct InFlight {
+    pub(super) stream: usize,
+    /// `None` while the request waits in the outbox.
+    pub(super) sent_at: Option<Instant>,
+    pub(super) kind: InFlightKind,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Requests {
+    outbox: VecDeque<(RequestId, Request)>,
+    in_flight: BTreeMap<RequestId, InFlight>,
+    next: u64,
+}
+
+impl Requests {
+    /// Queues a request of stream `stream` for the driver.
+    pub(super) fn enqueue(&mut self, stream: usize, kind: InFlightKind, request: Request) {
+        let id = RequestId(self.next);
+        self.next += 1;
+        let in_flight = InFlight {
+            stream,
+            sent_at: None,
+            kind,
+        };
+        self.in_flight.insert(id, in_flight);
+        self.outbox.push_back((id, request));
+    }
+
+    /// The next request in the outbox, taken out (it stays in flight).
+    pub(super) fn pop_outbox(&mut self) -> Option<(RequestId, Request)> {
+        self.outbox.pop_front()
+    }
+
+    /// The request leaves: its answer's wait starts `now`.
+    pub(super) fn mark_sent(&mut self, id: RequestId, now: Instant) {
+        if let Some(in_flight) = self.in_flight.get_mut(&id) {
+            in_flight.sent_at = Some(now);
+        }
+    }
+
+    /// Takes a request's record of what it carries, when its answer comes (or it is dropped).
+    pub(super) fn complete(&mut self, id: RequestId) -> Option<InFlight> {
+        self.in_flight.remove(&id)
+    }
+
+    pub(super) fn has_outbox(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Forgets every request; returns those that carried records.
+    pub(super) fn abandon(&mut self) -> impl Iterator<Item = InFlight> {
+        self.outbox.clear();
+        mem::take(&mut self.in_flight).into_values()
+    }
+
+    /// Takes out of a `PutRecords` request about to leave every entry that holds a record
+    /// past its expiration at `now` (its encoded aggregate carries that record). Returns the
+    /// request's stream and the entries taken, if any.
+    pub(super) fn take_expired_entries(
+        &mut self,
+        id: RequestId,
+        put: &mut PutRecordsRequest,
+        now: Instant,
+    ) -> Option<(usize, Vec<EntryMeta>)> {
+        let in_flight = self.in_flight.get_mut(&id)?;
+        let InFlightKind::PutRecords(metas) = &mut in_flight.kind else {
+            return None;
+        };
+        let holds_expired = |meta: &EntryMeta| meta.records.iter().any(|p| p.expiration <= now);
+        if !metas.iter().any(holds_expired) {
+            return None;
+        }
+        let mut taken = Vec::new();
+        let mut kept_metas = Vec::with_capacity(metas.len());
+        let mut kept_entries = Vec::with_capacity(metas.len());
+        for (meta, entry) in mem::take(metas)
+            .into_iter()
+            .zip(mem::take(&mut put.entries))
+        {
+            if holds_expired(&meta) {
+                taken.push(meta);
+            } else {
+                kept_metas.push(meta);
+                kept_entries.push(entry);
+            }
+        }
+        *metas = kept_metas;
+        put.entries = kept_entries;
+        Some((in_flight.stream, taken))
+    }
+}

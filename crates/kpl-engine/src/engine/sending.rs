@@ -1,0 +1,336 @@
+//! The way out: a record is routed to its predicted shard's aggregate (or waits for a map),
+//! each shard passes what its limits allow to its stream's collector, and the collector becomes
+//! a `PutRecords` request.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kpl_aggregation::MaxAggregateSize;
+
+use super::Engine;
+use super::collector::RequestShape;
+use super::pending::{PackedRecord, Packing, Pending, min_instant};
+use super::requests::{EntryMeta, InFlightKind};
+use super::stream_state::StreamState;
+use super::timers::Timer;
+use crate::config::OrderingMode;
+use crate::outcome::{AttemptError, FailureReason, codes};
+use crate::stream::Stream;
+use crate::transport::{PutRecordsRequest, Request};
+
+impl Engine {
+    /// The index of `stream`'s state, made (and its map read started) on its first record.
+    pub(super) fn stream_slot(&mut self, stream: &Stream, now: Instant) -> usize {
+        if let Some(&si) = self.stream_index.get(stream) {
+            return si;
+        }
+        let si = self.streams.len();
+        self.streams
+            .push(StreamState::new(stream.clone(), &self.config, now));
+        self.stream_index.insert(stream.clone(), si);
+        self.start_refresh(si, now);
+        si
+    }
+
+    /// Sends a record to its predicted shard's aggregate, or makes it wait for a map.
+    #[inline(always)]
+    pub(super) fn route(&mut self, si: usize, pending: Pending, now: Instant) {
+        match self.streams[si].maps.predict(pending.hash_key) {
+            Some(slot) => self.aggregate(si, slot, pending, now),
+            // No map yet (the map is never torn: see `install_map`). Wait for it; at the
+            // deadline the record goes alone, unpredicted, except in ordering mode.
+            None => self.await_map(si, pending),
+        }
+    }
+
+    /// Makes a record wait for its stream's map, at most until its deadline.
+    pub(super) fn await_map(&mut self, si: usize, pending: Pending) {
+        let stream = &mut self.streams[si];
+        let deadline = stream.maps.wait(pending);
+        self.timers
+            .arm(&mut stream.timer, deadline, Timer::Stream(si));
+    }
+
+    /// How many records an aggregate holds at most.
+    fn aggregate_max_count(&self, packing: Packing) -> u64 {
+        if self.config.aggregation_enabled && packing == Packing::Aggregated {
+            self.config.aggregation_max_count
+        } else {
+            1
+        }
+    }
+
+    #[inline(always)]
+    fn aggregate(&mut self, si: usize, slot: usize, pending: Pending, now: Instant) {
+        let max_count = self.aggregate_max_count(Packing::Aggregated);
+        let shard = &mut self.streams[si].shards[slot];
+        shard.add(pending, max_count);
+        if shard.has_ready() {
+            self.service_shard(si, slot, now);
+        } else if let Some(deadline) = shard.aggregate_deadline() {
+            self.timers
+                .arm(&mut shard.timer, deadline, Timer::Shard(si, slot));
+        }
+    }
+
+    pub(super) fn aggregate_limit(&self, si: usize) -> MaxAggregateSize {
+        self.streams[si].aggregate_limit(&self.config)
+    }
+
+    /// Puts records to retry at the front of their (re-predicted) shards' queues, aggregated
+    /// among themselves or each alone, so they go before anything accepted after them.
+    pub(super) fn requeue_front(
+        &mut self,
+        si: usize,
+        records: Vec<Pending>,
+        packing: Packing,
+        now: Instant,
+    ) {
+        let mut by_slot: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
+        for pending in records {
+            match self.streams[si].maps.predict(pending.hash_key) {
+                Some(slot) => by_slot.entry(slot).or_default().push(pending),
+                None => self.await_map(si, pending),
+            }
+        }
+        let max_count = self.aggregate_max_count(packing);
+        let aggregate_limit = self.aggregate_limit(si);
+        for (slot, records) in by_slot {
+            self.streams[si].shards[slot].requeue_front(
+                records,
+                max_count,
+                aggregate_limit,
+                self.config.outer_partition_key,
+            );
+            self.service_shard(si, slot, now);
+        }
+    }
+
+    /// Moves a shard forward: fails expired records, passes what its limits allow to the
+    /// collector, and arms the shard's next wake-up.
+    pub(super) fn service_shard(&mut self, si: usize, slot: usize, now: Instant) {
+        let ordering = self.config.ordering == OrderingMode::PerShard;
+        if let Some((expired, survivors)) = self.streams[si].shards[slot].take_expired(now) {
+            let error = AttemptError::shared(
+                codes::EXPIRED,
+                "record_ttl reached while waiting for the shard's rate limit",
+            );
+            for mut pending in expired {
+                pending.add_failed_attempt(now, now, &error);
+                self.fail(si, pending, FailureReason::Expired);
+            }
+            if !survivors.is_empty() {
+                self.requeue_front(si, survivors, Packing::Aggregated, now);
+            }
+        }
+        let parent_busy = ordering && self.streams[si].parent_busy(slot);
+        let blocked = loop {
+            match self.streams[si].shards[slot].next_to_send(now, ordering, parent_busy) {
+                Ok(packed) => self.collect(si, packed, now),
+                Err(blocked) => break blocked,
+            }
+        };
+        let shard = &mut self.streams[si].shards[slot];
+        if let Some(at) = shard.next_wake(blocked) {
+            self.timers
+                .arm(&mut shard.timer, at, Timer::Shard(si, slot));
+        }
+    }
+
+    pub(super) fn service_all_shards(&mut self, si: usize, now: Instant) {
+        for slot in 0..self.streams[si].shards.len() {
+            if self.streams[si].shards[slot].open {
+                self.service_shard(si, slot, now);
+            }
+        }
+    }
+
+    /// Ordering mode: frees a shard that counted as busy (its call or held landing is over).
+    /// Returns whether it did.
+    pub(super) fn release_busy_slot(&mut self, si: usize, slot: Option<usize>) -> bool {
+        match slot {
+            Some(slot) if self.config.ordering == OrderingMode::PerShard => {
+                self.streams[si].shards[slot].busy = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn collect(&mut self, si: usize, packed: PackedRecord, now: Instant) {
+        let shape = RequestShape::of(&self.config);
+        if self.streams[si].collector.must_send_before(&packed, shape) {
+            self.send_collected(si);
+        }
+        let stream = &mut self.streams[si];
+        if stream.collector.add(packed, shape, now) {
+            self.send_collected(si);
+        } else if let Some(deadline) = stream.collector.deadline() {
+            self.timers
+                .arm(&mut stream.timer, deadline, Timer::Stream(si));
+        }
+    }
+
+    /// Turns what the stream's collector holds into a `PutRecords` request.
+    fn send_collected(&mut self, si: usize) {
+        let stream = &mut self.streams[si];
+        let packed = stream.collector.take();
+        if packed.is_empty() {
+            return;
+        }
+        let mut entries = Vec::with_capacity(packed.len());
+        let mut metas = Vec::with_capacity(packed.len());
+        stream
+            .stats
+            .kinesis_records_per_request
+            .record(packed.len() as f64);
+        for packed in packed {
+            stream
+                .stats
+                .user_records_per_kinesis_record
+                .record(packed.records.len() as f64);
+            entries.push(packed.kinesis_record);
+            metas.push(EntryMeta {
+                slot: packed.slot,
+                records: packed.records,
+            });
+        }
+        let request = Request::PutRecords(PutRecordsRequest {
+            stream: stream.stream.clone(),
+            entries,
+        });
+        self.requests
+            .enqueue(si, InFlightKind::PutRecords(metas), request);
+    }
+
+    /// Sends what is buffered for stream `si` now (see [`Engine::flush`]).
+    pub(super) fn flush_stream_index(&mut self, si: usize, now: Instant) {
+        let stream = &mut self.streams[si];
+        stream.maps.flush_on_map |= !stream.maps.waiting.is_empty();
+        for slot in 0..self.streams[si].shards.len() {
+            let shard = &mut self.streams[si].shards[slot];
+            shard.finish_aggregate();
+            // Forget the old wake-up; servicing arms the one that is still needed.
+            shard.timer = None;
+            self.service_shard(si, slot, now);
+        }
+        self.send_collected(si);
+        self.streams[si].timer = None;
+        self.service_stream(si, now);
+    }
+
+    /// Entries taken out of a request about to leave because they hold expired records: those
+    /// expire, the others go back to the head of their shards, to be packed again.
+    pub(super) fn drop_expired_entries(
+        &mut self,
+        si: usize,
+        dropped: Vec<EntryMeta>,
+        now: Instant,
+    ) {
+        let mut requeued = false;
+        for meta in dropped {
+            let (expired, survivors): (Vec<Pending>, Vec<Pending>) =
+                meta.records.into_iter().partition(|p| p.expiration <= now);
+            for pending in expired {
+                self.expire(si, pending, now);
+            }
+            if !survivors.is_empty() {
+                self.requeue_front(si, survivors, Packing::Aggregated, now);
+                requeued = true;
+            }
+            // Ordering mode: its shard no longer has a call coming.
+            if let Some(slot) = meta.slot
+                && self.release_busy_slot(si, Some(slot))
+            {
+                self.service_shard(si, slot, now);
+            }
+        }
+        if requeued {
+            self.service_all_shards(si, now);
+        }
+    }
+
+    /// Moves a stream forward: records whose map wait is over, held landings overdue, the
+    /// collector at its deadline, the periodic map read (or retirement when idle), the listing
+    /// of every shard; then arms the stream's next wake-up.
+    pub(super) fn service_stream(&mut self, si: usize, now: Instant) {
+        // Before the first map exists, records wait for it while it is being read (past their
+        // deadline if need be, but not past their expiry): sent unpredicted they could not be
+        // aggregated. In ordering mode they always wait, as a record sent unpredicted would
+        // escape the one-request-per-shard rule. Otherwise, once the wait is over, they go
+        // alone, unaggregated and unlimited, as the KPL sends records it cannot predict.
+        let hold = {
+            let maps = &self.streams[si].maps;
+            maps.map.is_none()
+                && (maps.refresh.in_flight || self.config.ordering == OrderingMode::PerShard)
+        };
+        loop {
+            let maps = &mut self.streams[si].maps;
+            let Some(front) = maps.waiting.front() else {
+                break;
+            };
+            let due = if hold {
+                front.expiration
+            } else {
+                front.deadline
+            };
+            if due > now {
+                break;
+            }
+            let Some(pending) = maps.waiting.pop_front() else {
+                break;
+            };
+            // Held records come out only at their expiry.
+            if hold {
+                self.expire(si, pending, now);
+                continue;
+            }
+            match maps.predict(pending.hash_key) {
+                Some(slot) => self.aggregate(si, slot, pending, now),
+                None if pending.expiration <= now => self.expire(si, pending, now),
+                None => self.collect(si, PackedRecord::unpredicted(pending), now),
+            }
+        }
+        self.give_up_overdue_landings(si, now);
+        if self.streams[si]
+            .collector
+            .deadline()
+            .is_some_and(|at| at <= now)
+        {
+            self.send_collected(si);
+        }
+        let stream = &self.streams[si];
+        if stream.maps.refresh.next_at.is_some_and(|at| at <= now) {
+            if stream.is_idle(self.config.shard_map_refresh_interval, now) {
+                self.streams[si].retire(si, &mut self.timers);
+            } else {
+                self.start_refresh(si, now);
+            }
+        }
+        let maps = &mut self.streams[si].maps;
+        if maps.history.next_at.is_some_and(|at| at <= now) {
+            // Only landings still waiting need it; give-ups above may have settled them all.
+            maps.history.next_at = None;
+            if !self.streams[si].held_landings.is_empty() {
+                self.start_history_read(si, now);
+            }
+        }
+        let stream = &mut self.streams[si];
+        let awaiting = stream
+            .maps
+            .waiting
+            .front()
+            .map(|p| if hold { p.expiration } else { p.deadline });
+        let held = stream.held_landings.iter().map(|held| held.decide_by).min();
+        let next = min_instant(
+            min_instant(awaiting, stream.collector.deadline()),
+            min_instant(
+                min_instant(stream.maps.refresh.next_at, held),
+                stream.maps.history.next_at,
+            ),
+        );
+        if let Some(at) = next {
+            self.timers.arm(&mut stream.timer, at, Timer::Stream(si));
+        }
+    }
+}
