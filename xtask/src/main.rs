@@ -159,6 +159,7 @@ fn ci() -> Result {
         ]),
     )?;
     check_dependency_boundaries()?;
+    check_licenses_and_sources()?;
 
     let mut tally = Tally::default();
     let result = (|| {
@@ -290,6 +291,42 @@ fn check_dependency_boundaries() -> Result {
         eprintln!("{krate}: none of {forbidden:?}, nor any aws-* crate");
     }
     Ok(())
+}
+
+/// The cargo-deny release `cargo xtask ci` installs (into `.tools/cargo`) when it is missing.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+
+/// `cargo deny check licenses bans sources` against `deny.toml`, with cargo-deny installed from
+/// crates.io into `.tools/cargo` the first time. Advisories are left out: they need the RustSec
+/// database from GitHub, which CI cannot reach.
+fn check_licenses_and_sources() -> Result {
+    let tools = root().join(".tools/cargo");
+    let deny = tools.join("bin/cargo-deny");
+    let installed = Command::new(&deny)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(CARGO_DENY_VERSION));
+    if !installed {
+        run(
+            "install cargo-deny",
+            cargo()
+                .args([
+                    "install",
+                    "--locked",
+                    "--version",
+                    CARGO_DENY_VERSION,
+                    "cargo-deny",
+                ])
+                .arg("--root")
+                .arg(&tools),
+        )?;
+    }
+    run(
+        "cargo deny check licenses bans sources",
+        Command::new(&deny)
+            .current_dir(root())
+            .args(["--locked", "check", "licenses", "bans", "sources"]),
+    )
 }
 
 fn bench(extra: &[String]) -> Result {

@@ -52,13 +52,13 @@ fn bodies(http: &StaticReplayClient) -> Vec<serde_json::Value> {
 }
 
 fn put(stream: &str) -> PutRecordsRequest {
-    PutRecordsRequest {
-        stream: Stream::new(stream).unwrap(),
-        entries: vec![
+    PutRecordsRequest::new(
+        Stream::new(stream).unwrap(),
+        vec![
             KinesisRecord::new("pk-1", &b"one"[..]).with_explicit_hash_key(HashKey::new(42)),
             KinesisRecord::new("pk-2", &b"two"[..]),
         ],
-    }
+    )
 }
 
 #[tokio::test]
@@ -125,24 +125,24 @@ async fn list_shards_pages_carry_only_the_token_after_the_first() {
         ),
     ]);
     let first = transport
-        .list_shards(ListShardsRequest {
-            stream: Stream::new("s").unwrap(),
-            next_token: None,
-            filter: ShardFilter::AtLatest,
-            max_results: 1000,
-        })
+        .list_shards(ListShardsRequest::new(
+            Stream::new("s").unwrap(),
+            None,
+            ShardFilter::AtLatest,
+            1000,
+        ))
         .await
         .unwrap();
     assert_eq!(first.next_token.as_deref(), Some("tok-1"));
     assert!(first.shards[0].open);
     assert_eq!(first.shards[0].hash_key_range.start(), HashKey::new(0));
     let second = transport
-        .list_shards(ListShardsRequest {
-            stream: Stream::new("s").unwrap(),
-            next_token: first.next_token,
-            filter: ShardFilter::AtLatest,
-            max_results: 1000,
-        })
+        .list_shards(ListShardsRequest::new(
+            Stream::new("s").unwrap(),
+            first.next_token,
+            ShardFilter::AtLatest,
+            1000,
+        ))
         .await
         .unwrap();
     assert!(
@@ -168,12 +168,12 @@ async fn a_listing_of_every_shard_asks_from_the_trim_horizon_and_sees_closed_sha
         r#"{"Shards":[{"ShardId":"shardId-000000000000","HashKeyRange":{"StartingHashKey":"0","EndingHashKey":"340282366920938463463374607431768211455"},"SequenceNumberRange":{"StartingSequenceNumber":"1","EndingSequenceNumber":"9"}}]}"#,
     )]);
     let listing = transport
-        .list_shards(ListShardsRequest {
-            stream: Stream::new("s").unwrap(),
-            next_token: None,
-            filter: ShardFilter::FromTrimHorizon,
-            max_results: 1000,
-        })
+        .list_shards(ListShardsRequest::new(
+            Stream::new("s").unwrap(),
+            None,
+            ShardFilter::FromTrimHorizon,
+            1000,
+        ))
         .await
         .unwrap();
     assert!(!listing.shards[0].open);
@@ -188,12 +188,12 @@ async fn a_shard_with_a_bad_hash_key_is_a_malformed_response() {
         r#"{"Shards":[{"ShardId":"shardId-0","HashKeyRange":{"StartingHashKey":"zero","EndingHashKey":"1"}}]}"#,
     )]);
     let error = transport
-        .list_shards(ListShardsRequest {
-            stream: Stream::new("s").unwrap(),
-            next_token: None,
-            filter: ShardFilter::AtLatest,
-            max_results: 10,
-        })
+        .list_shards(ListShardsRequest::new(
+            Stream::new("s").unwrap(),
+            None,
+            ShardFilter::AtLatest,
+            10,
+        ))
         .await
         .unwrap_err();
     assert_eq!(error.code(), "MalformedResponse");
@@ -206,9 +206,7 @@ async fn describe_stream_summary_reports_the_record_size_limit() {
         r#"{"StreamDescriptionSummary":{"StreamName":"s","StreamARN":"arn:aws:kinesis:us-east-1:123456789012:stream/s","StreamStatus":"ACTIVE","RetentionPeriodHours":24,"StreamCreationTimestamp":1.7E9,"EnhancedMonitoring":[],"OpenShardCount":4,"MaxRecordSizeInKiB":4096}}"#,
     )]);
     let summary = transport
-        .describe_stream_summary(DescribeStreamSummaryRequest {
-            stream: Stream::new("s").unwrap(),
-        })
+        .describe_stream_summary(DescribeStreamSummaryRequest::new(Stream::new("s").unwrap()))
         .await
         .unwrap();
     assert_eq!(summary.max_record_size_kib, Some(4096));

@@ -80,12 +80,8 @@ async fn child() {
     settings.endpoint_url = Some("http://127.0.0.1:9".to_owned());
     settings.credentials = Some(("AKIDTEST".into(), "secret".into(), None));
     let transport = AwsTransport::new(settings).unwrap();
-    let request = || ListShardsRequest {
-        stream: Stream::new("s").unwrap(),
-        next_token: None,
-        filter: ShardFilter::AtLatest,
-        max_results: 100,
-    };
+    let request =
+        || ListShardsRequest::new(Stream::new("s").unwrap(), None, ShardFilter::AtLatest, 100);
     let started = Instant::now();
     let mut timed_out = 0;
     let answered_after = loop {

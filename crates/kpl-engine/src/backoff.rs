@@ -22,11 +22,14 @@ impl Backoff {
         }
     }
 
+    /// Doublings of the base past which the ceiling is the cap anyway (and `1 << n` stays small).
+    const MAX_DOUBLINGS: u32 = 20;
+
     /// The delay before the next try, and one more failure counted.
     pub(crate) fn next_delay(&mut self, rng: &mut SmallRng) -> Duration {
         let ceiling = self
             .base
-            .saturating_mul(1u32 << self.failures.min(20))
+            .saturating_mul(1u32 << self.failures.min(Self::MAX_DOUBLINGS))
             .min(self.cap);
         self.failures = self.failures.saturating_add(1);
         let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
@@ -47,6 +50,7 @@ pub(crate) struct RefreshBackoff {
 impl RefreshBackoff {
     const FIRST: Duration = Duration::from_secs(1);
     const CAP: Duration = Duration::from_secs(30);
+    const GROWTH: f64 = 1.5;
 
     pub(crate) fn new() -> Self {
         Self { next: Self::FIRST }
@@ -54,7 +58,7 @@ impl RefreshBackoff {
 
     pub(crate) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
-        self.next = self.next.mul_f64(1.5).min(Self::CAP);
+        self.next = self.next.mul_f64(Self::GROWTH).min(Self::CAP);
         delay
     }
 

@@ -43,6 +43,10 @@ const AIMD_RECOVERY_PER_SEC: f64 = 0.015;
 /// The same, below nineteen twentieths of that rate (coming back to what the shard took).
 const AIMD_RETURN_PER_SEC: f64 = 0.25;
 /// The shortest time between two cuts: the service's accounting period.
+/// The fast return stops this far below the rate where the last throttle came (the knee).
+const KNEE_MARGIN: f64 = 0.95;
+/// A cut never goes below this share of the current rate, whatever the shard took lately.
+const CUT_AT_MOST_TO: f64 = 0.5;
 const CUT_INTERVAL: Duration = Duration::from_secs(1);
 /// How far back the accepted rate is measured, and in steps of how long.
 const ACCEPTED_SPAN: Duration = Duration::from_secs(1);
@@ -202,7 +206,7 @@ impl ShardLimiter {
         // The rate comes back only while it is what holds records back: not while the shard
         // idles or waits for a large record to be absorbed.
         if self.held_back {
-            let below = self.knee.map_or(0.0, |knee| knee * 0.95);
+            let below = self.knee.map_or(0.0, |knee| knee * KNEE_MARGIN);
             let fast = ((below - self.factor) / AIMD_RETURN_PER_SEC).clamp(0.0, elapsed);
             self.factor += fast * AIMD_RETURN_PER_SEC + (elapsed - fast) * AIMD_RECOVERY_PER_SEC;
             self.factor = self.factor.min(1.0);
@@ -281,7 +285,7 @@ impl ShardLimiter {
         let mut factor = self.factor;
         if let Some((bytes, records)) = self.accepted.rate(now) {
             let taken = (bytes / self.bytes_per_sec).max(records / self.records_per_sec);
-            factor = factor.min(taken.max(factor * 0.5));
+            factor = factor.min(taken.max(factor * CUT_AT_MOST_TO));
         }
         self.knee = Some(factor);
         self.factor = (factor * AIMD_DECREASE).max(self.floor);

@@ -31,6 +31,17 @@ pub mod codes {
     pub const RECORD_COUNT_MISMATCH: &str = "RecordCountMismatch";
     /// `ListShards` pages that do not make a listing (too many, or a repeated token).
     pub const MALFORMED_LISTING: &str = "MalformedListing";
+
+    /// Every code above.
+    pub const ALL: &[&str] = &[
+        EXPIRED,
+        WRONG_SHARD,
+        UNJUDGED_LANDING,
+        UNEXPECTED_RESPONSE,
+        TRANSPORT_PANICKED,
+        RECORD_COUNT_MISMATCH,
+        MALFORMED_LISTING,
+    ];
 }
 
 /// A record as the application hands it over.

@@ -48,6 +48,7 @@ pub mod names {
 
 /// Count, sum, minimum and maximum of a distribution.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Summary {
     /// Samples.
     pub count: u64,
@@ -84,6 +85,7 @@ impl Summary {
 
 /// Statistics of one stream since the engine started.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct StreamStats {
     /// User records accepted.
     pub user_records_received: u64,
@@ -128,6 +130,7 @@ pub struct StreamStats {
 
 /// Statistics of one shard.
 #[derive(Clone, Debug, Default)]
+#[non_exhaustive]
 pub struct ShardStats {
     /// User records written to this shard.
     pub user_records_put: u64,

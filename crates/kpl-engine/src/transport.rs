@@ -17,6 +17,7 @@ use crate::stream::Stream;
 
 /// One `PutRecords` call: up to 500 entries for one stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PutRecordsRequest {
     /// The stream written to.
     pub stream: Stream,
@@ -26,6 +27,11 @@ pub struct PutRecordsRequest {
 }
 
 impl PutRecordsRequest {
+    /// A call writing `entries` to `stream`.
+    pub fn new(stream: Stream, entries: Vec<KinesisRecord>) -> Self {
+        Self { stream, entries }
+    }
+
     /// The size the service counts against the 10 MiB request limit: data plus partition keys.
     pub fn billed_size(&self) -> usize {
         self.entries.iter().map(KinesisRecord::billed_size).sum()
@@ -61,6 +67,7 @@ pub enum PutRecordsEntryResult {
 /// A `ListShards` call. A page after the first carries only the token, as the service requires
 /// (sending the stream with a token is an error; KPL issue #481).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListShardsRequest {
     /// The stream whose shards are listed.
     pub stream: Stream,
@@ -71,6 +78,23 @@ pub struct ListShardsRequest {
     pub filter: ShardFilter,
     /// Page size (the service allows up to 10,000).
     pub max_results: u32,
+}
+
+impl ListShardsRequest {
+    /// A call for one page of `stream`'s shards: the first (`next_token` `None`) or a later one.
+    pub fn new(
+        stream: Stream,
+        next_token: Option<String>,
+        filter: ShardFilter,
+        max_results: u32,
+    ) -> Self {
+        Self {
+            stream,
+            next_token,
+            filter,
+            max_results,
+        }
+    }
 }
 
 /// The `ShardFilter` of a `ListShards` call.
@@ -105,9 +129,17 @@ pub struct ShardDescription {
 
 /// A `DescribeStreamSummary` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DescribeStreamSummaryRequest {
     /// The stream described.
     pub stream: Stream,
+}
+
+impl DescribeStreamSummaryRequest {
+    /// A call describing `stream`.
+    pub fn new(stream: Stream) -> Self {
+        Self { stream }
+    }
 }
 
 /// What the engine uses from `DescribeStreamSummary`.

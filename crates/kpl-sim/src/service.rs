@@ -861,10 +861,8 @@ mod tests {
                     .with_explicit_hash_key(HashKey::new(key))
             })
             .collect();
-        let request = PutRecordsRequest {
-            stream: Stream::new("s").unwrap_or_else(|e| panic!("{e}")),
-            entries,
-        };
+        let request =
+            PutRecordsRequest::new(Stream::new("s").unwrap_or_else(|e| panic!("{e}")), entries);
         match sim.handle(Request::PutRecords(request), now) {
             Ok(Response::PutRecords(response)) => response.entries,
             other => panic!("unexpected {other:?}"),

@@ -13,10 +13,10 @@ use kpl_engine::{Request, Response, Stream, TransportErrorKind};
 use kpl_sim::{Faults, ScriptedFault, SimKinesis};
 
 fn put(stream: &str, entries: Vec<KinesisRecord>) -> Request {
-    Request::PutRecords(PutRecordsRequest {
-        stream: Stream::new(stream).unwrap(),
+    Request::PutRecords(PutRecordsRequest::new(
+        Stream::new(stream).unwrap(),
         entries,
-    })
+    ))
 }
 
 fn results(response: Response) -> Vec<PutRecordsEntryResult> {
@@ -143,12 +143,12 @@ fn list_all_pages(sim: &mut SimKinesis, filter: ShardFilter, now: Instant) -> Ve
     let mut token = None;
     let mut seen = Vec::new();
     loop {
-        let request = Request::ListShards(ListShardsRequest {
-            stream: Stream::new("s").unwrap(),
-            next_token: token.take(),
+        let request = Request::ListShards(ListShardsRequest::new(
+            Stream::new("s").unwrap(),
+            token.take(),
             filter,
-            max_results: 1_000,
-        });
+            1_000,
+        ));
         let Response::ListShards(page) = sim.handle(request, now).unwrap() else {
             panic!("expected a page")
         };
@@ -190,9 +190,9 @@ fn list_shards_pages_and_describe_summary() {
         ["shardId-000000000000", "shardId-000000000001"]
     );
     sim.set_max_record_size_kib("s", 2048).unwrap();
-    let request = Request::DescribeStreamSummary(DescribeStreamSummaryRequest {
-        stream: Stream::new("s").unwrap(),
-    });
+    let request = Request::DescribeStreamSummary(DescribeStreamSummaryRequest::new(
+        Stream::new("s").unwrap(),
+    ));
     let Response::DescribeStreamSummary(summary) = sim.handle(request, now).unwrap() else {
         panic!("expected a summary")
     };

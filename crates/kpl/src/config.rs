@@ -244,7 +244,7 @@ impl fmt::Debug for Config {
 
 /// How a key is treated in process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
+pub(crate) enum KeyKind {
     /// A KPL key with the KPL's meaning.
     Kpl,
     /// A key this library adds.
@@ -256,12 +256,16 @@ pub enum KeyKind {
 
 /// One configuration key.
 #[derive(Clone, Copy)]
-pub struct Key {
+pub(crate) struct Key {
     /// The KPL (properties-file) name.
     pub name: &'static str,
     /// The `Config` field (empty for ignored keys).
     pub field: &'static str,
     /// The default, as text.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by the docs/config.md generator, in tests")
+    )]
     pub default: &'static str,
     /// The allowed values, as text.
     pub range: &'static str,
@@ -420,7 +424,7 @@ fn nothing(_: &Config) -> String {
 }
 
 /// Every key, in the order `docs/config.md` lists them.
-pub static KEYS: &[Key] = &[
+pub(crate) static KEYS: &[Key] = &[
     key!("AggregationEnabled", "aggregation_enabled", Kpl, "true", "true, false",
         "Pack user records predicted for the same shard into one Kinesis record.",
         get: |c| c.aggregation_enabled.to_string(),
@@ -862,10 +866,11 @@ impl Config {
 }
 
 /// `docs/config.md`, generated from [`KEYS`] (a test keeps the file in step).
-pub fn reference_markdown() -> String {
+#[cfg(test)]
+pub(crate) fn reference_markdown() -> String {
     let mut out = String::from(
         "# Configuration keys\n\n\
-         Generated from `crates/kpl/src/config.rs` (`KEYS`); `cargo test -p kpl --test config` \
+         Generated from `crates/kpl/src/config.rs` (`KEYS`); `cargo test -p kpl --lib config` \
          fails when this file is out of date, and `KPL_BLESS=1` rewrites it.\n\n\
          Set keys on `kpl::Config` fields (the *field* column), with `Config::set(name, value)`, \
          or in a Java KPL `.properties` file read by `Config::from_kpl_properties`. Durations are \
@@ -919,6 +924,7 @@ pub fn reference_markdown() -> String {
 
 /// The section of `docs/config.md` on what `MaxOutstandingBytes` counts, with the numbers this
 /// build charges.
+#[cfg(test)]
 fn memory_markdown() -> String {
     use kpl_engine::memory::{
         ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD, record_charge,
@@ -974,5 +980,66 @@ mod tests {
         let error = config.validate().unwrap_err();
         assert_eq!(error.key(), Some("MaxOutstandingBytes"));
         assert_eq!(error.allowed(), Some("at least max_user_record_size"));
+    }
+
+    #[test]
+    fn setting_each_key_to_its_documented_default_changes_nothing() {
+        for key in KEYS {
+            let mut config = Config::default();
+            config
+                .set(key.name, key.default)
+                .unwrap_or_else(|e| panic!("{}: {e}", key.name));
+            if key.name.starts_with("Aws") {
+                continue; // setting an empty credential creates an empty credential set
+            }
+            assert_eq!(
+                config,
+                Config::default(),
+                "{} = {:?}",
+                key.name,
+                key.default
+            );
+        }
+    }
+
+    #[test]
+    fn ignored_daemon_keys_are_accepted_and_still_checked() {
+        let ignored: Vec<&str> = KEYS
+            .iter()
+            .filter(|k| k.kind == KeyKind::Ignored)
+            .map(|k| k.name)
+            .collect();
+        for name in [
+            "NativeExecutable",
+            "TempDirectory",
+            "ThreadingModel",
+            "EnableCoreDumps",
+            "StsEndpoint",
+            "StsPort",
+        ] {
+            assert!(ignored.contains(&name), "{name}");
+        }
+        let config =
+            Config::from_kpl_properties("NativeExecutable = /opt/kpl\nThreadingModel = POOLED\n")
+                .unwrap();
+        assert_eq!(config, Config::default());
+        assert!(Config::from_kpl_properties("ThreadingModel = SOMETIMES").is_err());
+    }
+
+    #[test]
+    fn docs_config_md_is_generated_from_the_key_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/config.md");
+        let expected = reference_markdown();
+        if std::env::var_os("KPL_BLESS").is_some() {
+            std::fs::write(path, &expected).unwrap();
+        }
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/config.md is out of date: run `KPL_BLESS=1 cargo test -p kpl --lib config`"
+        );
+        for key in KEYS {
+            assert!(actual.contains(&format!("`{}`", key.name)), "{}", key.name);
+        }
     }
 }

@@ -42,7 +42,7 @@
 
 mod blocking;
 mod clock;
-pub mod config;
+mod config;
 mod error;
 mod producer;
 mod properties;
@@ -72,3 +72,8 @@ pub use kpl_aws::AwsSettingsError;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct WorkspaceReadme;
+
+/// Keeps the code in this crate's README compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadme;

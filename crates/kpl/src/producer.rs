@@ -343,7 +343,7 @@ impl State {
         }
         self.waiters.push_back(Some(sender));
         let outstanding = self.engine.outstanding_records();
-        if self.waiters.len() > WAITERS_COMPACTION.max(4 * outstanding) {
+        if self.waiters.len() > WAITERS_COMPACTION.max(WAITERS_SLACK_FACTOR * outstanding) {
             for (offset, sender) in mem::take(&mut self.waiters).into_iter().enumerate() {
                 if let Some(sender) = sender {
                     self.straggling_waiters
@@ -880,6 +880,8 @@ struct DriverLog {
 /// The waiter table is compacted when it is longer than this and four times the outstanding
 /// records (see `State::straggling_waiters`).
 const WAITERS_COMPACTION: usize = 65_536;
+/// How much longer than the outstanding records the waiter table may grow before compaction.
+const WAITERS_SLACK_FACTOR: usize = 4;
 
 /// Throttling after this long without any counts as starting again.
 const THROTTLING_QUIET: Duration = Duration::from_secs(10);

@@ -13,6 +13,10 @@ use super::timers::Timer;
 use crate::config::OrderingMode;
 use crate::outcome::{AttemptError, Landing, codes};
 
+/// A held landing is decided by this fraction of its records' shortest remaining lifetime, so a
+/// re-send still has time.
+const DECIDE_BY_DIVISOR: u32 = 2;
+
 /// An aggregate written to a shard the map has never listed (a child after a split or merge).
 /// A KCL consumer keeps it only if the shard owns every record in it, which needs that shard's
 /// range: the records keep their landing and wait, without being re-sent, for a map read that
@@ -141,7 +145,7 @@ impl Engine {
         let decide_by = entry
             .records
             .iter()
-            .map(|p| now + p.expiration.saturating_duration_since(now) / 2)
+            .map(|p| now + p.expiration.saturating_duration_since(now) / DECIDE_BY_DIVISOR)
             .min()
             .unwrap_or(now);
         let stream = &mut self.streams[si];

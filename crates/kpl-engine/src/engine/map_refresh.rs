@@ -23,10 +23,11 @@ use crate::transport::{
     ShardFilter, StreamSummary, TransportError, TransportErrorKind,
 };
 
+const KIB: usize = 1024;
 /// Page size of `ListShards`.
 const LIST_SHARDS_PAGE: u32 = 1_000;
 /// The smallest record-size limit a stream can have (the service's default, 1 MiB).
-const MIN_RECORD_SIZE_LIMIT: usize = 1024 * 1024;
+const MIN_RECORD_SIZE_LIMIT: usize = 1024 * KIB;
 /// How far each periodic map read is moved at random, as a fraction of the interval, so
 /// producers started together do not read together.
 const REFRESH_JITTER: std::ops::RangeInclusive<f64> = 0.9..=1.1;
@@ -191,7 +192,7 @@ impl MapRefresh {
         let summary = summary?;
         self.summary_known = true;
         let kib = summary.max_record_size_kib?;
-        let bytes = (kib as usize).saturating_mul(1024);
+        let bytes = (kib as usize).saturating_mul(KIB);
         Some(bytes.clamp(MIN_RECORD_SIZE_LIMIT, MAX_RECORD_SIZE_LIMIT))
     }
 

@@ -8,6 +8,9 @@ use kpl_aggregation::{HashKey, KinesisRecord, UserRecord};
 use crate::outcome::{Attempt, AttemptError, AttemptHistory, Record};
 use crate::stream::Stream;
 
+/// A retried record waits this fraction of `record_max_buffered_time` for companions.
+const RETRY_BUFFERING_DIVISOR: u32 = 2;
+
 /// A user record accepted and not yet finished.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -69,9 +72,10 @@ impl Pending {
         first_wait
     }
 
-    /// Due again soon after a failed attempt: within half a buffering time, never past expiry.
+    /// Due again soon after a failed attempt: within half a buffering time (it has waited once
+    /// already), never past expiry.
     pub(super) fn due_for_retry(&mut self, now: Instant, max_buffered_time: Duration) {
-        self.deadline = (now + max_buffered_time / 2).min(self.expiration);
+        self.deadline = (now + max_buffered_time / RETRY_BUFFERING_DIVISOR).min(self.expiration);
     }
 }
 

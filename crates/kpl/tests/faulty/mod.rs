@@ -436,10 +436,10 @@ fn entry_errors(
     let passed = if passing.is_empty() {
         Ok(Vec::new())
     } else {
-        let request = Request::PutRecords(PutRecordsRequest {
-            stream: put.stream,
-            entries: passing.iter().map(|(_, e)| e.clone()).collect(),
-        });
+        let request = Request::PutRecords(PutRecordsRequest::new(
+            put.stream,
+            passing.iter().map(|(_, e)| e.clone()).collect(),
+        ));
         state
             .sim
             .handle(request, now)
@@ -481,9 +481,9 @@ fn stream_of(request: &Value) -> Stream {
 
 fn to_request(operation: &str, request: &Value) -> Request {
     match operation {
-        "PutRecords" => Request::PutRecords(PutRecordsRequest {
-            stream: stream_of(request),
-            entries: request["Records"]
+        "PutRecords" => Request::PutRecords(PutRecordsRequest::new(
+            stream_of(request),
+            request["Records"]
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default()
@@ -502,7 +502,7 @@ fn to_request(operation: &str, request: &Value) -> Request {
                     }
                 })
                 .collect(),
-        }),
+        )),
         "ListShards" => {
             let next_token = request["NextToken"].as_str().map(str::to_owned);
             let filter = match request["ShardFilter"]["Type"].as_str() {
@@ -516,16 +516,14 @@ fn to_request(operation: &str, request: &Value) -> Request {
             } else {
                 stream_of(request)
             };
-            Request::ListShards(ListShardsRequest {
+            Request::ListShards(ListShardsRequest::new(
                 stream,
                 next_token,
                 filter,
-                max_results: request["MaxResults"].as_u64().unwrap_or(1_000) as u32,
-            })
+                request["MaxResults"].as_u64().unwrap_or(1_000) as u32,
+            ))
         }
-        _ => Request::DescribeStreamSummary(DescribeStreamSummaryRequest {
-            stream: stream_of(request),
-        }),
+        _ => Request::DescribeStreamSummary(DescribeStreamSummaryRequest::new(stream_of(request))),
     }
 }
 
