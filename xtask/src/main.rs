@@ -293,40 +293,46 @@ fn check_dependency_boundaries() -> Result {
     Ok(())
 }
 
-/// The cargo-deny release `cargo xtask ci` installs (into `.tools/cargo`) when it is missing.
-const CARGO_DENY_VERSION: &str = "0.20.2";
+/// The cargo tools `cargo xtask ci` installs from crates.io into `.tools/cargo` when missing:
+/// (crate, version).
+const CARGO_DENY: (&str, &str) = ("cargo-deny", "0.20.2");
+const CARGO_MACHETE: (&str, &str) = ("cargo-machete", "0.9.2");
 
-/// `cargo deny check licenses bans sources` against `deny.toml`, with cargo-deny installed from
-/// crates.io into `.tools/cargo` the first time. Advisories are left out: they need the RustSec
-/// database from GitHub, which CI cannot reach.
-fn check_licenses_and_sources() -> Result {
+/// The path of a cargo tool's binary, installed first if it is missing or another version.
+fn cargo_tool((name, version): (&str, &str)) -> Result<PathBuf> {
     let tools = root().join(".tools/cargo");
-    let deny = tools.join("bin/cargo-deny");
-    let installed = Command::new(&deny)
+    let binary = tools.join("bin").join(name);
+    let installed = Command::new(&binary)
         .arg("--version")
         .output()
-        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(CARGO_DENY_VERSION));
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains(version));
     if !installed {
         run(
-            "install cargo-deny",
+            &format!("install {name} {version}"),
             cargo()
-                .args([
-                    "install",
-                    "--locked",
-                    "--version",
-                    CARGO_DENY_VERSION,
-                    "cargo-deny",
-                ])
-                .arg("--root")
+                .args(["install", "--locked", "--version", version, name, "--root"])
                 .arg(&tools),
         )?;
     }
+    Ok(binary)
+}
+
+/// `cargo deny check licenses bans sources` against `deny.toml`, then `cargo machete` for
+/// dependencies no code uses. Advisories are left out: they need the RustSec database from
+/// GitHub, which CI cannot reach.
+fn check_licenses_and_sources() -> Result {
+    let deny = cargo_tool(CARGO_DENY)?;
     run(
         "cargo deny check licenses bans sources",
         Command::new(&deny)
             .current_dir(root())
             .args(["--locked", "check", "--hide-inclusion-graph"])
             .args(["licenses", "bans", "sources"]),
+    )?;
+    let machete = cargo_tool(CARGO_MACHETE)?;
+    run(
+        "cargo machete (unused dependencies)",
+        Command::new(&machete).current_dir(root()),
     )
 }
 

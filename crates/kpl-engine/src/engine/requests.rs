@@ -120,3 +120,65 @@ impl Requests {
         Some((in_flight.stream, taken))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use kpl_aggregation::KinesisRecord;
+
+    use super::*;
+    use crate::engine::pending::tests::pending;
+    use crate::stream::Stream;
+    use crate::time::{Clock, SystemClock};
+
+    #[test]
+    fn entries_holding_an_expired_record_leave_the_request_with_their_records() {
+        let now = SystemClock.now();
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let mut requests = Requests::default();
+        let metas = vec![
+            EntryMeta {
+                slot: Some(0),
+                records: vec![pending(0, now, Duration::from_secs(30))],
+            },
+            EntryMeta {
+                slot: Some(1),
+                records: vec![
+                    pending(1, now, Duration::from_secs(60)),
+                    pending(2, now, Duration::from_secs(1)),
+                ],
+            },
+        ];
+        let entries = vec![
+            KinesisRecord::new("a", vec![0]),
+            KinesisRecord::new("b", vec![1]),
+        ];
+        requests.enqueue(
+            3,
+            InFlightKind::PutRecords(metas),
+            Request::PutRecords(PutRecordsRequest::new(stream, entries)),
+        );
+        let Some((id, Request::PutRecords(mut put))) = requests.pop_outbox() else {
+            panic!("the request")
+        };
+        assert!(requests.take_expired_entries(id, &mut put, now).is_none());
+        let later = now + Duration::from_secs(2);
+        let Some((stream_index, taken)) = requests.take_expired_entries(id, &mut put, later) else {
+            panic!("record 2 expired")
+        };
+        assert_eq!(stream_index, 3);
+        let taken_ids: Vec<u64> = taken[0].records.iter().map(|p| p.id).collect();
+        assert_eq!(taken_ids, [1, 2], "its whole entry leaves");
+        assert_eq!(put.entries.len(), 1);
+        assert_eq!(put.entries[0].partition_key(), "a");
+        requests.mark_sent(id, later);
+        let in_flight = requests.complete(id).unwrap_or_else(|| panic!("in flight"));
+        assert_eq!(in_flight.sent_at, Some(later));
+        let InFlightKind::PutRecords(kept) = in_flight.kind else {
+            panic!("a PutRecords")
+        };
+        assert_eq!(kept.len(), 1);
+        assert!(requests.complete(id).is_none(), "answered once");
+    }
+}
