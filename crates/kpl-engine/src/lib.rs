@@ -17,6 +17,7 @@ mod config;
 mod engine;
 mod limiter;
 pub mod memory;
+pub mod metrics;
 mod outcome;
 mod shard_map;
 pub mod stats;

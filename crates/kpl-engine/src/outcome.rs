@@ -388,6 +388,11 @@ impl AttemptHistory {
         self.last_end
     }
 
+    /// The failed attempts, those left out included.
+    pub(crate) fn count(&self) -> usize {
+        self.attempts.len() + self.omitted as usize
+    }
+
     /// The most memory one history takes: its box, and its list at full room.
     #[cfg(test)]
     pub(crate) fn bytes_at_most() -> usize {

@@ -73,6 +73,21 @@ impl Summary {
         self.sum += value;
     }
 
+    /// Adds another distribution's samples to this one.
+    pub fn merge(&mut self, other: &Self) {
+        if other.count == 0 {
+            return;
+        }
+        if self.count == 0 {
+            *self = *other;
+            return;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
     /// The mean, or 0 without samples.
     pub fn mean(&self) -> f64 {
         if self.count == 0 {

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Engine;
 use super::landings::Landed;
 use super::pending::{Packing, Pending};
 use super::requests::EntryMeta;
 use super::shard_queue::SlotVerdict;
+use super::{Engine, millis};
 use crate::config::OrderingMode;
+use crate::metrics::Metric;
 use crate::outcome::{
     Attempt, AttemptError, AttemptList, Delivery, Event, FailureReason, Landing, RecordId, codes,
 };
@@ -31,8 +32,11 @@ impl Engine {
         now: Instant,
     ) {
         let mut verdicts: BTreeMap<Option<usize>, SlotVerdict> = BTreeMap::new();
-        let request_ms = now.saturating_duration_since(sent_at).as_secs_f64() * 1_000.0;
+        let request_ms = millis(now.saturating_duration_since(sent_at));
         self.streams[si].stats.request_time.record(request_ms);
+        self.streams[si]
+            .interval
+            .record(Metric::RequestTime, request_ms);
         let stream_gone = match &result {
             Err(error) if error.kind() == TransportErrorKind::NotFound => Some(
                 TransportError::new(error.kind(), error.code(), error.message()),
@@ -44,6 +48,7 @@ impl Engine {
                 let kind = error.kind();
                 let error = AttemptError::shared(error.code(), error.message());
                 self.streams[si].stats.error(error.code(), 1);
+                self.streams[si].interval.error(error.code());
                 // A request refused whole as invalid may hold one bad entry among good ones:
                 // each is tried again alone, and only what the service still refuses fails.
                 let split = kind == TransportErrorKind::Validation && entries.len() > 1;
@@ -67,13 +72,12 @@ impl Engine {
                     ),
                 );
                 self.streams[si].stats.error(error.code(), 1);
+                self.streams[si].interval.error(error.code());
                 for entry in entries {
                     // The shard's call is over: in ordering mode it may send again.
                     verdicts.entry(entry.slot).or_default();
                     for mut pending in entry.records {
-                        if let Some(waited) = pending.add_failed_attempt(sent_at, now, &error) {
-                            self.record_buffering(si, waited);
-                        }
+                        self.failed_attempt(si, entry.slot, &mut pending, &error, sent_at, now);
                         self.fail(si, pending, FailureReason::RecordCountMismatch);
                     }
                 }
@@ -98,6 +102,9 @@ impl Engine {
                             let kind = TransportErrorKind::from_code(&code);
                             let error = AttemptError::shared(code, message);
                             self.streams[si].stats.error(error.code(), 1);
+                            let interval = self.interval(si, entry.slot);
+                            interval.error(error.code());
+                            interval.record(Metric::KinesisRecordsPut, 0.0);
                             self.on_entry_failed(si, entry, kind, &error, verdict, sent_at, now);
                         }
                     }
@@ -194,19 +201,23 @@ impl Engine {
         }
         verdict.written = true;
         self.streams[si].expired_token_since = None;
-        self.deliver(si, entry.slot, entry.records, landing, sent_at, now);
+        self.deliver(si, entry, landing, sent_at, now);
     }
 
     /// Reports the records of one written Kinesis record as delivered.
     pub(super) fn deliver(
         &mut self,
         si: usize,
-        slot: Option<usize>,
-        mut records: Vec<Pending>,
+        entry: EntryMeta,
         landing: Arc<Landing>,
         sent_at: Instant,
         landed_at: Instant,
     ) {
+        let EntryMeta {
+            slot,
+            size: kinesis_record_size,
+            mut records,
+        } = entry;
         let shard_slot = self.streams[si].slot_of.get(&landing.shard_id).copied();
         let duration = landed_at.saturating_duration_since(sent_at);
         let count = records.len() as u64;
@@ -217,11 +228,20 @@ impl Engine {
             let first_try = pending.attempts.is_none();
             let delay = sent_at.saturating_duration_since(pending.last_end());
             let size = pending.size();
-            data_bytes += pending.record.data().len() as u64;
+            let data = pending.record.data().len();
+            data_bytes += data as u64;
             billed_bytes += size as u64;
             if first_try {
                 self.record_buffering(si, delay);
             }
+            let retries = pending.failed_attempts();
+            self.interval(si, slot)
+                .record(Metric::BufferingTime, millis(delay));
+            // The KPL counts a written record on the shard it was written to.
+            let interval = self.interval(si, shard_slot);
+            interval.record(Metric::UserRecordsPut, 1.0);
+            interval.record(Metric::UserRecordsDataPut, data as f64);
+            interval.record(Metric::RetriesPerRecord, retries as f64);
             let last = Attempt::written(delay, duration, landing.clone());
             let delivery = Delivery {
                 id: RecordId(pending.id),
@@ -232,6 +252,12 @@ impl Engine {
                 .settle(Event::Delivered(delivery), pending.id, charge);
         }
         records.clear();
+        self.interval(si, shard_slot)
+            .record(Metric::KinesisRecordsDataPut, kinesis_record_size as f64);
+        // And a Kinesis record on the shard it was predicted for.
+        let interval = self.interval(si, slot);
+        interval.record(Metric::KinesisRecordsPut, 1.0);
+        interval.record(Metric::AllErrors, 0.0);
         let stream = &mut self.streams[si];
         stream.stats.user_records_pending -= count;
         if let Some(shard) = slot.and_then(|slot| stream.shards.get_mut(slot)) {
@@ -311,9 +337,7 @@ impl Engine {
         };
         let mut retry = Vec::new();
         for mut pending in entry.records {
-            if let Some(waited) = pending.add_failed_attempt(sent_at, now, error) {
-                self.record_buffering(si, waited);
-            }
+            self.failed_attempt(si, entry.slot, &mut pending, error, sent_at, now);
             match terminal {
                 Some(reason) => self.fail(si, pending, reason),
                 None if pending.expiration <= now => self.expire(si, pending, now),

@@ -27,6 +27,8 @@ pub(super) struct HeldLanding {
     pub(super) records: Vec<Pending>,
     /// The shard the aggregate was predicted for (in ordering mode it stays busy meanwhile).
     pub(super) slot: Option<usize>,
+    /// The aggregate's size as the service counts it.
+    pub(super) size: usize,
     pub(super) sent_at: Instant,
     pub(super) landed_at: Instant,
     /// Past this, the landing is given up on and the records are re-sent alone: half of the
@@ -114,13 +116,11 @@ impl Engine {
             ),
         );
         self.streams[si].stats.error(code, 1);
+        self.interval(si, landed.slot).error(code);
         let mut retry = Vec::with_capacity(records.len());
         for mut pending in records {
-            if let Some(waited) =
-                pending.add_failed_attempt(landed.sent_at, landed.landed_at, &error)
-            {
-                self.record_buffering(si, waited);
-            }
+            let (sent_at, landed_at) = (landed.sent_at, landed.landed_at);
+            self.failed_attempt(si, landed.slot, &mut pending, &error, sent_at, landed_at);
             if pending.expiration <= now {
                 self.expire(si, pending, now);
             } else {
@@ -154,6 +154,7 @@ impl Engine {
             landing,
             records: entry.records,
             slot: entry.slot,
+            size: entry.size,
             sent_at,
             landed_at: now,
             decide_by,
@@ -192,14 +193,12 @@ impl Engine {
             match range {
                 Some(range) if records.iter().all(|p| range.contains(p.hash_key)) => {
                     let landing = landed.landing.clone();
-                    self.deliver(
-                        si,
-                        held.slot,
+                    let entry = EntryMeta {
+                        slot: held.slot,
+                        size: held.size,
                         records,
-                        landing,
-                        held.sent_at,
-                        held.landed_at,
-                    );
+                    };
+                    self.deliver(si, entry, landing, held.sent_at, held.landed_at);
                 }
                 Some(_) => self.resend_misplaced(si, landed, records, now),
                 None => self.resend_alone(si, landed, records, now),

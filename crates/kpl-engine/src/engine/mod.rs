@@ -24,6 +24,7 @@ mod stream_state;
 mod timers;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kpl_aggregation::{HashKey, PartitionKey, UserRecord};
@@ -38,6 +39,7 @@ use self::stream_state::StreamState;
 use self::timers::{Timer, Timers};
 use crate::config::{EngineConfig, InvalidConfig};
 use crate::memory::record_charge;
+use crate::metrics::{Interval, Metric, Series};
 use crate::outcome::{
     AttemptError, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason, Rejected,
     codes,
@@ -216,6 +218,7 @@ impl Engine {
         let stream = &mut self.streams[si];
         stream.last_record_at = now;
         stream.stats.user_records_received += 1;
+        stream.interval.record(Metric::UserRecordsReceived, 1.0);
         stream.stats.user_records_pending += 1;
         if stream.retired {
             stream.retired = false;
@@ -472,6 +475,30 @@ impl Engine {
         })
     }
 
+    /// Takes the samples of every metric since the last call, as one series per metric and
+    /// place (stream, shard, error code), and starts a new interval. Exporters call this
+    /// periodically; see [`crate::metrics`].
+    pub fn take_metrics(&mut self) -> Vec<Series> {
+        let mut series = Vec::new();
+        for stream in &mut self.streams {
+            stream.interval.take(&stream.stream, None, &mut series);
+            for shard in &mut stream.shards {
+                shard
+                    .interval
+                    .take(&stream.stream, Some(&shard.id), &mut series);
+            }
+        }
+        series
+    }
+
+    /// Takes a sample of `UserRecordsPending` for every stream: its outstanding records now.
+    pub fn sample_pending(&mut self) {
+        for stream in &mut self.streams {
+            let pending = stream.stats.user_records_pending as f64;
+            stream.interval.record(Metric::UserRecordsPending, pending);
+        }
+    }
+
     /// The current shard map of `stream`, if one has been read.
     pub fn shard_map(&self, stream: &Stream) -> Option<&ShardMap> {
         let &si = self.stream_index.get(stream)?;
@@ -489,7 +516,37 @@ impl Engine {
 
     fn record_buffering(&mut self, si: usize, waited: Duration) {
         let stats = &mut self.streams[si].stats;
-        stats.buffering_time.record(waited.as_secs_f64() * 1_000.0);
+        stats.buffering_time.record(millis(waited));
+    }
+
+    /// This interval's samples for shard `slot` of stream `si`, or the stream's own when the
+    /// observation has no shard.
+    #[inline(always)]
+    fn interval(&mut self, si: usize, slot: Option<usize>) -> &mut Interval {
+        let stream = &mut self.streams[si];
+        match slot.and_then(|slot| stream.shards.get_mut(slot)) {
+            Some(shard) => &mut shard.interval,
+            None => &mut stream.interval,
+        }
+    }
+
+    /// Records a failed attempt of `pending`, sent for shard `slot` at `sent_at` and answered
+    /// at `now`: in its history, and in the buffering statistics.
+    fn failed_attempt(
+        &mut self,
+        si: usize,
+        slot: Option<usize>,
+        pending: &mut Pending,
+        error: &Arc<AttemptError>,
+        sent_at: Instant,
+        now: Instant,
+    ) {
+        let (first_wait, delay) = pending.add_failed_attempt(sent_at, now, error);
+        if let Some(waited) = first_wait {
+            self.record_buffering(si, waited);
+        }
+        self.interval(si, slot)
+            .record(Metric::BufferingTime, millis(delay));
     }
 
     fn expire(&mut self, si: usize, mut pending: Pending, now: Instant) {
@@ -502,6 +559,15 @@ impl Engine {
     }
 
     fn fail(&mut self, si: usize, mut pending: Pending, reason: FailureReason) {
+        // A failed record counts against the shard it was predicted for, as in the KPL.
+        let predicted = self.streams[si].maps.predict(pending.hash_key);
+        let retries = pending.failed_attempts().saturating_sub(1);
+        let interval = self.interval(si, predicted);
+        interval.record(Metric::UserRecordsPut, 0.0);
+        interval.record(Metric::RetriesPerRecord, retries as f64);
+        if reason == FailureReason::Expired {
+            interval.record(Metric::UserRecordExpired, 1.0);
+        }
         let stats = &mut self.streams[si].stats;
         stats.user_records_failed += 1;
         stats.user_records_pending -= 1;
@@ -524,6 +590,11 @@ impl Engine {
         self.outcomes
             .settle(Event::Failed(Box::new(failure)), id, charge);
     }
+}
+
+/// A duration in the milliseconds the metrics are reported in.
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1_000.0
 }
 
 /// The size of a record's entry, for the memory module's check of its bookkeeping charge.

@@ -51,13 +51,14 @@ impl Pending {
             .map_or(self.arrival, |history| history.last_end())
     }
 
-    /// Records a failed attempt; returns the time the record had waited if this was its first.
+    /// Records a failed attempt; returns the time the record had waited if this was its first,
+    /// and the time it waited before this attempt.
     pub(super) fn add_failed_attempt(
         &mut self,
         sent_at: Instant,
         now: Instant,
         error: &Arc<AttemptError>,
-    ) -> Option<Duration> {
+    ) -> (Option<Duration>, Duration) {
         let first_wait = self
             .attempts
             .is_none()
@@ -69,7 +70,12 @@ impl Pending {
         self.attempts
             .get_or_insert_with(|| Box::new(AttemptHistory::new(self.arrival)))
             .push(attempt, last_end + delay + duration);
-        first_wait
+        (first_wait, delay)
+    }
+
+    /// Failed attempts so far.
+    pub(super) fn failed_attempts(&self) -> usize {
+        self.attempts.as_ref().map_or(0, |history| history.count())
     }
 
     /// Due again soon after a failed attempt: within half a buffering time (it has waited once

@@ -16,6 +16,8 @@ pub struct RequestId(u64);
 #[derive(Debug)]
 pub(super) struct EntryMeta {
     pub(super) slot: Option<usize>,
+    /// The entry's size as the service counts it (its Kinesis record's data and key).
+    pub(super) size: usize,
     pub(super) records: Vec<Pending>,
 }
 
@@ -140,10 +142,12 @@ mod tests {
         let metas = vec![
             EntryMeta {
                 slot: Some(0),
+                size: 1,
                 records: vec![pending(0, now, Duration::from_secs(30))],
             },
             EntryMeta {
                 slot: Some(1),
+                size: 1,
                 records: vec![
                     pending(1, now, Duration::from_secs(60)),
                     pending(2, now, Duration::from_secs(1)),

@@ -14,6 +14,7 @@ use super::requests::{EntryMeta, InFlightKind};
 use super::stream_state::StreamState;
 use super::timers::Timer;
 use crate::config::OrderingMode;
+use crate::metrics::Metric;
 use crate::outcome::{AttemptError, FailureReason, codes};
 use crate::stream::Stream;
 use crate::transport::{PutRecordsRequest, Request};
@@ -180,21 +181,34 @@ impl Engine {
         }
         let mut entries = Vec::with_capacity(packed.len());
         let mut metas = Vec::with_capacity(packed.len());
+        let kinesis_records = packed.len() as f64;
         stream
             .stats
             .kinesis_records_per_request
-            .record(packed.len() as f64);
+            .record(kinesis_records);
+        let mut user_records = 0;
         for packed in packed {
+            let per_kinesis_record = packed.records.len() as f64;
+            user_records += packed.records.len();
             stream
                 .stats
                 .user_records_per_kinesis_record
-                .record(packed.records.len() as f64);
+                .record(per_kinesis_record);
+            let interval = match packed.slot.and_then(|slot| stream.shards.get_mut(slot)) {
+                Some(shard) => &mut shard.interval,
+                None => &mut stream.interval,
+            };
+            interval.record(Metric::UserRecordsPerKinesisRecord, per_kinesis_record);
             entries.push(packed.kinesis_record);
             metas.push(EntryMeta {
                 slot: packed.slot,
+                size: packed.size,
                 records: packed.records,
             });
         }
+        let interval = &mut stream.interval;
+        interval.record(Metric::KinesisRecordsPerPutRecordsRequest, kinesis_records);
+        interval.record(Metric::UserRecordsPerPutRecordsRequest, user_records as f64);
         let request = Request::PutRecords(PutRecordsRequest {
             stream: stream.stream.clone(),
             entries,

@@ -14,6 +14,7 @@ use super::pending::{PackedRecord, Pending, min_instant};
 use crate::backoff::Backoff;
 use crate::config::EngineConfig;
 use crate::limiter::ShardLimiter;
+use crate::metrics::Interval;
 use crate::stats::ShardStats;
 use crate::transport::ShardId;
 
@@ -66,6 +67,8 @@ pub(super) struct ShardQueue {
     pub(super) awaiting_refresh: bool,
     pub(super) timer: Option<Instant>,
     pub(super) stats: ShardStats,
+    /// This interval's samples of shard-level metrics.
+    pub(super) interval: Interval,
 }
 
 impl ShardQueue {
@@ -97,6 +100,7 @@ impl ShardQueue {
             awaiting_refresh: false,
             timer: None,
             stats: ShardStats::default(),
+            interval: Interval::default(),
         }
     }
 

@@ -12,6 +12,7 @@ use super::shard_queue::ShardQueue;
 use super::timers::{Timer, Timers};
 use crate::backoff::Backoff;
 use crate::config::EngineConfig;
+use crate::metrics::Interval;
 use crate::stats::StreamStats;
 use crate::stream::Stream;
 use crate::transport::ShardId;
@@ -38,6 +39,8 @@ pub(super) struct StreamState {
     pub(super) collector: Collector,
     pub(super) timer: Option<Instant>,
     pub(super) stats: StreamStats,
+    /// This interval's samples of stream-level metrics, and of shard-level ones without a shard.
+    pub(super) interval: Interval,
     /// When the last record for the stream was accepted.
     pub(super) last_record_at: Instant,
     /// Idle for long: no map, no shards, no periodic reads (see `IDLE_STREAM_REFRESHES`).
@@ -58,6 +61,7 @@ impl StreamState {
             collector: Collector::default(),
             timer: None,
             stats: StreamStats::default(),
+            interval: Interval::default(),
             last_record_at: now,
             retired: false,
         }
