@@ -42,11 +42,12 @@ const AIMD_DECREASE: f64 = 0.9;
 const AIMD_RECOVERY_PER_SEC: f64 = 0.015;
 /// The same, below nineteen twentieths of that rate (coming back to what the shard took).
 const AIMD_RETURN_PER_SEC: f64 = 0.25;
-/// The shortest time between two cuts: the service's accounting period.
 /// The fast return stops this far below the rate where the last throttle came (the knee).
 const KNEE_MARGIN: f64 = 0.95;
-/// A cut never goes below this share of the current rate, whatever the shard took lately.
+/// A cut starts from what the shard took lately, but from no less than this share of the
+/// current rate (then `AIMD_DECREASE` applies).
 const CUT_AT_MOST_TO: f64 = 0.5;
+/// The shortest time between two cuts: the service's accounting period.
 const CUT_INTERVAL: Duration = Duration::from_secs(1);
 /// How far back the accepted rate is measured, and in steps of how long.
 const ACCEPTED_SPAN: Duration = Duration::from_secs(1);

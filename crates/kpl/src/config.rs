@@ -801,8 +801,24 @@ impl Config {
             (key.set)(&mut scratch, &value)
                 .map_err(|Invalid| ConfigError::invalid(key.name, &value, key.range, key.secret))?;
         }
-        // Settings that only make sense together are the engine's to judge: its checks, named
-        // by the KPL key of the field at fault.
+        // Settings that only make sense together, in the KPL's names; then whatever else the
+        // engine refuses, named by the KPL key of the field at fault.
+        if self.max_outstanding_bytes < self.max_user_record_size {
+            return Err(ConfigError::invalid(
+                "MaxOutstandingBytes",
+                &self.max_outstanding_bytes.to_string(),
+                "at least MaxUserRecordSize",
+                false,
+            ));
+        }
+        if self.retry_backoff_cap < self.retry_backoff_base {
+            return Err(ConfigError::invalid(
+                "RetryBackoffCap",
+                &ms_text(self.retry_backoff_cap),
+                "at least RetryBackoffBase",
+                false,
+            ));
+        }
         if let Err(invalid) = self.engine_config(0).validate() {
             let key = KEYS.iter().find(|key| key.field == invalid.key());
             let name = key.map_or_else(|| invalid.key(), |key| key.name);
@@ -974,12 +990,39 @@ mod tests {
     }
 
     #[test]
-    fn settings_wrong_together_are_refused_by_the_engine_under_the_kpl_key() {
+    fn settings_wrong_together_are_refused_under_the_kpl_key() {
         let mut config = Config::default();
         config.max_outstanding_bytes = config.max_user_record_size - 1;
         let error = config.validate().unwrap_err();
         assert_eq!(error.key(), Some("MaxOutstandingBytes"));
-        assert_eq!(error.allowed(), Some("at least max_user_record_size"));
+        assert_eq!(error.allowed(), Some("at least MaxUserRecordSize"));
+    }
+
+    #[test]
+    fn every_config_the_facade_accepts_the_engine_accepts() {
+        // The facade's ranges are the KPL's; the engine's checks run after them, so a gap
+        // between the two would surface here as an error named by an engine field.
+        let mut config = Config::default();
+        for (key, value) in [
+            ("AggregationMaxSize", "64"),
+            ("CollectionMaxCount", "1"),
+            ("CollectionMaxSize", "52224"),
+            ("MaxUserRecordSize", "64"),
+            ("RecordTtl", "100"),
+            ("RecordMaxBufferedTime", "0"),
+            ("ShardMapRefreshInterval", "1000"),
+        ] {
+            config
+                .set(key, value)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            config
+                .validate()
+                .unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+            assert!(
+                config.engine_config(0).validate().is_ok(),
+                "{key} = {value}"
+            );
+        }
     }
 
     #[test]

@@ -56,8 +56,14 @@ impl Collector {
                     && self.records.iter().any(|p| p.slot == packed.slot)))
     }
 
-    /// Adds a packed record; returns whether the request should leave now.
-    pub(super) fn add(&mut self, packed: PackedRecord, shape: RequestShape, now: Instant) -> bool {
+    /// Adds a packed record. Returns `None` when the request should leave now, otherwise the
+    /// time by which it must leave for this record's sake (its deadline, or a short grace).
+    pub(super) fn add(
+        &mut self,
+        packed: PackedRecord,
+        shape: RequestShape,
+        now: Instant,
+    ) -> Option<Instant> {
         let mut shard_full = false;
         if let Some(slot) = packed.slot {
             if self.shard_bytes.len() <= slot {
@@ -71,7 +77,11 @@ impl Collector {
         self.deadline = min_instant(self.deadline, Some(deadline));
         self.size += packed.size;
         self.records.push(packed);
-        shard_full || alone || self.records.len() >= shape.max_count || self.size >= shape.max_size
+        let full = shard_full
+            || alone
+            || self.records.len() >= shape.max_count
+            || self.size >= shape.max_size;
+        (!full).then_some(deadline)
     }
 
     /// Takes everything collected, for a request.
@@ -124,16 +134,12 @@ mod tests {
         };
         let shape = RequestShape::of(&config);
         let mut collector = Collector::default();
-        assert!(!collector.add(packed(0, 0, 10, now), shape, now));
-        assert_eq!(
-            collector.deadline(),
-            Some(now + Duration::from_millis(100).max(config.collection_grace()))
-        );
-        assert!(!collector.add(packed(1, 1, 10, now), shape, now));
-        assert!(
-            collector.add(packed(2, 0, 10, now), shape, now),
-            "three: full"
-        );
+        let due = now + Duration::from_millis(100).max(config.collection_grace());
+        assert_eq!(collector.add(packed(0, 0, 10, now), shape, now), Some(due));
+        assert_eq!(collector.deadline(), Some(due));
+        assert!(collector.add(packed(1, 1, 10, now), shape, now).is_some());
+        let full = collector.add(packed(2, 0, 10, now), shape, now);
+        assert!(full.is_none(), "three: full");
         assert_eq!(collector.take().len(), 3);
         assert!(collector.is_empty());
         assert_eq!(collector.deadline(), None);
@@ -145,12 +151,12 @@ mod tests {
         let shape = RequestShape::of(&EngineConfig::default());
         let mut collector = Collector::default();
         let big = SHARD_COLLECTED_BYTES_TRIGGER / 2;
-        assert!(!collector.add(packed(0, 2, big, now), shape, now));
-        assert!(!collector.add(packed(1, 1, big, now), shape, now));
-        assert!(collector.add(packed(2, 2, big, now), shape, now));
+        assert!(collector.add(packed(0, 2, big, now), shape, now).is_some());
+        assert!(collector.add(packed(1, 1, big, now), shape, now).is_some());
+        assert!(collector.add(packed(2, 2, big, now), shape, now).is_none());
         collector.take();
         // Taking the request resets the shard's count.
-        assert!(!collector.add(packed(3, 2, big, now), shape, now));
+        assert!(collector.add(packed(3, 2, big, now), shape, now).is_some());
     }
 
     #[test]

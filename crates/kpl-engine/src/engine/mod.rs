@@ -9,7 +9,8 @@
 //! - [`answers`] and [`landings`]: what the engine does with each answer;
 //! - [`sending`]: the path of a record from acceptance to a request.
 //!
-//! [`Engine`] owns them all and is the only public type: inputs carry `now`, outputs are polled.
+//! [`Engine`] owns them all and is, with [`RequestId`], the only public type here: inputs carry
+//! `now`, outputs are polled.
 
 mod answers;
 mod collector;

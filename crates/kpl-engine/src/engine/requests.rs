@@ -80,7 +80,8 @@ impl Requests {
         !self.outbox.is_empty()
     }
 
-    /// Forgets every request; returns those that carried records.
+    /// Forgets every request; returns each one's record of what it carried (the caller finds
+    /// the records in those of `PutRecords`).
     pub(super) fn abandon(&mut self) -> impl Iterator<Item = InFlight> {
         self.outbox.clear();
         mem::take(&mut self.in_flight).into_values()

@@ -164,11 +164,11 @@ impl Engine {
             self.send_collected(si);
         }
         let stream = &mut self.streams[si];
-        if stream.collector.add(packed, shape, now) {
-            self.send_collected(si);
-        } else if let Some(deadline) = stream.collector.deadline() {
-            self.timers
-                .arm(&mut stream.timer, deadline, Timer::Stream(si));
+        match stream.collector.add(packed, shape, now) {
+            None => self.send_collected(si),
+            Some(deadline) => self
+                .timers
+                .arm(&mut stream.timer, deadline, Timer::Stream(si)),
         }
     }
 
