@@ -219,7 +219,8 @@ impl Metric {
         }
     }
 
-    const fn index(self) -> usize {
+    /// Its position in [`ALL`](Self::ALL).
+    pub const fn index(self) -> usize {
         self as usize
     }
 }
@@ -239,6 +240,25 @@ pub struct Series {
     pub error_code: Option<Arc<str>>,
     /// Sample count, sum, minimum and maximum.
     pub stat: Summary,
+}
+
+impl Series {
+    /// A series of `metric` at a place with statistics `stat`.
+    pub fn new(
+        metric: Metric,
+        stream: Stream,
+        shard: Option<ShardId>,
+        error_code: Option<Arc<str>>,
+        stat: Summary,
+    ) -> Self {
+        Self {
+            metric,
+            stream,
+            shard,
+            error_code,
+            stat,
+        }
+    }
 }
 
 /// The samples of one interval at one place (a stream, or one of its shards), per metric.

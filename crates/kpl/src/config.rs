@@ -17,6 +17,7 @@ use kpl_engine::{
 };
 
 use crate::error::ConfigError;
+use crate::metrics::MetricsDimension;
 use crate::properties;
 
 /// Which dimension levels metrics are reported at (`MetricsGranularity`).
@@ -175,6 +176,8 @@ pub struct Config {
     pub retry_backoff_cap: Duration,
     /// Seed of the engine's jitter; `None` picks one per producer.
     pub rng_seed: Option<u64>,
+    /// Dimensions added to the metrics (see [`add_metrics_dimension`](Self::add_metrics_dimension)).
+    pub additional_metrics_dimensions: Vec<MetricsDimension>,
 }
 
 impl Default for Config {
@@ -221,6 +224,7 @@ impl Default for Config {
             retry_backoff_base: engine.retry_backoff_base,
             retry_backoff_cap: engine.retry_backoff_cap,
             rng_seed: None,
+            additional_metrics_dimensions: Vec::new(),
         }
     }
 }
@@ -238,6 +242,10 @@ impl fmt::Debug for Config {
         }
         s.field("credentials", &self.credentials);
         s.field("rng_seed", &self.rng_seed);
+        s.field(
+            "additional_metrics_dimensions",
+            &self.additional_metrics_dimensions,
+        );
         s.finish()
     }
 }
@@ -482,7 +490,7 @@ pub(crate) static KEYS: &[Key] = &[
         get: |c| c.max_user_record_size.to_string(),
         set: |c, v| { c.max_user_record_size = int(v, *MAX_USER_RECORD_SIZE_RANGE.start() as u64, *MAX_USER_RECORD_SIZE_RANGE.end() as u64)?; Ok(()) }),
     key!("MetricsGranularity", "metrics_granularity", Kpl, "shard", "global, stream, shard",
-    "Dimension levels of the metrics. Checked now; used once the CloudWatch exporter exists.",
+    "How finely the metrics are split: over all streams, per stream, or per shard (`docs/metrics.md`).",
     get: |c| match c.metrics_granularity {
         MetricsGranularity::Global => "global",
         MetricsGranularity::Stream => "stream",
@@ -498,7 +506,7 @@ pub(crate) static KEYS: &[Key] = &[
         Ok(())
     }),
     key!("MetricsLevel", "metrics_level", Kpl, "detailed", "none, summary, detailed",
-    "Which metrics are reported. Checked now; used once the CloudWatch exporter exists.",
+    "Which metrics are reported: none, the Summary ones, or all (`docs/metrics.md`). The windowed view (`KinesisProducer::metrics`) has them all whatever the level.",
     get: |c| match c.metrics_level {
         MetricsLevel::None => "none",
         MetricsLevel::Summary => "summary",
@@ -844,6 +852,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Adds a dimension `name` = `value` to every metric series at and finer than
+    /// `granularity` (the KPL's `addAdditionalMetricsDimension`): `Global` adds it to every
+    /// series, `Stream` to the per-stream and per-shard ones, `Shard` to the per-shard ones.
+    pub fn add_metrics_dimension(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<String>,
+        granularity: MetricsGranularity,
+    ) -> &mut Self {
+        self.additional_metrics_dimensions.push(MetricsDimension {
+            name: name.into(),
+            value: value.into(),
+            granularity,
+        });
+        self
     }
 
     /// The engine's part of this configuration.

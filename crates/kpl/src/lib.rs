@@ -44,6 +44,7 @@ mod blocking;
 mod clock;
 mod config;
 mod error;
+pub mod metrics;
 mod producer;
 mod properties;
 
@@ -54,6 +55,7 @@ pub use error::{
     BuildError, ConfigError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind,
 };
 pub use kpl_aggregation::OuterPartitionKey;
+pub use kpl_engine::metrics::Metric;
 pub use kpl_engine::time;
 pub use kpl_engine::transport;
 pub use kpl_engine::{
@@ -61,6 +63,7 @@ pub use kpl_engine::{
     ShardId, ShardStats, Stream, StreamStats, Summary, Transport, TransportError,
     TransportErrorKind, codes,
 };
+pub use metrics::{MetricReading, MetricsDimension};
 pub use producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
 
 /// The AWS transport's refusal of a setting, the source of [`BuildError::UnsupportedSetting`].

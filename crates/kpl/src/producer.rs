@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ use tokio::task::JoinSet;
 use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::error::{BuildError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
+use crate::metrics::{MetricReading, MetricsHub, PENDING_SAMPLE_PERIOD, SAMPLES_PER_SECOND};
+use kpl_engine::metrics::Metric;
 
 type Outcome = Result<Delivery, DeliveryError>;
 
@@ -123,8 +125,14 @@ impl ProducerBuilder {
                 .then_some(self.config.user_record_timeout),
             return_records: self.config.return_user_record_on_failure,
             runtime: runtime.clone(),
+            metrics: Mutex::new(MetricsHub::new(
+                self.config.metrics_level,
+                self.config.metrics_granularity,
+                self.config.additional_metrics_dimensions.clone(),
+            )),
         });
         runtime.spawn(drive(Arc::clone(&shared), transport));
+        runtime.spawn(collect_metrics(Arc::downgrade(&shared)));
         Ok(KinesisProducer {
             handle: Arc::new(Handle { shared }),
         })
@@ -257,6 +265,9 @@ struct Shared {
     /// The runtime the producer was built on: delivery futures' timers live on it, so `send`
     /// works from any thread.
     runtime: tokio::runtime::Handle,
+    /// The metrics taken from the engine (a lock of its own: reading them never waits on the
+    /// engine's).
+    metrics: Mutex<MetricsHub>,
 }
 
 impl Shared {
@@ -264,6 +275,10 @@ impl Shared {
     /// consistent (every engine method completes or does nothing), so poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn metrics(&self) -> MutexGuard<'_, MetricsHub> {
+        self.metrics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -665,6 +680,14 @@ impl KinesisProducer {
         Some(shared.clock.now().saturating_duration_since(oldest))
     }
 
+    /// The statistics of the last `window` (whole seconds, at most 60: the KPL's
+    /// `getMetrics(name, windowSeconds)`) of `metric`, or of every metric, at every place: per
+    /// shard, per stream, and over every stream (`stream` `None`). The producer takes its
+    /// metrics each second, so the current second is not in yet. See `docs/metrics.md`.
+    pub fn metrics(&self, metric: Option<Metric>, window: Duration) -> Vec<MetricReading> {
+        self.handle.shared.metrics().readings(metric, window)
+    }
+
     /// Statistics per stream (see `kpl_engine::stats` for what each field means).
     pub fn stats(&self) -> Vec<(Stream, StreamStats)> {
         let state = self.handle.shared.lock();
@@ -705,6 +728,37 @@ impl KinesisProducer {
             );
         }
         report
+    }
+}
+
+/// Samples `UserRecordsPending` every 200 ms and takes the engine's metrics every second, for
+/// the window and the `metrics` recorder, until the producer is finished (its last second
+/// included).
+async fn collect_metrics(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(PENDING_SAMPLE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples = 0u32;
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let (series, finished) = {
+            let mut state = shared.lock();
+            let finished = state.finished;
+            if !finished {
+                state.engine.sample_pending();
+                samples += 1;
+            }
+            if !finished && !samples.is_multiple_of(SAMPLES_PER_SECOND) {
+                continue;
+            }
+            (state.engine.take_metrics(), finished)
+        };
+        shared.metrics().add_second(series);
+        if finished {
+            return;
+        }
     }
 }
 

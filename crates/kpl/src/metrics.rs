@@ -1,0 +1,455 @@
+//! The producer's metrics. The engine keeps the KPL's fifteen metrics as per-interval statistic
+//! sets ([`kpl_engine::metrics`]); a task of the producer takes them every second (and samples
+//! `UserRecordsPending` every 200 ms, as the KPL does), then:
+//!
+//! - keeps the last [`WINDOW_SECONDS`] seconds for [`KinesisProducer::metrics`](crate::KinesisProducer::metrics),
+//!   the KPL's `getMetrics`;
+//! - sends them to the [`metrics`] facade, to whatever recorder the application installed
+//!   (Prometheus, StatsD, OpenTelemetry…), filtered by `MetricsLevel` and split no finer than
+//!   `MetricsGranularity`, with the additional dimensions. The library never installs a
+//!   recorder itself.
+//!
+//! `docs/metrics.md` lists every metric and how each backend sees it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kpl_engine::metrics::{Granularity, Level, Metric, Series};
+use kpl_engine::{ShardId, Stream, Summary};
+
+use crate::config::{MetricsGranularity, MetricsLevel};
+
+/// How far back [`KinesisProducer::metrics`](crate::KinesisProducer::metrics) can look, in
+/// seconds (the KPL's limit).
+pub const WINDOW_SECONDS: usize = 60;
+/// How often the producer samples `UserRecordsPending` (the KPL's period).
+pub(crate) const PENDING_SAMPLE_PERIOD: Duration = Duration::from_millis(200);
+/// Samples of `UserRecordsPending` per second: the metrics are taken every this many samples.
+pub(crate) const SAMPLES_PER_SECOND: u32 = 5;
+
+/// A dimension added to every series at and finer than `granularity`, after the producer's
+/// own (the KPL's `addAdditionalMetricsDimension`): `Global` puts it on every series, `Stream`
+/// on the per-stream and per-shard ones, `Shard` on the per-shard ones only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsDimension {
+    /// The dimension's name.
+    pub name: String,
+    /// Its value.
+    pub value: String,
+    /// The coarsest series it is added to.
+    pub granularity: MetricsGranularity,
+}
+
+/// The statistics of one metric at one place over a window: every stream and shard
+/// (`stream` and `shard` `None`), one stream, or one shard of it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MetricReading {
+    /// The metric.
+    pub metric: Metric,
+    /// `StreamName`; `None` for the total over every stream.
+    pub stream: Option<Stream>,
+    /// `ShardId`; `None` for a stream's (or the global) total.
+    pub shard: Option<ShardId>,
+    /// `ErrorCode`, for `ErrorsByCode`.
+    pub error_code: Option<Arc<str>>,
+    /// Sample count, sum, minimum and maximum.
+    pub stat: Summary,
+}
+
+/// Where a series is reported: the metric and its dimensions.
+pub(crate) type ReadingKey = (Metric, Option<Stream>, Option<ShardId>, Option<Arc<str>>);
+
+pub(crate) fn granularity(configured: MetricsGranularity) -> Granularity {
+    match configured {
+        MetricsGranularity::Global => Granularity::Global,
+        MetricsGranularity::Stream => Granularity::Stream,
+        _ => Granularity::Shard,
+    }
+}
+
+/// Whether `level` reports `metric`.
+pub(crate) fn reports(level: MetricsLevel, metric: Metric) -> bool {
+    match level {
+        MetricsLevel::None => false,
+        MetricsLevel::Summary => metric.level() == Level::Summary,
+        _ => true,
+    }
+}
+
+/// The place a series is reported at when split no finer than `granularity`.
+fn coarsened(series: &Series, granularity: Granularity) -> ReadingKey {
+    let stream = (granularity >= Granularity::Stream).then(|| series.stream.clone());
+    let shard = if granularity == Granularity::Shard {
+        series.shard.clone()
+    } else {
+        None
+    };
+    (series.metric, stream, shard, series.error_code.clone())
+}
+
+/// Adds `series` at its place and at every coarser one up to the global total (the KPL's
+/// tree: a value put at a shard counts for its stream and for the whole), stopping at
+/// `granularity`.
+pub(crate) fn roll_up_tree<'a>(
+    series: impl IntoIterator<Item = &'a Series>,
+    granularity: Granularity,
+    into: &mut BTreeMap<ReadingKey, Summary>,
+) {
+    for series in series {
+        let levels = [Granularity::Global, Granularity::Stream, Granularity::Shard];
+        for level in levels.into_iter().filter(|&level| level <= granularity) {
+            if level == Granularity::Shard && series.shard.is_none() {
+                continue;
+            }
+            into.entry(coarsened(series, level))
+                .or_default()
+                .merge(&series.stat);
+        }
+    }
+}
+
+/// Adds `series` at one place each: its own, or the coarsest of it and `granularity`. Summing
+/// the places of a metric gives its total, with nothing counted twice.
+pub(crate) fn roll_up_finest<'a>(
+    series: impl IntoIterator<Item = &'a Series>,
+    granularity: Granularity,
+    into: &mut BTreeMap<ReadingKey, Summary>,
+) {
+    for series in series {
+        into.entry(coarsened(series, granularity))
+            .or_default()
+            .merge(&series.stat);
+    }
+}
+
+/// The dimensions of a reading, in the KPL's order: `ErrorCode`, `StreamName`, `ShardId`, with
+/// each additional dimension after the producer's of its granularity.
+pub(crate) fn dimensions(
+    key: &ReadingKey,
+    additional: &[MetricsDimension],
+) -> Vec<(String, String)> {
+    let (_, stream, shard, code) = key;
+    let extra = |level: MetricsGranularity| {
+        additional
+            .iter()
+            .filter(move |d| d.granularity == level)
+            .map(|d| (d.name.clone(), d.value.clone()))
+    };
+    let mut dimensions: Vec<(String, String)> = extra(MetricsGranularity::Global).collect();
+    if let Some(code) = code {
+        dimensions.push(("ErrorCode".to_owned(), code.to_string()));
+    }
+    if let Some(stream) = stream {
+        dimensions.push(("StreamName".to_owned(), stream.name().to_owned()));
+        dimensions.extend(extra(MetricsGranularity::Stream));
+    }
+    if let Some(shard) = shard {
+        dimensions.push(("ShardId".to_owned(), shard.as_str().to_owned()));
+        dimensions.extend(extra(MetricsGranularity::Shard));
+    }
+    // Blank values are dropped (the KPL's fix of its #594): CloudWatch refuses them.
+    dimensions.retain(|(_, value)| !value.is_empty());
+    dimensions
+}
+
+/// What the producer keeps of its metrics, and where it sends them.
+#[derive(Debug)]
+pub(crate) struct MetricsHub {
+    level: MetricsLevel,
+    granularity: Granularity,
+    additional: Vec<MetricsDimension>,
+    /// The engine's series of each of the last seconds, newest last.
+    window: VecDeque<Vec<Series>>,
+}
+
+impl MetricsHub {
+    pub(crate) fn new(
+        level: MetricsLevel,
+        configured: MetricsGranularity,
+        additional: Vec<MetricsDimension>,
+    ) -> Self {
+        if level != MetricsLevel::None {
+            describe();
+        }
+        Self {
+            level,
+            granularity: granularity(configured),
+            additional,
+            window: VecDeque::with_capacity(WINDOW_SECONDS),
+        }
+    }
+
+    /// Takes one second's series: keeps them for the window and reports them.
+    pub(crate) fn add_second(&mut self, series: Vec<Series>) {
+        self.emit(&series);
+        if self.window.len() == WINDOW_SECONDS {
+            self.window.pop_front();
+        }
+        self.window.push_back(series);
+    }
+
+    /// The statistics of the last `window` (whole seconds, at most [`WINDOW_SECONDS`]), at
+    /// every place: per shard, per stream, and over every stream. `metric` picks one metric.
+    pub(crate) fn readings(&self, metric: Option<Metric>, window: Duration) -> Vec<MetricReading> {
+        let seconds = usize::try_from(window.as_secs())
+            .unwrap_or(usize::MAX)
+            .clamp(1, WINDOW_SECONDS);
+        let recent = self.window.iter().rev().take(seconds).flatten();
+        let mut totals = BTreeMap::new();
+        let picked = recent.filter(|s| metric.is_none_or(|metric| s.metric == metric));
+        roll_up_tree(picked, Granularity::Shard, &mut totals);
+        totals
+            .into_iter()
+            .map(
+                |((metric, stream, shard, error_code), stat)| MetricReading {
+                    metric,
+                    stream,
+                    shard,
+                    error_code,
+                    stat,
+                },
+            )
+            .collect()
+    }
+
+    /// Sends a second's series to the `metrics` facade's recorder, as counters of the sample
+    /// sum and count and gauges of the minimum and maximum (see `docs/metrics.md`).
+    fn emit(&self, series: &[Series]) {
+        if self.level == MetricsLevel::None {
+            return;
+        }
+        let mut places = BTreeMap::new();
+        let reported = series.iter().filter(|s| reports(self.level, s.metric));
+        roll_up_finest(reported, self.granularity, &mut places);
+        for (key, stat) in places {
+            let labels: Vec<metrics::Label> = dimensions(&key, &self.additional)
+                .into_iter()
+                .map(|(name, value)| metrics::Label::new(name, value))
+                .collect();
+            let names = &NAMES[key.0.index()];
+            metrics::counter!(names.sum, labels.clone()).increment(stat.sum.round() as u64);
+            metrics::counter!(names.count, labels.clone()).increment(stat.count);
+            metrics::gauge!(names.min, labels.clone()).set(stat.min);
+            metrics::gauge!(names.max, labels).set(stat.max);
+        }
+    }
+}
+
+/// The names one metric is reported under in the `metrics` facade.
+struct FacadeNames {
+    sum: &'static str,
+    count: &'static str,
+    min: &'static str,
+    max: &'static str,
+}
+
+macro_rules! facade_names {
+    ($($name:literal),* $(,)?) => {
+        [$(FacadeNames {
+            sum: concat!($name, "_sum"),
+            count: concat!($name, "_count"),
+            min: concat!($name, "_min"),
+            max: concat!($name, "_max"),
+        }),*]
+    };
+}
+
+/// In the order of [`Metric::ALL`] (a test holds them to it).
+static NAMES: [FacadeNames; Metric::ALL.len()] = facade_names!(
+    "UserRecordsReceived",
+    "UserRecordsPending",
+    "UserRecordsPut",
+    "UserRecordsDataPut",
+    "UserRecordExpired",
+    "KinesisRecordsPut",
+    "KinesisRecordsDataPut",
+    "ErrorsByCode",
+    "AllErrors",
+    "RetriesPerRecord",
+    "BufferingTime",
+    "RequestTime",
+    "UserRecordsPerKinesisRecord",
+    "KinesisRecordsPerPutRecordsRequest",
+    "UserRecordsPerPutRecordsRequest",
+);
+
+/// Describes every metric to the installed recorder: its unit and what a sample is.
+fn describe() {
+    for metric in Metric::ALL {
+        let names = &NAMES[metric.index()];
+        let unit = match metric.unit() {
+            kpl_engine::metrics::Unit::Bytes => metrics::Unit::Bytes,
+            kpl_engine::metrics::Unit::Milliseconds => metrics::Unit::Milliseconds,
+            _ => metrics::Unit::Count,
+        };
+        metrics::describe_counter!(names.sum, unit, metric.description());
+        metrics::describe_counter!(names.count, metrics::Unit::Count, "samples");
+        metrics::describe_gauge!(names.min, unit, "the smallest sample of the last second");
+        metrics::describe_gauge!(names.max, unit, "the largest sample of the last second");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docs_metrics_md_is_generated_from_the_definitions() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
+        let expected = reference_markdown();
+        if std::env::var_os("KPL_BLESS").is_some() {
+            std::fs::write(path, &expected).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let actual = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "docs/metrics.md is out of date: run `KPL_BLESS=1 cargo test -p kpl --lib metrics`"
+        );
+    }
+
+    #[test]
+    fn a_series_counts_at_every_level_of_the_tree_but_once_at_the_finest() {
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let mut one = Summary::default();
+        (one.count, one.sum, one.min, one.max) = (1, 1.0, 1.0, 1.0);
+        let shard = Some(ShardId::from("shardId-1"));
+        let put = Metric::UserRecordsPut;
+        let shard_series = Series::new(put, stream.clone(), shard, None, one);
+        let stream_series = Series::new(put, stream, None, None, one);
+        let both = [shard_series, stream_series];
+        let mut tree = BTreeMap::new();
+        roll_up_tree(&both, Granularity::Shard, &mut tree);
+        // The shard, the stream (both samples) and the whole (both samples).
+        let counts: Vec<u64> = tree.values().map(|s| s.count).collect();
+        assert_eq!(counts, [2, 2, 1]);
+        let mut finest = BTreeMap::new();
+        roll_up_finest(&both, Granularity::Stream, &mut finest);
+        assert_eq!(finest.values().map(|s| s.count).collect::<Vec<_>>(), [2]);
+    }
+
+    #[test]
+    fn additional_dimensions_go_where_their_granularity_says_in_the_kpl_order() {
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let extra = |name: &str, granularity| MetricsDimension {
+            name: name.to_owned(),
+            value: "v".to_owned(),
+            granularity,
+        };
+        let additional = [
+            extra("app", MetricsGranularity::Global),
+            extra("tier", MetricsGranularity::Stream),
+            extra("zone", MetricsGranularity::Shard),
+            extra("blank", MetricsGranularity::Global),
+        ];
+        let mut additional = additional.to_vec();
+        additional[3].value.clear();
+        let key: ReadingKey = (
+            Metric::ErrorsByCode,
+            Some(stream.clone()),
+            Some(ShardId::from("shardId-1")),
+            Some(Arc::from("Throttled")),
+        );
+        let names: Vec<String> = dimensions(&key, &additional)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(
+            names,
+            ["app", "ErrorCode", "StreamName", "tier", "ShardId", "zone"]
+        );
+        let global: ReadingKey = (Metric::UserRecordsPut, None, None, None);
+        let names: Vec<String> = dimensions(&global, &additional)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(names, ["app"]);
+    }
+
+    #[test]
+    fn facade_names_follow_the_metrics_in_order() {
+        for metric in Metric::ALL {
+            let names = &NAMES[metric.index()];
+            assert_eq!(names.sum, format!("{}_sum", metric.name()));
+        }
+    }
+}
+
+/// `docs/metrics.md`, generated from the metrics' definitions (a test keeps the file in step).
+#[cfg(test)]
+pub(crate) fn reference_markdown() -> String {
+    use std::fmt::Write as _;
+
+    let mut out = String::from(
+        "# Metrics\n\n\
+         Generated from `kpl_engine::metrics` and `crates/kpl/src/metrics.rs`; \
+         `cargo test -p kpl --lib metrics` fails when this file is out of date, and \
+         `KPL_BLESS=1` rewrites it.\n\n\
+         The producer keeps the KPL's metrics, with the KPL's names, units, levels and dimensions. \
+         Each is a distribution: every observation is one sample, and for each interval the \
+         producer keeps the sample count, sum, minimum and maximum (a CloudWatch statistic set). \
+         A count metric's samples are 1s and 0s where the KPL's are: `UserRecordsPut` takes 1 per \
+         record written and 0 per record failed, so its sum is the records written and its mean the \
+         success rate.\n\n\
+         | metric | unit | level | finest dimensions | one sample |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for metric in Metric::ALL {
+        let mut dimensions = String::new();
+        if metric.by_error_code() {
+            dimensions.push_str("ErrorCode, ");
+        }
+        dimensions.push_str("StreamName");
+        if metric.finest() == Granularity::Shard {
+            dimensions.push_str(", ShardId");
+        }
+        let level = match metric.level() {
+            Level::Summary => "Summary",
+            Level::Detailed => "Detailed",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {level} | {dimensions} | {} |",
+            metric.name(),
+            metric.unit().as_str(),
+            metric.description()
+        );
+    }
+    out.push_str(
+        "\n## Levels, granularity and dimensions\n\n\
+         - `MetricsLevel`: `none` reports nothing, `summary` the metrics marked Summary, `detailed` \
+         (the default) all of them.\n\
+         - `MetricsGranularity`: `global` reports each metric over every stream, `stream` also per \
+         stream, `shard` (the default) also per shard. A sample taken at a shard counts for its \
+         stream and for the whole. Above some hundreds of shards, `stream` keeps the number of \
+         series (and the CloudWatch bill) down, as the KPL's documentation advises.\n\
+         - Samples without a shard (a whole `PutRecords` call that failed, a record sent without \
+         a shard prediction) are reported at the stream.\n\
+         - `Config::add_metrics_dimension(name, value, granularity)` (the KPL's \
+         `addAdditionalMetricsDimension`) adds a dimension to every series at and finer than its \
+         granularity. Dimensions come in the KPL's order: the global additional ones, \
+         `ErrorCode`, `StreamName`, the stream-level additional ones, `ShardId`, the shard-level \
+         additional ones. Blank values are left out.\n\n\
+         ## Where the metrics go\n\n\
+         Every 200 ms the producer samples `UserRecordsPending`; every second it takes the \
+         interval's statistics from the engine and\n\n\
+         1. keeps them for `KinesisProducer::metrics(metric, window)` (the KPL's `getMetrics`): \
+         per shard, per stream and over every stream, over the last `window` seconds (at most \
+         60), whatever `MetricsLevel` says;\n\
+         2. hands them to the `metrics` crate's recorder, if the application installed one \
+         (`metrics-exporter-prometheus`, StatsD, OpenTelemetry…; the library never installs one), \
+         filtered by `MetricsLevel` and split no finer than `MetricsGranularity`, each series once \
+         (summing a metric's series gives its total). Each metric `M` becomes four series with \
+         the dimensions as labels:\n\n\
+         | name | kind | value |\n| --- | --- | --- |\n\
+         | `M_sum` | counter | the sum of the samples (rounded to a whole number) |\n\
+         | `M_count` | counter | the number of samples |\n\
+         | `M_min` | gauge | the smallest sample of the last second with samples |\n\
+         | `M_max` | gauge | the largest sample of the last second with samples |\n\n\
+         So with Prometheus, `rate(UserRecordsPut_sum[1m])` is records written per second, and \
+         `rate(BufferingTime_sum[1m]) / rate(BufferingTime_count[1m])` the mean buffering time. \
+         `crates/kpl/examples/prometheus.rs` prints the scrape text after producing to the \
+         embedded simulated stream.\n",
+    );
+    out
+}
