@@ -374,82 +374,81 @@ mod tests {
             assert_eq!(names.sum, format!("{}_sum", metric.name()));
         }
     }
-}
 
-/// `docs/metrics.md`, generated from the metrics' definitions (a test keeps the file in step).
-#[cfg(test)]
-pub(crate) fn reference_markdown() -> String {
-    use std::fmt::Write as _;
+    /// `docs/metrics.md`, generated from the metrics' definitions (a test keeps the file in step).
+    fn reference_markdown() -> String {
+        use std::fmt::Write as _;
 
-    let mut out = String::from(
-        "# Metrics\n\n\
-         Generated from `kpl_engine::metrics` and `crates/kpl/src/metrics.rs`; \
-         `cargo test -p kpl --lib metrics` fails when this file is out of date, and \
-         `KPL_BLESS=1` rewrites it.\n\n\
-         The producer keeps the KPL's metrics, with the KPL's names, units, levels and dimensions. \
-         Each is a distribution: every observation is one sample, and for each interval the \
-         producer keeps the sample count, sum, minimum and maximum (a CloudWatch statistic set). \
-         A count metric's samples are 1s and 0s where the KPL's are: `UserRecordsPut` takes 1 per \
-         record written and 0 per record failed, so its sum is the records written and its mean the \
-         success rate.\n\n\
-         | metric | unit | level | finest dimensions | one sample |\n| --- | --- | --- | --- | --- |\n",
-    );
-    for metric in Metric::ALL {
-        let mut dimensions = String::new();
-        if metric.by_error_code() {
-            dimensions.push_str("ErrorCode, ");
-        }
-        dimensions.push_str("StreamName");
-        if metric.finest() == Granularity::Shard {
-            dimensions.push_str(", ShardId");
-        }
-        let level = match metric.level() {
-            Level::Summary => "Summary",
-            Level::Detailed => "Detailed",
-        };
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {level} | {dimensions} | {} |",
-            metric.name(),
-            metric.unit().as_str(),
-            metric.description()
+        let mut out = String::from(
+            "# Metrics\n\n\
+             Generated from `kpl_engine::metrics` and `crates/kpl/src/metrics.rs`; \
+             `cargo test -p kpl --lib metrics` fails when this file is out of date, and \
+             `KPL_BLESS=1` rewrites it.\n\n\
+             The producer keeps the KPL's metrics, with the KPL's names, units, levels and dimensions. \
+             Each is a distribution: every observation is one sample, and for each interval the \
+             producer keeps the sample count, sum, minimum and maximum (a CloudWatch statistic set). \
+             A count metric's samples are 1s and 0s where the KPL's are: `UserRecordsPut` takes 1 per \
+             record written and 0 per record failed, so its sum is the records written and its mean the \
+             success rate.\n\n\
+             | metric | unit | level | finest dimensions | one sample |\n| --- | --- | --- | --- | --- |\n",
         );
+        for metric in Metric::ALL {
+            let mut dimensions = String::new();
+            if metric.by_error_code() {
+                dimensions.push_str("ErrorCode, ");
+            }
+            dimensions.push_str("StreamName");
+            if metric.finest() == Granularity::Shard {
+                dimensions.push_str(", ShardId");
+            }
+            let level = match metric.level() {
+                Level::Summary => "Summary",
+                Level::Detailed => "Detailed",
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {level} | {dimensions} | {} |",
+                metric.name(),
+                metric.unit().as_str(),
+                metric.description()
+            );
+        }
+        out.push_str(
+            "\n## Levels, granularity and dimensions\n\n\
+             - `MetricsLevel`: `none` reports nothing, `summary` the metrics marked Summary, `detailed` \
+             (the default) all of them.\n\
+             - `MetricsGranularity`: `global` reports each metric over every stream, `stream` also per \
+             stream, `shard` (the default) also per shard. A sample taken at a shard counts for its \
+             stream and for the whole. Above some hundreds of shards, `stream` keeps the number of \
+             series (and the CloudWatch bill) down, as the KPL's documentation advises.\n\
+             - Samples without a shard (a whole `PutRecords` call that failed, a record sent without \
+             a shard prediction) are reported at the stream.\n\
+             - `Config::add_metrics_dimension(name, value, granularity)` (the KPL's \
+             `addAdditionalMetricsDimension`) adds a dimension to every series at and finer than its \
+             granularity. Dimensions come in the KPL's order: the global additional ones, \
+             `ErrorCode`, `StreamName`, the stream-level additional ones, `ShardId`, the shard-level \
+             additional ones. Blank values are left out.\n\n\
+             ## Where the metrics go\n\n\
+             Every 200 ms the producer samples `UserRecordsPending`; every second it takes the \
+             interval's statistics from the engine and\n\n\
+             1. keeps them for `KinesisProducer::metrics(metric, window)` (the KPL's `getMetrics`): \
+             per shard, per stream and over every stream, over the last `window` seconds (at most \
+             60), whatever `MetricsLevel` says;\n\
+             2. hands them to the `metrics` crate's recorder, if the application installed one \
+             (`metrics-exporter-prometheus`, StatsD, OpenTelemetry…; the library never installs one), \
+             filtered by `MetricsLevel` and split no finer than `MetricsGranularity`, each series once \
+             (summing a metric's series gives its total). Each metric `M` becomes four series with \
+             the dimensions as labels:\n\n\
+             | name | kind | value |\n| --- | --- | --- |\n\
+             | `M_sum` | counter | the sum of the samples (rounded to a whole number) |\n\
+             | `M_count` | counter | the number of samples |\n\
+             | `M_min` | gauge | the smallest sample of the last second with samples |\n\
+             | `M_max` | gauge | the largest sample of the last second with samples |\n\n\
+             So with Prometheus, `rate(UserRecordsPut_sum[1m])` is records written per second, and \
+             `rate(BufferingTime_sum[1m]) / rate(BufferingTime_count[1m])` the mean buffering time. \
+             `crates/kpl/examples/prometheus.rs` prints the scrape text after producing to the \
+             embedded simulated stream.\n",
+        );
+        out
     }
-    out.push_str(
-        "\n## Levels, granularity and dimensions\n\n\
-         - `MetricsLevel`: `none` reports nothing, `summary` the metrics marked Summary, `detailed` \
-         (the default) all of them.\n\
-         - `MetricsGranularity`: `global` reports each metric over every stream, `stream` also per \
-         stream, `shard` (the default) also per shard. A sample taken at a shard counts for its \
-         stream and for the whole. Above some hundreds of shards, `stream` keeps the number of \
-         series (and the CloudWatch bill) down, as the KPL's documentation advises.\n\
-         - Samples without a shard (a whole `PutRecords` call that failed, a record sent without \
-         a shard prediction) are reported at the stream.\n\
-         - `Config::add_metrics_dimension(name, value, granularity)` (the KPL's \
-         `addAdditionalMetricsDimension`) adds a dimension to every series at and finer than its \
-         granularity. Dimensions come in the KPL's order: the global additional ones, \
-         `ErrorCode`, `StreamName`, the stream-level additional ones, `ShardId`, the shard-level \
-         additional ones. Blank values are left out.\n\n\
-         ## Where the metrics go\n\n\
-         Every 200 ms the producer samples `UserRecordsPending`; every second it takes the \
-         interval's statistics from the engine and\n\n\
-         1. keeps them for `KinesisProducer::metrics(metric, window)` (the KPL's `getMetrics`): \
-         per shard, per stream and over every stream, over the last `window` seconds (at most \
-         60), whatever `MetricsLevel` says;\n\
-         2. hands them to the `metrics` crate's recorder, if the application installed one \
-         (`metrics-exporter-prometheus`, StatsD, OpenTelemetry…; the library never installs one), \
-         filtered by `MetricsLevel` and split no finer than `MetricsGranularity`, each series once \
-         (summing a metric's series gives its total). Each metric `M` becomes four series with \
-         the dimensions as labels:\n\n\
-         | name | kind | value |\n| --- | --- | --- |\n\
-         | `M_sum` | counter | the sum of the samples (rounded to a whole number) |\n\
-         | `M_count` | counter | the number of samples |\n\
-         | `M_min` | gauge | the smallest sample of the last second with samples |\n\
-         | `M_max` | gauge | the largest sample of the last second with samples |\n\n\
-         So with Prometheus, `rate(UserRecordsPut_sum[1m])` is records written per second, and \
-         `rate(BufferingTime_sum[1m]) / rate(BufferingTime_count[1m])` the mean buffering time. \
-         `crates/kpl/examples/prometheus.rs` prints the scrape text after producing to the \
-         embedded simulated stream.\n",
-    );
-    out
 }
