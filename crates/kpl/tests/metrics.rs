@@ -44,10 +44,13 @@ async fn run(name: &str, level: MetricsLevel, granularity: MetricsGranularity) -
     producer
 }
 
+/// A recorded value: the metric's name, its labels, the value.
+type Recorded = (String, Vec<(String, String)>, DebugValue);
+
 /// Counter values by (name, labels without `run`), for the series of run `name`.
 type Counters = BTreeMap<(String, Vec<(String, String)>), u64>;
 
-fn counters_of(snapshot: &[(String, Vec<(String, String)>, DebugValue)], name: &str) -> Counters {
+fn counters_of(snapshot: &[Recorded], name: &str) -> Counters {
     let mut counters = Counters::new();
     for (metric, labels, value) in snapshot {
         if !labels.contains(&("run".to_owned(), name.to_owned())) {
@@ -98,7 +101,7 @@ async fn every_level_and_granularity_reports_what_it_should_through_the_metrics_
     .await;
     let none = run("none", MetricsLevel::None, MetricsGranularity::Shard).await;
 
-    let snapshot: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+    let snapshot: Vec<Recorded> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
