@@ -256,12 +256,21 @@ fn setup() -> Result<PathBuf> {
 
 fn check_dependency_boundaries() -> Result {
     eprintln!("\n==> dependency boundaries");
-    // Without its default `aws` feature the facade must build without any AWS crate.
+    // Without its default `aws` feature the facade must build without any AWS crate; with
+    // `aws` but without `cloudwatch`, without the CloudWatch SDK.
     let checks = FORBIDDEN_DEPENDENCIES
         .iter()
-        .map(|&(krate, forbidden)| (krate, forbidden, false))
-        .chain([("kpl", &[][..], true)]);
-    for (krate, forbidden, no_default_features) in checks {
+        .map(|&(krate, forbidden)| (krate, forbidden, None, false))
+        .chain([
+            ("kpl", &[][..], Some(""), true),
+            (
+                "kpl",
+                &["aws-sdk-cloudwatch", "kpl-cloudwatch"][..],
+                Some("aws"),
+                false,
+            ),
+        ]);
+    for (krate, forbidden, features, any_aws) in checks {
         let output = cargo()
             .args([
                 "tree",
@@ -273,7 +282,12 @@ fn check_dependency_boundaries() -> Result {
                 "--prefix",
                 "none",
             ])
-            .args(no_default_features.then_some("--no-default-features"))
+            .args(features.map(|_| "--no-default-features"))
+            .args(
+                features
+                    .filter(|f| !f.is_empty())
+                    .map(|f| format!("--features={f}")),
+            )
             .output()
             .map_err(|e| format!("cargo tree: {e}"))?;
         if !output.status.success() {
@@ -282,13 +296,14 @@ fn check_dependency_boundaries() -> Result {
         let tree = String::from_utf8_lossy(&output.stdout);
         for line in tree.lines() {
             let name = line.split(' ').next().unwrap_or_default();
-            if forbidden.contains(&name) || name.starts_with("aws-") {
+            if forbidden.contains(&name) || (any_aws && name.starts_with("aws-")) {
                 return Err(format!(
                     "{krate} must not depend on {name}, but its tree has: {line}"
                 ));
             }
         }
-        eprintln!("{krate}: none of {forbidden:?}, nor any aws-* crate");
+        let without = if any_aws { ", nor any aws-* crate" } else { "" };
+        eprintln!("{krate} (features {features:?}): none of {forbidden:?}{without}");
     }
     Ok(())
 }

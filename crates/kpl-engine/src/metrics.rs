@@ -8,7 +8,11 @@
 //! so its mean is the success rate and its sum the records written).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use crate::stats::{MAX_ERROR_CODE_LEN, MAX_ERROR_CODES, OTHER_ERROR_CODES, Summary};
 use crate::stream::Stream;
@@ -259,6 +263,118 @@ impl Series {
             stat,
         }
     }
+}
+
+/// One statistic set ready for a metrics service: a metric, its dimensions in order, and the
+/// sample count, sum, minimum and maximum.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MetricDatum {
+    /// The metric (its name and unit come with it).
+    pub metric: Metric,
+    /// The dimensions, name and value, in the KPL's order.
+    pub dimensions: Vec<(String, String)>,
+    /// The statistics; `count` is never 0.
+    pub stat: Summary,
+}
+
+impl MetricDatum {
+    /// A datum of `metric` with `dimensions` and `stat`.
+    pub fn new(metric: Metric, dimensions: Vec<(String, String)>, stat: Summary) -> Self {
+        Self {
+            metric,
+            dimensions,
+            stat,
+        }
+    }
+}
+
+/// What a producer hands its exporter every `MetricsUploadDelay`: the interval's statistics.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct MetricsUpload {
+    /// `MetricsNamespace`.
+    pub namespace: String,
+    /// When the interval ended: every datum's timestamp.
+    pub timestamp: SystemTime,
+    /// The statistic sets, each with samples.
+    pub data: Vec<MetricDatum>,
+}
+
+impl MetricsUpload {
+    /// An upload of `data` to `namespace`, stamped `timestamp`.
+    pub fn new(
+        namespace: impl Into<String>,
+        timestamp: SystemTime,
+        data: Vec<MetricDatum>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            timestamp,
+            data,
+        }
+    }
+}
+
+/// How an upload went, when it went through.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportReport {
+    /// Requests made.
+    pub requests: usize,
+    /// Statistic sets sent.
+    pub datums: usize,
+    /// Statistic sets left out because a metrics service cannot take them (a non-finite value).
+    pub skipped: usize,
+}
+
+/// An upload that did not go through (after the exporter's own retries).
+#[derive(Debug)]
+pub struct ExportError {
+    message: String,
+    /// Statistic sets that did not reach the service.
+    pub lost: usize,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl ExportError {
+    /// An error that lost `lost` statistic sets, with a message and the underlying error.
+    pub fn new(
+        message: impl Into<String>,
+        lost: usize,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            lost,
+            source,
+        }
+    }
+}
+
+impl fmt::Display for ExportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} statistic sets lost)", self.message, self.lost)
+    }
+}
+
+impl std::error::Error for ExportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// What an export returns.
+pub type ExportFuture = Pin<Box<dyn Future<Output = Result<ExportReport, ExportError>> + Send>>;
+
+/// Where a producer sends its metrics every `MetricsUploadDelay` (CloudWatch, with
+/// `kpl-cloudwatch`). An exporter retries as it sees fit; the producer never waits for it but at
+/// shutdown, and never lets it hold records back.
+pub trait MetricsExporter: Send + Sync + 'static {
+    /// Sends one upload.
+    fn export(&self, upload: MetricsUpload) -> ExportFuture;
 }
 
 /// The samples of one interval at one place (a stream, or one of its shards), per metric.

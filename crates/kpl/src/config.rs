@@ -363,6 +363,18 @@ fn endpoint(value: &str) -> Result<String, Invalid> {
     }
 }
 
+/// The URL of an endpoint setting: `None` when empty, the setting itself when a URL, and
+/// `https://host:port` for a host.
+pub(crate) fn endpoint_url(endpoint: &str, port: u16) -> Option<String> {
+    if endpoint.is_empty() {
+        None
+    } else if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        Some(endpoint.to_owned())
+    } else {
+        Some(format!("https://{endpoint}:{port}"))
+    }
+}
+
 fn region(value: &str) -> Result<String, Invalid> {
     // ^([a-z]+-([a-z]+-)?[a-z]+-[0-9])?$
     if value.is_empty() {
@@ -474,7 +486,7 @@ pub(crate) static KEYS: &[Key] = &[
         get: |c| c.kinesis_port.to_string(),
         set: |c, v| { c.kinesis_port = port(v)?; Ok(()) }),
     key!("CloudwatchEndpoint", "cloudwatch_endpoint", Kpl, "", "empty, a host, or an http:// or https:// URL",
-        "CloudWatch endpoint override. Checked now; used once the CloudWatch exporter exists.",
+        "CloudWatch endpoint override for the metrics upload (the `cloudwatch` feature). A full URL is accepted too.",
         get: |c| c.cloudwatch_endpoint.clone(),
         set: |c, v| { c.cloudwatch_endpoint = endpoint(v)?; Ok(()) }),
     key!("CloudwatchPort", "cloudwatch_port", Kpl, "443", "1..=65535",
@@ -522,11 +534,11 @@ pub(crate) static KEYS: &[Key] = &[
         Ok(())
     }),
     key!("MetricsNamespace", "metrics_namespace", Kpl, "KinesisProducerLibrary", "1 to 255 characters, not starting with AWS/",
-        "CloudWatch namespace of the metrics. Checked now; used once the CloudWatch exporter exists.",
+        "Namespace of the uploaded metrics.",
         get: |c| c.metrics_namespace.clone(),
         set: |c, v| { c.metrics_namespace = namespace(v)?; Ok(()) }),
     key!("MetricsUploadDelay", "metrics_upload_delay", Kpl, "60000", "1..=60000 (ms)",
-        "How often metrics are uploaded. Checked now; used once the CloudWatch exporter exists.",
+        "How often the metrics are uploaded (to CloudWatch by default; see `docs/metrics.md`).",
         get: |c| ms_text(c.metrics_upload_delay),
         set: |c, v| { c.metrics_upload_delay = millis(v, 1, 60_000)?; Ok(()) }),
     key!("RateLimit", "rate_limit", Kpl, "150", "1..=9223372036854775807 (%)",

@@ -56,6 +56,7 @@ pub use error::{
 };
 pub use kpl_aggregation::OuterPartitionKey;
 pub use kpl_engine::metrics::Metric;
+pub use kpl_engine::metrics::MetricsExporter;
 pub use kpl_engine::time;
 pub use kpl_engine::transport;
 pub use kpl_engine::{
@@ -63,7 +64,7 @@ pub use kpl_engine::{
     ShardId, ShardStats, Stream, StreamStats, Summary, Transport, TransportError,
     TransportErrorKind, codes,
 };
-pub use metrics::{MetricReading, MetricsDimension};
+pub use metrics::{MetricReading, MetricsDimension, MetricsExports};
 pub use producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
 
 /// The AWS transport's refusal of a setting, the source of [`BuildError::UnsupportedSetting`].

@@ -4,6 +4,9 @@
 //!
 //! - keeps the last [`WINDOW_SECONDS`] seconds for [`KinesisProducer::metrics`](crate::KinesisProducer::metrics),
 //!   the KPL's `getMetrics`;
+//! - every `MetricsUploadDelay`, hands the interval to a [`MetricsExporter`] (CloudWatch, with
+//!   the `cloudwatch` feature), in a task of its own: an upload never holds the producer up,
+//!   and a failed one is counted ([`MetricsExports`]) and logged, not queued;
 //! - sends them to the [`metrics`] facade, to whatever recorder the application installed
 //!   (Prometheus, StatsD, OpenTelemetry…), filtered by `MetricsLevel` and split no finer than
 //!   `MetricsGranularity`, with the additional dimensions. The library never installs a
@@ -12,10 +15,14 @@
 //! `docs/metrics.md` lists every metric and how each backend sees it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
-use kpl_engine::metrics::{Granularity, Level, Metric, Series};
+use kpl_engine::metrics::{
+    ExportError, ExportReport, Granularity, Level, Metric, MetricDatum, MetricsExporter,
+    MetricsUpload, Series,
+};
 use kpl_engine::{ShardId, Stream, Summary};
 
 use crate::config::{MetricsGranularity, MetricsLevel};
@@ -154,6 +161,78 @@ pub(crate) fn dimensions(
     dimensions
 }
 
+/// How the uploads to the exporter went, since the producer started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsExports {
+    /// Uploads that went through.
+    pub uploads: u64,
+    /// Uploads that failed (after the exporter's own retries).
+    pub failed_uploads: u64,
+    /// Statistic sets delivered.
+    pub datums: u64,
+    /// Statistic sets lost with failed uploads.
+    pub lost_datums: u64,
+    /// Statistic sets left out because a metrics service cannot take them.
+    pub skipped_datums: u64,
+}
+
+/// The exporter and what waits for it.
+struct Uploads {
+    exporter: Arc<dyn MetricsExporter>,
+    namespace: String,
+    every: u32,
+    /// Seconds since the last upload.
+    seconds: u32,
+    /// The interval's statistics, at every place up to the granularity, filtered by level.
+    pending: BTreeMap<ReadingKey, Summary>,
+    in_flight: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<MetricsExports>>,
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("namespace", &self.namespace)
+            .field("every", &self.every)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An upload ready to go, and where its outcome is counted.
+pub(crate) struct DueUpload {
+    exporter: Arc<dyn MetricsExporter>,
+    upload: MetricsUpload,
+    in_flight: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<MetricsExports>>,
+}
+
+impl DueUpload {
+    /// Sends the upload and counts (and logs) how it went.
+    pub(crate) async fn send(self) {
+        let result = self.exporter.export(self.upload).await;
+        self.in_flight.store(false, Ordering::Release);
+        record_export(&self.outcomes, &result);
+    }
+}
+
+fn record_export(outcomes: &Mutex<MetricsExports>, result: &Result<ExportReport, ExportError>) {
+    let mut outcomes = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+    match result {
+        Ok(report) => {
+            outcomes.uploads += 1;
+            outcomes.datums += report.datums as u64;
+            outcomes.skipped_datums += report.skipped as u64;
+        }
+        Err(error) => {
+            outcomes.failed_uploads += 1;
+            outcomes.lost_datums += error.lost as u64;
+            tracing::warn!(%error, "metrics upload failed; its statistics are dropped");
+        }
+    }
+}
+
 /// What the producer keeps of its metrics, and where it sends them.
 #[derive(Debug)]
 pub(crate) struct MetricsHub {
@@ -162,6 +241,7 @@ pub(crate) struct MetricsHub {
     additional: Vec<MetricsDimension>,
     /// The engine's series of each of the last seconds, newest last.
     window: VecDeque<Vec<Series>>,
+    uploads: Option<Uploads>,
 }
 
 impl MetricsHub {
@@ -178,12 +258,74 @@ impl MetricsHub {
             granularity: granularity(configured),
             additional,
             window: VecDeque::with_capacity(WINDOW_SECONDS),
+            uploads: None,
         }
+    }
+
+    /// Uploads every `every` (whole seconds, at least one) to `exporter`, in `namespace`.
+    pub(crate) fn export_to(
+        &mut self,
+        exporter: Arc<dyn MetricsExporter>,
+        namespace: String,
+        every: Duration,
+    ) {
+        if self.level == MetricsLevel::None {
+            return;
+        }
+        let every = u32::try_from(every.as_secs()).unwrap_or(u32::MAX).max(1);
+        self.uploads = Some(Uploads {
+            exporter,
+            namespace,
+            every,
+            seconds: 0,
+            pending: BTreeMap::new(),
+            in_flight: Arc::new(AtomicBool::new(false)),
+            outcomes: Arc::new(Mutex::new(MetricsExports::default())),
+        });
+    }
+
+    /// How the uploads went; `None` without an exporter.
+    pub(crate) fn exports(&self) -> Option<MetricsExports> {
+        let uploads = self.uploads.as_ref()?;
+        Some(
+            *uploads
+                .outcomes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// The upload due after this second, if one is: every `MetricsUploadDelay`, or now when
+    /// `last` (the producer is finishing). An interval whose predecessor is still being
+    /// uploaded waits and grows instead, so uploads never pile up.
+    pub(crate) fn due_upload(&mut self, at: SystemTime, last: bool) -> Option<DueUpload> {
+        let uploads = self.uploads.as_mut()?;
+        uploads.seconds = uploads.seconds.saturating_add(1);
+        let due = last || uploads.seconds >= uploads.every;
+        if !due || uploads.pending.is_empty() || uploads.in_flight.load(Ordering::Acquire) {
+            return None;
+        }
+        uploads.seconds = 0;
+        let data = std::mem::take(&mut uploads.pending)
+            .into_iter()
+            .map(|(key, stat)| MetricDatum::new(key.0, dimensions(&key, &self.additional), stat))
+            .collect();
+        uploads.in_flight.store(true, Ordering::Release);
+        Some(DueUpload {
+            exporter: Arc::clone(&uploads.exporter),
+            upload: MetricsUpload::new(uploads.namespace.clone(), at, data),
+            in_flight: Arc::clone(&uploads.in_flight),
+            outcomes: Arc::clone(&uploads.outcomes),
+        })
     }
 
     /// Takes one second's series: keeps them for the window and reports them.
     pub(crate) fn add_second(&mut self, series: Vec<Series>) {
         self.emit(&series);
+        if let Some(uploads) = self.uploads.as_mut() {
+            let reported = series.iter().filter(|s| reports(self.level, s.metric));
+            roll_up_tree(reported, self.granularity, &mut uploads.pending);
+        }
         if self.window.len() == WINDOW_SECONDS {
             self.window.pop_front();
         }
@@ -447,7 +589,35 @@ mod tests {
              So with Prometheus, `rate(UserRecordsPut_sum[1m])` is records written per second, and \
              `rate(BufferingTime_sum[1m]) / rate(BufferingTime_count[1m])` the mean buffering time. \
              `crates/kpl/examples/prometheus.rs` prints the scrape text after producing to the \
-             embedded simulated stream.\n",
+             embedded simulated stream;\n\
+             3. every `MetricsUploadDelay` (60 s by default), hands the interval's statistics to the \
+             producer's exporter: at every place up to `MetricsGranularity` (a shard's samples \
+             count for the shard, its stream and the whole, as in the KPL), filtered by \
+             `MetricsLevel`, in `MetricsNamespace`. The upload runs in a task of its own; while one \
+             is under way the next interval waits and grows instead of queuing, a failed one is \
+             logged and counted (`KinesisProducer::metrics_exports`) and its statistics dropped \
+             (sending them again would count them twice), and `shutdown` sends the last interval, \
+             waiting at most `RequestTimeout` or 5 s.\n\n\
+             ## CloudWatch\n\n\
+             With the `cloudwatch` feature (on by default), a producer on the default AWS transport \
+             uploads to CloudWatch (`kpl-cloudwatch`, on `aws-sdk-cloudwatch`), as the KPL does, \
+             unless `MetricsLevel` is `none`. `ProducerBuilder::metrics_exporter` sets another \
+             exporter (or this one on a producer with another transport). Each statistic set \
+             becomes a `MetricDatum` with a `StatisticSet` (sample count, sum, minimum, \
+             maximum), its unit and the interval's timestamp, in as few `PutMetricData` calls as \
+             the service allows (1,000 datums and 1 MB a call; the SDK compresses large bodies). \
+             Sets CloudWatch would refuse (no samples, a value that is not finite: the KPL's \
+             issue #188) are left out and counted. The SDK retries a failed call three times \
+             with exponential backoff and jitter. The region and credentials are the producer's \
+             (`Region`, `AwsAccessKeyId`…, or the SDK's chains); `CloudwatchEndpoint` and \
+             `CloudwatchPort` set the endpoint.\n\n\
+             The credentials need this permission:\n\n\
+             ```json\n\
+             {\n  \"Effect\": \"Allow\",\n  \"Action\": \"cloudwatch:PutMetricData\",\n  \"Resource\": \"*\"\n}\n\
+             ```\n\n\
+             Every metric at `shard` granularity is one series per shard, stream and error code, \
+             and CloudWatch bills per series: above some hundreds of shards, `stream` granularity \
+             or the `summary` level keep the bill (and the `PutMetricData` calls) down.\n",
         );
         out
     }

@@ -22,8 +22,10 @@ use tokio::task::JoinSet;
 use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::error::{BuildError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
-use crate::metrics::{MetricReading, MetricsHub, PENDING_SAMPLE_PERIOD, SAMPLES_PER_SECOND};
-use kpl_engine::metrics::Metric;
+use crate::metrics::{
+    MetricReading, MetricsExports, MetricsHub, PENDING_SAMPLE_PERIOD, SAMPLES_PER_SECOND,
+};
+use kpl_engine::metrics::{Metric, MetricsExporter};
 
 type Outcome = Result<Delivery, DeliveryError>;
 
@@ -55,6 +57,7 @@ pub struct ShutdownReport {
 pub struct ProducerBuilder {
     config: Config,
     transport: Option<SharedTransport>,
+    exporter: Option<Arc<dyn MetricsExporter>>,
 }
 
 impl fmt::Debug for ProducerBuilder {
@@ -62,6 +65,7 @@ impl fmt::Debug for ProducerBuilder {
         f.debug_struct("ProducerBuilder")
             .field("config", &self.config)
             .field("transport", &self.transport)
+            .field("exporter", &self.exporter.as_ref().map(|_| "<exporter>"))
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +83,15 @@ impl ProducerBuilder {
         self
     }
 
+    /// Where the metrics are uploaded every `MetricsUploadDelay` (unless `MetricsLevel` is
+    /// `none`). Without one, a producer on the default AWS transport uploads to CloudWatch
+    /// when the `cloudwatch` feature is on (it is by default), as the KPL does; a producer on
+    /// another transport uploads nowhere.
+    pub fn metrics_exporter(mut self, exporter: impl MetricsExporter) -> Self {
+        self.exporter = Some(Arc::new(exporter));
+        self
+    }
+
     /// Checks the configuration and starts the producer's driver task on the current tokio
     /// runtime.
     pub fn build(self) -> Result<KinesisProducer, BuildError> {
@@ -90,6 +103,11 @@ impl ProducerBuilder {
         if timers.is_err() {
             return Err(BuildError::RuntimeWithoutTimers);
         }
+        let exporter = match (self.exporter, &self.transport) {
+            (Some(exporter), _) => Some(exporter),
+            (None, None) => default_exporter(&self.config),
+            (None, Some(_)) => None,
+        };
         let transport = match self.transport {
             Some(transport) => transport,
             None => default_transport(&self.config)?,
@@ -125,11 +143,21 @@ impl ProducerBuilder {
                 .then_some(self.config.user_record_timeout),
             return_records: self.config.return_user_record_on_failure,
             runtime: runtime.clone(),
-            metrics: Mutex::new(MetricsHub::new(
-                self.config.metrics_level,
-                self.config.metrics_granularity,
-                self.config.additional_metrics_dimensions.clone(),
-            )),
+            metrics: Mutex::new({
+                let mut hub = MetricsHub::new(
+                    self.config.metrics_level,
+                    self.config.metrics_granularity,
+                    self.config.additional_metrics_dimensions.clone(),
+                );
+                if let Some(exporter) = exporter {
+                    hub.export_to(
+                        exporter,
+                        self.config.metrics_namespace.clone(),
+                        self.config.metrics_upload_delay,
+                    );
+                }
+                hub
+            }),
         });
         runtime.spawn(drive(Arc::clone(&shared), transport));
         runtime.spawn(collect_metrics(Arc::downgrade(&shared)));
@@ -189,14 +217,7 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
     if io.is_err() {
         return Err(BuildError::RuntimeWithoutIo);
     }
-    let endpoint = &config.kinesis_endpoint;
-    let endpoint_url = if endpoint.is_empty() {
-        None
-    } else if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
-        Some(endpoint.clone())
-    } else {
-        Some(format!("https://{endpoint}:{}", config.kinesis_port))
-    };
+    let endpoint_url = crate::config::endpoint_url(&config.kinesis_endpoint, config.kinesis_port);
     if let Some(url) = &endpoint_url
         && url.starts_with("http://")
         && !is_loopback_url(url)
@@ -229,6 +250,39 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
     kpl_aws::AwsTransport::new(settings)
         .map(SharedTransport::new)
         .map_err(|error| BuildError::UnsupportedSetting(Box::new(error)))
+}
+
+/// The KPL's default: metrics uploaded to CloudWatch, with the producer's region and
+/// credentials, at `CloudwatchEndpoint` if set.
+#[cfg(feature = "cloudwatch")]
+fn default_exporter(config: &Config) -> Option<Arc<dyn MetricsExporter>> {
+    if config.metrics_level == crate::MetricsLevel::None {
+        return None;
+    }
+    let mut settings = kpl_cloudwatch::CloudWatchSettings::default();
+    settings.region = (!config.region.is_empty()).then(|| config.region.clone());
+    settings.endpoint_url =
+        crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
+    settings.credentials = config
+        .credentials
+        .as_ref()
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            (
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                c.session_token.clone(),
+            )
+        });
+    settings.request_timeout = Some(config.request_timeout);
+    Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
+}
+
+/// Without the `cloudwatch` feature metrics are uploaded only to an exporter the application
+/// gives.
+#[cfg(not(feature = "cloudwatch"))]
+fn default_exporter(_config: &Config) -> Option<Arc<dyn MetricsExporter>> {
+    None
 }
 
 /// Without the `aws` feature there is no default transport.
@@ -463,6 +517,7 @@ impl KinesisProducer {
         ProducerBuilder {
             config: Config::default(),
             transport: None,
+            exporter: None,
         }
     }
 
@@ -688,6 +743,12 @@ impl KinesisProducer {
         self.handle.shared.metrics().readings(metric, window)
     }
 
+    /// How the uploads of the metrics went (see
+    /// [`metrics_exporter`](ProducerBuilder::metrics_exporter)); `None` when they go nowhere.
+    pub fn metrics_exports(&self) -> Option<MetricsExports> {
+        self.handle.shared.metrics().exports()
+    }
+
     /// Statistics per stream (see `kpl_engine::stats` for what each field means).
     pub fn stats(&self) -> Vec<(Stream, StreamStats)> {
         let state = self.handle.shared.lock();
@@ -707,19 +768,32 @@ impl KinesisProducer {
         shared.lock().accepting = false;
         shared.space.notify_waiters();
         let _ = tokio::time::timeout(deadline, self.flush_and_wait()).await;
-        let mut state = shared.lock();
-        state.shutdown_report = Some(ShutdownReport::default());
-        state.engine.abandon();
-        state.dispatch(shared.return_records);
-        state.finished = true;
-        let report = state.shutdown_report.take().unwrap_or_default();
-        for sender in mem::take(&mut state.flushes).into_values().flatten() {
-            let _ = sender.send(());
-        }
-        let failures = mem::take(&mut state.failures_to_log);
-        drop(state);
+        let (report, failures, last_metrics) = {
+            let mut state = shared.lock();
+            state.shutdown_report = Some(ShutdownReport::default());
+            state.engine.abandon();
+            state.dispatch(shared.return_records);
+            state.finished = true;
+            let report = state.shutdown_report.take().unwrap_or_default();
+            for sender in mem::take(&mut state.flushes).into_values().flatten() {
+                let _ = sender.send(());
+            }
+            let failures = mem::take(&mut state.failures_to_log);
+            (report, failures, state.engine.take_metrics())
+        };
         log_failures(failures);
         shared.driver_wake.notify_one();
+        // The last interval's metrics go now, within the request timeout (and a few seconds at
+        // most: shutting down is not held up by a metrics service), or not at all.
+        let last_upload = {
+            let mut hub = shared.metrics();
+            hub.add_second(last_metrics);
+            hub.due_upload(shared.clock.system_time(), true)
+        };
+        if let Some(upload) = last_upload {
+            let bound = shared.request_timeout.min(LAST_UPLOAD_TIMEOUT);
+            let _ = tokio::time::timeout(bound, upload.send()).await;
+        }
         if !report.unsent.is_empty() || !report.in_flight.is_empty() {
             tracing::warn!(
                 unsent = report.unsent.len(),
@@ -755,9 +829,18 @@ async fn collect_metrics(shared: Weak<Shared>) {
             }
             (state.engine.take_metrics(), finished)
         };
-        shared.metrics().add_second(series);
         if finished {
+            // `shutdown` takes and uploads the last interval itself; a producer dropped without
+            // it leaves its last second unreported, as nothing is left to wait for an upload.
             return;
+        }
+        let due = {
+            let mut hub = shared.metrics();
+            hub.add_second(series);
+            hub.due_upload(shared.clock.system_time(), false)
+        };
+        if let Some(upload) = due {
+            tokio::spawn(upload.send());
         }
     }
 }
@@ -930,6 +1013,9 @@ struct DriverLog {
     reported_failed: u64,
     reported_unjudged: u64,
 }
+
+/// The longest `shutdown` waits for the last upload of the metrics.
+const LAST_UPLOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The waiter table is compacted when it is longer than this and four times the outstanding
 /// records (see `State::straggling_waiters`).

@@ -32,6 +32,9 @@ fn producer(endpoint: &str, configure: impl FnOnce(&mut Config)) -> KinesisProdu
     config.set("AwsSecretKey", "local-secret").unwrap();
     config.set("RequestTimeout", "1000").unwrap();
     config.set("RecordTtl", "120000").unwrap();
+    // The metrics go to the same endpoint, which refuses them: the records never notice.
+    config.set("CloudwatchEndpoint", endpoint).unwrap();
+    config.set("MetricsUploadDelay", "1000").unwrap();
     config.rng_seed = Some(7);
     configure(&mut config);
     KinesisProducer::builder().config(config).build().unwrap()

@@ -191,3 +191,137 @@ async fn every_level_and_granularity_reports_what_it_should_through_the_metrics_
         producer.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// An exporter that keeps what it is given.
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<kpl_engine::metrics::MetricsUpload>>>);
+
+impl kpl::MetricsExporter for Capture {
+    fn export(
+        &self,
+        upload: kpl_engine::metrics::MetricsUpload,
+    ) -> kpl_engine::metrics::ExportFuture {
+        let datums = upload.data.len();
+        self.0.lock().unwrap().push(upload);
+        Box::pin(async move {
+            let mut report = kpl_engine::metrics::ExportReport::default();
+            report.requests = 1;
+            report.datums = datums;
+            Ok(report)
+        })
+    }
+}
+
+/// An exporter whose uploads never finish.
+struct Hang;
+
+impl kpl::MetricsExporter for Hang {
+    fn export(&self, _: kpl_engine::metrics::MetricsUpload) -> kpl_engine::metrics::ExportFuture {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn producer_with(
+    exporter: impl kpl::MetricsExporter,
+    configure: impl FnOnce(&mut Config),
+) -> KinesisProducer {
+    let mut config = Config::default();
+    config.metrics_upload_delay = Duration::from_secs(10);
+    configure(&mut config);
+    let mut sim = SimKinesis::new(3);
+    sim.create_stream("orders", 2, TokioClock.now());
+    KinesisProducer::builder()
+        .config(config)
+        .transport(SimTransport::new(sim, TokioClock))
+        .metrics_exporter(exporter)
+        .build()
+        .unwrap()
+}
+
+async fn send_all(producer: &KinesisProducer, count: usize) {
+    let stream = Stream::new("orders").unwrap();
+    let mut deliveries = Vec::new();
+    for n in 0..count {
+        let record = Record::new(stream.clone(), format!("key-{n}"), vec![1; 50]);
+        deliveries.push(producer.send_wait(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn uploads_carry_every_place_up_to_the_granularity_every_upload_delay_and_at_shutdown() {
+    let capture = Capture::default();
+    let producer = producer_with(capture.clone(), |config| {
+        config.metrics_level = MetricsLevel::Summary;
+        config.metrics_granularity = MetricsGranularity::Stream;
+        config.metrics_namespace = "Orders".to_owned();
+        config.add_metrics_dimension("app", "shop", MetricsGranularity::Global);
+    });
+    send_all(&producer, 300).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    send_all(&producer, 200).await;
+    producer.shutdown(Duration::from_secs(5)).await;
+
+    let uploads = capture.0.lock().unwrap();
+    assert_eq!(uploads.len(), 2, "one after ten seconds, one at shutdown");
+    let put = |upload: &kpl_engine::metrics::MetricsUpload, with_stream: bool| {
+        upload
+            .data
+            .iter()
+            .filter(|d| d.metric == Metric::UserRecordsPut)
+            .filter(|d| d.dimensions.iter().any(|(n, _)| n == "StreamName") == with_stream)
+            .map(|d| (d.stat.count, d.stat.sum, d.dimensions.clone()))
+            .collect::<Vec<_>>()
+    };
+    let app = ("app".to_owned(), "shop".to_owned());
+    let stream = ("StreamName".to_owned(), "orders".to_owned());
+    assert_eq!(uploads[0].namespace, "Orders");
+    // The global total and the stream's, each with every record of the interval; no shard.
+    assert_eq!(put(&uploads[0], false), [(300, 300.0, vec![app.clone()])]);
+    assert_eq!(
+        put(&uploads[0], true),
+        [(300, 300.0, vec![app.clone(), stream.clone()])]
+    );
+    assert_eq!(put(&uploads[1], false), [(200, 200.0, vec![app.clone()])]);
+    for upload in uploads.iter() {
+        assert!(upload.data.iter().all(|d| d.stat.count > 0));
+        assert!(
+            upload
+                .data
+                .iter()
+                .all(|d| d.metric.level() == kpl_engine::metrics::Level::Summary)
+        );
+        assert!(
+            upload
+                .data
+                .iter()
+                .all(|d| d.dimensions.iter().all(|(n, _)| n != "ShardId"))
+        );
+    }
+    drop(uploads);
+    let exports = producer.metrics_exports().unwrap();
+    assert_eq!((exports.uploads, exports.failed_uploads), (2, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exporter_that_never_answers_holds_up_neither_records_nor_shutdown() {
+    let producer = producer_with(Hang, |config| {
+        config.metrics_upload_delay = Duration::from_secs(1);
+    });
+    for _ in 0..5 {
+        send_all(&producer, 100).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let started = TokioClock.now();
+    let report = producer.shutdown(Duration::from_secs(5)).await;
+    assert!(report.unsent.is_empty() && report.in_flight.is_empty());
+    let took = TokioClock.now().saturating_duration_since(started);
+    assert!(
+        took <= Duration::from_secs(10),
+        "the last upload is given up on"
+    );
+    // One upload went (and hangs); the later intervals waited for it instead of piling up.
+    assert_eq!(producer.metrics_exports().map(|e| e.uploads), Some(0));
+}

@@ -53,6 +53,8 @@ pub(crate) fn producer_config(endpoint: &str) -> Config {
     // the tests assert exactly-once, so they must not depend on how fast a loaded local server
     // answers. (No call is cut short here; the timeout only bounds a hung one.)
     config.set("RequestTimeout", "120000").unwrap();
+    // These servers have no CloudWatch; the metrics uploads have tests of their own.
+    config.set("MetricsLevel", "none").unwrap();
     config
 }
 

@@ -1,0 +1,227 @@
+//! The exporter through the real SDK client against a loopback CloudWatch stub that decodes
+//! what the SDK sends (Smithy RPC v2 CBOR, gzip-compressed when large) and answers as the
+//! service does.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use ciborium::Value;
+use kpl_cloudwatch::{CloudWatchExporter, CloudWatchSettings};
+use kpl_engine::Summary;
+use kpl_engine::metrics::{Metric, MetricDatum, MetricsExporter, MetricsUpload};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// One request the stub received: its path, whether its body was gzip-compressed, and the
+/// decoded body.
+#[derive(Debug)]
+struct Received {
+    path: String,
+    gzip: bool,
+    body: Value,
+}
+
+/// How the stub answers.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Ok,
+    Unavailable,
+}
+
+struct Stub {
+    url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+async fn stub(answer: Answer) -> Stub {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket, Arc::clone(&log), answer));
+        }
+    });
+    Stub { url, received }
+}
+
+/// Serves the requests of one connection (the SDK keeps connections alive).
+async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: Answer) {
+    let mut buffer = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 8192];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+        let path = head.split(' ').nth(1).unwrap_or_default().to_owned();
+        let header = |name: &str| {
+            head.lines().find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+        };
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        while buffer.len() < head_end + length {
+            let mut chunk = [0u8; 65536];
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body: Vec<u8> = buffer.drain(..head_end + length).skip(head_end).collect();
+        let gzip = header("content-encoding").is_some_and(|v| v.contains("gzip"));
+        let body = if gzip {
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
+                .unwrap();
+            plain
+        } else {
+            body
+        };
+        let body: Value = ciborium::from_reader(&body[..]).unwrap();
+        log.lock().unwrap().push(Received { path, gzip, body });
+        let (status, reply): (&str, &[u8]) = match answer {
+            // An empty CBOR map.
+            Answer::Ok => ("200 OK", &[0xa0]),
+            Answer::Unavailable => ("503 Service Unavailable", &[0xa0]),
+        };
+        let response = format!(
+            "HTTP/1.1 {status}\r\nsmithy-protocol: rpc-v2-cbor\r\ncontent-type: application/cbor\r\ncontent-length: {}\r\n\r\n",
+            reply.len()
+        );
+        let mut bytes = response.into_bytes();
+        bytes.extend_from_slice(reply);
+        if socket.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn exporter(url: &str) -> CloudWatchExporter {
+    let mut settings = CloudWatchSettings::default();
+    settings.region = Some("us-east-1".to_owned());
+    settings.endpoint_url = Some(url.to_owned());
+    settings.credentials = Some(("AKIDEXAMPLE".to_owned(), "secret".to_owned(), None));
+    settings.request_timeout = Some(Duration::from_secs(5));
+    CloudWatchExporter::new(settings)
+}
+
+/// Datum `n`: `UserRecordsDataPut` of shard `n`, `n + 1` samples summing to `10 n`.
+fn datum(n: usize) -> MetricDatum {
+    let mut stat = Summary::default();
+    (stat.count, stat.sum, stat.min, stat.max) = (n as u64 + 1, 10.0 * n as f64, 0.0, n as f64);
+    let dimensions = vec![
+        ("app".to_owned(), "test".to_owned()),
+        ("StreamName".to_owned(), "orders".to_owned()),
+        ("ShardId".to_owned(), format!("shardId-{n:012}")),
+    ];
+    MetricDatum::new(Metric::UserRecordsDataPut, dimensions, stat)
+}
+
+fn field<'a>(map: &'a Value, name: &str) -> &'a Value {
+    map.as_map()
+        .and_then(|entries| {
+            entries
+                .iter()
+                .find(|(key, _)| key.as_text() == Some(name))
+                .map(|(_, value)| value)
+        })
+        .unwrap_or_else(|| panic!("no {name} in {map:?}"))
+}
+
+fn number(value: &Value) -> f64 {
+    match value {
+        Value::Float(f) => *f,
+        Value::Integer(i) => i128::from(*i) as f64,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn every_datum_arrives_with_its_dimensions_unit_statistics_and_timestamp() {
+    let stub = stub(Answer::Ok).await;
+    let at = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+    let data: Vec<MetricDatum> = (0..2_500).map(datum).collect();
+    let upload = MetricsUpload::new("KinesisProducerLibrary", at, data);
+    let report = exporter(&stub.url).export(upload).await.unwrap();
+    assert_eq!(
+        (report.requests, report.datums, report.skipped),
+        (3, 2_500, 0)
+    );
+
+    let received = stub.received.lock().unwrap();
+    assert_eq!(received.len(), 3);
+    let mut seen = vec![false; 2_500];
+    for request in received.iter() {
+        assert!(
+            request.path.ends_with("/operation/PutMetricData"),
+            "{}",
+            request.path
+        );
+        assert!(request.gzip, "a large body is compressed");
+        assert_eq!(
+            field(&request.body, "Namespace").as_text(),
+            Some("KinesisProducerLibrary")
+        );
+        let data = field(&request.body, "MetricData").as_array().unwrap();
+        assert!(data.len() <= 1_000);
+        for datum in data {
+            assert_eq!(
+                field(datum, "MetricName").as_text(),
+                Some("UserRecordsDataPut")
+            );
+            assert_eq!(field(datum, "Unit").as_text(), Some("Bytes"));
+            let dimensions: Vec<(String, String)> = field(datum, "Dimensions")
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let text = |name| field(d, name).as_text().unwrap().to_owned();
+                    (text("Name"), text("Value"))
+                })
+                .collect();
+            assert_eq!(dimensions[0], ("app".to_owned(), "test".to_owned()));
+            assert_eq!(
+                dimensions[1],
+                ("StreamName".to_owned(), "orders".to_owned())
+            );
+            let shard = &dimensions[2].1;
+            let n: usize = shard.trim_start_matches("shardId-").parse().unwrap();
+            assert!(!seen[n], "datum {n} sent twice");
+            seen[n] = true;
+            let set = field(datum, "StatisticValues");
+            assert_eq!(number(field(set, "SampleCount")), n as f64 + 1.0);
+            assert_eq!(number(field(set, "Sum")), 10.0 * n as f64);
+            assert_eq!(number(field(set, "Minimum")), 0.0);
+            assert_eq!(number(field(set, "Maximum")), n as f64);
+            let Value::Tag(1, seconds) = field(datum, "Timestamp") else {
+                panic!("an epoch timestamp")
+            };
+            assert_eq!(number(seconds), 1_764_000_000.0);
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "every datum arrived");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_then_the_upload_is_reported_lost() {
+    let stub = stub(Answer::Unavailable).await;
+    let upload = MetricsUpload::new("ns", UNIX_EPOCH, (0..10).map(datum).collect());
+    let error = exporter(&stub.url).export(upload).await.unwrap_err();
+    assert_eq!(error.lost, 10);
+    assert!(error.to_string().contains("PutMetricData"), "{error}");
+    // The SDK's standard retries: three attempts of the one call.
+    assert_eq!(stub.received.lock().unwrap().len(), 3);
+}
