@@ -134,6 +134,8 @@ pub enum SendErrorKind {
     ShuttingDown,
     /// `send_wait` gave up waiting for buffer space.
     TimedOut,
+    /// The [`OutcomeReceiver`](crate::OutcomeReceiver) of an outcome channel was dropped.
+    NoOutcomeReceiver,
 }
 
 /// A record `send` did not take, with the reason and the record back.

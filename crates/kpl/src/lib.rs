@@ -65,7 +65,10 @@ pub use kpl_engine::{
     TransportErrorKind, codes,
 };
 pub use metrics::{MetricReading, MetricsDimension, MetricsExports};
-pub use producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
+pub use producer::{
+    DeliveryFuture, KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder,
+    RecordOutcome, ShutdownReport,
+};
 
 /// The AWS transport's refusal of a setting, the source of [`BuildError::UnsupportedSetting`].
 #[cfg(feature = "aws")]

@@ -16,7 +16,7 @@ use kpl_engine::{
     Attempt, Delivery, Engine, Event, FailureReason, FlushId, Record, RecordId, Request, RequestId,
     Response, Stream, StreamStats, TransportError, TransportErrorKind,
 };
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::clock::TokioClock;
@@ -29,12 +29,30 @@ use kpl_engine::metrics::{Metric, MetricsExporter};
 
 type Outcome = Result<Delivery, DeliveryError>;
 
+/// Where a record's outcome goes: its [`DeliveryFuture`], or a slot reserved for it in an
+/// outcome channel.
+enum Waiter {
+    Future(oneshot::Sender<Outcome>),
+    Channel(mpsc::OwnedPermit<RecordOutcome>),
+}
+
+impl Waiter {
+    fn deliver(self, id: RecordId, outcome: Outcome) {
+        match self {
+            // A future dropped by its caller no longer wants it.
+            Self::Future(sender) => drop(sender.send(outcome)),
+            // The slot was reserved when the record was accepted: this never waits or fails.
+            Self::Channel(permit) => drop(permit.send(RecordOutcome { id, outcome })),
+        }
+    }
+}
+
 /// The producer's memory per outstanding record beyond the engine's, charged against
 /// `MaxOutstandingBytes`: the delivery channel's shared cell (two wakers, a state word, the
 /// reference counts and room for the outcome) and the sender's slot in the table of waiting
 /// records, twice over for the table's growth.
 pub(crate) const FACADE_BYTES_PER_RECORD: usize =
-    64 + size_of::<Option<Outcome>>() + 2 * size_of::<Option<oneshot::Sender<Outcome>>>();
+    64 + size_of::<Option<Outcome>>() + 2 * size_of::<Option<Waiter>>();
 
 /// With `UserRecordTimeoutInMillis` set, each record's future also holds a boxed timer.
 pub(crate) const TIMER_BYTES_PER_RECORD: usize = 16 + size_of::<tokio::time::Sleep>();
@@ -339,12 +357,12 @@ impl Shared {
 struct State {
     engine: Engine,
     /// Delivery senders by record id, from `waiters_base` on (ids are sequential).
-    waiters: VecDeque<Option<oneshot::Sender<Outcome>>>,
+    waiters: VecDeque<Option<Waiter>>,
     waiters_base: u64,
     /// Senders from before `waiters_base` still waiting: when a few records stay unfinished for
     /// long, `waiters` is compacted into here, so it does not hold a slot for every record
     /// accepted since the oldest.
-    straggling_waiters: BTreeMap<u64, oneshot::Sender<Outcome>>,
+    straggling_waiters: BTreeMap<u64, Waiter>,
     /// Who waits for each flush marker.
     flushes: BTreeMap<FlushId, Vec<oneshot::Sender<()>>>,
     /// The newest flush marker, and how many records had been accepted when it was made: a
@@ -405,7 +423,7 @@ impl State {
         }
     }
 
-    fn register(&mut self, id: u64, sender: oneshot::Sender<Outcome>) {
+    fn register(&mut self, id: u64, sender: Waiter) {
         let index = id.saturating_sub(self.waiters_base) as usize;
         while self.waiters.len() < index {
             self.waiters.push_back(None);
@@ -423,7 +441,7 @@ impl State {
         }
     }
 
-    fn take_waiter(&mut self, id: u64) -> Option<oneshot::Sender<Outcome>> {
+    fn take_waiter(&mut self, id: u64) -> Option<Waiter> {
         if id < self.waiters_base {
             return self.straggling_waiters.remove(&id);
         }
@@ -443,8 +461,9 @@ impl State {
             match event {
                 Event::Delivered(delivery) => {
                     finished = true;
-                    if let Some(sender) = self.take_waiter(delivery.id().get()) {
-                        let _ = sender.send(Ok(delivery));
+                    let id = delivery.id();
+                    if let Some(waiter) = self.take_waiter(id.get()) {
+                        waiter.deliver(id, Ok(delivery));
                     }
                 }
                 Event::Failed(failure) => {
@@ -489,14 +508,15 @@ impl State {
                             _ => {}
                         }
                     }
-                    if let Some(sender) = self.take_waiter(id.get()) {
-                        let _ = sender.send(Err(DeliveryError {
+                    if let Some(waiter) = self.take_waiter(id.get()) {
+                        let error = DeliveryError {
                             id,
                             kind,
                             attempts,
                             attempt_count,
                             record: kept,
-                        }));
+                        };
+                        waiter.deliver(id, Err(error));
                     }
                 }
                 Event::Flushed(id) => {
@@ -525,12 +545,39 @@ impl KinesisProducer {
     /// (or `send_wait` callers are waiting for space first; see [`send_wait`](Self::send_wait)),
     /// the record is invalid or too large, or the producer is shutting down.
     pub fn send(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        self.admit(record, None)
+        let (sender, receiver) = oneshot::channel();
+        let id = self.admit(record, None, &mut Some(Waiter::Future(sender)))?;
+        Ok(self.delivery_future(id, receiver))
+    }
+
+    /// The future of record `id`'s outcome, with the producer's `user_record_timeout`.
+    fn delivery_future(
+        &self,
+        id: RecordId,
+        receiver: oneshot::Receiver<Outcome>,
+    ) -> DeliveryFuture {
+        let shared = &self.handle.shared;
+        // On the producer's runtime, whichever thread sends (a timer needs a runtime's clock).
+        let timer = shared.user_record_timeout.map(|timeout| {
+            let _entered = shared.runtime.enter();
+            Box::pin(tokio::time::sleep(timeout))
+        });
+        DeliveryFuture {
+            id,
+            receiver,
+            timeout: timer,
+        }
     }
 
     /// `send` for a caller holding `ticket` in the queue of `send_wait` callers (`None`: not
-    /// queued). Space goes to the first in the queue.
-    fn admit(&self, record: Record, ticket: Option<u64>) -> Result<DeliveryFuture, SendError> {
+    /// queued), whose outcome goes to `waiter` (taken only if the record is accepted). Space
+    /// goes to the first in the queue.
+    fn admit(
+        &self,
+        record: Record,
+        ticket: Option<u64>,
+        waiter: &mut Option<Waiter>,
+    ) -> Result<RecordId, SendError> {
         let shared = &self.handle.shared;
         let mut state = shared.lock();
         if !state.accepting {
@@ -556,8 +603,9 @@ impl KinesisProducer {
             SendError::from_rejected(reason, record)
         })?;
         let dequeued = ticket.is_some() && state.space_queue.pop_front().is_some();
-        let (sender, receiver) = oneshot::channel();
-        state.register(id.get(), sender);
+        if let Some(waiter) = waiter.take() {
+            state.register(id.get(), waiter);
+        }
         // Wake the driver only if this record gave it something to do now: a request it has a
         // connection for, or a deadline earlier than the one it sleeps until. Waking it for every
         // record would cost a driver round per record.
@@ -576,16 +624,7 @@ impl KinesisProducer {
             // The next in the queue may fit too.
             shared.space.notify_waiters();
         }
-        // On the producer's runtime, whichever thread sends (a timer needs a runtime's clock).
-        let timer = shared.user_record_timeout.map(|timeout| {
-            let _entered = shared.runtime.enter();
-            Box::pin(tokio::time::sleep(timeout))
-        });
-        Ok(DeliveryFuture {
-            id,
-            receiver,
-            timeout: timer,
-        })
+        Ok(id)
     }
 
     /// [`send`](Self::send), waiting for buffer space while the outstanding limits are
@@ -595,7 +634,10 @@ impl KinesisProducer {
     /// refuses with [`SendErrorKind::BufferFull`]: a large record is not passed over forever
     /// by smaller ones that fit in what frees up.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        self.send_waiting(record, None).await
+        let (sender, receiver) = oneshot::channel();
+        let mut waiter = Some(Waiter::Future(sender));
+        let id = self.send_waiting(record, None, &mut waiter).await?;
+        Ok(self.delivery_future(id, receiver))
     }
 
     /// [`send_wait`](Self::send_wait), giving up after `timeout` with
@@ -605,21 +647,27 @@ impl KinesisProducer {
         record: Record,
         timeout: Duration,
     ) -> Result<DeliveryFuture, SendError> {
-        self.send_waiting(record, Some(timeout)).await
+        let (sender, receiver) = oneshot::channel();
+        let mut waiter = Some(Waiter::Future(sender));
+        let id = self
+            .send_waiting(record, Some(timeout), &mut waiter)
+            .await?;
+        Ok(self.delivery_future(id, receiver))
     }
 
     async fn send_waiting(
         &self,
         record: Record,
         timeout: Option<Duration>,
-    ) -> Result<DeliveryFuture, SendError> {
+        waiter: &mut Option<Waiter>,
+    ) -> Result<RecordId, SendError> {
         // A timeout too long to be a time is no limit.
         let limit = timeout.and_then(|timeout| {
             let deadline = crate::clock::tokio_now().checked_add(timeout)?;
             Some((deadline, timeout))
         });
         // The common case needs no waiting, no queueing and no registration with the notifier.
-        let mut record = match self.send(record) {
+        let mut record = match self.admit(record, None, waiter) {
             Err(error) if error.kind() == SendErrorKind::BufferFull => error.into_record(),
             other => return other,
         };
@@ -629,7 +677,7 @@ impl KinesisProducer {
             tokio::pin!(space);
             // Registered before the retry, so space freed in between is not missed.
             space.as_mut().enable();
-            match self.admit(record, Some(place.ticket)) {
+            match self.admit(record, Some(place.ticket), waiter) {
                 Err(error) if error.kind() == SendErrorKind::BufferFull => {
                     record = error.into_record();
                 }
@@ -648,6 +696,32 @@ impl KinesisProducer {
                 None => space.await,
             }
         }
+    }
+
+    /// A channel for the outcomes of records sent without a [`DeliveryFuture`], for callers
+    /// that fire and forget (the KPL's callbacks, without a task or a future per record):
+    /// records sent through the [`OutcomeSender`] have their outcome, exactly one each, come out
+    /// of the [`OutcomeReceiver`] in the order they finish.
+    ///
+    /// **Back-pressure**: the channel holds at most `capacity` outcomes, counting those of
+    /// records still outstanding: a slot is reserved when a record is accepted, so an outcome
+    /// is never dropped and never waits. While every slot is taken (outcomes not yet
+    /// received), [`OutcomeSender::send`] refuses with [`SendErrorKind::BufferFull`] and
+    /// [`OutcomeSender::send_wait`] waits: a consumer that falls behind slows its producers
+    /// down instead of growing a queue. The producer's own limits apply too. Dropping the
+    /// receiver makes the sender refuse every record with [`SendErrorKind::NoOutcomeReceiver`].
+    /// `user_record_timeout` does not apply: there is no future to time out.
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0.
+    pub fn outcome_channel(&self, capacity: usize) -> (OutcomeSender, OutcomeReceiver) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        let sender = OutcomeSender {
+            producer: self.clone(),
+            sender,
+        };
+        (sender, OutcomeReceiver { receiver })
     }
 
     /// Sends what is buffered for every stream now, without waiting for the buffering
@@ -945,6 +1019,94 @@ async fn drive(shared: Arc<Shared>, transport: SharedTransport) {
             }
             () = async { if let Some(sleep) = sleep { sleep.await } }, if next.is_some() => {}
         }
+    }
+}
+
+/// The outcome of a record sent through an [`OutcomeSender`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RecordOutcome {
+    /// The id [`OutcomeSender::send`] returned for it.
+    pub id: RecordId,
+    /// Written, or why not.
+    pub outcome: Result<Delivery, DeliveryError>,
+}
+
+/// Sends records whose outcomes go to an [`OutcomeReceiver`] (see
+/// [`KinesisProducer::outcome_channel`]). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct OutcomeSender {
+    producer: KinesisProducer,
+    sender: mpsc::Sender<RecordOutcome>,
+}
+
+impl OutcomeSender {
+    /// Accepts a record without waiting, or says why not and hands it back: a full outcome
+    /// channel, and everything [`KinesisProducer::send`] refuses for.
+    pub fn send(&self, record: Record) -> Result<RecordId, SendError> {
+        let slot = match self.sender.clone().try_reserve_owned() {
+            Ok(slot) => slot,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(SendError::new(
+                    SendErrorKind::BufferFull,
+                    format!(
+                        "the outcome channel is full ({} outcomes not yet received or still to come)",
+                        self.sender.max_capacity()
+                    ),
+                    record,
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(no_receiver(record)),
+        };
+        self.producer
+            .admit(record, None, &mut Some(Waiter::Channel(slot)))
+    }
+
+    /// [`send`](Self::send), waiting for a slot in the outcome channel and then for buffer
+    /// space while either is full.
+    pub async fn send_wait(&self, record: Record) -> Result<RecordId, SendError> {
+        let Ok(slot) = self.sender.clone().reserve_owned().await else {
+            return Err(no_receiver(record));
+        };
+        let mut waiter = Some(Waiter::Channel(slot));
+        self.producer.send_waiting(record, None, &mut waiter).await
+    }
+
+    /// The producer the records go through.
+    pub fn producer(&self) -> &KinesisProducer {
+        &self.producer
+    }
+}
+
+fn no_receiver(record: Record) -> SendError {
+    SendError::new(
+        SendErrorKind::NoOutcomeReceiver,
+        "the outcome receiver was dropped: no one would learn this record's outcome",
+        record,
+    )
+}
+
+/// Where the outcomes of records sent through an [`OutcomeSender`] come out.
+#[derive(Debug)]
+pub struct OutcomeReceiver {
+    receiver: mpsc::Receiver<RecordOutcome>,
+}
+
+impl OutcomeReceiver {
+    /// The next outcome, waiting for one; `None` once every sender is gone and every outcome
+    /// has been received.
+    pub async fn recv(&mut self) -> Option<RecordOutcome> {
+        self.receiver.recv().await
+    }
+
+    /// The next outcome if one is there.
+    pub fn try_recv(&mut self) -> Option<RecordOutcome> {
+        self.receiver.try_recv().ok()
+    }
+
+    /// Blocks the thread for the next outcome (outside an async context).
+    pub fn blocking_recv(&mut self) -> Option<RecordOutcome> {
+        self.receiver.blocking_recv()
     }
 }
 
@@ -1257,7 +1419,7 @@ mod tests {
         let mut receivers = Vec::new();
         for id in 0..=100_000u64 {
             let (sender, receiver) = oneshot::channel();
-            state.register(id, sender);
+            state.register(id, Waiter::Future(sender));
             // Every record but the first finishes at once.
             if id > 0 {
                 assert!(state.take_waiter(id).is_some());

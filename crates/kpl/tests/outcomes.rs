@@ -1,0 +1,100 @@
+//! Outcome channels: fire-and-forget sending, one outcome per accepted record, back-pressure
+//! from a consumer that falls behind.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use kpl::time::Clock;
+use kpl::{DeliveryErrorKind, KinesisProducer, Record, SendErrorKind, Stream, TokioClock};
+use kpl_sim::{SimKinesis, SimTransport, UnansweredTransport};
+
+fn producer() -> KinesisProducer {
+    let mut sim = SimKinesis::new(5);
+    sim.create_stream("s", 2, TokioClock.now());
+    KinesisProducer::builder()
+        .transport(SimTransport::new(sim, TokioClock))
+        .build()
+        .unwrap()
+}
+
+fn record(n: usize) -> Record {
+    Record::new(Stream::new("s").unwrap(), format!("key-{n}"), vec![1; 20])
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_record_sent_without_a_future_has_exactly_one_outcome_in_the_channel() {
+    let producer = producer();
+    let (sender, mut outcomes) = producer.outcome_channel(64);
+    let consumer = tokio::spawn(async move {
+        let mut seen = BTreeSet::new();
+        while let Some(outcome) = outcomes.recv().await {
+            let delivery = outcome.outcome.unwrap();
+            assert_eq!(delivery.id(), outcome.id);
+            assert!(seen.insert(outcome.id.get()), "one outcome per record");
+        }
+        seen
+    });
+    let mut sent = BTreeSet::new();
+    for n in 0..1_000 {
+        sent.insert(sender.send_wait(record(n)).await.unwrap().get());
+    }
+    drop(sender);
+    producer.flush_and_wait().await;
+    producer.shutdown(Duration::from_secs(5)).await;
+    drop(producer);
+    // The receiver ends once every sender is gone and every outcome is out.
+    assert_eq!(consumer.await.unwrap(), sent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_falls_behind_holds_its_senders_back() {
+    let producer = producer();
+    let (sender, mut outcomes) = producer.outcome_channel(10);
+    for n in 0..10 {
+        sender.send(record(n)).unwrap();
+    }
+    // Every slot is taken (outcomes still to come or not yet received).
+    let refused = sender.send(record(10)).unwrap_err();
+    assert_eq!(refused.kind(), SendErrorKind::BufferFull);
+    assert!(refused.to_string().contains("outcome channel"), "{refused}");
+    assert_eq!(refused.into_record(), record(10), "the record comes back");
+    producer.flush_and_wait().await;
+    // A waiting sender goes on once the consumer takes one outcome.
+    let waiting = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.send_wait(record(11)).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!waiting.is_finished(), "no slot yet");
+    assert!(outcomes.recv().await.unwrap().outcome.is_ok());
+    assert!(waiting.await.unwrap().is_ok());
+    assert!(sender.send(record(12)).is_err(), "full again");
+    // A dropped receiver: no one would learn the outcome, so nothing is accepted.
+    drop(outcomes);
+    let refused = sender.send(record(13)).unwrap_err();
+    assert_eq!(refused.kind(), SendErrorKind::NoOutcomeReceiver);
+    producer.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_left_when_the_producer_is_dropped_come_out_cancelled() {
+    let producer = KinesisProducer::builder()
+        .transport(UnansweredTransport)
+        .build()
+        .unwrap();
+    let (sender, mut outcomes) = producer.outcome_channel(8);
+    let mut sent = BTreeSet::new();
+    for n in 0..5 {
+        sent.insert(sender.send(record(n)).unwrap().get());
+    }
+    drop(sender);
+    drop(producer);
+    let mut cancelled = BTreeSet::new();
+    while let Some(outcome) = outcomes.recv().await {
+        let error = outcome.outcome.unwrap_err();
+        assert_eq!(error.kind(), DeliveryErrorKind::Cancelled);
+        cancelled.insert(outcome.id.get());
+    }
+    assert_eq!(cancelled, sent);
+}
