@@ -325,3 +325,94 @@ async fn an_exporter_that_never_answers_holds_up_neither_records_nor_shutdown() 
     // One upload went (and hangs); the later intervals waited for it instead of piling up.
     assert_eq!(producer.metrics_exports().map(|e| e.uploads), Some(0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_tenth_throttled_once_gives_exact_statistics_in_the_window_and_the_upload() {
+    let capture = Capture::default();
+    let mut config = Config::default();
+    // One user record per Kinesis record and a hundred per call: the throttled call is a tenth.
+    config.aggregation_enabled = false;
+    config.collection_max_count = 100;
+    config.metrics_upload_delay = Duration::from_secs(60);
+    let mut sim = SimKinesis::new(11);
+    sim.create_stream("orders", 1, TokioClock.now());
+    let transport = SimTransport::new(sim, TokioClock);
+    let producer = KinesisProducer::builder()
+        .config(config)
+        .transport(transport.clone())
+        .metrics_exporter(capture.clone())
+        .build()
+        .unwrap();
+    let stream = Stream::new("orders").unwrap();
+    // A first record reads the map, so that the next call is the first of the thousand's.
+    let warm = producer
+        .send(Record::new(stream.clone(), "warm", vec![0]))
+        .unwrap();
+    producer.flush_and_wait().await;
+    warm.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = producer.metrics(None, Duration::from_secs(60)).len();
+    assert!(before > 0);
+    transport.with_sim(|sim| sim.script(kpl_sim::ScriptedFault::ThrottleAll));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut deliveries = Vec::new();
+    for n in 0..1_000 {
+        let record = Record::new(stream.clone(), format!("key-{n}"), vec![5; 10]);
+        deliveries.push(producer.send(record).unwrap());
+    }
+    producer.flush_and_wait().await;
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window = producer.metrics(None, Duration::from_secs(30));
+    let global = |metric: Metric, code: Option<&str>| {
+        window
+            .iter()
+            .find(|r| r.metric == metric && r.stream.is_none() && r.error_code.as_deref() == code)
+            .map(|r| (r.stat.count, r.stat.sum))
+    };
+    assert_eq!(global(Metric::UserRecordsPut, None), Some((1_000, 1_000.0)));
+    assert_eq!(global(Metric::RetriesPerRecord, None), Some((1_000, 100.0)));
+    let throttled = Some("ProvisionedThroughputExceededException");
+    assert_eq!(global(Metric::ErrorsByCode, throttled), Some((100, 100.0)));
+    assert_eq!(global(Metric::AllErrors, None), Some((1_100, 100.0)));
+    assert_eq!(
+        global(Metric::KinesisRecordsPut, None),
+        Some((1_100, 1_000.0))
+    );
+    assert_eq!(
+        global(Metric::KinesisRecordsPerPutRecordsRequest, None).map(|(_, sum)| sum),
+        Some(1_100.0)
+    );
+    // The upload at shutdown carries the same statistics.
+    producer.shutdown(Duration::from_secs(5)).await;
+    let uploads = capture.0.lock().unwrap();
+    let last = uploads.last().unwrap();
+    let uploaded = |metric: Metric, code: Option<&str>| {
+        last.data
+            .iter()
+            .find(|d| {
+                d.metric == metric
+                    && d.dimensions.iter().all(|(n, _)| n == "ErrorCode")
+                    && d.dimensions
+                        .iter()
+                        .find(|(n, _)| n == "ErrorCode")
+                        .map(|(_, v)| v.as_str())
+                        == code
+            })
+            .map(|d| (d.stat.count, d.stat.sum))
+    };
+    assert_eq!(
+        uploaded(Metric::UserRecordsPut, None),
+        Some((1_000, 1_000.0))
+    );
+    assert_eq!(
+        uploaded(Metric::ErrorsByCode, throttled),
+        Some((100, 100.0))
+    );
+    assert_eq!(
+        uploaded(Metric::RetriesPerRecord, None),
+        Some((1_000, 100.0))
+    );
+}
