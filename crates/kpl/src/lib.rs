@@ -70,6 +70,12 @@ pub use producer::{
     RecordOutcome, ShutdownReport,
 };
 
+/// The CloudWatch exporter, to upload the metrics with other settings than the producer's
+/// (another region, endpoint or credentials, like the KPL's metrics credentials provider):
+/// give it to [`ProducerBuilder::metrics_exporter`].
+#[cfg(feature = "cloudwatch")]
+pub use kpl_cloudwatch::{CloudWatchExporter, CloudWatchSettings};
+
 /// The AWS transport's refusal of a setting, the source of [`BuildError::UnsupportedSetting`].
 #[cfg(feature = "aws")]
 pub use kpl_aws::AwsSettingsError;

@@ -610,7 +610,10 @@ mod tests {
              issue #188) are left out and counted. The SDK retries a failed call three times \
              with exponential backoff and jitter. The region and credentials are the producer's \
              (`Region`, `AwsAccessKeyId`…, or the SDK's chains); `CloudwatchEndpoint` and \
-             `CloudwatchPort` set the endpoint.\n\n\
+             `CloudwatchPort` set the endpoint. To upload with other credentials or to another \
+             region or account (the KPL's metrics credentials provider), give \
+             `ProducerBuilder::metrics_exporter(kpl::CloudWatchExporter::new(settings))` with \
+             `CloudWatchSettings` of their own.\n\n\
              The credentials need this permission:\n\n\
              ```json\n\
              {\n  \"Effect\": \"Allow\",\n  \"Action\": \"cloudwatch:PutMetricData\",\n  \"Resource\": \"*\"\n}\n\
