@@ -4,11 +4,14 @@ use std::fmt;
 use std::time::Duration;
 
 use kpl_engine::transport::Transport;
-use kpl_engine::{Delivery, Record, Stream, StreamStats};
+use kpl_engine::{Delivery, Record, RecordId, Stream, StreamStats};
 
 use crate::config::Config;
 use crate::error::{BuildError, DeliveryError, SendError};
-use crate::producer::{DeliveryFuture, KinesisProducer, ProducerBuilder, ShutdownReport};
+use crate::producer::{
+    DeliveryFuture, KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder,
+    ShutdownReport,
+};
 
 /// Builds a [`BlockingProducer`].
 #[must_use = "a builder does nothing until build() is called"]
@@ -90,6 +93,25 @@ impl BlockingDelivery {
     }
 }
 
+/// [`OutcomeSender`] for plain threads. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct BlockingOutcomeSender {
+    sender: OutcomeSender,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BlockingOutcomeSender {
+    /// Accepts a record without waiting (see [`OutcomeSender::send`]).
+    pub fn send(&self, record: Record) -> Result<RecordId, SendError> {
+        self.sender.send(record)
+    }
+
+    /// Accepts a record, blocking while the outcome channel or the buffer is full.
+    pub fn send_wait(&self, record: Record) -> Result<RecordId, SendError> {
+        self.runtime.block_on(self.sender.send_wait(record))
+    }
+}
+
 impl BlockingProducer {
     /// A builder with the KPL's default configuration.
     pub fn builder() -> BlockingProducerBuilder {
@@ -104,6 +126,23 @@ impl BlockingProducer {
             // Both are only taken in `drop`.
             _ => unreachable!("a BlockingProducer is complete until dropped"),
         }
+    }
+
+    /// An outcome channel for records sent without a future (see
+    /// [`KinesisProducer::outcome_channel`]); read it with
+    /// [`OutcomeReceiver::blocking_recv`](crate::OutcomeReceiver::blocking_recv).
+    ///
+    /// # Panics
+    ///
+    /// If `capacity` is 0.
+    pub fn outcome_channel(&self, capacity: usize) -> (BlockingOutcomeSender, OutcomeReceiver) {
+        let (producer, runtime) = self.parts();
+        let (sender, receiver) = producer.outcome_channel(capacity);
+        let sender = BlockingOutcomeSender {
+            sender,
+            runtime: runtime.handle().clone(),
+        };
+        (sender, receiver)
     }
 
     /// Accepts a record without waiting (see [`KinesisProducer::send`]).

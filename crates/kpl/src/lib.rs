@@ -48,7 +48,9 @@ pub mod metrics;
 mod producer;
 mod properties;
 
-pub use blocking::{BlockingDelivery, BlockingProducer, BlockingProducerBuilder};
+pub use blocking::{
+    BlockingDelivery, BlockingOutcomeSender, BlockingProducer, BlockingProducerBuilder,
+};
 pub use clock::TokioClock;
 pub use config::{Config, MetricsGranularity, MetricsLevel, StaticCredentials};
 pub use error::{

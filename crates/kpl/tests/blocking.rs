@@ -100,3 +100,36 @@ fn blocking_waits_honour_the_user_record_timeout_and_flush_can_time_out() {
     let report = producer.shutdown(Duration::ZERO);
     assert_eq!(report.unsent.len() + report.in_flight.len(), 1);
 }
+
+#[test]
+fn threads_fire_and_forget_and_one_thread_reads_every_outcome() {
+    let (producer, _transport) = producer();
+    let (sender, mut outcomes) = producer.outcome_channel(32);
+    let reader = std::thread::spawn(move || {
+        let mut written = 0;
+        while let Some(outcome) = outcomes.blocking_recv() {
+            assert!(outcome.outcome.is_ok());
+            written += 1;
+        }
+        written
+    });
+    let senders: Vec<_> = (0..3)
+        .map(|t| {
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                let stream = Stream::new("s").unwrap();
+                for i in 0..200 {
+                    let record = Record::new(stream.clone(), format!("t{t}-{i}"), vec![2; 10]);
+                    sender.send_wait(record).unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in senders {
+        thread.join().unwrap();
+    }
+    drop(sender);
+    producer.flush_and_wait();
+    drop(producer);
+    assert_eq!(reader.join().unwrap(), 600);
+}
