@@ -225,3 +225,116 @@ async fn a_failing_endpoint_is_retried_then_the_upload_is_reported_lost() {
     // The SDK's standard retries: three attempts of the one call.
     assert_eq!(stub.received.lock().unwrap().len(), 3);
 }
+
+/// A datum as received: metric name, dimensions, sample count, sum.
+type Datum = (String, Vec<(String, String)>, f64, f64);
+
+/// The datums of every request the stub received.
+fn datums(received: &[Received]) -> Vec<Datum> {
+    let mut all = Vec::new();
+    for request in received {
+        for datum in field(&request.body, "MetricData").as_array().unwrap() {
+            let dimensions = field(datum, "Dimensions")
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let text = |name| field(d, name).as_text().unwrap().to_owned();
+                    (text("Name"), text("Value"))
+                })
+                .collect();
+            let set = field(datum, "StatisticValues");
+            all.push((
+                field(datum, "MetricName").as_text().unwrap().to_owned(),
+                dimensions,
+                number(field(set, "SampleCount")),
+                number(field(set, "Sum")),
+            ));
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_statistics_reach_cloudwatch_exactly() {
+    use kpl::time::Clock;
+    use kpl::{Config, KinesisProducer, MetricsGranularity, Record, Stream, TokioClock};
+    use kpl_sim::{ScriptedFault, SimKinesis, SimTransport};
+
+    let stub = stub(Answer::Ok).await;
+    let mut config = Config::default();
+    // One user record per Kinesis record and a hundred per call: the throttled call is a tenth.
+    config.aggregation_enabled = false;
+    config.collection_max_count = 100;
+    config.metrics_granularity = MetricsGranularity::Stream;
+    config.metrics_namespace = "KplTest".to_owned();
+    let mut sim = SimKinesis::new(13);
+    sim.create_stream("orders", 1, TokioClock.now());
+    let transport = SimTransport::new(sim, TokioClock);
+    let producer = KinesisProducer::builder()
+        .config(config)
+        .transport(transport.clone())
+        .metrics_exporter(exporter(&stub.url))
+        .build()
+        .unwrap();
+    let stream = Stream::new("orders").unwrap();
+    // A first record reads the map, so that the next call is the first of the thousand's.
+    let warm = producer.send(Record::new(stream.clone(), "warm", vec![0]));
+    producer.flush_and_wait().await;
+    warm.unwrap().await.unwrap();
+    transport.with_sim(|sim| sim.script(ScriptedFault::ThrottleAll));
+    let mut deliveries = Vec::new();
+    for n in 0..1_000 {
+        let record = Record::new(stream.clone(), format!("key-{n}"), vec![5; 10]);
+        deliveries.push(producer.send_wait(record).await.unwrap());
+    }
+    producer.flush_and_wait().await;
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+    // Everything goes in the upload at shutdown (the delay is a minute).
+    producer.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(producer.metrics_exports().map(|e| e.uploads), Some(1));
+
+    let received = stub.received.lock().unwrap();
+    let datums = datums(&received);
+    let find = |name: &str, dimensions: &[(&str, &str)]| {
+        let wanted: Vec<(String, String)> = dimensions
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        let found: Vec<(f64, f64)> = datums
+            .iter()
+            .filter(|(metric, dims, ..)| metric == name && *dims == wanted)
+            .map(|&(_, _, count, sum)| (count, sum))
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {dimensions:?} in {datums:?}");
+        found[0]
+    };
+    let stream_dim = [("StreamName", "orders")];
+    for dims in [&[][..], &stream_dim[..]] {
+        assert_eq!(find("UserRecordsPut", dims), (1_001.0, 1_001.0));
+        assert_eq!(find("RetriesPerRecord", dims), (1_001.0, 100.0));
+        assert_eq!(find("AllErrors", dims), (1_101.0, 100.0));
+        assert_eq!(find("KinesisRecordsPut", dims), (1_101.0, 1_001.0));
+        // A thousand records of 10 bytes and the one-byte first.
+        assert_eq!(find("UserRecordsDataPut", dims), (1_001.0, 10_001.0));
+    }
+    let throttled = ("ErrorCode", "ProvisionedThroughputExceededException");
+    assert_eq!(find("ErrorsByCode", &[throttled]), (100.0, 100.0));
+    assert_eq!(
+        find("ErrorsByCode", &[throttled, ("StreamName", "orders")]),
+        (100.0, 100.0)
+    );
+    assert!(
+        datums
+            .iter()
+            .all(|(_, dims, ..)| dims.iter().all(|(n, _)| n != "ShardId")),
+        "stream granularity"
+    );
+    assert!(
+        received
+            .iter()
+            .all(|r| field(&r.body, "Namespace").as_text() == Some("KplTest"))
+    );
+}
