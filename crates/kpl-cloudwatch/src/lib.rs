@@ -63,9 +63,10 @@ pub const MAX_BYTES_PER_CALL: usize = 1_000_000 - 16 * 1024;
 pub const MAX_DIMENSIONS: usize = 30;
 /// Calls per upload the SDK makes at most for one batch, retries included.
 const MAX_ATTEMPTS: u32 = 3;
-/// What a datum's encoding costs beyond its names and values (field tags, the four numbers,
-/// the timestamp and the unit), rounded up.
-const DATUM_OVERHEAD_BYTES: usize = 96;
+/// What a datum's encoding costs beyond its names and values, rounded up: the CBOR field names
+/// (`MetricName`, `Dimensions`, `StatisticValues`, `SampleCount`, `Sum`, `Minimum`, `Maximum`,
+/// `Timestamp`, `Unit`), four doubles, a tagged timestamp and the longest unit.
+const DATUM_OVERHEAD_BYTES: usize = 160;
 /// What one dimension's encoding costs beyond its name and value.
 const DIMENSION_OVERHEAD_BYTES: usize = 16;
 
@@ -159,6 +160,9 @@ impl CloudWatchExporter {
         let calls = split_into_calls(data);
         let total: usize = calls.iter().map(|(call, _)| call.len()).sum();
         let client = self.client().await;
+        // Every call is made, whatever became of the others: one refused call loses its own
+        // datums only.
+        let mut failure: Option<(usize, aws_sdk_cloudwatch::error::SdkError<_, _>)> = None;
         for (call, _) in calls {
             let count = call.len();
             let sent = client
@@ -167,19 +171,27 @@ impl CloudWatchExporter {
                 .set_metric_data(Some(call))
                 .send()
                 .await;
-            if let Err(error) = sent {
-                let lost = total - report.datums;
+            report.requests += 1;
+            match sent {
+                Ok(_) => report.datums += count,
+                Err(error) => {
+                    let lost = failure.as_ref().map_or(0, |(lost, _)| *lost) + count;
+                    failure = Some((lost, error));
+                }
+            }
+        }
+        match failure {
+            None => Ok(report),
+            Some((lost, error)) => {
                 let message = format!(
-                    "PutMetricData to namespace {:?} failed: {}",
+                    "PutMetricData to namespace {:?}: {} of {total} datums not sent, the last failure: {}",
                     upload.namespace,
+                    lost,
                     aws_sdk_cloudwatch::error::DisplayErrorContext(&error)
                 );
-                return Err(ExportError::new(message, lost, Some(Box::new(error))));
+                Err(ExportError::new(message, lost, Some(Box::new(error))))
             }
-            report.requests += 1;
-            report.datums += count;
         }
-        Ok(report)
     }
 }
 

@@ -268,6 +268,8 @@ async fn a_producers_statistics_reach_cloudwatch_exactly() {
     config.collection_max_count = 100;
     config.metrics_granularity = MetricsGranularity::Stream;
     config.metrics_namespace = "KplTest".to_owned();
+    // No map re-read, which would take the scripted throttle for itself.
+    config.shard_map_refresh_interval = Duration::from_secs(3_600);
     let mut sim = SimKinesis::new(13);
     sim.create_stream("orders", 1, TokioClock.now());
     let transport = SimTransport::new(sim, TokioClock);

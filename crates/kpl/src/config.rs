@@ -295,6 +295,12 @@ impl fmt::Debug for Key {
     }
 }
 
+/// CloudWatch's limits on a dimension's name and value, and on dimensions per datum less the
+/// producer's own three (`ErrorCode`, `StreamName`, `ShardId`).
+const MAX_DIMENSION_NAME_CHARS: usize = 255;
+const MAX_DIMENSION_VALUE_CHARS: usize = 1_024;
+const MAX_ADDITIONAL_DIMENSIONS: usize = 27;
+
 /// Why a value was refused, before the key's name is attached.
 #[derive(Debug)]
 struct Invalid;
@@ -538,7 +544,7 @@ pub(crate) static KEYS: &[Key] = &[
         get: |c| c.metrics_namespace.clone(),
         set: |c, v| { c.metrics_namespace = namespace(v)?; Ok(()) }),
     key!("MetricsUploadDelay", "metrics_upload_delay", Kpl, "60000", "1..=60000 (ms)",
-        "How often the metrics are uploaded (to CloudWatch by default; see `docs/metrics.md`).",
+        "How often the metrics are uploaded (to CloudWatch by default; see `docs/metrics.md`), in whole seconds (at least one).",
         get: |c| ms_text(c.metrics_upload_delay),
         set: |c, v| { c.metrics_upload_delay = millis(v, 1, 60_000)?; Ok(()) }),
     key!("RateLimit", "rate_limit", Kpl, "150", "1..=9223372036854775807 (%)",
@@ -845,6 +851,29 @@ impl Config {
             let value = key.map_or_else(|| invalid.value().to_owned(), |key| (key.get)(self));
             return Err(ConfigError::invalid(name, &value, invalid.allowed(), false));
         }
+        // CloudWatch refuses a whole call for one bad dimension: check them here, once.
+        let reserved = ["StreamName", "ShardId", "ErrorCode"];
+        for dimension in &self.additional_metrics_dimensions {
+            let name_ok = (1..=MAX_DIMENSION_NAME_CHARS).contains(&dimension.name.chars().count())
+                && !reserved.contains(&dimension.name.as_str());
+            let value_ok = dimension.value.chars().count() <= MAX_DIMENSION_VALUE_CHARS;
+            if !name_ok || !value_ok {
+                return Err(ConfigError::invalid(
+                    "additional_metrics_dimensions",
+                    &format!("{}={}", dimension.name, dimension.value),
+                    "names of 1 to 255 characters other than StreamName, ShardId and ErrorCode; values of at most 1024 characters",
+                    false,
+                ));
+            }
+        }
+        if self.additional_metrics_dimensions.len() > MAX_ADDITIONAL_DIMENSIONS {
+            return Err(ConfigError::invalid(
+                "additional_metrics_dimensions",
+                &self.additional_metrics_dimensions.len().to_string(),
+                "at most 27 (CloudWatch takes 30 dimensions, and the producer's own are 3)",
+                false,
+            ));
+        }
         if let Some(credentials) = &self.credentials {
             if credentials.access_key_id.is_empty() != credentials.secret_access_key.is_empty() {
                 return Err(ConfigError::invalid(
@@ -1024,6 +1053,26 @@ mod tests {
         // EngineConfig has no PartialEq (it would tie every future field to it); its Debug
         // lists every field.
         assert_eq!(format!("{engine:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn metrics_dimensions_cloudwatch_would_refuse_are_refused_at_once() {
+        for (name, value) in [("", "v"), ("StreamName", "v"), ("app", &*"v".repeat(1_025))] {
+            let mut config = Config::default();
+            config.add_metrics_dimension(name, value, MetricsGranularity::Global);
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.key(), Some("additional_metrics_dimensions"), "{name}");
+        }
+        let mut config = Config::default();
+        for n in 0..28 {
+            config.add_metrics_dimension(format!("d{n}"), "v", MetricsGranularity::Shard);
+        }
+        assert!(
+            config.validate().is_err(),
+            "28 and the producer's 3 pass 30"
+        );
+        config.additional_metrics_dimensions.pop();
+        assert!(config.validate().is_ok());
     }
 
     #[test]

@@ -208,11 +208,28 @@ pub(crate) struct DueUpload {
     outcomes: Arc<Mutex<MetricsExports>>,
 }
 
+/// Clears the in-flight flag however the upload ends (done, timed out, panicked, cancelled).
+struct InFlight(Arc<AtomicBool>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 impl DueUpload {
-    /// Sends the upload and counts (and logs) how it went.
-    pub(crate) async fn send(self) {
-        let result = self.exporter.export(self.upload).await;
-        self.in_flight.store(false, Ordering::Release);
+    /// Sends the upload, giving up after `timeout`, and counts (and logs) how it went.
+    pub(crate) async fn send(self, timeout: Duration) {
+        let _in_flight = InFlight(self.in_flight);
+        let datums = self.upload.data.len();
+        let result = match tokio::time::timeout(timeout, self.exporter.export(self.upload)).await {
+            Ok(result) => result,
+            Err(_) => Err(ExportError::new(
+                format!("the upload took longer than {} ms", timeout.as_millis()),
+                datums,
+                None,
+            )),
+        };
         record_export(&self.outcomes, &result);
     }
 }
@@ -296,13 +313,15 @@ impl MetricsHub {
     }
 
     /// The upload due after this second, if one is: every `MetricsUploadDelay`, or now when
-    /// `last` (the producer is finishing). An interval whose predecessor is still being
-    /// uploaded waits and grows instead, so uploads never pile up.
+    /// `last` (the producer is finishing, and the last upload goes even beside one under way).
+    /// Otherwise an interval whose predecessor is still being uploaded waits and grows, so
+    /// uploads never pile up.
     pub(crate) fn due_upload(&mut self, at: SystemTime, last: bool) -> Option<DueUpload> {
         let uploads = self.uploads.as_mut()?;
         uploads.seconds = uploads.seconds.saturating_add(1);
         let due = last || uploads.seconds >= uploads.every;
-        if !due || uploads.pending.is_empty() || uploads.in_flight.load(Ordering::Acquire) {
+        let waits = !last && uploads.in_flight.load(Ordering::Acquire);
+        if !due || uploads.pending.is_empty() || waits {
             return None;
         }
         uploads.seconds = 0;
@@ -607,8 +626,13 @@ mod tests {
              maximum), its unit and the interval's timestamp, in as few `PutMetricData` calls as \
              the service allows (1,000 datums and 1 MB a call; the SDK compresses large bodies). \
              Sets CloudWatch would refuse (no samples, a value that is not finite: the KPL's \
-             issue #188) are left out and counted. The SDK retries a failed call three times \
-             with exponential backoff and jitter. The region and credentials are the producer's \
+             issue #188) are left out and counted. Each call gets up to three attempts (the \
+             SDK's standard retries: exponential backoff with jitter); one refused call loses its \
+             own datums, not the others'. An upload that takes longer than `MetricsUploadDelay` is \
+             given up on and counted lost. Additional dimensions are checked when the producer \
+             is built (names of 1 to 255 characters, not the producer's own; values of at most \
+             1,024; at most 27 of them), as CloudWatch refuses a whole call for one bad \
+             dimension. The region and credentials are the producer's \
              (`Region`, `AwsAccessKeyId`…, or the SDK's chains); `CloudwatchEndpoint` and \
              `CloudwatchPort` set the endpoint. To upload with other credentials or to another \
              region or account (the KPL's metrics credentials provider), give \

@@ -178,7 +178,10 @@ impl ProducerBuilder {
             }),
         });
         runtime.spawn(drive(Arc::clone(&shared), transport));
-        runtime.spawn(collect_metrics(Arc::downgrade(&shared)));
+        // An upload that takes longer than the interval it reports is given up on (and counted),
+        // so one that hangs does not stop the uploads for good.
+        let upload_timeout = self.config.metrics_upload_delay.max(Duration::from_secs(1));
+        runtime.spawn(collect_metrics(Arc::downgrade(&shared), upload_timeout));
         Ok(KinesisProducer {
             handle: Arc::new(Handle { shared }),
         })
@@ -842,7 +845,7 @@ impl KinesisProducer {
         shared.lock().accepting = false;
         shared.space.notify_waiters();
         let _ = tokio::time::timeout(deadline, self.flush_and_wait()).await;
-        let (report, failures, last_metrics) = {
+        let (report, failures, last_upload) = {
             let mut state = shared.lock();
             state.shutdown_report = Some(ShutdownReport::default());
             state.engine.abandon();
@@ -853,20 +856,23 @@ impl KinesisProducer {
                 let _ = sender.send(());
             }
             let failures = mem::take(&mut state.failures_to_log);
-            (report, failures, state.engine.take_metrics())
+            let last_metrics = state.engine.take_metrics();
+            let mut hub = shared.metrics();
+            drop(state);
+            hub.add_second(last_metrics);
+            (
+                report,
+                failures,
+                hub.due_upload(shared.clock.system_time(), true),
+            )
         };
         log_failures(failures);
         shared.driver_wake.notify_one();
         // The last interval's metrics go now, within the request timeout (and a few seconds at
-        // most: shutting down is not held up by a metrics service), or not at all.
-        let last_upload = {
-            let mut hub = shared.metrics();
-            hub.add_second(last_metrics);
-            hub.due_upload(shared.clock.system_time(), true)
-        };
+        // most: shutting down is not held up by a metrics service), or are counted lost.
         if let Some(upload) = last_upload {
             let bound = shared.request_timeout.min(LAST_UPLOAD_TIMEOUT);
-            let _ = tokio::time::timeout(bound, upload.send()).await;
+            upload.send(bound).await;
         }
         if !report.unsent.is_empty() || !report.in_flight.is_empty() {
             tracing::warn!(
@@ -882,7 +888,7 @@ impl KinesisProducer {
 /// Samples `UserRecordsPending` every 200 ms and takes the engine's metrics every second, for
 /// the window and the `metrics` recorder, until the producer is finished (its last second
 /// included).
-async fn collect_metrics(shared: Weak<Shared>) {
+async fn collect_metrics(shared: Weak<Shared>, upload_timeout: Duration) {
     let mut tick = tokio::time::interval(PENDING_SAMPLE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut samples = 0u32;
@@ -891,30 +897,29 @@ async fn collect_metrics(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let (series, finished) = {
+        let due = {
             let mut state = shared.lock();
-            let finished = state.finished;
-            if !finished {
-                state.engine.sample_pending();
-                samples += 1;
+            if state.finished {
+                // `shutdown` takes and uploads the last interval itself; a producer dropped
+                // without it leaves its last second unreported, as nothing is left to wait for
+                // an upload.
+                return;
             }
-            if !finished && !samples.is_multiple_of(SAMPLES_PER_SECOND) {
+            state.engine.sample_pending();
+            samples += 1;
+            if !samples.is_multiple_of(SAMPLES_PER_SECOND) {
                 continue;
             }
-            (state.engine.take_metrics(), finished)
-        };
-        if finished {
-            // `shutdown` takes and uploads the last interval itself; a producer dropped without
-            // it leaves its last second unreported, as nothing is left to wait for an upload.
-            return;
-        }
-        let due = {
+            // The hub is locked before the state is let go (always in this order), so that
+            // `shutdown` cannot take the last interval between the two.
+            let series = state.engine.take_metrics();
             let mut hub = shared.metrics();
+            drop(state);
             hub.add_second(series);
             hub.due_upload(shared.clock.system_time(), false)
         };
         if let Some(upload) = due {
-            tokio::spawn(upload.send());
+            tokio::spawn(upload.send(upload_timeout));
         }
     }
 }
@@ -1152,13 +1157,16 @@ impl Drop for DriverStopped {
         let mut state = self.0.lock();
         state.accepting = false;
         state.finished = true;
+        // Nothing can finish the records any more: the engine lets them go, so the producer
+        // does not report them outstanding (and ageing) for the rest of its life, and each ends
+        // cancelled where its outcome is awaited (a future, or a slot in an outcome channel).
+        state.dropped = true;
+        state.engine.abandon();
+        state.dispatch(false);
         state.waiters.clear();
         state.straggling_waiters.clear();
         state.flushes.clear();
-        // Nothing can finish the records any more: the engine lets them go, so the producer
-        // does not report them outstanding (and ageing) for the rest of its life.
-        state.engine.abandon();
-        while state.engine.poll_event().is_some() {}
+        state.failures_to_log.clear();
         drop(state);
         self.0.space.notify_waiters();
     }

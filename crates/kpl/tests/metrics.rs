@@ -308,11 +308,11 @@ async fn uploads_carry_every_place_up_to_the_granularity_every_upload_delay_and_
 #[tokio::test(start_paused = true)]
 async fn an_exporter_that_never_answers_holds_up_neither_records_nor_shutdown() {
     let producer = producer_with(Hang, |config| {
-        config.metrics_upload_delay = Duration::from_secs(1);
+        config.metrics_upload_delay = Duration::from_secs(2);
     });
     for _ in 0..5 {
         send_all(&producer, 100).await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let started = TokioClock.now();
     let report = producer.shutdown(Duration::from_secs(5)).await;
@@ -322,8 +322,12 @@ async fn an_exporter_that_never_answers_holds_up_neither_records_nor_shutdown() 
         took <= Duration::from_secs(10),
         "the last upload is given up on"
     );
-    // One upload went (and hangs); the later intervals waited for it instead of piling up.
-    assert_eq!(producer.metrics_exports().map(|e| e.uploads), Some(0));
+    // Each upload was given up on after an interval's length and counted, and the next one
+    // went: none piled up behind it, and the last went at shutdown beside one under way.
+    let exports = producer.metrics_exports().unwrap();
+    assert_eq!(exports.uploads, 0);
+    assert!(exports.failed_uploads >= 4, "{exports:?}");
+    assert!(exports.lost_datums > 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -334,6 +338,9 @@ async fn a_tenth_throttled_once_gives_exact_statistics_in_the_window_and_the_upl
     config.aggregation_enabled = false;
     config.collection_max_count = 100;
     config.metrics_upload_delay = Duration::from_secs(60);
+    // No map re-read, which would take the scripted throttle for itself.
+    config.shard_map_refresh_interval = Duration::from_secs(3_600);
+    config.rng_seed = Some(1);
     let mut sim = SimKinesis::new(11);
     sim.create_stream("orders", 1, TokioClock.now());
     let transport = SimTransport::new(sim, TokioClock);
@@ -353,8 +360,9 @@ async fn a_tenth_throttled_once_gives_exact_statistics_in_the_window_and_the_upl
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = producer.metrics(None, Duration::from_secs(60)).len();
     assert!(before > 0);
-    transport.with_sim(|sim| sim.script(kpl_sim::ScriptedFault::ThrottleAll));
+    // An upload goes with the first record's statistics; the thousand go in the last one.
     tokio::time::sleep(Duration::from_secs(60)).await;
+    transport.with_sim(|sim| sim.script(kpl_sim::ScriptedFault::ThrottleAll));
     let mut deliveries = Vec::new();
     for n in 0..1_000 {
         let record = Record::new(stream.clone(), format!("key-{n}"), vec![5; 10]);

@@ -98,3 +98,35 @@ async fn records_left_when_the_producer_is_dropped_come_out_cancelled() {
     }
     assert_eq!(cancelled, sent);
 }
+
+#[test]
+fn records_left_when_the_runtime_goes_away_come_out_cancelled() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (producer, sender, mut outcomes) = runtime.block_on(async {
+        let producer = KinesisProducer::builder()
+            .transport(UnansweredTransport)
+            .build()
+            .unwrap();
+        let (sender, outcomes) = producer.outcome_channel(8);
+        (producer, sender, outcomes)
+    });
+    let mut sent = BTreeSet::new();
+    for n in 0..5 {
+        sent.insert(sender.send(record(n)).unwrap().get());
+    }
+    // The runtime stops under a producer still held: its driver task is dropped, not ended.
+    drop(runtime);
+    drop(sender);
+    drop(producer);
+    let mut cancelled = BTreeSet::new();
+    while let Some(outcome) = outcomes.blocking_recv() {
+        let error = outcome.outcome.unwrap_err();
+        assert_eq!(error.kind(), DeliveryErrorKind::Cancelled);
+        cancelled.insert(outcome.id.get());
+    }
+    assert_eq!(cancelled, sent);
+}
