@@ -27,6 +27,8 @@ struct Received {
 enum Answer {
     Ok,
     Unavailable,
+    /// The first three requests (every attempt of a first call) fail, the rest go through.
+    FirstCallUnavailable,
 }
 
 struct Stub {
@@ -91,11 +93,19 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: An
             body
         };
         let body: Value = ciborium::from_reader(&body[..]).unwrap();
-        log.lock().unwrap().push(Received { path, gzip, body });
+        let seen = {
+            let mut log = log.lock().unwrap();
+            log.push(Received { path, gzip, body });
+            log.len()
+        };
+        let unavailable = ("503 Service Unavailable", &[0xa0][..]);
+        // An empty CBOR map.
+        let ok = ("200 OK", &[0xa0][..]);
         let (status, reply): (&str, &[u8]) = match answer {
-            // An empty CBOR map.
-            Answer::Ok => ("200 OK", &[0xa0]),
-            Answer::Unavailable => ("503 Service Unavailable", &[0xa0]),
+            Answer::Ok => ok,
+            Answer::Unavailable => unavailable,
+            Answer::FirstCallUnavailable if seen <= 3 => unavailable,
+            Answer::FirstCallUnavailable => ok,
         };
         let response = format!(
             "HTTP/1.1 {status}\r\nsmithy-protocol: rpc-v2-cbor\r\ncontent-type: application/cbor\r\ncontent-length: {}\r\n\r\n",
@@ -224,6 +234,16 @@ async fn a_failing_endpoint_is_retried_then_the_upload_is_reported_lost() {
     assert!(error.to_string().contains("PutMetricData"), "{error}");
     // The SDK's standard retries: three attempts of the one call.
     assert_eq!(stub.received.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_refused_call_loses_its_own_datums_and_the_others_still_go() {
+    let stub = stub(Answer::FirstCallUnavailable).await;
+    let upload = MetricsUpload::new("ns", UNIX_EPOCH, (0..2_500).map(datum).collect());
+    let error = exporter(&stub.url).export(upload).await.unwrap_err();
+    assert_eq!(error.lost, 1_000, "{error}");
+    // Three attempts of the first call, then one each for the other two.
+    assert_eq!(stub.received.lock().unwrap().len(), 5);
 }
 
 /// A datum as received: metric name, dimensions, sample count, sum.

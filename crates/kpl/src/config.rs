@@ -371,6 +371,7 @@ fn endpoint(value: &str) -> Result<String, Invalid> {
 
 /// The URL of an endpoint setting: `None` when empty, the setting itself when a URL, and
 /// `https://host:port` for a host.
+#[cfg(feature = "aws")]
 pub(crate) fn endpoint_url(endpoint: &str, port: u16) -> Option<String> {
     if endpoint.is_empty() {
         None
