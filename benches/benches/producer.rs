@@ -8,7 +8,8 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use kpl_benches::stub::KinesisStub;
 use kpl_benches::{
-    NullTransport, aws_transport, engine_records, even_ranges, run_producer, user_records,
+    NullTransport, aws_transport, engine_records, even_ranges, run_producer,
+    run_producer_in_batches, user_records,
 };
 use kpl_engine::Stream;
 
@@ -36,6 +37,19 @@ fn producer(c: &mut Criterion) {
             |input| {
                 assert_eq!(
                     run_producer(input, NullTransport::new(ranges.clone())),
+                    PRODUCER_RECORDS
+                )
+            },
+            BatchSize::PerIteration,
+        );
+    });
+    group.bench_function("null_transport_batches_of_500", |b| {
+        b.iter_batched(
+            || engine_records(&stream, &records),
+            |input| {
+                let transport = NullTransport::new(ranges.clone());
+                assert_eq!(
+                    run_producer_in_batches(input, transport, 500),
                     PRODUCER_RECORDS
                 )
             },

@@ -186,7 +186,12 @@ mod tests {
         let stream = Stream::new("bench").expect("valid name");
         let ranges = even_ranges(4);
         let null = NullTransport::new(ranges.clone());
-        assert_eq!(run_producer(engine_records(&stream, &records), null), 5_000);
+        assert_eq!(
+            run_producer(engine_records(&stream, &records), null.clone()),
+            5_000
+        );
+        let batched = run_producer_in_batches(engine_records(&stream, &records), null, 500);
+        assert_eq!(batched, 5_000);
         let stub = stub::KinesisStub::start(ranges).expect("stub starts");
         let aws = aws_transport(stub.endpoint()).expect("valid settings");
         assert_eq!(run_producer(engine_records(&stream, &records), aws), 5_000);
@@ -303,6 +308,16 @@ impl kpl_engine::Transport for NullTransport {
 /// Runs `records` through a [`kpl::KinesisProducer`] on a single-threaded runtime (one core),
 /// awaiting every outcome. Rate limits are lifted. Returns the number delivered.
 pub fn run_producer(records: Vec<Record>, transport: impl kpl_engine::Transport) -> usize {
+    run_producer_in_batches(records, transport, 1)
+}
+
+/// [`run_producer`], handing the records over `batch` at a time (`send_all`) instead of one
+/// by one (`send_wait`).
+pub fn run_producer_in_batches(
+    records: Vec<Record>,
+    transport: impl kpl_engine::Transport,
+    batch: usize,
+) -> usize {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -322,10 +337,26 @@ pub fn run_producer(records: Vec<Record>, transport: impl kpl_engine::Transport)
             return 0;
         };
         let mut pending = Vec::with_capacity(records.len());
-        for record in records {
-            match producer.send_wait(record).await {
-                Ok(future) => pending.push(future),
-                Err(_) => return 0,
+        if batch <= 1 {
+            for record in records {
+                match producer.send_wait(record).await {
+                    Ok(future) => pending.push(future),
+                    Err(_) => return 0,
+                }
+            }
+        } else {
+            let mut records = records.into_iter();
+            loop {
+                let chunk: Vec<Record> = records.by_ref().take(batch).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                for result in producer.send_all(chunk).await {
+                    match result {
+                        Ok(future) => pending.push(future),
+                        Err(_) => return 0,
+                    }
+                }
             }
         }
         producer.flush_and_wait().await;

@@ -30,7 +30,7 @@ pub use config::{
     MAX_RECORD_SIZE_LIMIT, MAX_USER_RECORD_SIZE_RANGE, MIN_COLLECTION_MAX_SIZE, OrderingMode,
     PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_ENTRIES,
 };
-pub use engine::{Engine, RequestId};
+pub use engine::{Engine, PreparedRecord, RequestId};
 pub use outcome::{
     Attempt, Delivery, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason,
     Rejected, codes,

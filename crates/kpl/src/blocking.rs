@@ -154,6 +154,45 @@ impl BlockingProducer {
         })
     }
 
+    /// Accepts many records under one lock (see [`KinesisProducer::send_batch`]).
+    pub fn send_batch(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Vec<Result<BlockingDelivery, SendError>> {
+        let (producer, runtime) = self.parts();
+        let handle = runtime.handle();
+        producer
+            .send_batch(records)
+            .into_iter()
+            .map(|result| {
+                result.map(|future| BlockingDelivery {
+                    future,
+                    runtime: handle.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Accepts many records, blocking whenever the buffer is full (see
+    /// [`KinesisProducer::send_all`]).
+    pub fn send_all(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Vec<Result<BlockingDelivery, SendError>> {
+        let (producer, runtime) = self.parts();
+        let handle = runtime.handle();
+        runtime
+            .block_on(producer.send_all(records))
+            .into_iter()
+            .map(|result| {
+                result.map(|future| BlockingDelivery {
+                    future,
+                    runtime: handle.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Accepts a record, blocking while the buffer is full.
     pub fn send_wait(&self, record: Record) -> Result<BlockingDelivery, SendError> {
         let (producer, runtime) = self.parts();

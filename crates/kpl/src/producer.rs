@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use kpl_engine::time::Clock;
 use kpl_engine::transport::{SharedTransport, Transport, send_request};
 use kpl_engine::{
-    Attempt, Delivery, Engine, Event, FailureReason, FlushId, Record, RecordId, Request, RequestId,
-    Response, Stream, StreamStats, TransportError, TransportErrorKind,
+    Attempt, Delivery, Engine, Event, FailureReason, FlushId, PreparedRecord, Record, RecordId,
+    Request, RequestId, Response, Stream, StreamStats, TransportError, TransportErrorKind,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -426,6 +426,61 @@ impl State {
         }
     }
 
+    /// Admits a prepared record under the lock for a caller holding `ticket` in the queue of
+    /// `send_wait` callers (`None`: not queued), its outcome going to `waiter` (taken only if
+    /// the record is accepted). Returns its id and whether the caller left the queue.
+    fn admit(
+        &mut self,
+        prepared: PreparedRecord,
+        ticket: Option<u64>,
+        waiter: &mut Option<Waiter>,
+        now: Instant,
+    ) -> Result<(RecordId, bool), SendError> {
+        if !self.accepting {
+            return Err(SendError::new(
+                SendErrorKind::ShuttingDown,
+                "the producer is shutting down",
+                prepared.into_record(),
+            ));
+        }
+        if let Some(&first) = self.space_queue.front()
+            && ticket != Some(first)
+        {
+            let waiting = self.space_queue.len();
+            return Err(SendError::new(
+                SendErrorKind::BufferFull,
+                format!("{waiting} send_wait call(s) are waiting for buffer space first"),
+                prepared.into_record(),
+            ));
+        }
+        let id = self
+            .engine
+            .submit_prepared(prepared, now)
+            .map_err(|rejected| {
+                let (reason, record) = rejected.into_parts();
+                SendError::from_rejected(reason, record)
+            })?;
+        let dequeued = ticket.is_some() && self.space_queue.pop_front().is_some();
+        if let Some(waiter) = waiter.take() {
+            self.register(id.get(), waiter);
+        }
+        Ok((id, dequeued))
+    }
+
+    /// Whether the driver has something to do now: a request it has a connection for, events,
+    /// or a deadline earlier than the one it sleeps until. Waking it for every record would
+    /// cost a driver round per record.
+    fn driver_has_work(&mut self, max_connections: usize) -> bool {
+        let has_work = (self.engine.has_requests() && self.in_flight < max_connections)
+            || self.engine.has_events();
+        let earlier = match (self.engine.poll_timeout(), self.driver_sleeps_until) {
+            (Some(due), Some(sleeping)) => due < sleeping,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        has_work || earlier
+    }
+
     fn register(&mut self, id: u64, sender: Waiter) {
         let index = id.saturating_sub(self.waiters_base) as usize;
         while self.waiters.len() < index {
@@ -581,53 +636,99 @@ impl KinesisProducer {
         ticket: Option<u64>,
         waiter: &mut Option<Waiter>,
     ) -> Result<RecordId, SendError> {
+        // Checking and hashing need no lock: other senders go on meanwhile.
+        let prepared = prepare(record)?;
         let shared = &self.handle.shared;
         let mut state = shared.lock();
-        if !state.accepting {
-            return Err(SendError::new(
-                SendErrorKind::ShuttingDown,
-                "the producer is shutting down",
-                record,
-            ));
-        }
-        if let Some(&first) = state.space_queue.front()
-            && ticket != Some(first)
-        {
-            let waiting = state.space_queue.len();
-            return Err(SendError::new(
-                SendErrorKind::BufferFull,
-                format!("{waiting} send_wait call(s) are waiting for buffer space first"),
-                record,
-            ));
-        }
         let now = shared.clock.now();
-        let id = state.engine.submit(record, now).map_err(|rejected| {
-            let (reason, record) = rejected.into_parts();
-            SendError::from_rejected(reason, record)
-        })?;
-        let dequeued = ticket.is_some() && state.space_queue.pop_front().is_some();
-        if let Some(waiter) = waiter.take() {
-            state.register(id.get(), waiter);
-        }
-        // Wake the driver only if this record gave it something to do now: a request it has a
-        // connection for, or a deadline earlier than the one it sleeps until. Waking it for every
-        // record would cost a driver round per record.
-        let has_work = (state.engine.has_requests() && state.in_flight < shared.max_connections)
-            || state.engine.has_events();
-        let earlier = match (state.engine.poll_timeout(), state.driver_sleeps_until) {
-            (Some(due), Some(sleeping)) => due < sleeping,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
+        let admitted = state.admit(prepared, ticket, waiter, now);
+        let wake = state.driver_has_work(shared.max_connections);
         drop(state);
-        if has_work || earlier {
+        if wake {
             shared.driver_wake.notify_one();
         }
+        let (id, dequeued) = admitted?;
         if dequeued {
             // The next in the queue may fit too.
             shared.space.notify_waiters();
         }
         Ok(id)
+    }
+
+    /// Accepts many records under one lock and one clock read, each checked and hashed before
+    /// the lock, or says for each why not and hands it back. One result per record, in order.
+    /// A record refused for want of space ([`SendErrorKind::BufferFull`]) stops the batch: the
+    /// ones after it are refused the same way, so records are accepted in the order given.
+    /// See [`send_all`](Self::send_all) to wait for space instead.
+    pub fn send_batch(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Vec<Result<DeliveryFuture, SendError>> {
+        let prepared: Vec<Result<PreparedRecord, SendError>> =
+            records.into_iter().map(prepare).collect();
+        let shared = &self.handle.shared;
+        let mut accepted: Vec<Result<(RecordId, oneshot::Receiver<Outcome>), SendError>> =
+            Vec::with_capacity(prepared.len());
+        let wake = {
+            let mut state = shared.lock();
+            let now = shared.clock.now();
+            let mut full = false;
+            for prepared in prepared {
+                let result = prepared.and_then(|prepared| {
+                    if full {
+                        return Err(SendError::new(
+                            SendErrorKind::BufferFull,
+                            "a record before it in the batch found no buffer space",
+                            prepared.into_record(),
+                        ));
+                    }
+                    let (sender, receiver) = oneshot::channel();
+                    let mut waiter = Some(Waiter::Future(sender));
+                    let admitted = state.admit(prepared, None, &mut waiter, now);
+                    admitted.map(|(id, _)| (id, receiver))
+                });
+                full |= matches!(&result, Err(e) if e.kind() == SendErrorKind::BufferFull);
+                accepted.push(result);
+            }
+            state.driver_has_work(shared.max_connections)
+        };
+        if wake {
+            shared.driver_wake.notify_one();
+        }
+        accepted
+            .into_iter()
+            .map(|result| result.map(|(id, receiver)| self.delivery_future(id, receiver)))
+            .collect()
+    }
+
+    /// [`send_batch`](Self::send_batch), waiting for buffer space whenever it runs out, as
+    /// [`send_wait`](Self::send_wait) does. One result per record, in order; refusals other
+    /// than for space come back at once with their records.
+    pub async fn send_all(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Vec<Result<DeliveryFuture, SendError>> {
+        let mut rest: Vec<Record> = records.into_iter().collect();
+        let mut results = Vec::with_capacity(rest.len());
+        while !rest.is_empty() {
+            let mut refused = Vec::new();
+            for result in self.send_batch(mem::take(&mut rest)) {
+                match result {
+                    Err(error) if error.kind() == SendErrorKind::BufferFull => {
+                        refused.push(error.into_record());
+                    }
+                    // Only back-pressure refusals follow the first one.
+                    other => results.push(other),
+                }
+            }
+            let mut refused = refused.into_iter();
+            if let Some(first) = refused.next() {
+                // Wait for room for the first; the others go as a batch again.
+                results.push(self.send_wait(first).await);
+                rest = refused.collect();
+            }
+        }
+        results
     }
 
     /// [`send`](Self::send), waiting for buffer space while the outstanding limits are
@@ -1113,6 +1214,14 @@ impl OutcomeReceiver {
     pub fn blocking_recv(&mut self) -> Option<RecordOutcome> {
         self.receiver.blocking_recv()
     }
+}
+
+/// Checks and hashes a record (no lock needed), or refuses it with the record back.
+fn prepare(record: Record) -> Result<PreparedRecord, SendError> {
+    PreparedRecord::prepare(record).map_err(|rejected| {
+        let (reason, record) = rejected.into_parts();
+        SendError::from_rejected(reason, record)
+    })
 }
 
 /// A `send_wait` caller's place in the queue for buffer space; leaving the queue (admitted,

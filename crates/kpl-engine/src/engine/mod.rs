@@ -125,6 +125,75 @@ pub struct Engine {
     outcomes: Outcomes,
 }
 
+/// A record checked (partition key, explicit hash key) and hashed (the MD5 of its key, most of
+/// the work of accepting it), with none of the engine's state: a driver can prepare records
+/// before taking the lock that guards its engine, then hand them to
+/// [`Engine::submit_prepared`].
+#[derive(Debug)]
+pub struct PreparedRecord {
+    stream: Stream,
+    record: UserRecord,
+    hash_key: HashKey,
+    /// The explicit hash key as the caller wrote it, to hand the record back unchanged.
+    explicit_hash_key_text: Option<String>,
+}
+
+impl PreparedRecord {
+    /// Checks and hashes `record`, or refuses it with the reason and the record back.
+    pub fn prepare(record: Record) -> Result<Self, Rejected> {
+        let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
+            None => None,
+            Some(Ok(hash_key)) => Some(hash_key),
+            Some(Err(error)) => {
+                return Err(Rejected::new(RejectReason::ExplicitHashKey(error), record));
+            }
+        };
+        let (stream, key, ehk_text, data) = record.into_parts();
+        let key = match PartitionKey::new(key) {
+            Ok(key) => key,
+            Err(error) => {
+                let chars = error.char_count();
+                let mut record = Record::new(stream, error.into_key(), data);
+                if let Some(text) = ehk_text {
+                    record = record.with_explicit_hash_key(text);
+                }
+                return Err(Rejected::new(RejectReason::PartitionKey { chars }, record));
+            }
+        };
+        let mut record = UserRecord::new(key, data);
+        if let Some(hash_key) = explicit_hash_key {
+            record = record.with_explicit_hash_key(hash_key);
+        }
+        let hash_key = record.hash_key();
+        Ok(Self {
+            stream,
+            record,
+            hash_key,
+            explicit_hash_key_text: ehk_text,
+        })
+    }
+
+    /// The size the service counts: data plus partition key.
+    pub fn size(&self) -> usize {
+        self.record.data().len() + self.record.partition_key().len()
+    }
+
+    /// The stream it goes to.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// The record as the caller handed it over.
+    pub fn into_record(self) -> Record {
+        let (key, _, data) = self.record.into_parts();
+        let record = Record::new(self.stream, key.into_string(), data);
+        match self.explicit_hash_key_text {
+            Some(text) => record.with_explicit_hash_key(text),
+            None => record,
+        }
+    }
+}
+
 impl Engine {
     /// An engine with `config`, checked first.
     pub fn new(config: EngineConfig) -> Result<Self, InvalidConfig> {
@@ -151,20 +220,32 @@ impl Engine {
     // ----------------------------------------------------------------------------------------
 
     /// Accepts a record, or refuses it (handing it back) when it is invalid or the outstanding
-    /// limits are reached.
+    /// limits are reached. The same as [`PreparedRecord::prepare`] then
+    /// [`submit_prepared`](Self::submit_prepared).
     pub fn submit(&mut self, record: Record, now: Instant) -> Result<RecordId, Rejected> {
-        let size = record.size();
+        self.submit_prepared(PreparedRecord::prepare(record)?, now)
+    }
+
+    /// Accepts a record checked and hashed beforehand (outside whatever lock guards the engine),
+    /// or refuses it, handing it back, when it is too large for its stream or the outstanding
+    /// limits are reached.
+    pub fn submit_prepared(
+        &mut self,
+        prepared: PreparedRecord,
+        now: Instant,
+    ) -> Result<RecordId, Rejected> {
+        let size = prepared.size();
         let charge = self.record_charge(size);
         let limits = OutstandingLimits {
             records: self.config.max_outstanding_records,
             bytes: self.config.max_outstanding_bytes,
         };
         if let Err(reason) = self.outcomes.check_room(charge, limits) {
-            return Err(Rejected::new(reason, record));
+            return Err(Rejected::new(reason, prepared.into_record()));
         }
         let known = match &self.last_stream {
-            Some((stream, si)) if stream.same_allocation(record.stream()) => Some(*si),
-            _ => self.stream_index.get(record.stream()).copied(),
+            Some((stream, si)) if stream.same_allocation(&prepared.stream) => Some(*si),
+            _ => self.stream_index.get(&prepared.stream).copied(),
         };
         let limit = known.map_or(self.config.max_user_record_size, |si| {
             self.streams[si].max_record_size
@@ -172,33 +253,15 @@ impl Engine {
         if size > limit {
             return Err(Rejected::new(
                 RejectReason::TooLarge { size, limit },
-                record,
+                prepared.into_record(),
             ));
         }
-        let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
-            None => None,
-            Some(Ok(hash_key)) => Some(hash_key),
-            Some(Err(error)) => {
-                return Err(Rejected::new(RejectReason::ExplicitHashKey(error), record));
-            }
-        };
-        let (stream, key, ehk_text, data) = record.into_parts();
-        let key = match PartitionKey::new(key) {
-            Ok(key) => key,
-            Err(error) => {
-                let chars = error.char_count();
-                let mut record = Record::new(stream, error.into_key(), data);
-                if let Some(text) = ehk_text {
-                    record = record.with_explicit_hash_key(text);
-                }
-                return Err(Rejected::new(RejectReason::PartitionKey { chars }, record));
-            }
-        };
-        let mut user_record = UserRecord::new(key, data);
-        if let Some(hash_key) = explicit_hash_key {
-            user_record = user_record.with_explicit_hash_key(hash_key);
-        }
-
+        let PreparedRecord {
+            stream,
+            record: user_record,
+            hash_key,
+            ..
+        } = prepared;
         let si = match known {
             Some(si) => si,
             None => self.stream_slot(&stream, now),
@@ -208,7 +271,7 @@ impl Engine {
         let expiration = now + self.config.record_ttl;
         let pending = Pending {
             id,
-            hash_key: user_record.hash_key(),
+            hash_key,
             record: user_record,
             arrival: now,
             deadline: (now + self.config.record_max_buffered_time).min(expiration),
