@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use kpl_benches::stub::KinesisStub;
 use kpl_benches::{
-    NullTransport, aws_transport, engine_records, even_ranges, run_producer,
+    NullTransport, aws_transport, engine_records, even_ranges, run_blocking_threads, run_producer,
     run_producer_in_batches, user_records,
 };
 use kpl_engine::Stream;
@@ -56,6 +56,19 @@ fn producer(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
+    for threads in [1, 4] {
+        group.bench_function(format!("blocking_null_transport_{threads}_threads"), |b| {
+            b.iter_batched(
+                || engine_records(&stream, &records),
+                |input| {
+                    let transport = NullTransport::new(ranges.clone());
+                    let delivered = run_blocking_threads(input, transport, threads);
+                    assert_eq!(delivered, PRODUCER_RECORDS)
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
     group.bench_function("aws_sdk_http_stub", |b| {
         b.iter_batched(
             || engine_records(&stream, &records),

@@ -190,8 +190,10 @@ mod tests {
             run_producer(engine_records(&stream, &records), null.clone()),
             5_000
         );
-        let batched = run_producer_in_batches(engine_records(&stream, &records), null, 500);
+        let batched = run_producer_in_batches(engine_records(&stream, &records), null.clone(), 500);
         assert_eq!(batched, 5_000);
+        let threads = run_blocking_threads(engine_records(&stream, &records), null, 4);
+        assert_eq!(threads, 5_000);
         let stub = stub::KinesisStub::start(ranges).expect("stub starts");
         let aws = aws_transport(stub.endpoint()).expect("valid settings");
         assert_eq!(run_producer(engine_records(&stream, &records), aws), 5_000);
@@ -366,6 +368,60 @@ pub fn run_producer_in_batches(
         }
         delivered
     })
+}
+
+/// Runs `records` through a [`kpl::BlockingProducer`] from `threads` application threads, each
+/// sending its share one record at a time (`send_wait`), then awaits every outcome. Rate limits
+/// are lifted. Returns the number delivered.
+pub fn run_blocking_threads(
+    records: Vec<Record>,
+    transport: impl kpl_engine::Transport,
+    threads: usize,
+) -> usize {
+    let mut config = kpl::Config::default();
+    config.rate_limit = 100_000_000;
+    config.record_max_buffered_time = Duration::from_millis(10);
+    config.rng_seed = Some(1);
+    let Ok(producer) = kpl::BlockingProducer::builder()
+        .config(config)
+        .transport(transport)
+        .build()
+    else {
+        return 0;
+    };
+    let share = records.len().div_ceil(threads.max(1));
+    let mut shares: Vec<Vec<Record>> = Vec::new();
+    let mut records = records.into_iter();
+    loop {
+        let chunk: Vec<Record> = records.by_ref().take(share).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        shares.push(chunk);
+    }
+    let pending: Vec<kpl::BlockingDelivery> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|chunk| {
+                let producer = &producer;
+                scope.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .filter_map(|record| producer.send_wait(record).ok())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().unwrap_or_default())
+            .collect()
+    });
+    producer.flush_and_wait();
+    pending
+        .into_iter()
+        .map(|delivery| usize::from(delivery.wait().is_ok()))
+        .sum()
 }
 
 /// The AWS transport to `endpoint` with static local credentials.
