@@ -307,6 +307,16 @@ impl kpl_engine::Transport for NullTransport {
     }
 }
 
+/// The producer benchmarks' configuration: the defaults, with rate limits lifted (the
+/// transports have no shard limits), a short buffering time and a fixed seed.
+fn producer_config() -> kpl::Config {
+    let mut config = kpl::Config::default();
+    config.rate_limit = 100_000_000;
+    config.record_max_buffered_time = Duration::from_millis(10);
+    config.rng_seed = Some(1);
+    config
+}
+
 /// Runs `records` through a [`kpl::KinesisProducer`] on a single-threaded runtime (one core),
 /// awaiting every outcome. Rate limits are lifted. Returns the number delivered.
 pub fn run_producer(records: Vec<Record>, transport: impl kpl_engine::Transport) -> usize {
@@ -327,10 +337,7 @@ pub fn run_producer_in_batches(
         return 0;
     };
     runtime.block_on(async move {
-        let mut config = kpl::Config::default();
-        config.rate_limit = 100_000_000;
-        config.record_max_buffered_time = Duration::from_millis(10);
-        config.rng_seed = Some(1);
+        let config = producer_config();
         let Ok(producer) = kpl::KinesisProducer::builder()
             .config(config)
             .transport(transport)
@@ -378,10 +385,7 @@ pub fn run_blocking_threads(
     transport: impl kpl_engine::Transport,
     threads: usize,
 ) -> usize {
-    let mut config = kpl::Config::default();
-    config.rate_limit = 100_000_000;
-    config.record_max_buffered_time = Duration::from_millis(10);
-    config.rng_seed = Some(1);
+    let config = producer_config();
     let Ok(producer) = kpl::BlockingProducer::builder()
         .config(config)
         .transport(transport)

@@ -151,6 +151,19 @@ fn field<'a>(map: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name} in {map:?}"))
 }
 
+/// A received datum's dimensions, name and value, in order.
+fn dimensions_of(datum: &Value) -> Vec<(String, String)> {
+    field(datum, "Dimensions")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let text = |name| field(d, name).as_text().unwrap().to_owned();
+            (text("Name"), text("Value"))
+        })
+        .collect()
+}
+
 fn number(value: &Value) -> f64 {
     match value {
         Value::Float(f) => *f,
@@ -193,15 +206,7 @@ async fn every_datum_arrives_with_its_dimensions_unit_statistics_and_timestamp()
                 Some("UserRecordsDataPut")
             );
             assert_eq!(field(datum, "Unit").as_text(), Some("Bytes"));
-            let dimensions: Vec<(String, String)> = field(datum, "Dimensions")
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    let text = |name| field(d, name).as_text().unwrap().to_owned();
-                    (text("Name"), text("Value"))
-                })
-                .collect();
+            let dimensions = dimensions_of(datum);
             assert_eq!(dimensions[0], ("app".to_owned(), "test".to_owned()));
             assert_eq!(
                 dimensions[1],
@@ -254,15 +259,7 @@ fn datums(received: &[Received]) -> Vec<Datum> {
     let mut all = Vec::new();
     for request in received {
         for datum in field(&request.body, "MetricData").as_array().unwrap() {
-            let dimensions = field(datum, "Dimensions")
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    let text = |name| field(d, name).as_text().unwrap().to_owned();
-                    (text("Name"), text("Value"))
-                })
-                .collect();
+            let dimensions = dimensions_of(datum);
             let set = field(datum, "StatisticValues");
             all.push((
                 field(datum, "MetricName").as_text().unwrap().to_owned(),

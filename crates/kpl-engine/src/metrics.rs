@@ -14,7 +14,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::stats::{MAX_ERROR_CODE_LEN, MAX_ERROR_CODES, OTHER_ERROR_CODES, Summary};
+#[cfg(test)]
+use crate::stats::MAX_ERROR_CODES;
+use crate::stats::{Summary, bounded_error_code};
 use crate::stream::Stream;
 use crate::transport::ShardId;
 
@@ -399,15 +401,7 @@ impl Interval {
             stat.record(1.0);
             return;
         }
-        let code = if self.errors.len() >= MAX_ERROR_CODES - 1 {
-            OTHER_ERROR_CODES
-        } else {
-            let mut end = code.len().min(MAX_ERROR_CODE_LEN);
-            while !code.is_char_boundary(end) {
-                end -= 1;
-            }
-            &code[..end]
-        };
+        let code = bounded_error_code(code, self.errors.len());
         self.errors.entry(Arc::from(code)).or_default().record(1.0);
     }
 

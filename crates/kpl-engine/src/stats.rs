@@ -173,17 +173,23 @@ impl StreamStats {
             *n += count;
             return;
         }
-        let code = if self.errors_by_code.len() >= MAX_ERROR_CODES - 1 {
-            OTHER_ERROR_CODES
-        } else {
-            let mut end = code.len().min(MAX_ERROR_CODE_LEN);
-            while !code.is_char_boundary(end) {
-                end -= 1;
-            }
-            &code[..end]
-        };
+        let code = bounded_error_code(code, self.errors_by_code.len());
         *self.errors_by_code.entry(code.to_owned()).or_default() += count;
     }
+}
+
+/// The name a new error code is counted under in a table that already holds `known` codes:
+/// the code cut to [`MAX_ERROR_CODE_LEN`] bytes, or [`OTHER_ERROR_CODES`] once the table is
+/// full, so that no table of codes grows without limit.
+pub(crate) fn bounded_error_code(code: &str, known: usize) -> &str {
+    if known >= MAX_ERROR_CODES - 1 {
+        return OTHER_ERROR_CODES;
+    }
+    let mut end = code.len().min(MAX_ERROR_CODE_LEN);
+    while !code.is_char_boundary(end) {
+        end -= 1;
+    }
+    &code[..end]
 }
 
 #[cfg(test)]

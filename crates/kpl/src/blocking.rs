@@ -154,23 +154,29 @@ impl BlockingProducer {
         })
     }
 
+    /// The blocking form of each future in `results`.
+    fn blocking(
+        &self,
+        results: Vec<Result<DeliveryFuture, SendError>>,
+    ) -> Vec<Result<BlockingDelivery, SendError>> {
+        let runtime = self.parts().1.handle();
+        results
+            .into_iter()
+            .map(|result| {
+                result.map(|future| BlockingDelivery {
+                    future,
+                    runtime: runtime.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Accepts many records under one lock (see [`KinesisProducer::send_batch`]).
     pub fn send_batch(
         &self,
         records: impl IntoIterator<Item = Record>,
     ) -> Vec<Result<BlockingDelivery, SendError>> {
-        let (producer, runtime) = self.parts();
-        let handle = runtime.handle();
-        producer
-            .send_batch(records)
-            .into_iter()
-            .map(|result| {
-                result.map(|future| BlockingDelivery {
-                    future,
-                    runtime: handle.clone(),
-                })
-            })
-            .collect()
+        self.blocking(self.parts().0.send_batch(records))
     }
 
     /// Accepts many records, blocking whenever the buffer is full (see
@@ -180,17 +186,7 @@ impl BlockingProducer {
         records: impl IntoIterator<Item = Record>,
     ) -> Vec<Result<BlockingDelivery, SendError>> {
         let (producer, runtime) = self.parts();
-        let handle = runtime.handle();
-        runtime
-            .block_on(producer.send_all(records))
-            .into_iter()
-            .map(|result| {
-                result.map(|future| BlockingDelivery {
-                    future,
-                    runtime: handle.clone(),
-                })
-            })
-            .collect()
+        self.blocking(runtime.block_on(producer.send_all(records)))
     }
 
     /// Accepts a record, blocking while the buffer is full.
