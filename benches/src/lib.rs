@@ -24,7 +24,8 @@ pub const KEY_LEN: usize = 16;
 /// Length of each record's data, in bytes.
 pub const DATA_LEN: usize = 100;
 
-const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub(crate) const ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// `count` user records of the standard workload, the same for the same `seed`.
 pub fn user_records(count: usize, seed: u64) -> Vec<UserRecord> {
@@ -213,6 +214,7 @@ mod tests {
     }
 }
 
+pub mod scoreboard;
 pub mod stub;
 
 /// A transport that acknowledges every entry at once, each on the shard owning its hash key.
@@ -336,45 +338,54 @@ pub fn run_producer_in_batches(
     else {
         return 0;
     };
-    runtime.block_on(async move {
-        let config = producer_config();
-        let Ok(producer) = kpl::KinesisProducer::builder()
-            .config(config)
-            .transport(transport)
-            .build()
-        else {
-            return 0;
-        };
-        let mut pending = Vec::with_capacity(records.len());
-        if batch <= 1 {
-            for record in records {
-                match producer.send_wait(record).await {
+    runtime.block_on(produce(records, transport, batch))
+}
+
+/// Runs `records` through a new [`kpl::KinesisProducer`] on the current runtime, handing them
+/// over one by one (`send_wait`) when `batch` is 1, else `batch` at a time (`send_all`), then
+/// awaits every outcome. Returns the number delivered.
+pub async fn produce(
+    records: Vec<Record>,
+    transport: impl kpl_engine::Transport,
+    batch: usize,
+) -> usize {
+    let config = producer_config();
+    let Ok(producer) = kpl::KinesisProducer::builder()
+        .config(config)
+        .transport(transport)
+        .build()
+    else {
+        return 0;
+    };
+    let mut pending = Vec::with_capacity(records.len());
+    if batch <= 1 {
+        for record in records {
+            match producer.send_wait(record).await {
+                Ok(future) => pending.push(future),
+                Err(_) => return 0,
+            }
+        }
+    } else {
+        let mut records = records.into_iter();
+        loop {
+            let chunk: Vec<Record> = records.by_ref().take(batch).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            for result in producer.send_all(chunk).await {
+                match result {
                     Ok(future) => pending.push(future),
                     Err(_) => return 0,
                 }
             }
-        } else {
-            let mut records = records.into_iter();
-            loop {
-                let chunk: Vec<Record> = records.by_ref().take(batch).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                for result in producer.send_all(chunk).await {
-                    match result {
-                        Ok(future) => pending.push(future),
-                        Err(_) => return 0,
-                    }
-                }
-            }
         }
-        producer.flush_and_wait().await;
-        let mut delivered = 0;
-        for future in pending {
-            delivered += usize::from(future.await.is_ok());
-        }
-        delivered
-    })
+    }
+    producer.flush_and_wait().await;
+    let mut delivered = 0;
+    for future in pending {
+        delivered += usize::from(future.await.is_ok());
+    }
+    delivered
 }
 
 /// Runs `records` through a [`kpl::BlockingProducer`] from `threads` application threads, each

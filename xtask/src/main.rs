@@ -2,7 +2,10 @@
 //!
 //! - `ci`: everything CI checks, in order; `.ci/run` and GitHub Actions call exactly this.
 //! - `setup`: installs what the tests need (the Python interop oracle) into `.tools/` (git-ignored).
-//! - `bench`: runs the criterion benchmarks and prints the ratios the targets are stated in.
+//! - `bench [--quick] [criterion args]`: runs the criterion benchmarks and prints the ratios the
+//!   targets are stated in, then the end-to-end scoreboard (a producer process pushing 1 M records
+//!   over HTTP to a verifying stub process, against the wire-ready limit measured in the same
+//!   run); `--quick` runs the scoreboard alone, once.
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
         Some("e2e") => e2e(&args[1..]),
         Some("memory") => memory(&args[1..]),
         Some("goodput") => goodput(&args[1..]),
-        _ => Err("usage: cargo xtask <ci | setup | bench [criterion args] | \
+        _ => Err("usage: cargo xtask <ci | setup | bench [--quick] [criterion args] | \
                   fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | memory [--minutes N] | goodput [WORKLOAD]>"
             .to_owned()),
     };
@@ -351,7 +354,16 @@ fn check_licenses_and_sources() -> Result {
     )
 }
 
-fn bench(extra: &[String]) -> Result {
+fn bench(args: &[String]) -> Result {
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let extra: Vec<&String> = args.iter().filter(|arg| *arg != "--quick").collect();
+    if !quick {
+        criterion(&extra)?;
+    }
+    scoreboard(if quick { 1 } else { 3 })
+}
+
+fn criterion(extra: &[&String]) -> Result {
     run(
         "cargo bench",
         cargo()
@@ -360,9 +372,7 @@ fn bench(extra: &[String]) -> Result {
     )?;
     // Absent when a criterion filter skipped the benchmark.
     let estimate = |group: &str, name: &str| -> Option<f64> {
-        let path = root().join(format!(
-            "target/criterion/{group}/{name}/new/estimates.json"
-        ));
+        let path = target_dir().join(format!("criterion/{group}/{name}/new/estimates.json"));
         let text = std::fs::read_to_string(path).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
         json["mean"]["point_estimate"].as_f64()
@@ -771,4 +781,174 @@ impl Drop for LocalServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User records each scoreboard run pushes (the workload of `shared/spec/performance.md`).
+const SCOREBOARD_RECORDS: u64 = 1_000_000;
+
+/// One producer run's report, as `kpl-scoreboard produce` prints it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    seconds: f64,
+    cpu_seconds: f64,
+    application_rss_kib: f64,
+    peak_rss_kib: f64,
+}
+
+/// The end-to-end scoreboard: for each way of producing, `repeats` runs of a producer process
+/// pushing [`SCOREBOARD_RECORDS`] records over HTTP to a stub process that verifies each one,
+/// with the producer on core 0 and the stub on core 1 when `taskset` and two cores are there;
+/// the median run of each is printed with the wire-ready limit measured in the same run.
+fn scoreboard(repeats: usize) -> Result {
+    run(
+        "cargo build --release -p kpl-benches --bin kpl-scoreboard",
+        cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "kpl-benches",
+            "--bin",
+            "kpl-scoreboard",
+        ]),
+    )?;
+    let binary = target_dir().join("release/kpl-scoreboard");
+    let pinned = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+        && Command::new("taskset").arg("--version").output().is_ok();
+    let on_core = |core: &str| {
+        let mut command = if pinned {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", core]).arg(&binary);
+            taskset
+        } else {
+            Command::new(&binary)
+        };
+        command.current_dir(root());
+        command
+    };
+    eprintln!(
+        "\n==> scoreboard: {SCOREBOARD_RECORDS} records (16-char key + 100 B), 4 shards, {}",
+        if pinned {
+            "producer on core 0, stub on core 1"
+        } else {
+            "unpinned (no taskset or one core)"
+        }
+    );
+    let mut stub = on_core("1")
+        .arg("stub")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("kpl-scoreboard stub: {e}"))?;
+    let mut stub_out = BufReader::new(stub.stdout.take().ok_or("stub has no stdout")?);
+    let mut endpoint = String::new();
+    stub_out
+        .read_line(&mut endpoint)
+        .map_err(|e| format!("stub endpoint: {e}"))?;
+    let endpoint = endpoint.trim().to_owned();
+    let json_line = |command: &mut Command, what: &str| -> Result<serde_json::Value> {
+        let output = command
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("{what}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("{what} failed ({})", output.status));
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("{what}: {e}"))
+    };
+    let number = |json: &serde_json::Value, field: &str| json[field].as_f64().unwrap_or(f64::NAN);
+    let ways = ["send_wait", "send_all", "sdk_batches"];
+    let mut sent = 0u64;
+    let mut fingerprint = 0u64;
+    let mut medians = Vec::new();
+    let mut limits = Vec::new();
+    for _ in 0..repeats {
+        let limit = json_line(
+            on_core("0").args(["limit", &SCOREBOARD_RECORDS.to_string()]),
+            "kpl-scoreboard limit",
+        )?;
+        limits.push(number(&limit, "seconds"));
+    }
+    for way in ways {
+        let mut runs = Vec::new();
+        for _ in 0..repeats {
+            let what = format!("kpl-scoreboard produce {way}");
+            let report = json_line(
+                on_core("0").args(["produce", way, &endpoint, &SCOREBOARD_RECORDS.to_string()]),
+                &what,
+            )?;
+            let delivered = report["delivered"].as_u64().unwrap_or(0);
+            if delivered != SCOREBOARD_RECORDS {
+                return Err(format!(
+                    "{what}: {delivered} of {SCOREBOARD_RECORDS} records delivered"
+                ));
+            }
+            sent += SCOREBOARD_RECORDS;
+            fingerprint = fingerprint.wrapping_add(report["fingerprint"].as_u64().unwrap_or(0));
+            runs.push(Run {
+                seconds: number(&report, "seconds"),
+                cpu_seconds: number(&report, "cpu_seconds"),
+                application_rss_kib: number(&report, "application_rss_kib"),
+                peak_rss_kib: number(&report, "peak_rss_kib"),
+            });
+        }
+        runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        medians.push((way, runs[runs.len() / 2]));
+    }
+    drop(stub.stdin.take());
+    let mut counts = String::new();
+    stub_out
+        .read_line(&mut counts)
+        .map_err(|e| format!("stub counts: {e}"))?;
+    let _ = stub.wait();
+    let counts: serde_json::Value =
+        serde_json::from_str(&counts).map_err(|e| format!("stub counts: {e}"))?;
+    let received = counts["user_records"].as_u64().unwrap_or(0);
+    let summed = counts["fingerprint"].as_u64().unwrap_or(0);
+    if received != sent || summed != fingerprint {
+        return Err(format!(
+            "the stub received {received} user records (fingerprint {summed}), \
+             {sent} were delivered (fingerprint {fingerprint}): {counts}"
+        ));
+    }
+    limits.sort_by(f64::total_cmp);
+    let limit = limits[limits.len() / 2] / SCOREBOARD_RECORDS as f64;
+    let records = SCOREBOARD_RECORDS as f64;
+    println!(
+        "\nend to end over HTTP, one core for the producer (median of {repeats}; every record \
+         verified by the stub: {received} received, {} corrupt, {} in aggregates a KCL consumer \
+         would drop)",
+        counts["corrupt"], counts["dropped_by_kcl"]
+    );
+    println!(
+        "  wire-ready limit (MD5 key + route + encode + MD5 trailer + base64 + SHA-256): \
+         {:6.1} ns = {:.2} M records/s",
+        limit * 1e9,
+        1e-6 / limit
+    );
+    println!(
+        "  {:<12} {:>12} {:>10} {:>13} {:>13} {:>12}",
+        "way", "records/s", "x limit", "CPU us/rec", "peak RSS MiB", "over app MiB"
+    );
+    for (way, run) in medians {
+        let rate = records / run.seconds;
+        println!(
+            "  {way:<12} {:>12.0} {:>10.3} {:>13.3} {:>13.0} {:>12.0}",
+            rate,
+            rate * limit,
+            run.cpu_seconds / records * 1e6,
+            run.peak_rss_kib / 1024.0,
+            (run.peak_rss_kib - run.application_rss_kib) / 1024.0,
+        );
+    }
+    println!(
+        "  targets: kpl-rs >= 0.7 x limit (>= 1.5 M/s), <= 0.7 us CPU per record, \
+         <= 128 MiB over the application's data"
+    );
+    Ok(())
+}
+
+/// Cargo's target directory (`CARGO_TARGET_DIR` when set).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
