@@ -10,8 +10,8 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use kpl_benches::scoreboard::{self, Way};
-use kpl_engine::time::{Clock, SystemClock};
 use kpl_benches::stub::KinesisStub;
+use kpl_engine::time::{Clock, SystemClock};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

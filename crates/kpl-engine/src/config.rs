@@ -73,7 +73,7 @@ pub struct EngineConfig {
     /// each record's key, data and bookkeeping, and the encoded Kinesis records not yet
     /// answered (see [`crate::memory`]).
     pub max_outstanding_bytes: usize,
-    /// Memory the driver keeps per outstanding record (its delivery channel, say), charged on
+    /// Memory the driver keeps per outstanding record (where each record's outcome goes, say), charged on
     /// top of the engine's own [`ENGINE_BYTES_PER_RECORD`](crate::memory::ENGINE_BYTES_PER_RECORD).
     pub record_overhead_bytes: usize,
     /// Ordering guarantee; see [`OrderingMode`].

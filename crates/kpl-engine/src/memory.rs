@@ -8,24 +8,29 @@
 //!   4/3 of it), each with [`ENCODED_FRAMING_BYTES`] of framing. They exist only while the record
 //!   is queued or in flight, but are reserved at acceptance, so that encoding a record never
 //!   pushes the total past the limit;
-//! - the engine's bookkeeping, [`ENGINE_BYTES_PER_RECORD`], room for a short history of failed
-//!   attempts included: a record that is retried keeps its first and latest attempts, which
-//!   must not take memory the limit does not count;
+//! - the engine's bookkeeping, [`ENGINE_BYTES_PER_RECORD`];
+//! - from its first failed attempt on, [`HISTORY_BYTES`] more for its history of failed
+//!   attempts (the first and the latest), which exists only for a record that is retried.
+//!
+//! The charge follows what the records take now; the limit is checked against the most they
+//! can take, each record without a history counted as if it had one, so that the limit holds
+//! even when every outstanding record comes to be retried.
 //! - whatever the driver keeps per record, [`EngineConfig::record_overhead_bytes`](crate::EngineConfig::record_overhead_bytes)
-//!   (the `kpl` producer's delivery channel).
+//!   (the `kpl` producer's places in its tables of waiting records and of completions).
 //!
 //! With all of it counted, `max_outstanding_bytes` bounds the memory the producer holds for
 //! records; what remains is a fixed overhead (the runtime, the connections, the transport's
 //! client) that does not grow with the records.
 
 /// The engine's own memory per outstanding record beyond its key and data: its entry (arrival,
-/// deadlines, predicted hash key), its slot in the record window, room for the lists holding it
-/// to grow, and its history of failed attempts should it be retried.
-pub const ENGINE_BYTES_PER_RECORD: usize = 256 + HISTORY_BYTES;
+/// deadlines, predicted hash key), its slot in the record window and room for the lists holding
+/// it to grow.
+pub const ENGINE_BYTES_PER_RECORD: usize = 256;
 
 /// The most a record's history of failed attempts takes (the first and the latest attempts
-/// and a count; see [`Failure::attempts`](crate::Failure::attempts)).
-const HISTORY_BYTES: usize = 288;
+/// and a count; see [`Failure::attempts`](crate::Failure::attempts)), charged from its first
+/// failed attempt on.
+pub const HISTORY_BYTES: usize = 288;
 
 /// Encoded copies of a record's key and data reserved for while it is queued or in flight.
 pub const ENCODED_COPIES: usize = 2;
@@ -35,7 +40,8 @@ pub const ENCODED_COPIES: usize = 2;
 pub const ENCODED_FRAMING_BYTES: usize = 16;
 
 /// What a record whose partition key and data take `size` bytes is charged while outstanding,
-/// when the driver keeps `driver_overhead` bytes per record of its own.
+/// when the driver keeps `driver_overhead` bytes per record of its own, before any failed
+/// attempt (each retried record is charged [`HISTORY_BYTES`] more).
 ///
 /// ```
 /// use kpl_engine::memory::{record_charge, ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD};
@@ -61,8 +67,8 @@ mod tests {
         let entry = crate::engine::PENDING_SIZE;
         let window_slot = size_of::<Option<Instant>>();
         assert!(
-            entry + 4 * window_slot <= ENGINE_BYTES_PER_RECORD - HISTORY_BYTES,
-            "{entry} + 4 x {window_slot} > {ENGINE_BYTES_PER_RECORD} - {HISTORY_BYTES}"
+            entry + 4 * window_slot <= ENGINE_BYTES_PER_RECORD,
+            "{entry} + 4 x {window_slot} > {ENGINE_BYTES_PER_RECORD}"
         );
         let history = crate::outcome::AttemptHistory::bytes_at_most();
         assert!(history <= HISTORY_BYTES, "{history} > {HISTORY_BYTES}");

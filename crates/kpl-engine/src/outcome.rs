@@ -162,10 +162,11 @@ pub enum RejectReason {
          exceed max_outstanding_bytes ({limit})"
     )]
     TooManyBytes {
-        /// Bytes charged for the outstanding records now (see [`crate::memory`]).
+        /// The most the outstanding records can take: their charge now (see
+        /// [`crate::memory`]) and a history of failed attempts for each that has none yet.
         outstanding: usize,
-        /// What this record would be charged: its key and data, their encoded copies and
-        /// bookkeeping.
+        /// The most this record can be charged: its key and data, their encoded copies,
+        /// bookkeeping and a history of failed attempts.
         charge: usize,
         /// The limit.
         limit: usize,

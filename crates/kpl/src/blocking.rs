@@ -6,11 +6,11 @@ use std::time::Duration;
 use kpl_engine::transport::Transport;
 use kpl_engine::{Delivery, Record, RecordId, Stream, StreamStats};
 
+use crate::completion::DeliveryFuture;
 use crate::config::Config;
 use crate::error::{BuildError, DeliveryError, SendError};
 use crate::producer::{
-    DeliveryFuture, KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder,
-    ShutdownReport,
+    KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder, ShutdownReport,
 };
 
 /// Builds a [`BlockingProducer`].

@@ -1010,7 +1010,8 @@ pub(crate) fn reference_markdown() -> String {
 #[cfg(test)]
 fn memory_markdown() -> String {
     use kpl_engine::memory::{
-        ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD, record_charge,
+        ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD, HISTORY_BYTES,
+        record_charge,
     };
     let facade = crate::producer::FACADE_BYTES_PER_RECORD;
     let timer = crate::producer::TIMER_BYTES_PER_RECORD;
@@ -1025,19 +1026,25 @@ fn memory_markdown() -> String {
          each: the Kinesis record it goes out in, and the transport's wire form of that (base64 \
          in JSON). They exist only while it is queued or in flight, but are reserved when it is \
          accepted, so that encoding never passes the limit;\n\
-         - {} bytes of bookkeeping: {ENGINE_BYTES_PER_RECORD} in the engine (its entry, its slot \
-         in the record window, and room for the first and latest of its failed attempts should it \
-         be retried) and {facade} in the producer (its delivery channel; {timer} more with \
-         `UserRecordTimeoutInMillis` set, for the future's timer).\n\n\
-         A record with a 16-character key and 100 bytes of data is charged {typical} bytes, so a \
-         default producer holds up to about {} of them before `send` refuses and `send_wait` \
-         waits. `KinesisProducer::outstanding_bytes` reports the charge. What the limit does \
+         - {} bytes of bookkeeping: {ENGINE_BYTES_PER_RECORD} in the engine (its entry and its \
+         slot in the record window) and {facade} in the producer (its places in the tables of \
+         waiting records and of completions; {timer} more with `UserRecordTimeoutInMillis` set, \
+         for the future's timer);\n\
+         - once an attempt to write it has failed, {HISTORY_BYTES} more for its history of \
+         failed attempts (the first and the latest), which only a retried record has.\n\n\
+         The limit is checked against the most the records can take, each record without a \
+         history counted as if it had one, so that it holds even when every record comes to be \
+         retried. A record with a 16-character key and 100 bytes of data is charged {typical} \
+         bytes ({} with a history), so a default producer holds up to about {} of them before \
+         `send` refuses and `send_wait` waits. `KinesisProducer::outstanding_bytes` reports the \
+         charge now. What the limit does \
          not count does not grow with the records: the runtime, the connections and the AWS \
          client, and per shard at most one aggregate's worth of room in its lists. \
          `docs/guarantees.md` has the measurements (`cargo xtask memory`).\n",
         limit / (1024 * 1024),
         ENGINE_BYTES_PER_RECORD + facade,
-        limit / typical,
+        typical + HISTORY_BYTES,
+        limit / (typical + HISTORY_BYTES),
     )
 }
 

@@ -261,6 +261,23 @@ pub struct DeliveryError {
 }
 
 impl DeliveryError {
+    /// A record's error with no attempts and no record: it ended for a reason of the caller's
+    /// side (cancelled, timed out).
+    pub(crate) fn bare(id: RecordId, kind: DeliveryErrorKind) -> Self {
+        Self {
+            id,
+            kind,
+            attempts: Vec::new(),
+            attempt_count: 0,
+            record: None,
+        }
+    }
+
+    /// The producer went away before the record finished.
+    pub(crate) fn cancelled(id: RecordId) -> Self {
+        Self::bare(id, DeliveryErrorKind::Cancelled)
+    }
+
     /// The record's id, as [`DeliveryFuture::id`](crate::DeliveryFuture::id) gave it.
     pub fn id(&self) -> RecordId {
         self.id

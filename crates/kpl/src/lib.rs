@@ -42,6 +42,7 @@
 
 mod blocking;
 mod clock;
+mod completion;
 mod config;
 mod error;
 pub mod metrics;
@@ -52,6 +53,7 @@ pub use blocking::{
     BlockingDelivery, BlockingOutcomeSender, BlockingProducer, BlockingProducerBuilder,
 };
 pub use clock::TokioClock;
+pub use completion::DeliveryFuture;
 pub use config::{Config, MetricsGranularity, MetricsLevel, StaticCredentials};
 pub use error::{
     BuildError, ConfigError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind,
@@ -68,8 +70,7 @@ pub use kpl_engine::{
 };
 pub use metrics::{MetricReading, MetricsDimension, MetricsExports};
 pub use producer::{
-    DeliveryFuture, KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder,
-    RecordOutcome, ShutdownReport,
+    KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder, RecordOutcome, ShutdownReport,
 };
 
 /// The CloudWatch exporter, to upload the metrics with other settings than the producer's

@@ -3,11 +3,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::future::Future;
 use std::mem;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use kpl_engine::time::Clock;
@@ -20,6 +17,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::clock::TokioClock;
+use crate::completion::{CompletionHandle, CompletionTable, DeliveryFuture, IdTable, Outcome};
 use crate::config::Config;
 use crate::error::{BuildError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
 use crate::metrics::{
@@ -27,12 +25,17 @@ use crate::metrics::{
 };
 use kpl_engine::metrics::{Metric, MetricsExporter};
 
-type Outcome = Result<Delivery, DeliveryError>;
+/// Where a caller wants a record's outcome to go, before the record has an id.
+enum Want {
+    /// A [`DeliveryFuture`], through the producer's table of completions.
+    Future,
+    /// A slot reserved in an outcome channel.
+    Channel(mpsc::OwnedPermit<RecordOutcome>),
+}
 
-/// Where a record's outcome goes: its [`DeliveryFuture`], or a slot reserved for it in an
-/// outcome channel.
+/// Where an accepted record's outcome goes.
 enum Waiter {
-    Future(oneshot::Sender<Outcome>),
+    Future(CompletionHandle),
     Channel(mpsc::OwnedPermit<RecordOutcome>),
 }
 
@@ -40,7 +43,7 @@ impl Waiter {
     fn deliver(self, id: RecordId, outcome: Outcome) {
         match self {
             // A future dropped by its caller no longer wants it.
-            Self::Future(sender) => drop(sender.send(outcome)),
+            Self::Future(handle) => handle.complete(outcome),
             // The slot was reserved when the record was accepted: this never waits or fails.
             Self::Channel(permit) => drop(permit.send(RecordOutcome { id, outcome })),
         }
@@ -48,11 +51,10 @@ impl Waiter {
 }
 
 /// The producer's memory per outstanding record beyond the engine's, charged against
-/// `MaxOutstandingBytes`: the delivery channel's shared cell (two wakers, a state word, the
-/// reference counts and room for the outcome) and the sender's slot in the table of waiting
-/// records, twice over for the table's growth.
+/// `MaxOutstandingBytes`: its place in the table of waiting records and in the table of
+/// completions, each twice over for the tables' growth.
 pub(crate) const FACADE_BYTES_PER_RECORD: usize =
-    64 + size_of::<Option<Outcome>>() + 2 * size_of::<Option<Waiter>>();
+    2 * (size_of::<Option<Waiter>>() + crate::completion::SLOT_BYTES);
 
 /// With `UserRecordTimeoutInMillis` set, each record's future also holds a boxed timer.
 pub(crate) const TIMER_BYTES_PER_RECORD: usize = 16 + size_of::<tokio::time::Sleep>();
@@ -148,8 +150,10 @@ impl ProducerBuilder {
                 false,
             ))
         })?;
+        let state = State::new(engine);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new(engine)),
+            completions: Arc::clone(&state.completions),
+            state: Mutex::new(state),
             driver_wake: Notify::new(),
             space: Notify::new(),
             clock,
@@ -330,6 +334,8 @@ impl Drop for Handle {
 
 struct Shared {
     state: Mutex<State>,
+    /// The same table as `State::completions`, for building futures without the lock.
+    completions: Arc<CompletionTable>,
     driver_wake: Notify,
     space: Notify,
     clock: TokioClock,
@@ -359,13 +365,10 @@ impl Shared {
 
 struct State {
     engine: Engine,
-    /// Delivery senders by record id, from `waiters_base` on (ids are sequential).
-    waiters: VecDeque<Option<Waiter>>,
-    waiters_base: u64,
-    /// Senders from before `waiters_base` still waiting: when a few records stay unfinished for
-    /// long, `waiters` is compacted into here, so it does not hold a slot for every record
-    /// accepted since the oldest.
-    straggling_waiters: BTreeMap<u64, Waiter>,
+    /// Where each unfinished record's outcome goes, by record id.
+    waiters: IdTable<Waiter>,
+    /// The outcomes of records sent for futures, until their futures read them.
+    completions: Arc<CompletionTable>,
     /// Who waits for each flush marker.
     flushes: BTreeMap<FlushId, Vec<oneshot::Sender<()>>>,
     /// The newest flush marker, and how many records had been accepted when it was made: a
@@ -393,9 +396,8 @@ impl State {
     fn new(engine: Engine) -> Self {
         Self {
             engine,
-            waiters: VecDeque::new(),
-            waiters_base: 0,
-            straggling_waiters: BTreeMap::new(),
+            waiters: IdTable::default(),
+            completions: Arc::default(),
             flushes: BTreeMap::new(),
             newest_flush: None,
             accepting: true,
@@ -410,7 +412,6 @@ impl State {
         }
     }
 
-    /// Keeps `sender` for the record with id `id` (ids come in order).
     fn forget_abandoned_flushes(&mut self) {
         let abandoned: Vec<FlushId> = self
             .flushes
@@ -427,13 +428,13 @@ impl State {
     }
 
     /// Admits a prepared record under the lock for a caller holding `ticket` in the queue of
-    /// `send_wait` callers (`None`: not queued), its outcome going to `waiter` (taken only if
-    /// the record is accepted). Returns its id and whether the caller left the queue.
+    /// `send_wait` callers (`None`: not queued), its outcome going where `want` says (taken
+    /// only if the record is accepted). Returns its id and whether the caller left the queue.
     fn admit(
         &mut self,
         prepared: PreparedRecord,
         ticket: Option<u64>,
-        waiter: &mut Option<Waiter>,
+        want: &mut Option<Want>,
         now: Instant,
     ) -> Result<(RecordId, bool), SendError> {
         if !self.accepting {
@@ -461,9 +462,12 @@ impl State {
                 SendError::from_rejected(reason, record)
             })?;
         let dequeued = ticket.is_some() && self.space_queue.pop_front().is_some();
-        if let Some(waiter) = waiter.take() {
-            self.register(id.get(), waiter);
-        }
+        let waiter = match want.take() {
+            Some(Want::Future) => Waiter::Future(self.completions.open(id)),
+            Some(Want::Channel(permit)) => Waiter::Channel(permit),
+            None => return Ok((id, dequeued)),
+        };
+        self.waiters.insert(id.get(), waiter);
         Ok((id, dequeued))
     }
 
@@ -481,37 +485,6 @@ impl State {
         has_work || earlier
     }
 
-    fn register(&mut self, id: u64, sender: Waiter) {
-        let index = id.saturating_sub(self.waiters_base) as usize;
-        while self.waiters.len() < index {
-            self.waiters.push_back(None);
-        }
-        self.waiters.push_back(Some(sender));
-        let outstanding = self.engine.outstanding_records();
-        if self.waiters.len() > WAITERS_COMPACTION.max(WAITERS_SLACK_FACTOR * outstanding) {
-            for (offset, sender) in mem::take(&mut self.waiters).into_iter().enumerate() {
-                if let Some(sender) = sender {
-                    self.straggling_waiters
-                        .insert(self.waiters_base + offset as u64, sender);
-                }
-            }
-            self.waiters_base = id + 1;
-        }
-    }
-
-    fn take_waiter(&mut self, id: u64) -> Option<Waiter> {
-        if id < self.waiters_base {
-            return self.straggling_waiters.remove(&id);
-        }
-        let index = usize::try_from(id.checked_sub(self.waiters_base)?).ok()?;
-        let sender = self.waiters.get_mut(index)?.take();
-        while let Some(None) = self.waiters.front() {
-            self.waiters.pop_front();
-            self.waiters_base += 1;
-        }
-        sender
-    }
-
     /// Hands every engine event to whoever waits for it. Returns whether records finished.
     fn dispatch(&mut self, return_records: bool) -> bool {
         let mut finished = false;
@@ -520,7 +493,7 @@ impl State {
                 Event::Delivered(delivery) => {
                     finished = true;
                     let id = delivery.id();
-                    if let Some(waiter) = self.take_waiter(id.get()) {
+                    if let Some(waiter) = self.waiters.remove(id.get()) {
                         waiter.deliver(id, Ok(delivery));
                     }
                 }
@@ -566,7 +539,7 @@ impl State {
                             _ => {}
                         }
                     }
-                    if let Some(waiter) = self.take_waiter(id.get()) {
+                    if let Some(waiter) = self.waiters.remove(id.get()) {
                         let error = DeliveryError {
                             id,
                             kind,
@@ -603,28 +576,19 @@ impl KinesisProducer {
     /// (or `send_wait` callers are waiting for space first; see [`send_wait`](Self::send_wait)),
     /// the record is invalid or too large, or the producer is shutting down.
     pub fn send(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        let (sender, receiver) = oneshot::channel();
-        let id = self.admit(record, None, &mut Some(Waiter::Future(sender)))?;
-        Ok(self.delivery_future(id, receiver))
+        let id = self.admit(record, None, &mut Some(Want::Future))?;
+        Ok(self.delivery_future(id))
     }
 
     /// The future of record `id`'s outcome, with the producer's `user_record_timeout`.
-    fn delivery_future(
-        &self,
-        id: RecordId,
-        receiver: oneshot::Receiver<Outcome>,
-    ) -> DeliveryFuture {
+    fn delivery_future(&self, id: RecordId) -> DeliveryFuture {
         let shared = &self.handle.shared;
         // On the producer's runtime, whichever thread sends (a timer needs a runtime's clock).
         let timer = shared.user_record_timeout.map(|timeout| {
             let _entered = shared.runtime.enter();
             Box::pin(tokio::time::sleep(timeout))
         });
-        DeliveryFuture {
-            id,
-            receiver,
-            timeout: timer,
-        }
+        DeliveryFuture::new(id, Arc::clone(&shared.completions), timer)
     }
 
     /// `send` for a caller holding `ticket` in the queue of `send_wait` callers (`None`: not
@@ -634,14 +598,14 @@ impl KinesisProducer {
         &self,
         record: Record,
         ticket: Option<u64>,
-        waiter: &mut Option<Waiter>,
+        want: &mut Option<Want>,
     ) -> Result<RecordId, SendError> {
         // Checking and hashing need no lock: other senders go on meanwhile.
         let prepared = prepare(record)?;
         let shared = &self.handle.shared;
         let mut state = shared.lock();
         let now = shared.clock.now();
-        let admitted = state.admit(prepared, ticket, waiter, now);
+        let admitted = state.admit(prepared, ticket, want, now);
         let wake = state.driver_has_work(shared.max_connections);
         drop(state);
         if wake {
@@ -667,8 +631,7 @@ impl KinesisProducer {
         let prepared: Vec<Result<PreparedRecord, SendError>> =
             records.into_iter().map(prepare).collect();
         let shared = &self.handle.shared;
-        let mut accepted: Vec<Result<(RecordId, oneshot::Receiver<Outcome>), SendError>> =
-            Vec::with_capacity(prepared.len());
+        let mut accepted: Vec<Result<RecordId, SendError>> = Vec::with_capacity(prepared.len());
         let wake = {
             let mut state = shared.lock();
             let now = shared.clock.now();
@@ -682,10 +645,8 @@ impl KinesisProducer {
                             prepared.into_record(),
                         ));
                     }
-                    let (sender, receiver) = oneshot::channel();
-                    let mut waiter = Some(Waiter::Future(sender));
-                    let admitted = state.admit(prepared, None, &mut waiter, now);
-                    admitted.map(|(id, _)| (id, receiver))
+                    let admitted = state.admit(prepared, None, &mut Some(Want::Future), now);
+                    admitted.map(|(id, _)| id)
                 });
                 full |= matches!(&result, Err(e) if e.kind() == SendErrorKind::BufferFull);
                 accepted.push(result);
@@ -697,7 +658,7 @@ impl KinesisProducer {
         }
         accepted
             .into_iter()
-            .map(|result| result.map(|(id, receiver)| self.delivery_future(id, receiver)))
+            .map(|result| result.map(|id| self.delivery_future(id)))
             .collect()
     }
 
@@ -738,10 +699,10 @@ impl KinesisProducer {
     /// refuses with [`SendErrorKind::BufferFull`]: a large record is not passed over forever
     /// by smaller ones that fit in what frees up.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        let (sender, receiver) = oneshot::channel();
-        let mut waiter = Some(Waiter::Future(sender));
-        let id = self.send_waiting(record, None, &mut waiter).await?;
-        Ok(self.delivery_future(id, receiver))
+        let id = self
+            .send_waiting(record, None, &mut Some(Want::Future))
+            .await?;
+        Ok(self.delivery_future(id))
     }
 
     /// [`send_wait`](Self::send_wait), giving up after `timeout` with
@@ -751,19 +712,17 @@ impl KinesisProducer {
         record: Record,
         timeout: Duration,
     ) -> Result<DeliveryFuture, SendError> {
-        let (sender, receiver) = oneshot::channel();
-        let mut waiter = Some(Waiter::Future(sender));
         let id = self
-            .send_waiting(record, Some(timeout), &mut waiter)
+            .send_waiting(record, Some(timeout), &mut Some(Want::Future))
             .await?;
-        Ok(self.delivery_future(id, receiver))
+        Ok(self.delivery_future(id))
     }
 
     async fn send_waiting(
         &self,
         record: Record,
         timeout: Option<Duration>,
-        waiter: &mut Option<Waiter>,
+        want: &mut Option<Want>,
     ) -> Result<RecordId, SendError> {
         // A timeout too long to be a time is no limit.
         let limit = timeout.and_then(|timeout| {
@@ -771,7 +730,7 @@ impl KinesisProducer {
             Some((deadline, timeout))
         });
         // The common case needs no waiting, no queueing and no registration with the notifier.
-        let mut record = match self.admit(record, None, waiter) {
+        let mut record = match self.admit(record, None, want) {
             Err(error) if error.kind() == SendErrorKind::BufferFull => error.into_record(),
             other => return other,
         };
@@ -781,7 +740,7 @@ impl KinesisProducer {
             tokio::pin!(space);
             // Registered before the retry, so space freed in between is not missed.
             space.as_mut().enable();
-            match self.admit(record, Some(place.ticket), waiter) {
+            match self.admit(record, Some(place.ticket), want) {
                 Err(error) if error.kind() == SendErrorKind::BufferFull => {
                     record = error.into_record();
                 }
@@ -1165,7 +1124,7 @@ impl OutcomeSender {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(no_receiver(record)),
         };
         self.producer
-            .admit(record, None, &mut Some(Waiter::Channel(slot)))
+            .admit(record, None, &mut Some(Want::Channel(slot)))
     }
 
     /// [`send`](Self::send), waiting for a slot in the outcome channel and then for buffer
@@ -1174,7 +1133,7 @@ impl OutcomeSender {
         let Ok(slot) = self.sender.clone().reserve_owned().await else {
             return Err(no_receiver(record));
         };
-        let mut waiter = Some(Waiter::Channel(slot));
+        let mut waiter = Some(Want::Channel(slot));
         self.producer.send_waiting(record, None, &mut waiter).await
     }
 
@@ -1273,7 +1232,6 @@ impl Drop for DriverStopped {
         state.engine.abandon();
         state.dispatch(false);
         state.waiters.clear();
-        state.straggling_waiters.clear();
         state.flushes.clear();
         state.failures_to_log.clear();
         drop(state);
@@ -1295,12 +1253,6 @@ struct DriverLog {
 
 /// The longest `shutdown` waits for the last upload of the metrics.
 const LAST_UPLOAD_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The waiter table is compacted when it is longer than this and four times the outstanding
-/// records (see `State::straggling_waiters`).
-const WAITERS_COMPACTION: usize = 65_536;
-/// How much longer than the outstanding records the waiter table may grow before compaction.
-const WAITERS_SLACK_FACTOR: usize = 4;
 
 /// Throttling after this long without any counts as starting again.
 const THROTTLING_QUIET: Duration = Duration::from_secs(10);
@@ -1428,64 +1380,6 @@ fn log_failures(failures: Vec<FailureLog>) {
     }
 }
 
-/// The outcome of one record: resolves to the [`Delivery`] (shard id, sequence number,
-/// attempts) or a [`DeliveryError`]. Named, `Send` and `'static`; dropping it does not cancel
-/// the record.
-#[must_use = "the outcome of the record is only known by awaiting this future"]
-pub struct DeliveryFuture {
-    id: RecordId,
-    receiver: oneshot::Receiver<Outcome>,
-    timeout: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl DeliveryFuture {
-    /// The record's id (the same as in its `Delivery`).
-    pub fn id(&self) -> RecordId {
-        self.id
-    }
-}
-
-fn cancelled(id: RecordId) -> DeliveryError {
-    DeliveryError {
-        id,
-        kind: DeliveryErrorKind::Cancelled,
-        attempts: Vec::new(),
-        attempt_count: 0,
-        record: None,
-    }
-}
-
-impl fmt::Debug for DeliveryFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeliveryFuture")
-            .field("id", &self.id)
-            .finish()
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let id = self.id;
-        if let Poll::Ready(result) = Pin::new(&mut self.receiver).poll(cx) {
-            return Poll::Ready(result.unwrap_or_else(|_| Err(cancelled(id))));
-        }
-        if let Some(timeout) = &mut self.timeout
-            && timeout.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(DeliveryError {
-                id,
-                kind: DeliveryErrorKind::TimedOut,
-                attempts: Vec::new(),
-                attempt_count: 0,
-                record: None,
-            }));
-        }
-        Poll::Pending
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1526,27 +1420,6 @@ mod tests {
         let state = producer.handle.shared.lock();
         assert_eq!(state.flushes.len(), 1, "only the latest call's marker");
         assert_eq!(state.engine.pending_flush_markers(), 1);
-    }
-
-    #[test]
-    fn one_waiting_record_keeps_one_slot_not_one_per_record_since() {
-        let engine =
-            Engine::new(kpl_engine::EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
-        let mut state = State::new(engine);
-        let mut receivers = Vec::new();
-        for id in 0..=100_000u64 {
-            let (sender, receiver) = oneshot::channel();
-            state.register(id, Waiter::Future(sender));
-            // Every record but the first finishes at once.
-            if id > 0 {
-                assert!(state.take_waiter(id).is_some());
-            } else {
-                receivers.push(receiver);
-            }
-        }
-        assert!(state.waiters.len() + state.straggling_waiters.len() <= WAITERS_COMPACTION + 1);
-        assert!(state.take_waiter(0).is_some(), "the first still waits");
-        assert!(state.take_waiter(0).is_none());
     }
 
     #[test]

@@ -235,6 +235,7 @@ impl Engine {
                 self.record_buffering(si, delay);
             }
             let retries = pending.failed_attempts();
+            let (charge, history) = (self.record_charge(size), pending.attempts.is_some());
             self.interval(si, slot)
                 .record(Metric::BufferingTime, millis(delay));
             // The KPL counts a written record on the shard it was written to.
@@ -247,9 +248,8 @@ impl Engine {
                 id: RecordId(pending.id),
                 attempts: AttemptList::new(pending.attempts.take(), last),
             };
-            let charge = self.record_charge(size);
             self.outcomes
-                .settle(Event::Delivered(delivery), pending.id, charge);
+                .settle(Event::Delivered(delivery), pending.id, charge, history);
         }
         records.clear();
         self.interval(si, shard_slot)

@@ -347,7 +347,7 @@ impl Engine {
         let detail =
             AttemptError::shared(error.code(), format!("{operation}: {}", error.message()));
         for mut pending in waiting {
-            pending.add_failed_attempt(now, now, &detail);
+            self.add_failed_attempt(&mut pending, now, now, &detail);
             self.fail(si, pending, FailureReason::Terminal(error.kind()));
         }
     }

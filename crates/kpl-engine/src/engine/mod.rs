@@ -573,9 +573,25 @@ impl Engine {
     // Outcomes
     // ----------------------------------------------------------------------------------------
 
-    /// What one record of `size` bytes (key and data) is charged while outstanding.
+    /// What one record of `size` bytes (key and data) is charged when accepted.
     fn record_charge(&self, size: usize) -> usize {
         record_charge(size, self.config.record_overhead_bytes)
+    }
+
+    /// Adds a failed attempt to `pending`'s history, charging the history when it begins.
+    /// Returns what [`Pending::add_failed_attempt`] does.
+    fn add_failed_attempt(
+        &mut self,
+        pending: &mut Pending,
+        sent_at: Instant,
+        now: Instant,
+        error: &Arc<AttemptError>,
+    ) -> (Option<Duration>, Duration) {
+        let waits = pending.add_failed_attempt(sent_at, now, error);
+        if waits.0.is_some() {
+            self.outcomes.charge_history();
+        }
+        waits
     }
 
     fn record_buffering(&mut self, si: usize, waited: Duration) {
@@ -605,7 +621,7 @@ impl Engine {
         sent_at: Instant,
         now: Instant,
     ) {
-        let (first_wait, delay) = pending.add_failed_attempt(sent_at, now, error);
+        let (first_wait, delay) = self.add_failed_attempt(pending, sent_at, now, error);
         if let Some(waited) = first_wait {
             self.record_buffering(si, waited);
         }
@@ -618,7 +634,7 @@ impl Engine {
             codes::EXPIRED,
             "record_ttl reached before the record could be written",
         );
-        pending.add_failed_attempt(now, now, &error);
+        self.add_failed_attempt(&mut pending, now, now, &error);
         self.fail(si, pending, FailureReason::Expired);
     }
 
@@ -639,6 +655,7 @@ impl Engine {
             stats.user_records_expired += 1;
         }
         let (id, charge) = (pending.id, self.record_charge(pending.size()));
+        let history = pending.attempts.is_some();
         let (attempts, omitted_attempts) = pending
             .attempts
             .take()
@@ -652,7 +669,7 @@ impl Engine {
             omitted_attempts,
         };
         self.outcomes
-            .settle(Event::Failed(Box::new(failure)), id, charge);
+            .settle(Event::Failed(Box::new(failure)), id, charge, history);
     }
 }
 
@@ -711,6 +728,61 @@ mod tests {
             };
             engine.handle_response(id, Ok(response), now);
         }
+    }
+
+    #[test]
+    fn a_retried_record_is_charged_its_history_until_it_finishes() {
+        let now = SystemClock.now();
+        let mut engine = Engine::new(EngineConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let map = listing(&[("shardId-0", 0, u128::MAX, true)]);
+        assert!(
+            engine
+                .submit(Record::new(stream, "k", vec![1; 10]), now)
+                .is_ok()
+        );
+        let accepted = engine.outstanding_bytes();
+        assert_eq!(accepted, engine.record_charge(11));
+        engine.flush(now);
+        // The map, then the put, answered with a throttled entry: retried, with a history.
+        let mut throttled = false;
+        for _ in 0..4 {
+            while let Some((id, request)) = engine.poll_request(now) {
+                let response = match request {
+                    Request::PutRecords(put) => {
+                        throttled = true;
+                        Response::PutRecords(PutRecordsResponse {
+                            entries: put
+                                .entries
+                                .iter()
+                                .map(|_| PutRecordsEntryResult::Failed {
+                                    code: "ProvisionedThroughputExceededException".to_owned(),
+                                    message: "slow down".to_owned(),
+                                })
+                                .collect(),
+                        })
+                    }
+                    Request::ListShards(_) => map.clone(),
+                    _ => continue,
+                };
+                engine.handle_response(id, Ok(response), now);
+            }
+            if throttled {
+                break;
+            }
+        }
+        assert!(throttled, "the record was sent");
+        assert_eq!(engine.outstanding_records(), 1);
+        assert_eq!(
+            engine.outstanding_bytes(),
+            accepted + crate::memory::HISTORY_BYTES
+        );
+        // Written at the next try: nothing is charged any more.
+        let later = now + Duration::from_secs(5);
+        engine.handle_timeout(later);
+        answer_all(&mut engine, &map, "shardId-0", later);
+        assert_eq!(engine.outstanding_records(), 0);
+        assert_eq!(engine.outstanding_bytes(), 0);
     }
 
     #[test]

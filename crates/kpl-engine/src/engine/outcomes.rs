@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
+use crate::memory::HISTORY_BYTES;
 use crate::outcome::{Event, FlushId, RejectReason};
 
 /// The record window is compacted when it is longer than this and four times the outstanding
@@ -35,11 +36,16 @@ pub(super) struct Outcomes {
     outstanding_records: usize,
     /// Memory charged for the outstanding records (see `crate::memory`).
     outstanding_bytes: usize,
+    /// Outstanding records charged for a history of failed attempts.
+    with_history: usize,
 }
 
 impl Outcomes {
-    /// Whether one more record charged `charge` bytes fits within `limits`. A record always
-    /// fits when nothing is outstanding, so a record larger than the byte limit can still go.
+    /// Whether one more record charged `charge` bytes fits within `limits`, counting the history
+    /// of failed attempts that every record without one may still come to need: the limit
+    /// bounds the most the records can take, while the charge follows what they take now. A
+    /// record always fits when nothing is outstanding, so a record larger than the byte limit
+    /// can still go.
     pub(super) fn check_room(
         &self,
         charge: usize,
@@ -50,11 +56,11 @@ impl Outcomes {
                 limit: limits.records,
             });
         }
-        if self.outstanding_records > 0
-            && self.outstanding_bytes.saturating_add(charge) > limits.bytes
-        {
+        let at_most = self.outstanding_bytes_at_most();
+        let charge = charge.saturating_add(HISTORY_BYTES);
+        if self.outstanding_records > 0 && at_most.saturating_add(charge) > limits.bytes {
             return Err(RejectReason::TooManyBytes {
-                outstanding: self.outstanding_bytes,
+                outstanding: at_most,
                 charge,
                 limit: limits.bytes,
             });
@@ -76,12 +82,23 @@ impl Outcomes {
         id
     }
 
-    /// Reports the outcome of record `id`, which was charged `charge`, and counts it finished.
-    pub(super) fn settle(&mut self, event: Event, id: u64, charge: usize) {
+    /// Charges an outstanding record `bytes` more (it took more memory).
+    pub(super) fn charge_history(&mut self) {
+        self.outstanding_bytes += HISTORY_BYTES;
+        self.with_history += 1;
+    }
+
+    /// Reports the outcome of record `id`, which was charged `charge` when accepted and its
+    /// history if it had one, and counts it finished.
+    pub(super) fn settle(&mut self, event: Event, id: u64, charge: usize, history: bool) {
         // The outcome first: finishing may complete a flush marker, which comes after it.
         self.events.push_back(event);
         self.outstanding_records -= 1;
         self.outstanding_bytes -= charge;
+        if history {
+            self.outstanding_bytes -= HISTORY_BYTES;
+            self.with_history -= 1;
+        }
         if let Some(offset) = id.checked_sub(self.window_start) {
             if let Some(slot) = self.window.get_mut(offset as usize) {
                 *slot = None;
@@ -130,6 +147,14 @@ impl Outcomes {
 
     pub(super) fn outstanding_records(&self) -> usize {
         self.outstanding_records
+    }
+
+    /// The most the outstanding records can take: their charge now, and a history of failed
+    /// attempts for each that has none yet.
+    fn outstanding_bytes_at_most(&self) -> usize {
+        let without_history = self.outstanding_records - self.with_history;
+        self.outstanding_bytes
+            .saturating_add(without_history.saturating_mul(HISTORY_BYTES))
     }
 
     pub(super) fn outstanding_bytes(&self) -> usize {
@@ -210,14 +235,14 @@ mod tests {
         let b = outcomes.accept(10, now);
         let marker = outcomes.add_marker();
         let c = outcomes.accept(10, now);
-        outcomes.settle(Event::Flushed(FlushId(99)), b, 10);
+        outcomes.settle(Event::Flushed(FlushId(99)), b, 10, false);
         assert_eq!(flushed(&mut outcomes), [FlushId(99)], "a is not finished");
-        outcomes.settle(Event::Flushed(FlushId(98)), a, 10);
+        outcomes.settle(Event::Flushed(FlushId(98)), a, 10, false);
         // The outcome comes before the marker it completes; c, accepted later, does not hold it.
         assert_eq!(flushed(&mut outcomes), [FlushId(98), marker]);
         assert_eq!(outcomes.outstanding_records(), 1);
         assert_eq!(outcomes.outstanding_bytes(), 10);
-        outcomes.settle(Event::Flushed(FlushId(97)), c, 10);
+        outcomes.settle(Event::Flushed(FlushId(97)), c, 10, false);
         assert_eq!(outcomes.oldest_outstanding(), None);
     }
 
@@ -231,7 +256,7 @@ mod tests {
         let forgotten = outcomes.add_marker();
         outcomes.forget_marker(forgotten);
         assert_eq!(outcomes.pending_markers(), 0);
-        outcomes.settle(Event::Flushed(FlushId(50)), id, 10);
+        outcomes.settle(Event::Flushed(FlushId(50)), id, 10, false);
         assert_eq!(flushed(&mut outcomes), [FlushId(50)]);
     }
 
@@ -241,15 +266,25 @@ mod tests {
         let mut outcomes = Outcomes::default();
         // Alone, a record larger than the byte limit is accepted.
         assert!(outcomes.check_room(5_000, LIMITS).is_ok());
-        outcomes.accept(600, now);
-        assert_eq!(
-            outcomes.check_room(500, LIMITS),
-            Err(RejectReason::TooManyBytes {
-                outstanding: 600,
-                charge: 500,
-                limit: 1_000
-            })
-        );
+        let limits = OutstandingLimits {
+            records: 3,
+            bytes: 3_000,
+        };
+        outcomes.accept(2_000, now);
+        // Each is counted with the history of failed attempts it may come to need.
+        let refused = Err(RejectReason::TooManyBytes {
+            outstanding: 2_000 + HISTORY_BYTES,
+            charge: 500 + HISTORY_BYTES,
+            limit: 3_000,
+        });
+        assert_eq!(outcomes.check_room(500, limits), refused);
+        // Once it has a history, the charge holds it and the limit counts it once.
+        outcomes.charge_history();
+        assert_eq!(outcomes.outstanding_bytes(), 2_000 + HISTORY_BYTES);
+        assert_eq!(outcomes.check_room(500, limits), refused);
+        let room = 3_000 - 2_000 - 2 * HISTORY_BYTES;
+        assert!(outcomes.check_room(room, limits).is_ok());
+        assert!(outcomes.check_room(room + 1, limits).is_err());
         outcomes.accept(100, now);
         outcomes.accept(100, now);
         assert_eq!(
@@ -266,12 +301,12 @@ mod tests {
         let later = start + Duration::from_secs(1);
         for _ in 0..3 * WINDOW_COMPACTION {
             let id = outcomes.accept(1, later);
-            outcomes.settle(Event::Flushed(FlushId(0)), id, 1);
+            outcomes.settle(Event::Flushed(FlushId(0)), id, 1, false);
         }
         assert!(outcomes.window_entries() <= WINDOW_COMPACTION + 1);
         assert_eq!(outcomes.oldest_outstanding(), Some(start));
         let marker = outcomes.add_marker();
-        outcomes.settle(Event::Flushed(FlushId(0)), stuck, 1);
+        outcomes.settle(Event::Flushed(FlushId(0)), stuck, 1, false);
         assert_eq!(flushed(&mut outcomes).last(), Some(&marker));
         assert_eq!(outcomes.oldest_outstanding(), None);
     }

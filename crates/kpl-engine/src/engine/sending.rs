@@ -117,7 +117,7 @@ impl Engine {
                 "record_ttl reached while waiting for the shard's rate limit",
             );
             for mut pending in expired {
-                pending.add_failed_attempt(now, now, &error);
+                self.add_failed_attempt(&mut pending, now, now, &error);
                 self.fail(si, pending, FailureReason::Expired);
             }
             if !survivors.is_empty() {
