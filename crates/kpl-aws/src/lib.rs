@@ -280,7 +280,8 @@ impl Transport for AwsTransport {
                 let explicit_hash_key = record.explicit_hash_key().map(|key| key.to_string());
                 let (partition_key, _, data) = record.into_parts();
                 let entry = PutRecordsRequestEntry::builder()
-                    .data(Blob::new(Vec::from(data)))
+                    // Shares the engine's buffer: no copy of the aggregate per call.
+                    .data(Blob::from_maybe_shared(data))
                     .partition_key(partition_key)
                     .set_explicit_hash_key(explicit_hash_key)
                     .build()

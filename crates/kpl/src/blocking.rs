@@ -8,7 +8,7 @@ use kpl_engine::{Delivery, Record, RecordId, Stream, StreamStats};
 
 use crate::completion::DeliveryFuture;
 use crate::config::Config;
-use crate::error::{BuildError, DeliveryError, SendError};
+use crate::error::{BuildError, DeliveryError, SendError, SendErrorKind};
 use crate::producer::{
     KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder, ShutdownReport,
 };
@@ -192,12 +192,18 @@ impl BlockingProducer {
     /// Accepts a record, blocking while the buffer is full.
     pub fn send_wait(&self, record: Record) -> Result<BlockingDelivery, SendError> {
         let (producer, runtime) = self.parts();
-        runtime
-            .block_on(producer.send_wait(record))
-            .map(|future| BlockingDelivery {
-                future,
-                runtime: runtime.handle().clone(),
-            })
+        // The common case, room at once, needs no trip through the runtime; `send_wait` tries
+        // the same first, so only a refusal for space is worth waiting on.
+        let sent = match producer.send(record) {
+            Err(refused) if refused.kind() == SendErrorKind::BufferFull => {
+                runtime.block_on(producer.send_wait(refused.into_record()))
+            }
+            other => other,
+        };
+        sent.map(|future| BlockingDelivery {
+            future,
+            runtime: runtime.handle().clone(),
+        })
     }
 
     /// Accepts a record, blocking at most `timeout` while the buffer is full.

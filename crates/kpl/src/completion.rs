@@ -1,10 +1,10 @@
 //! Where records' outcomes wait for their [`DeliveryFuture`]s: one slot per record in a table
 //! shared by all of them, instead of a channel allocated per record.
 //!
-//! The producer opens a slot when it accepts a record sent for a future, and keeps the
-//! [`CompletionHandle`] that fills it; the future reads the slot and frees it. A handle dropped
-//! without filling its slot (the driver stopped) fills it with a cancellation, so no future
-//! waits forever.
+//! A slot is made by whichever comes first, the outcome or the future asking for it, so
+//! accepting a record costs the table nothing; the future reads the slot and frees it. The
+//! producer completes every record it accepted for a future exactly once (with a cancellation
+//! if it stops first), so no future waits forever and no slot outlives both sides.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -20,9 +20,9 @@ use crate::error::{DeliveryError, DeliveryErrorKind};
 /// A record's outcome as a future resolves to it.
 pub(crate) type Outcome = Result<Delivery, DeliveryError>;
 
-/// Values by record id. Ids come in increasing order, so the recent ones live in a ring
-/// indexed from `base`; when a few stay long while many after them come and go, the ring is
-/// compacted into `stragglers`, so it does not hold a place for every id since the oldest.
+/// Values by record id. Ids come roughly in increasing order, so the recent ones live in a
+/// ring indexed from `base`; when a few stay long while many after them come and go, the ring
+/// is compacted into `stragglers`, so it does not hold a place for every id since the oldest.
 #[derive(Debug)]
 pub(crate) struct IdTable<T> {
     ring: VecDeque<Option<T>>,
@@ -49,24 +49,35 @@ impl<T> Default for IdTable<T> {
 }
 
 impl<T> IdTable<T> {
-    /// Keeps `value` for `id`, which is above every id inserted before.
+    /// Keeps `value` for `id`, where nothing is kept for it yet.
     pub(crate) fn insert(&mut self, id: u64, value: T) {
-        if self.ring.is_empty() {
+        if self.ring.is_empty()
+            && self
+                .stragglers
+                .last_key_value()
+                .is_none_or(|(&k, _)| k < id)
+        {
             self.base = id;
         }
-        let index = id.saturating_sub(self.base) as usize;
-        while self.ring.len() < index {
+        let Some(index) = id
+            .checked_sub(self.base)
+            .and_then(|index| usize::try_from(index).ok())
+        else {
+            self.len += usize::from(self.stragglers.insert(id, value).is_none());
+            return;
+        };
+        while self.ring.len() <= index {
             self.ring.push_back(None);
         }
-        self.ring.push_back(Some(value));
-        self.len += 1;
+        self.len += usize::from(self.ring[index].replace(value).is_none());
         if self.ring.len() > COMPACTION.max(SLACK_FACTOR * self.len) {
+            let after = self.base + self.ring.len() as u64;
             for (offset, value) in std::mem::take(&mut self.ring).into_iter().enumerate() {
                 if let Some(value) = value {
                     self.stragglers.insert(self.base + offset as u64, value);
                 }
             }
-            self.base = id + 1;
+            self.base = after;
         }
     }
 
@@ -96,11 +107,14 @@ impl<T> IdTable<T> {
         value
     }
 
-    /// Takes every value out.
-    pub(crate) fn clear(&mut self) {
-        self.ring.clear();
-        self.stragglers.clear();
+    /// Takes every value out, with its id.
+    pub(crate) fn drain(&mut self) -> Vec<(u64, T)> {
+        let base = self.base;
+        let mut all: Vec<(u64, T)> = std::mem::take(&mut self.stragglers).into_iter().collect();
+        let ring = std::mem::take(&mut self.ring).into_iter().enumerate();
+        all.extend(ring.filter_map(|(offset, value)| Some((base + offset as u64, value?))));
         self.len = 0;
+        all
     }
 
     /// The places it takes: ring slots and stragglers.
@@ -115,10 +129,12 @@ pub(crate) const SLOT_BYTES: usize = size_of::<Option<Slot>>();
 
 /// A record's place in the table.
 enum Slot {
-    /// Not finished; the waker of the task awaiting it, once it has been polled.
-    Waiting(Option<Waker>),
+    /// Not finished; the waker of the task awaiting it.
+    Waiting(Waker),
     /// Finished; the error boxed, so that every slot stays small.
     Done(Result<Delivery, Box<DeliveryError>>),
+    /// Its future is gone before it finished: the outcome, when it comes, frees the slot.
+    Abandoned,
 }
 
 /// The outcomes of the records sent for [`DeliveryFuture`]s, by record id.
@@ -132,30 +148,24 @@ impl CompletionTable {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens the slot of a record just accepted; the handle fills it.
-    pub(crate) fn open(self: &Arc<Self>, id: RecordId) -> CompletionHandle {
-        self.slots().insert(id.get(), Slot::Waiting(None));
-        CompletionHandle {
-            table: Some(Arc::clone(self)),
-            id,
-        }
-    }
-
-    /// Fills record `id`'s slot (if its future still wants it) and wakes its task.
-    fn complete(&self, id: RecordId, outcome: Outcome) {
+    /// Hands records their outcomes (each record once) and wakes the tasks awaiting them.
+    pub(crate) fn complete(&self, outcomes: impl IntoIterator<Item = (RecordId, Outcome)>) {
+        let mut wake = Vec::new();
         let mut slots = self.slots();
-        let Some(slot) = slots.get_mut(id.get()) else {
-            return;
-        };
-        let done = Slot::Done(outcome.map_err(Box::new));
-        let waker = match std::mem::replace(slot, done) {
-            Slot::Waiting(waker) => waker,
-            Slot::Done(_) => None,
-        };
-        drop(slots);
-        if let Some(waker) = waker {
-            waker.wake();
+        for (id, outcome) in outcomes {
+            let done = Slot::Done(outcome.map_err(Box::new));
+            match slots.get_mut(id.get()) {
+                None => slots.insert(id.get(), done),
+                Some(Slot::Abandoned) => drop(slots.remove(id.get())),
+                Some(slot) => {
+                    if let Slot::Waiting(waker) = std::mem::replace(slot, done) {
+                        wake.push(waker);
+                    }
+                }
+            }
         }
+        drop(slots);
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Record `id`'s outcome if it is there, else remembers whom to wake.
@@ -163,52 +173,33 @@ impl CompletionTable {
         let mut slots = self.slots();
         match slots.get_mut(id.get()) {
             Some(Slot::Waiting(waker)) => {
-                match waker {
-                    Some(waker) => waker.clone_from(cx.waker()),
-                    None => *waker = Some(cx.waker().clone()),
-                }
+                waker.clone_from(cx.waker());
                 Poll::Pending
             }
-            Some(Slot::Done(_)) => match slots.remove(id.get()) {
+            None => {
+                slots.insert(id.get(), Slot::Waiting(cx.waker().clone()));
+                Poll::Pending
+            }
+            Some(Slot::Done(_) | Slot::Abandoned) => match slots.remove(id.get()) {
                 Some(Slot::Done(outcome)) => Poll::Ready(outcome.map_err(|error| *error)),
                 _ => Poll::Ready(Err(DeliveryError::cancelled(id))),
             },
-            // Only a future that already returned its outcome polls an empty slot.
-            None => Poll::Ready(Err(DeliveryError::cancelled(id))),
         }
     }
 
-    /// Frees record `id`'s slot: its future was dropped or resolved otherwise.
+    /// Record `id`'s future is gone: frees its slot, or marks it for its outcome to free.
     fn forget(&self, id: RecordId) {
-        self.slots().remove(id.get());
+        let mut slots = self.slots();
+        match slots.get_mut(id.get()) {
+            Some(Slot::Done(_)) => drop(slots.remove(id.get())),
+            Some(slot) => *slot = Slot::Abandoned,
+            None => slots.insert(id.get(), Slot::Abandoned),
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn footprint(&self) -> usize {
         self.slots().footprint()
-    }
-}
-
-/// Fills one record's slot; dropped unfilled, it fills it with a cancellation.
-pub(crate) struct CompletionHandle {
-    table: Option<Arc<CompletionTable>>,
-    id: RecordId,
-}
-
-impl CompletionHandle {
-    /// Hands the record its outcome.
-    pub(crate) fn complete(mut self, outcome: Outcome) {
-        if let Some(table) = self.table.take() {
-            table.complete(self.id, outcome);
-        }
-    }
-}
-
-impl Drop for CompletionHandle {
-    fn drop(&mut self) {
-        if let Some(table) = self.table.take() {
-            table.complete(self.id, Err(DeliveryError::cancelled(self.id)));
-        }
     }
 }
 
@@ -338,34 +329,74 @@ mod tests {
             .collect()
     }
 
+    fn cancelled(id: RecordId) -> (RecordId, Outcome) {
+        (id, Err(DeliveryError::cancelled(id)))
+    }
+
     #[test]
-    fn a_slot_is_filled_once_wakes_its_task_and_is_freed_when_read() {
+    fn an_outcome_wakes_the_task_awaiting_it_and_reading_it_frees_its_slot() {
         let table = Arc::new(CompletionTable::default());
         let counter = Arc::new(Counter(0.into()));
         let waker = Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
-        let id = ids(1)[0];
-        let handle = table.open(id);
-        let mut future = DeliveryFuture::new(id, Arc::clone(&table), None);
-        assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
-        // Dropped unfilled, the handle cancels the record.
-        drop(handle);
-        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 1);
-        let Poll::Ready(Err(error)) = Pin::new(&mut future).poll(&mut cx) else {
-            panic!("the outcome is there");
+        let [early, late] = ids(2)[..] else {
+            panic!("two ids")
         };
-        assert_eq!(error.kind(), DeliveryErrorKind::Cancelled);
-        assert_eq!(table.footprint(), 0, "reading the outcome freed the slot");
+        // Polled before its outcome: it waits, and is woken once.
+        let mut waiting = DeliveryFuture::new(late, Arc::clone(&table), None);
+        assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
+        table.complete([cancelled(late)]);
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Its outcome before the poll: ready at once.
+        table.complete([cancelled(early)]);
+        let mut ready = DeliveryFuture::new(early, Arc::clone(&table), None);
+        for future in [&mut waiting, &mut ready] {
+            let Poll::Ready(Err(error)) = Pin::new(future).poll(&mut cx) else {
+                panic!("the outcome is there");
+            };
+            assert_eq!(error.kind(), DeliveryErrorKind::Cancelled);
+        }
+        assert_eq!(table.footprint(), 0, "reading the outcomes freed the slots");
     }
 
     #[test]
-    fn a_future_dropped_unread_frees_its_slot_and_its_outcome_is_let_go() {
+    fn a_future_dropped_unread_leaves_no_slot_behind_whenever_its_outcome_comes() {
         let table = Arc::new(CompletionTable::default());
-        let id = ids(1)[0];
-        let handle = table.open(id);
-        drop(DeliveryFuture::new(id, Arc::clone(&table), None));
+        let counter = Arc::new(Counter(0.into()));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let [never_polled, polled, finished] = ids(3)[..] else {
+            panic!("three ids")
+        };
+        drop(DeliveryFuture::new(never_polled, Arc::clone(&table), None));
+        let mut future = DeliveryFuture::new(polled, Arc::clone(&table), None);
+        assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
+        drop(future);
+        assert_eq!(
+            table.footprint(),
+            2,
+            "both wait for their outcomes to free them"
+        );
+        table.complete([cancelled(never_polled), cancelled(polled)]);
         assert_eq!(table.footprint(), 0);
-        handle.complete(Err(DeliveryError::cancelled(id)));
+        table.complete([cancelled(finished)]);
+        drop(DeliveryFuture::new(finished, Arc::clone(&table), None));
+        assert_eq!(table.footprint(), 0);
+        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn ids_out_of_order_and_below_the_ring_find_their_places() {
+        let mut table = IdTable::default();
+        table.insert(10, "ten");
+        table.insert(3, "three");
+        table.insert(12, "twelve");
+        assert_eq!(table.remove(10), Some("ten"));
+        table.insert(11, "eleven");
+        assert_eq!(table.get_mut(3), Some(&mut "three"));
+        let mut all = table.drain();
+        all.sort();
+        assert_eq!(all, [(3, "three"), (11, "eleven"), (12, "twelve")]);
         assert_eq!(table.footprint(), 0);
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::clock::TokioClock;
-use crate::completion::{CompletionHandle, CompletionTable, DeliveryFuture, IdTable, Outcome};
+use crate::completion::{CompletionTable, DeliveryFuture, IdTable, Outcome};
 use crate::config::Config;
 use crate::error::{BuildError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
 use crate::metrics::{
@@ -35,19 +35,9 @@ enum Want {
 
 /// Where an accepted record's outcome goes.
 enum Waiter {
-    Future(CompletionHandle),
+    /// The table of completions (`State::completions`); the id, for cancelling it.
+    Future(RecordId),
     Channel(mpsc::OwnedPermit<RecordOutcome>),
-}
-
-impl Waiter {
-    fn deliver(self, id: RecordId, outcome: Outcome) {
-        match self {
-            // A future dropped by its caller no longer wants it.
-            Self::Future(handle) => handle.complete(outcome),
-            // The slot was reserved when the record was accepted: this never waits or fails.
-            Self::Channel(permit) => drop(permit.send(RecordOutcome { id, outcome })),
-        }
-    }
 }
 
 /// The producer's memory per outstanding record beyond the engine's, charged against
@@ -463,7 +453,7 @@ impl State {
             })?;
         let dequeued = ticket.is_some() && self.space_queue.pop_front().is_some();
         let waiter = match want.take() {
-            Some(Want::Future) => Waiter::Future(self.completions.open(id)),
+            Some(Want::Future) => Waiter::Future(id),
             Some(Want::Channel(permit)) => Waiter::Channel(permit),
             None => return Ok((id, dequeued)),
         };
@@ -488,14 +478,14 @@ impl State {
     /// Hands every engine event to whoever waits for it. Returns whether records finished.
     fn dispatch(&mut self, return_records: bool) -> bool {
         let mut finished = false;
+        // Outcomes for futures, handed to the table of completions under one lock.
+        let mut completed = Vec::new();
         while let Some(event) = self.engine.poll_event() {
             match event {
                 Event::Delivered(delivery) => {
                     finished = true;
                     let id = delivery.id();
-                    if let Some(waiter) = self.waiters.remove(id.get()) {
-                        waiter.deliver(id, Ok(delivery));
-                    }
+                    self.deliver(id, Ok(delivery), &mut completed);
                 }
                 Event::Failed(failure) => {
                     finished = true;
@@ -539,18 +529,18 @@ impl State {
                             _ => {}
                         }
                     }
-                    if let Some(waiter) = self.waiters.remove(id.get()) {
-                        let error = DeliveryError {
-                            id,
-                            kind,
-                            attempts,
-                            attempt_count,
-                            record: kept,
-                        };
-                        waiter.deliver(id, Err(error));
-                    }
+                    let error = DeliveryError {
+                        id,
+                        kind,
+                        attempts,
+                        attempt_count,
+                        record: kept,
+                    };
+                    self.deliver(id, Err(error), &mut completed);
                 }
                 Event::Flushed(id) => {
+                    // The outcomes a flush waits for are there before it is told.
+                    self.completions.complete(mem::take(&mut completed));
                     for sender in self.flushes.remove(&id).unwrap_or_default() {
                         let _ = sender.send(());
                     }
@@ -558,7 +548,43 @@ impl State {
                 _ => {}
             }
         }
+        self.completions.complete(completed);
         finished
+    }
+
+    /// Hands record `id` its outcome, where its caller wants it: into `completed` for its
+    /// future, or its slot in an outcome channel (reserved when it was accepted: this never
+    /// waits or fails).
+    fn deliver(
+        &mut self,
+        id: RecordId,
+        outcome: Outcome,
+        completed: &mut Vec<(RecordId, Outcome)>,
+    ) {
+        match self.waiters.remove(id.get()) {
+            Some(Waiter::Future(_)) => completed.push((id, outcome)),
+            Some(Waiter::Channel(permit)) => drop(permit.send(RecordOutcome { id, outcome })),
+            None => {}
+        }
+    }
+
+    /// Cancels every record still waiting for its outcome: nothing can finish them any more.
+    fn cancel_waiters(&mut self) {
+        let futures = self
+            .waiters
+            .drain()
+            .into_iter()
+            .filter_map(|(_, waiter)| match waiter {
+                Waiter::Future(id) => Some((id, Err(DeliveryError::cancelled(id)))),
+                Waiter::Channel(_) => None,
+            });
+        self.completions.complete(futures);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.cancel_waiters();
     }
 }
 
@@ -1231,7 +1257,7 @@ impl Drop for DriverStopped {
         state.dropped = true;
         state.engine.abandon();
         state.dispatch(false);
-        state.waiters.clear();
+        state.cancel_waiters();
         state.flushes.clear();
         state.failures_to_log.clear();
         drop(state);
