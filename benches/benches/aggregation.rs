@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use kpl_aggregation::{Aggregator, deaggregate};
+use kpl_aggregation::{Aggregator, HashKey, deaggregate};
 use kpl_benches::{RECORDS, aggregate_all, aggregate_each, md5_and_memcpy, user_records};
 
 fn aggregation(c: &mut Criterion) {
@@ -45,6 +45,23 @@ fn aggregation(c: &mut Criterion) {
                 count += deaggregate(black_box(record)).len();
             }
             assert_eq!(count, RECORDS);
+        });
+    });
+    // Hash keys of the partition keys: one MD5 at a time, and several side by side.
+    let keys: Vec<&str> = records.iter().map(|r| r.partition_key().as_str()).collect();
+    group.bench_function("hash_keys_one_at_a_time", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|key| HashKey::from_partition_key(black_box(key)).get() as u64)
+                .fold(0u64, u64::wrapping_add)
+        });
+    });
+    group.bench_function("hash_keys_side_by_side", |b| {
+        b.iter(|| {
+            keys.chunks(500)
+                .flat_map(|chunk| HashKey::from_partition_keys(black_box(chunk)))
+                .map(|key| key.get() as u64)
+                .fold(0u64, u64::wrapping_add)
         });
     });
     group.finish();

@@ -43,6 +43,24 @@ impl HashKey {
         Self(u128::from_be_bytes(digest))
     }
 
+    /// [`from_partition_key`](Self::from_partition_key) of many keys at once, in order: several
+    /// MD5s computed side by side, which is faster per key than one at a time.
+    ///
+    /// ```
+    /// use kpl_aggregation::HashKey;
+    ///
+    /// let keys = ["user-1", "user-2", "user-3"];
+    /// let hash_keys = HashKey::from_partition_keys(&keys);
+    /// assert_eq!(hash_keys[1], HashKey::from_partition_key("user-2"));
+    /// ```
+    pub fn from_partition_keys(partition_keys: &[&str]) -> Vec<Self> {
+        let messages: Vec<&[u8]> = partition_keys.iter().map(|key| key.as_bytes()).collect();
+        crate::md5_lanes::md5_many(&messages)
+            .into_iter()
+            .map(|digest| Self(u128::from_be_bytes(digest)))
+            .collect()
+    }
+
     /// Parses the decimal form used by the `ExplicitHashKey` API field.
     ///
     /// Accepts ASCII digits only (leading zeros allowed, as Java's `BigInteger` does); rejects an empty

@@ -4,6 +4,7 @@
 mod decode;
 mod encode;
 mod hash_key;
+mod md5_lanes;
 mod record;
 mod wire;
 

@@ -11,7 +11,8 @@ use kpl_engine::time::Clock;
 use kpl_engine::transport::{SharedTransport, Transport, send_request};
 use kpl_engine::{
     Attempt, Delivery, Engine, Event, FailureReason, FlushId, PreparedRecord, Record, RecordId,
-    Request, RequestId, Response, Stream, StreamStats, TransportError, TransportErrorKind,
+    Rejected, Request, RequestId, Response, Stream, StreamStats, TransportError,
+    TransportErrorKind,
 };
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -654,10 +655,12 @@ impl KinesisProducer {
         &self,
         records: impl IntoIterator<Item = Record>,
     ) -> Vec<Result<DeliveryFuture, SendError>> {
-        let prepared: Vec<Result<PreparedRecord, SendError>> =
-            records.into_iter().map(prepare).collect();
+        let prepared = PreparedRecord::prepare_many(records)
+            .into_iter()
+            .map(|prepared| prepared.map_err(send_error));
         let shared = &self.handle.shared;
-        let mut accepted: Vec<Result<RecordId, SendError>> = Vec::with_capacity(prepared.len());
+        let mut accepted: Vec<Result<RecordId, SendError>> =
+            Vec::with_capacity(prepared.size_hint().0);
         let wake = {
             let mut state = shared.lock();
             let now = shared.clock.now();
@@ -1203,10 +1206,12 @@ impl OutcomeReceiver {
 
 /// Checks and hashes a record (no lock needed), or refuses it with the record back.
 fn prepare(record: Record) -> Result<PreparedRecord, SendError> {
-    PreparedRecord::prepare(record).map_err(|rejected| {
-        let (reason, record) = rejected.into_parts();
-        SendError::from_rejected(reason, record)
-    })
+    PreparedRecord::prepare(record).map_err(send_error)
+}
+
+fn send_error(rejected: Rejected) -> SendError {
+    let (reason, record) = rejected.into_parts();
+    SendError::from_rejected(reason, record)
 }
 
 /// A `send_wait` caller's place in the queue for buffer space; leaving the queue (admitted,

@@ -141,6 +141,47 @@ pub struct PreparedRecord {
 impl PreparedRecord {
     /// Checks and hashes `record`, or refuses it with the reason and the record back.
     pub fn prepare(record: Record) -> Result<Self, Rejected> {
+        let (stream, record, explicit_hash_key_text) = Self::check(record)?;
+        Ok(Self {
+            stream,
+            hash_key: record.hash_key(),
+            record,
+            explicit_hash_key_text,
+        })
+    }
+
+    /// [`prepare`](Self::prepare) for many records, in order: the MD5s of their partition
+    /// keys are computed several side by side, which costs less per record.
+    pub fn prepare_many(records: impl IntoIterator<Item = Record>) -> Vec<Result<Self, Rejected>> {
+        let checked: Vec<_> = records.into_iter().map(Self::check).collect();
+        let keys: Vec<&str> = checked
+            .iter()
+            .filter_map(|checked| checked.as_ref().ok())
+            .filter(|(_, record, _)| record.explicit_hash_key().is_none())
+            .map(|(_, record, _)| record.partition_key().as_str())
+            .collect();
+        let mut hashed = HashKey::from_partition_keys(&keys).into_iter();
+        checked
+            .into_iter()
+            .map(|checked| {
+                let (stream, record, explicit_hash_key_text) = checked?;
+                let hash_key = match record.explicit_hash_key() {
+                    Some(hash_key) => hash_key,
+                    None => hashed.next().unwrap_or_else(|| record.hash_key()),
+                };
+                Ok(Self {
+                    stream,
+                    record,
+                    hash_key,
+                    explicit_hash_key_text,
+                })
+            })
+            .collect()
+    }
+
+    /// Checks `record`'s keys: its stream, the record with its keys parsed, and its explicit
+    /// hash key as the caller wrote it.
+    fn check(record: Record) -> Result<(Stream, UserRecord, Option<String>), Rejected> {
         let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
             None => None,
             Some(Ok(hash_key)) => Some(hash_key),
@@ -164,13 +205,7 @@ impl PreparedRecord {
         if let Some(hash_key) = explicit_hash_key {
             record = record.with_explicit_hash_key(hash_key);
         }
-        let hash_key = record.hash_key();
-        Ok(Self {
-            stream,
-            record,
-            hash_key,
-            explicit_hash_key_text: ehk_text,
-        })
+        Ok((stream, record, ehk_text))
     }
 
     /// The size the service counts: data plus partition key.
@@ -728,6 +763,32 @@ mod tests {
             };
             engine.handle_response(id, Ok(response), now);
         }
+    }
+
+    #[test]
+    fn records_prepared_together_are_prepared_as_one_at_a_time() {
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let record = |key: &str| Record::new(stream.clone(), key, "data");
+        let mut records: Vec<Record> = (0..20).map(|i| record(&format!("key-{i}"))).collect();
+        records.insert(3, record(""));
+        records.insert(7, record("routed").with_explicit_hash_key("12345"));
+        records.insert(9, record("bad").with_explicit_hash_key("-1"));
+        let one_by_one: Vec<_> = records.iter().cloned().map(PreparedRecord::prepare).collect();
+        let together = PreparedRecord::prepare_many(records);
+        assert_eq!(together.len(), one_by_one.len());
+        for (many, one) in together.iter().zip(&one_by_one) {
+            match (many, one) {
+                (Ok(many), Ok(one)) => {
+                    assert_eq!(many.hash_key, one.hash_key);
+                    assert_eq!(many.record, one.record);
+                }
+                (Err(many), Err(one)) => assert_eq!(many.reason(), one.reason()),
+                _ => panic!("{many:?} but {one:?}"),
+            }
+        }
+        assert!(together[3].is_err() && together[9].is_err());
+        let routed = together[7].as_ref().map(|p| p.hash_key.get());
+        assert_eq!(routed.ok(), Some(12345));
     }
 
     #[test]
