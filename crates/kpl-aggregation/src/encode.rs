@@ -10,10 +10,9 @@ use std::hash::BuildHasher;
 
 use bytes::Bytes;
 use hashbrown::HashTable;
-use md5::{Digest, Md5};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
-use crate::wire::{AGGREGATE_OVERHEAD, MAGIC, tag};
+use crate::wire::{AGGREGATE_OVERHEAD, DIGEST_LEN, MAGIC, tag};
 use crate::{HashKey, KinesisRecord, UserRecord};
 
 /// Deduplicating tables need a fast hasher: one lookup per record sits on the hot path. Iteration
@@ -285,12 +284,12 @@ impl Aggregator {
         let record = if self.record_count == 1 {
             KinesisRecord::new(first.partition_key, first.data)
         } else {
-            let data = self.encode_aggregate();
+            let body = self.encode_body();
             let partition_key = match self.outer_partition_key {
                 OuterPartitionKey::Constant => OuterPartitionKey::CONSTANT.to_owned(),
                 OuterPartitionKey::FirstUserRecord => first.partition_key,
             };
-            KinesisRecord::new(partition_key, data)
+            KinesisRecord::unsealed_aggregate(partition_key, body)
         };
         self.clear();
         Some(record.with_explicit_hash_key(first.hash_key))
@@ -416,16 +415,16 @@ impl Aggregator {
         self.record_count += 1;
     }
 
-    fn encode_aggregate(&self) -> Bytes {
+    /// The aggregate without its MD5 trailer, with room for it: the trailer is computed when
+    /// the record's data is first read (see [`KinesisRecord::seal_all`]).
+    fn encode_body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.aggregate_size());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.partition_key_table);
         out.extend_from_slice(&self.explicit_hash_key_table);
         out.extend_from_slice(&self.records);
-        let digest: [u8; 16] = Md5::digest(&out[MAGIC.len()..]).into();
-        out.extend_from_slice(&digest);
-        debug_assert_eq!(out.len(), self.aggregate_size());
-        Bytes::from(out)
+        debug_assert_eq!(out.len() + DIGEST_LEN, self.aggregate_size());
+        out
     }
 }
 

@@ -34,7 +34,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
-use kpl_aggregation::{HashKey, HashKeyRange};
+use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord};
 use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
     PutRecordsRequest, PutRecordsResponse, ShardDescription, ShardFilter as EngineShardFilter,
@@ -275,6 +275,8 @@ impl Transport for AwsTransport {
         let this = self.clone();
         TransportFuture::new(async move {
             let client = this.client().await;
+            // The aggregates' trailers, computed side by side, outside the producer's lock.
+            KinesisRecord::seal_all(&request.entries);
             let mut entries = Vec::with_capacity(request.entries.len());
             for record in request.entries {
                 let explicit_hash_key = record.explicit_hash_key().map(|key| key.to_string());

@@ -773,7 +773,11 @@ mod tests {
         records.insert(3, record(""));
         records.insert(7, record("routed").with_explicit_hash_key("12345"));
         records.insert(9, record("bad").with_explicit_hash_key("-1"));
-        let one_by_one: Vec<_> = records.iter().cloned().map(PreparedRecord::prepare).collect();
+        let one_by_one: Vec<_> = records
+            .iter()
+            .cloned()
+            .map(PreparedRecord::prepare)
+            .collect();
         let together = PreparedRecord::prepare_many(records);
         assert_eq!(together.len(), one_by_one.len());
         for (many, one) in together.iter().zip(&one_by_one) {
