@@ -105,12 +105,16 @@ pub fn core_work_baseline(records: &[UserRecord], ranges: &[HashKeyRange]) -> us
         let hash_key = HashKey::from_partition_key(record.partition_key().as_str());
         let shard = ranges.partition_point(|range| range.end() < hash_key);
         if let Some(aggregator) = aggregators.get_mut(shard) {
-            made += usize::from(aggregator.push(record).is_some());
+            // Reading the data computes the trailer, as sending it would.
+            made += aggregator
+                .push(record)
+                .map_or(0, |r| usize::from(!r.data().is_empty()));
         }
     }
     made + aggregators
         .iter_mut()
         .filter_map(Aggregator::finish)
+        .filter(|r| !r.data().is_empty())
         .count()
 }
 
@@ -245,6 +249,8 @@ impl NullTransport {
     }
 
     fn written(&self, put: &PutRecordsRequest) -> PutRecordsResponse {
+        // As a real transport must before sending: the aggregates' trailers.
+        KinesisRecord::seal_all(&put.entries);
         let first = self.sequence.fetch_add(
             put.entries.len() as u64,
             std::sync::atomic::Ordering::Relaxed,

@@ -395,6 +395,16 @@ fn criterion(extra: &[&String]) -> Result {
             1_000.0 / decode
         );
     }
+    if let (Some(one), Some(lanes)) = (
+        per_record("aggregation", "hash_keys_one_at_a_time"),
+        per_record("aggregation", "hash_keys_side_by_side"),
+    ) {
+        println!(
+            "  hash key (MD5 of a 16-char key): one at a time {one:5.1} ns, eight side by side \
+             {lanes:5.1} ns = {:.2} x faster",
+            one / lanes
+        );
+    }
     if let (Some(baseline), Some(engine)) = (
         per_record("engine", "baseline_core_work"),
         per_record("engine", "engine_null_transport"),
@@ -425,6 +435,16 @@ fn criterion(extra: &[&String]) -> Result {
         println!(
             "  SDK layer (serialize + sign + send + parse) per user record: {:7.1} ns",
             aws - null
+        );
+    }
+    if let (Some(one), Some(four)) = (
+        per_producer_record("blocking_null_transport_1_threads"),
+        per_producer_record("blocking_null_transport_4_threads"),
+    ) {
+        println!(
+            "  blocking producer, in-process transport: 1 thread {one:7.1} ns, 4 threads \
+             {four:7.1} ns = {:.2} x the 1-thread rate (target >= 1)",
+            one / four
         );
     }
     Ok(())
