@@ -24,11 +24,19 @@ pub const KEY_LEN: usize = 16;
 /// Length of each record's data, in bytes.
 pub const DATA_LEN: usize = 100;
 
-pub(crate) const ALPHABET: &[u8] =
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// `count` user records of the standard workload, the same for the same `seed`.
 pub fn user_records(count: usize, seed: u64) -> Vec<UserRecord> {
+    workload(count, seed, |key, data| {
+        let key = PartitionKey::new(key).expect("16 ASCII characters are a valid key");
+        UserRecord::new(key, data)
+    })
+}
+
+/// `count` records of the standard workload, each made by `make` from its partition key and its
+/// data (a slice of one buffer), the same for the same `seed`.
+pub fn workload<T>(count: usize, seed: u64, mut make: impl FnMut(String, Bytes) -> T) -> Vec<T> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut payload = vec![0u8; count * DATA_LEN];
     rng.fill(&mut payload[..]);
@@ -38,8 +46,7 @@ pub fn user_records(count: usize, seed: u64) -> Vec<UserRecord> {
             let key: String = (0..KEY_LEN)
                 .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
                 .collect();
-            let key = PartitionKey::new(key).expect("16 ASCII characters are a valid key");
-            UserRecord::new(key, payload.slice(i * DATA_LEN..(i + 1) * DATA_LEN))
+            make(key, payload.slice(i * DATA_LEN..(i + 1) * DATA_LEN))
         })
         .collect()
 }

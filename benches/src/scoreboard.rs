@@ -9,15 +9,10 @@
 use std::time::Duration;
 
 use base64_simd::STANDARD as BASE64;
-use bytes::Bytes;
 use kpl_aggregation::{Aggregator, HashKey, HashKeyRange, UserRecord};
 use kpl_engine::time::{Clock, SystemClock};
 use kpl_engine::{Record, Stream};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
-
-use crate::{ALPHABET, DATA_LEN, KEY_LEN};
 
 /// The most entries of one `PutRecords` call.
 const ENTRIES_PER_CALL: usize = 500;
@@ -82,22 +77,9 @@ impl ProcessUsage {
 /// directly (no intermediate copies), each key its own allocation and the data slices of one
 /// buffer, as an application holding its records in memory would have them.
 pub fn application_records(stream: &Stream, count: usize, seed: u64) -> Vec<Record> {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut payload = vec![0u8; count * DATA_LEN];
-    rng.fill(&mut payload[..]);
-    let payload = Bytes::from(payload);
-    (0..count)
-        .map(|i| {
-            let key: String = (0..KEY_LEN)
-                .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-                .collect();
-            Record::new(
-                stream.clone(),
-                key,
-                payload.slice(i * DATA_LEN..(i + 1) * DATA_LEN),
-            )
-        })
-        .collect()
+    crate::workload(count, seed, |key, data| {
+        Record::new(stream.clone(), key, data)
+    })
 }
 
 /// The wrapping sum of the records' [`fingerprint`](crate::stub::fingerprint)s, to compare
@@ -321,6 +303,7 @@ async fn sdk_batches(records: Vec<Record>, endpoint: String) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{DATA_LEN, KEY_LEN};
 
     #[test]
     fn the_limit_loop_signs_one_body_per_500_aggregates_or_5_mib() {
