@@ -64,8 +64,9 @@ pub struct EngineConfig {
     pub record_ttl: Duration,
     /// `FailIfThrottled`: fail throttled records at once instead of retrying them.
     pub fail_if_throttled: bool,
-    /// `MaxUserRecordSize`: the record size limit (data + partition key) used until the stream
-    /// reports its own `MaxRecordSizeInKiB`; 64..=10 MiB.
+    /// `MaxUserRecordSize`: the record size limit (data + partition key), 64..=10 MiB. A stream
+    /// that reports a lower `MaxRecordSizeInKiB` lowers it for that stream; a higher one does not
+    /// raise it (a cap set on the client stays, as in the KPL 1.0.7).
     pub max_user_record_size: usize,
     /// Records accepted but not yet finished, beyond which `submit` refuses (back-pressure).
     pub max_outstanding_records: usize,

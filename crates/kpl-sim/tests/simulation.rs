@@ -704,19 +704,44 @@ fn invalid_records_are_refused_with_a_typed_reason() {
 }
 
 #[test]
-fn the_stream_record_size_limit_is_learned() {
-    let start = SystemClock.now();
-    let mut sim = SimKinesis::new(13);
-    sim.create_stream(STREAM, 1, start);
-    sim.set_max_record_size_kib(STREAM, 4096).unwrap();
-    let mut pair = Pair::new(EngineConfig::default(), sim, start).unwrap();
-    submit_n(&mut pair, 0, 1, |_| "warm".into());
-    pair.run_until_idle();
-    let big = Record::new(stream(), "big", data_for(1, 3 * 1024 * 1024));
-    pair.submit(big).unwrap();
-    pair.run_until_idle();
-    check_exactly_once(&pair);
-    assert_eq!(pair.delivered().count(), 2);
+fn the_stream_record_size_limit_lowers_the_configured_cap_and_never_raises_it() {
+    // (configured MaxUserRecordSize, the stream's MaxRecordSizeInKiB, a record's size, accepted)
+    let cases = [
+        // The default cap stays on a stream that allows more, as in the KPL 1.0.7.
+        (1024 * 1024, 4096, 3 * 1024 * 1024, false),
+        // Raised by the application, it lets larger records through where the stream allows.
+        (10 * 1024 * 1024, 4096, 3 * 1024 * 1024, true),
+        // The stream's lower limit lowers a higher cap.
+        (10 * 1024 * 1024, 2048, 3 * 1024 * 1024, false),
+        (10 * 1024 * 1024, 2048, 2 * 1024 * 1024 - 100, true),
+    ];
+    for (cap, stream_kib, size, accepted) in cases {
+        let start = SystemClock.now();
+        let mut sim = SimKinesis::new(13);
+        sim.create_stream(STREAM, 1, start);
+        sim.set_max_record_size_kib(STREAM, stream_kib).unwrap();
+        let mut config = EngineConfig::default();
+        config.max_user_record_size = cap;
+        let mut pair = Pair::new(config, sim, start).unwrap();
+        submit_n(&mut pair, 0, 1, |_| "warm".into());
+        pair.run_until_idle();
+        let big = Record::new(stream(), "big", data_for(1, size - 3));
+        let result = pair.submit(big);
+        assert_eq!(
+            result.is_ok(),
+            accepted,
+            "{cap} {stream_kib} {size}: {result:?}"
+        );
+        if let Err(rejected) = result {
+            assert!(
+                matches!(rejected.reason(), RejectReason::TooLarge { .. }),
+                "{rejected}"
+            );
+        }
+        pair.run_until_idle();
+        check_exactly_once(&pair);
+        assert_eq!(pair.delivered().count(), 1 + usize::from(accepted));
+    }
 }
 
 #[test]

@@ -120,7 +120,8 @@ pub struct Config {
     pub cloudwatch_port: u16,
     /// `MaxConnections`: calls in flight at once.
     pub max_connections: u64,
-    /// `MaxUserRecordSize`, bytes of data + partition key, until the stream reports its own.
+    /// `MaxUserRecordSize`: the largest record, bytes of data + partition key; a stream with a
+    /// lower `MaxRecordSizeInKiB` lowers it for that stream.
     pub max_user_record_size: u64,
     /// `MetricsGranularity`.
     pub metrics_granularity: MetricsGranularity,
@@ -505,7 +506,7 @@ pub(crate) static KEYS: &[Key] = &[
         get: |c| c.max_connections.to_string(),
         set: |c, v| { c.max_connections = int(v, 1, 256)?; Ok(()) }),
     key!("MaxUserRecordSize", "max_user_record_size", Kpl, "1048576", "64..=10485760",
-        "Largest record (data + partition key) accepted until the stream reports its own MaxRecordSizeInKiB.",
+        "Largest record (data + partition key) accepted; a stream whose MaxRecordSizeInKiB is lower lowers it, a higher one does not raise it (as in the KPL 1.0.7: set it to send larger records to a stream that allows them).",
         get: |c| c.max_user_record_size.to_string(),
         set: |c, v| { c.max_user_record_size = int(v, *MAX_USER_RECORD_SIZE_RANGE.start() as u64, *MAX_USER_RECORD_SIZE_RANGE.end() as u64)?; Ok(()) }),
     key!("MetricsGranularity", "metrics_granularity", Kpl, "shard", "global, stream, shard",
@@ -794,11 +795,29 @@ impl Config {
 
     /// Reads a Java KPL `.properties` file: comments, `key = value` / `key: value` / `key value`
     /// with Java's spacing and escapes, line continuations. A trailing `;` after a value (as in
-    /// the KPL's own sample file) is tolerated with a warning. Unknown keys are an error that
-    /// lists close matches.
+    /// the KPL's own sample file) is tolerated with a warning. An unknown key is skipped with a
+    /// warning that lists close matches, as the KPL skips a property it has no setter for; a
+    /// bad value of a known key is an error. See
+    /// [`from_kpl_properties_strict`](Self::from_kpl_properties_strict) to refuse unknown keys.
     pub fn from_kpl_properties(text: &str) -> Result<Self, ConfigError> {
+        Self::read_kpl_properties(text, false)
+    }
+
+    /// [`from_kpl_properties`](Self::from_kpl_properties), with an unknown key an error that
+    /// lists close matches: a misspelt key then fails the deployment instead of leaving the
+    /// default in place.
+    pub fn from_kpl_properties_strict(text: &str) -> Result<Self, ConfigError> {
+        Self::read_kpl_properties(text, true)
+    }
+
+    fn read_kpl_properties(text: &str, strict: bool) -> Result<Self, ConfigError> {
         let mut config = Self::default();
         for (line, key, value) in properties::parse(text) {
+            if !strict && find_key(&key).is_none() {
+                let error = ConfigError::unknown_key(&key, close_matches(&key)).at_line(line);
+                tracing::warn!(key = %key, line, "skipping a key the producer does not know: {error}");
+                continue;
+            }
             let value = match value.strip_suffix(';') {
                 Some(trimmed) if find_key(&key).is_some_and(|k| k.name != "MetricsNamespace") => {
                     tracing::warn!(key = %key, line, "ignoring the trailing ';' after the value");
@@ -818,6 +837,13 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::io(path, error))?;
         Self::from_kpl_properties(&text)
+    }
+
+    /// [`from_kpl_properties_strict`](Self::from_kpl_properties_strict) on a file.
+    pub fn from_kpl_properties_file_strict(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::io(path, error))?;
+        Self::from_kpl_properties_strict(&text)
     }
 
     /// Checks every value against its range, naming the first key that is out of it.
@@ -957,8 +983,11 @@ pub(crate) fn reference_markdown() -> String {
          fails when this file is out of date, and `KPL_BLESS=1` rewrites it.\n\n\
          Set keys on `kpl::Config` fields (the *field* column), with `Config::set(name, value)`, \
          or in a Java KPL `.properties` file read by `Config::from_kpl_properties`. Durations are \
-         milliseconds in properties files. `Config::validate` (called by the producer's builder) \
-         checks every range and names the key, the value and the range when one is out of it.\n",
+         milliseconds in properties files. A key the producer does not know is skipped with a \
+         warning naming close matches, as the KPL skips it; `Config::from_kpl_properties_strict` \
+         refuses it instead, and `Config::set` always does. `Config::validate` (called by the \
+         producer's builder) checks every range and names the key, the value and the range when \
+         one is out of it.\n",
     );
     let sections = [
         (

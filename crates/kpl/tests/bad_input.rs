@@ -206,7 +206,7 @@ fn bad_configuration_names_the_key_and_what_is_allowed() {
         assert!(!message.contains("AKIAEXAMPLE") && !message.contains("token-material"));
     }
     // Properties files: an unknown key, with a close match; a bad value, with its line's key.
-    let error = Config::from_kpl_properties("RecordTTL = 1000\n").unwrap_err();
+    let error = Config::from_kpl_properties_strict("RecordTTL = 1000\n").unwrap_err();
     assert!(error.to_string().contains("RecordTtl"), "{error}");
     let error = Config::from_kpl_properties("# ok\nRateLimit = lots\n").unwrap_err();
     assert_eq!(error.key(), Some("RateLimit"), "{error}");

@@ -27,9 +27,49 @@ fn every_in_process_key_is_readable_by_field_name_too() {
     assert_eq!(config.ordering, OrderingMode::PerShard);
 }
 
+/// Collects the warnings logged while it is the default subscriber.
+#[derive(Default, Clone)]
+struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Warnings {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() == tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
 #[test]
-fn unknown_keys_are_errors_with_close_matches() {
-    let error = Config::from_kpl_properties("# c\nRateLimt = 100\n").unwrap_err();
+fn unknown_keys_are_skipped_as_the_kpl_skips_them_or_refused_in_strict_mode() {
+    let text = "# c\nRateLimt = 100\nRecordMaxBufferedTime = 250\n";
+    let warnings = Warnings::default();
+    let config = tracing::subscriber::with_default(warnings.clone(), || {
+        Config::from_kpl_properties(text).unwrap()
+    });
+    let logged = warnings.0.lock().unwrap().join("\n");
+    assert!(
+        logged.contains("RateLimt") && logged.contains("did you mean RateLimit"),
+        "{logged}"
+    );
+    assert_eq!(config.rate_limit, Config::default().rate_limit);
+    assert_eq!(config.record_max_buffered_time, Duration::from_millis(250));
+    let error = Config::from_kpl_properties_strict(text).unwrap_err();
     assert_eq!(error.key(), Some("RateLimt"));
     assert_eq!(error.line(), Some(2));
     assert!(error.suggestions().contains(&"RateLimit"));

@@ -277,7 +277,8 @@ impl Engine {
     pub(super) fn on_summary(&mut self, si: usize, summary: Option<StreamSummary>) {
         let stream = &mut self.streams[si];
         if let Some(limit) = stream.maps.on_summary(summary) {
-            stream.max_record_size = limit;
+            // The configured size is a cap of the application's: the stream only lowers it.
+            stream.max_record_size = limit.min(self.config.max_user_record_size);
         }
     }
 
