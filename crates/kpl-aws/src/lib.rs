@@ -31,6 +31,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
@@ -56,6 +57,10 @@ pub struct AwsSettings {
     pub endpoint_url: Option<String>,
     /// Static credentials: access key id, secret access key, session token.
     pub credentials: Option<(String, String, Option<String>)>,
+    /// A credentials provider of the application's (an SSO or web-identity provider, one that
+    /// rotates keys, ...); it takes precedence over `credentials`. Without either, the SDK's
+    /// default chain decides.
+    pub credentials_provider: Option<SharedCredentialsProvider>,
     /// Timeout for establishing a connection.
     pub connect_timeout: Option<Duration>,
     /// Timeout of a whole call.
@@ -77,6 +82,10 @@ impl fmt::Debug for AwsSettings {
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "credentials_provider",
+                &self.credentials_provider.as_ref().map(|_| "<provider>"),
             )
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
@@ -235,7 +244,9 @@ async fn load_sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url.clone());
     }
-    if let Some((id, secret, token)) = &settings.credentials {
+    if let Some(provider) = &settings.credentials_provider {
+        loader = loader.credentials_provider(provider.clone());
+    } else if let Some((id, secret, token)) = &settings.credentials {
         loader = loader.credentials_provider(Credentials::new(
             id.clone(),
             secret.clone(),

@@ -46,6 +46,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum as CwDatum, StandardUnit, StatisticSet};
@@ -81,6 +82,10 @@ pub struct CloudWatchSettings {
     pub endpoint_url: Option<String>,
     /// Static credentials: access key id, secret access key, session token.
     pub credentials: Option<(String, String, Option<String>)>,
+    /// A credentials provider of the application's (an SSO or web-identity provider, one that
+    /// rotates keys, ...); it takes precedence over `credentials`. Without either, the SDK's
+    /// default chain decides.
+    pub credentials_provider: Option<SharedCredentialsProvider>,
     /// Timeout of each call (each attempt).
     pub request_timeout: Option<Duration>,
 }
@@ -93,6 +98,10 @@ impl fmt::Debug for CloudWatchSettings {
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "credentials_provider",
+                &self.credentials_provider.as_ref().map(|_| "<provider>"),
             )
             .field("request_timeout", &self.request_timeout)
             .finish()
@@ -281,7 +290,9 @@ async fn load_sdk_config(settings: &CloudWatchSettings) -> aws_config::SdkConfig
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url.clone());
     }
-    if let Some((id, secret, token)) = &settings.credentials {
+    if let Some(provider) = &settings.credentials_provider {
+        loader = loader.credentials_provider(provider.clone());
+    } else if let Some((id, secret, token)) = &settings.credentials {
         loader = loader.credentials_provider(Credentials::new(
             id.clone(),
             secret.clone(),

@@ -20,6 +20,8 @@ struct Received {
     path: String,
     gzip: bool,
     body: Value,
+    /// The access key id the request was signed with.
+    access_key: String,
 }
 
 /// How the stub answers.
@@ -84,6 +86,12 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: An
         }
         let body: Vec<u8> = buffer.drain(..head_end + length).skip(head_end).collect();
         let gzip = header("content-encoding").is_some_and(|v| v.contains("gzip"));
+        let access_key = header("authorization")
+            .and_then(|auth| {
+                let credential = auth.split("Credential=").nth(1)?;
+                Some(credential.split('/').next()?.to_owned())
+            })
+            .unwrap_or_default();
         let body = if gzip {
             let mut plain = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
@@ -95,7 +103,12 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: An
         let body: Value = ciborium::from_reader(&body[..]).unwrap();
         let seen = {
             let mut log = log.lock().unwrap();
-            log.push(Received { path, gzip, body });
+            log.push(Received {
+                path,
+                gzip,
+                body,
+                access_key,
+            });
             log.len()
         };
         let unavailable = ("503 Service Unavailable", &[0xa0][..]);
@@ -170,6 +183,43 @@ fn number(value: &Value) -> f64 {
         Value::Integer(i) => i128::from(*i) as f64,
         other => panic!("not a number: {other:?}"),
     }
+}
+
+/// Credentials from a provider of the application's, as the KPL's metrics credentials provider.
+#[derive(Debug)]
+struct MetricsAccount;
+
+impl aws_credential_types::provider::ProvideCredentials for MetricsAccount {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let credentials =
+            aws_credential_types::Credentials::new("AKIDMETRICS", "secret", None, None, "test");
+        aws_credential_types::provider::future::ProvideCredentials::ready(Ok(credentials))
+    }
+}
+
+#[tokio::test]
+async fn a_credentials_provider_signs_the_uploads_in_place_of_static_keys() {
+    let stub = stub(Answer::Ok).await;
+    let mut settings = CloudWatchSettings::default();
+    settings.region = Some("us-east-1".to_owned());
+    settings.endpoint_url = Some(stub.url.clone());
+    settings.credentials = Some(("AKIDEXAMPLE".to_owned(), "secret".to_owned(), None));
+    settings.credentials_provider =
+        Some(aws_credential_types::provider::SharedCredentialsProvider::new(MetricsAccount));
+    assert!(!format!("{settings:?}").contains("AKIDEXAMPLE"));
+    let upload = MetricsUpload::new("KinesisProducerLibrary", UNIX_EPOCH, vec![datum(1)]);
+    CloudWatchExporter::new(settings)
+        .export(upload)
+        .await
+        .unwrap();
+    let received = stub.received.lock().unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].access_key, "AKIDMETRICS");
 }
 
 #[tokio::test]

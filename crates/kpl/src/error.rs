@@ -359,6 +359,18 @@ pub enum BuildError {
     /// error (with the AWS transport, a `kpl::AwsSettingsError`), which names the setting.
     #[error("the transport cannot honour a setting")]
     UnsupportedSetting(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A credentials provider was given for a part the application replaced with its own
+    /// (`credentials_provider` with `transport`, `metrics_credentials_provider` with
+    /// `metrics_exporter`): it would go unused.
+    #[error(
+        "{setting} applies to the default AWS client, which .{own}(..) replaced: configure yours instead"
+    )]
+    UnusedSetting {
+        /// The builder method whose setting would go unused.
+        setting: &'static str,
+        /// The builder method that replaced the default.
+        own: &'static str,
+    },
     /// `build` was called outside a tokio runtime.
     #[error("KinesisProducer::build must be called inside a tokio runtime")]
     NoRuntime,

@@ -83,6 +83,18 @@ pub use kpl_cloudwatch::{CloudWatchExporter, CloudWatchSettings};
 #[cfg(feature = "aws")]
 pub use kpl_aws::AwsSettingsError;
 
+/// The credentials types of the AWS SDK, for [`ProducerBuilder::credentials_provider`]: a
+/// provider of your own implements [`ProvideCredentials`](aws::ProvideCredentials) (or use any of
+/// `aws-config`'s).
+#[cfg(feature = "aws")]
+pub mod aws {
+    pub use aws_credential_types::Credentials;
+    pub use aws_credential_types::provider::{
+        ProvideCredentials, SharedCredentialsProvider,
+        future::ProvideCredentials as CredentialsFuture,
+    };
+}
+
 /// Keeps the code in the workspace README compiling and passing (it uses this crate and
 /// `kpl-aggregation`).
 #[cfg(doctest)]

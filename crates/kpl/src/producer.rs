@@ -69,6 +69,40 @@ pub struct ProducerBuilder {
     config: Config,
     transport: Option<SharedTransport>,
     exporter: Option<Arc<dyn MetricsExporter>>,
+    credentials: Credentials,
+}
+
+/// The credentials providers given to the builder, for the default transport and exporter.
+#[derive(Default)]
+struct Credentials {
+    #[cfg(feature = "aws")]
+    kinesis: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    #[cfg(feature = "cloudwatch")]
+    metrics: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+}
+
+impl Credentials {
+    /// A provider given for a part the application replaced with its own: the setting that
+    /// would go unused, and the builder method that replaced the part.
+    #[allow(
+        unused_variables,
+        reason = "without the aws features nothing can go unused"
+    )]
+    fn unused(
+        &self,
+        own_transport: bool,
+        own_exporter: bool,
+    ) -> Option<(&'static str, &'static str)> {
+        #[cfg(feature = "aws")]
+        if own_transport && self.kinesis.is_some() {
+            return Some(("credentials_provider", "transport"));
+        }
+        #[cfg(feature = "cloudwatch")]
+        if own_exporter && self.metrics.is_some() {
+            return Some(("metrics_credentials_provider", "metrics_exporter"));
+        }
+        None
+    }
 }
 
 impl fmt::Debug for ProducerBuilder {
@@ -103,10 +137,47 @@ impl ProducerBuilder {
         self
     }
 
+    /// Where the default AWS transport gets its credentials: a provider of the application's
+    /// (AWS SSO, web identity, a vault, one that rotates keys...), the KPL's
+    /// `setCredentialsProvider`. It takes precedence over `AwsAccessKeyId`/`AwsSecretKey`;
+    /// without either, the SDK's default chain decides (environment, profiles, SSO, web
+    /// identity, container and instance credentials). The SDK caches what it returns until
+    /// shortly before it expires. The metrics use it too unless
+    /// [`metrics_credentials_provider`](Self::metrics_credentials_provider) says otherwise.
+    /// With a transport of your own, [`build`](Self::build) refuses it: configure your
+    /// transport instead.
+    #[cfg(feature = "aws")]
+    pub fn credentials_provider(
+        mut self,
+        provider: impl aws_credential_types::provider::ProvideCredentials + 'static,
+    ) -> Self {
+        self.credentials.kinesis =
+            Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        self
+    }
+
+    /// Where the default CloudWatch exporter gets its credentials, when they are not the
+    /// records' (the KPL's `setMetricsCredentialsProvider`): metrics uploaded to another
+    /// account, say. With an exporter of your own, [`build`](Self::build) refuses it.
+    #[cfg(feature = "cloudwatch")]
+    pub fn metrics_credentials_provider(
+        mut self,
+        provider: impl aws_credential_types::provider::ProvideCredentials + 'static,
+    ) -> Self {
+        self.credentials.metrics =
+            Some(aws_credential_types::provider::SharedCredentialsProvider::new(provider));
+        self
+    }
+
     /// Checks the configuration and starts the producer's driver task on the current tokio
     /// runtime.
     pub fn build(self) -> Result<KinesisProducer, BuildError> {
         self.config.validate()?;
+        let credentials = self.credentials;
+        let own = (self.transport.is_some(), self.exporter.is_some());
+        if let Some((setting, own)) = credentials.unused(own.0, own.1) {
+            return Err(BuildError::UnusedSetting { setting, own });
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         // Without timers the driver's first deadline would panic and cancel every record with
         // no reason given; tokio offers no way to ask but to try.
@@ -116,12 +187,12 @@ impl ProducerBuilder {
         }
         let exporter = match (self.exporter, &self.transport) {
             (Some(exporter), _) => Some(exporter),
-            (None, None) => default_exporter(&self.config),
+            (None, None) => default_exporter(&self.config, &credentials),
             (None, Some(_)) => None,
         };
         let transport = match self.transport {
             Some(transport) => transport,
-            None => default_transport(&self.config)?,
+            None => default_transport(&self.config, &credentials)?,
         };
         // The producer's time is tokio's: its timers (delivery timeouts, `send_wait_timeout`,
         // the driver's sleeps) are tokio's, so a clock that disagreed with them could not work.
@@ -220,9 +291,13 @@ fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The AWS transport configured from `config` (region, endpoint, credentials, timeouts).
+/// The AWS transport configured from `config` (region, endpoint, credentials, timeouts), with
+/// the application's credentials provider if it gave one.
 #[cfg(feature = "aws")]
-fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
+fn default_transport(
+    config: &Config,
+    providers: &Credentials,
+) -> Result<SharedTransport, BuildError> {
     // The AWS client's connections need the runtime's IO driver; without it every call would
     // panic in a task. Tokio offers no way to ask but to register something.
     let io = std::panic::catch_unwind(|| {
@@ -255,6 +330,7 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
             credentials.session_token.clone(),
         )
     });
+    settings.credentials_provider = providers.kinesis.clone();
     settings.connect_timeout = Some(config.connect_timeout);
     settings.request_timeout = Some(config.request_timeout);
     settings.verify_certificate = config.verify_certificate;
@@ -271,7 +347,7 @@ fn default_transport(config: &Config) -> Result<SharedTransport, BuildError> {
 /// The KPL's default: metrics uploaded to CloudWatch, with the producer's region and
 /// credentials, at `CloudwatchEndpoint` if set.
 #[cfg(feature = "cloudwatch")]
-fn default_exporter(config: &Config) -> Option<Arc<dyn MetricsExporter>> {
+fn default_exporter(config: &Config, providers: &Credentials) -> Option<Arc<dyn MetricsExporter>> {
     if config.metrics_level == crate::MetricsLevel::None {
         return None;
     }
@@ -290,6 +366,11 @@ fn default_exporter(config: &Config) -> Option<Arc<dyn MetricsExporter>> {
                 c.session_token.clone(),
             )
         });
+    // The records' provider unless the metrics have their own, as in the KPL.
+    settings.credentials_provider = providers
+        .metrics
+        .clone()
+        .or_else(|| providers.kinesis.clone());
     settings.request_timeout = Some(config.request_timeout);
     Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
 }
@@ -297,13 +378,13 @@ fn default_exporter(config: &Config) -> Option<Arc<dyn MetricsExporter>> {
 /// Without the `cloudwatch` feature metrics are uploaded only to an exporter the application
 /// gives.
 #[cfg(not(feature = "cloudwatch"))]
-fn default_exporter(_config: &Config) -> Option<Arc<dyn MetricsExporter>> {
+fn default_exporter(_config: &Config, _: &Credentials) -> Option<Arc<dyn MetricsExporter>> {
     None
 }
 
 /// Without the `aws` feature there is no default transport.
 #[cfg(not(feature = "aws"))]
-fn default_transport(_config: &Config) -> Result<SharedTransport, BuildError> {
+fn default_transport(_config: &Config, _: &Credentials) -> Result<SharedTransport, BuildError> {
     Err(BuildError::NoTransport)
 }
 
@@ -596,6 +677,7 @@ impl KinesisProducer {
             config: Config::default(),
             transport: None,
             exporter: None,
+            credentials: Credentials::default(),
         }
     }
 

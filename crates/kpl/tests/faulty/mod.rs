@@ -92,6 +92,8 @@ struct State {
     put_calls: u64,
     /// Every `PutRecords` is accepted and never answered.
     stalled: bool,
+    /// Calls by the access key id they were signed with.
+    access_keys: BTreeMap<String, u64>,
 }
 
 /// A running endpoint; it stops with the test process.
@@ -115,6 +117,7 @@ impl FaultyKinesis {
             calls: 0,
             put_calls: 0,
             stalled: false,
+            access_keys: BTreeMap::new(),
         }));
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
@@ -174,6 +177,11 @@ impl FaultyKinesis {
         self.state.lock().unwrap().injected.clone()
     }
 
+    /// Calls received so far by the access key id that signed them.
+    pub(crate) fn access_keys(&self) -> BTreeMap<String, u64> {
+        self.state.lock().unwrap().access_keys.clone()
+    }
+
     /// Calls received so far: all, and `PutRecords`.
     pub(crate) fn calls(&self) -> (u64, u64) {
         let state = self.state.lock().unwrap();
@@ -196,6 +204,7 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
     loop {
         let mut length = 0usize;
         let mut target = String::new();
+        let mut access_key = String::new();
         line.clear();
         if reader.read_line(&mut line).await? == 0 {
             return Ok(());
@@ -214,9 +223,19 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
                     length = value.trim().parse().unwrap_or(0);
                 } else if name.eq_ignore_ascii_case("x-amz-target") {
                     target = value.trim().to_owned();
+                } else if name.eq_ignore_ascii_case("authorization") {
+                    // `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/...`
+                    let credential = value.split("Credential=").nth(1).unwrap_or_default();
+                    access_key = credential.split('/').next().unwrap_or_default().to_owned();
                 }
             }
         }
+        *state
+            .lock()
+            .unwrap()
+            .access_keys
+            .entry(access_key)
+            .or_default() += 1;
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
         let answer = {

@@ -1,0 +1,207 @@
+//! Credentials from every source the application can hand the producer, checked by the access
+//! key each call to a local endpoint was signed with.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod faulty;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_config::credential_process::CredentialProcessProvider;
+use aws_config::profile::ProfileFileCredentialsProvider;
+#[allow(
+    deprecated,
+    reason = "the types ProfileFileCredentialsProvider takes, by the path aws-config names them"
+)]
+use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
+use faulty::FaultyKinesis;
+use kpl::aws::{Credentials, CredentialsFuture, ProvideCredentials};
+use kpl::time::{Clock, SystemClock};
+use kpl::{BuildError, Config, KinesisProducer, ProducerBuilder, Record, Stream, TokioClock};
+use kpl_sim::SimKinesis;
+
+fn endpoint() -> FaultyKinesis {
+    let mut sim = SimKinesis::new(3);
+    sim.create_stream("s", 2, SystemClock.now());
+    FaultyKinesis::start(sim).unwrap()
+}
+
+/// A producer on the default AWS transport to `endpoint`, with no static keys.
+fn builder(endpoint: &FaultyKinesis, configure: impl FnOnce(&mut Config)) -> ProducerBuilder {
+    let mut config = Config::default();
+    config.set("KinesisEndpoint", &endpoint.endpoint()).unwrap();
+    config.set("Region", "us-east-1").unwrap();
+    config.set("MetricsLevel", "none").unwrap();
+    config.set("RecordMaxBufferedTime", "20").unwrap();
+    configure(&mut config);
+    KinesisProducer::builder().config(config)
+}
+
+/// Sends `count` records and waits for every outcome; returns how many were delivered.
+async fn deliver(producer: &KinesisProducer, count: usize) -> usize {
+    let stream = Stream::new("s").unwrap();
+    let mut futures = Vec::new();
+    for n in 0..count {
+        let record = Record::new(stream.clone(), format!("key-{n}"), vec![1; 10]);
+        futures.push(producer.send(record).unwrap());
+    }
+    producer.flush_and_wait().await;
+    let mut delivered = 0;
+    for future in futures {
+        delivered += usize::from(future.await.is_ok());
+    }
+    delivered
+}
+
+/// Keys that expire within the SDK's refresh margin, a new one at every load: each call asks
+/// the provider again, as a provider rotating short-lived keys is asked.
+#[derive(Debug, Default)]
+struct Rotating {
+    loads: Arc<AtomicU64>,
+}
+
+impl ProvideCredentials for Rotating {
+    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        let n = self.loads.fetch_add(1, Ordering::Relaxed);
+        let expiry = TokioClock.system_time() + Duration::from_secs(2);
+        let credentials = Credentials::new(
+            format!("AKIDROTATING{n}"),
+            "secret",
+            None,
+            Some(expiry),
+            "test",
+        );
+        CredentialsFuture::ready(Ok(credentials))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_rotates_keys_signs_each_call_with_the_key_it_gives_then() {
+    let endpoint = endpoint();
+    let loads = Arc::new(AtomicU64::new(0));
+    let provider = Rotating {
+        loads: Arc::clone(&loads),
+    };
+    let producer = builder(&endpoint, |_| {})
+        .credentials_provider(provider)
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(deliver(&producer, 20).await, 20);
+    }
+    producer.shutdown(Duration::from_secs(5)).await;
+    let keys = endpoint.access_keys();
+    assert!(keys.len() >= 2, "one key for every call: {keys:?}");
+    assert!(
+        keys.keys().all(|key| key.starts_with("AKIDROTATING")),
+        "{keys:?}"
+    );
+    assert!(loads.load(Ordering::Relaxed) >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_file_and_a_credential_process_provide_keys_through_the_hook() {
+    let directory = std::env::temp_dir().join(format!("kpl-credentials-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let credentials_file = directory.join("credentials");
+    std::fs::write(
+        &credentials_file,
+        "[default]\naws_access_key_id = AKIDWRONGPROFILE\naws_secret_access_key = x\n\n\
+         [kpl-test]\naws_access_key_id = AKIDPROFILE\naws_secret_access_key = secret\n",
+    )
+    .unwrap();
+    #[allow(deprecated, reason = "see the import")]
+    let profile = ProfileFileCredentialsProvider::builder()
+        .profile_files(
+            ProfileFiles::builder()
+                .with_file(ProfileFileKind::Credentials, &credentials_file)
+                .build(),
+        )
+        .profile_name("kpl-test")
+        .build();
+    let process = CredentialProcessProvider::new(
+        r#"echo '{"Version": 1, "AccessKeyId": "AKIDPROCESS", "SecretAccessKey": "secret"}'"#
+            .to_owned(),
+    );
+    let from_profile = signed_with(profile).await;
+    let from_process = signed_with(process).await;
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert_eq!(from_profile, ["AKIDPROFILE"]);
+    assert_eq!(from_process, ["AKIDPROCESS"]);
+}
+
+/// The access keys that signed the calls of a producer with `provider` delivering a few records.
+async fn signed_with(provider: impl ProvideCredentials + 'static) -> Vec<String> {
+    let endpoint = endpoint();
+    let producer = builder(&endpoint, |_| {})
+        .credentials_provider(provider)
+        .build()
+        .unwrap();
+    assert_eq!(deliver(&producer, 5).await, 5);
+    producer.shutdown(Duration::from_secs(5)).await;
+    endpoint.access_keys().into_keys().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_can_sign_with_credentials_of_their_own() {
+    let endpoint = endpoint();
+    let producer = builder(&endpoint, |config| {
+        config.set("MetricsLevel", "summary").unwrap();
+        config
+            .set("CloudwatchEndpoint", &endpoint.endpoint())
+            .unwrap();
+        config.set("MetricsUploadDelay", "1000").unwrap();
+        // Static keys lose to the providers.
+        config.set("AwsAccessKeyId", "AKIDSTATIC").unwrap();
+        config.set("AwsSecretKey", "secret").unwrap();
+    })
+    .credentials_provider(Fixed("AKIDRECORDS"))
+    .metrics_credentials_provider(Fixed("AKIDMETRICS"))
+    .build()
+    .unwrap();
+    assert_eq!(deliver(&producer, 10).await, 10);
+    // Shutting down uploads the last interval of metrics (to an endpoint that refuses them).
+    producer.shutdown(Duration::from_secs(10)).await;
+    let keys = endpoint.access_keys();
+    let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+    assert_eq!(names, ["AKIDMETRICS", "AKIDRECORDS"], "{keys:?}");
+}
+
+/// The same key every time.
+#[derive(Debug)]
+struct Fixed(&'static str);
+
+impl ProvideCredentials for Fixed {
+    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        CredentialsFuture::ready(Ok(Credentials::new(self.0, "secret", None, None, "test")))
+    }
+}
+
+#[tokio::test]
+async fn a_provider_for_a_client_the_application_replaced_is_refused_at_build() {
+    let sim = SimKinesis::new(1);
+    let transport = kpl_sim::SimTransport::new(sim, TokioClock);
+    let error = KinesisProducer::builder()
+        .transport(transport)
+        .credentials_provider(Fixed("AKIDUNUSED"))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BuildError::UnusedSetting {
+                setting: "credentials_provider",
+                own: "transport"
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains(".transport(..)"), "{error}");
+}
