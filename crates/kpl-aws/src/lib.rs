@@ -3,7 +3,8 @@
 //! [`AwsTransport`] implements the engine's [`Transport`] with the AWS SDK
 //! for Rust: `PutRecords`, `ListShards` (paged; a page after the first carries only its token)
 //! and `DescribeStreamSummary` (which reports the stream's `MaxRecordSizeInKiB`). Streams are
-//! addressed by name or by ARN, so streams of other accounts work.
+//! addressed by name or by ARN, so streams of other accounts work, and an ARN of another region
+//! goes through a client for its region (see [`AwsTransport`]).
 //!
 //! The SDK's own retries are off: the engine classifies every error and retries with its own
 //! backoff. Every SDK error is mapped to a [`TransportErrorKind`]
@@ -22,9 +23,10 @@
 
 mod errors;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -134,11 +136,25 @@ impl std::error::Error for AwsSettingsError {}
 /// and credential chains) is loaded on the first call, in a task of its own: a call that gives
 /// up waiting for it (its `RequestTimeout` passed) does not cancel the load, and the next call
 /// finds it further along or done.
+///
+/// **Regions**: a stream named by an ARN of another region than the transport's goes to a
+/// client for that region (same settings otherwise), made on first use; at most
+/// [`MAX_REGIONS`] of them. A stream named by name goes to the transport's region.
 #[derive(Clone)]
 pub struct AwsTransport {
     settings: Arc<AwsSettings>,
     client: Arc<ClientSlot>,
+    /// Clients for the other regions stream ARNs name, by region; `None` for a transport on a
+    /// client built elsewhere, which serves every stream.
+    regional: Option<Arc<RegionalClients>>,
 }
+
+/// Clients by region.
+type RegionalClients = Mutex<BTreeMap<String, Arc<ClientSlot>>>;
+
+/// The most regions besides its own one transport makes clients for: stream ARNs come from
+/// the application, and a client per distinct text would grow without end.
+pub const MAX_REGIONS: usize = 32;
 
 /// The client, once the SDK configuration is loaded.
 #[derive(Default)]
@@ -184,6 +200,7 @@ impl AwsTransport {
         Ok(Self {
             settings: Arc::new(settings),
             client: Arc::default(),
+            regional: Some(Arc::default()),
         })
     }
 
@@ -198,16 +215,50 @@ impl AwsTransport {
                 client: OnceCell::new_with(Some(client)),
                 ..ClientSlot::default()
             }),
+            regional: None,
         }
     }
 
-    async fn client(&self) -> Client {
-        let slot = &self.client;
+    /// The client for `stream`: the transport's, or one for the region its ARN names.
+    async fn client(&self, stream: &Stream) -> Result<Client, TransportError> {
+        let own = Self::loaded(&self.client, &self.settings).await;
+        let (Some(regional), Some(region)) = (&self.regional, stream.arn().and_then(arn_region))
+        else {
+            return Ok(own);
+        };
+        if own
+            .config()
+            .region()
+            .is_some_and(|own| own.as_ref() == region)
+        {
+            return Ok(own);
+        }
+        let slot = {
+            let mut clients = regional.lock().unwrap_or_else(PoisonError::into_inner);
+            if !clients.contains_key(region) && clients.len() >= MAX_REGIONS {
+                return Err(TransportError::new(
+                    TransportErrorKind::Validation,
+                    "TooManyRegions",
+                    format!(
+                        "stream {stream} is in region {region}: the transport already has clients \
+                         for {MAX_REGIONS} other regions"
+                    ),
+                ));
+            }
+            Arc::clone(clients.entry(region.to_owned()).or_default())
+        };
+        let mut settings = AwsSettings::clone(&self.settings);
+        settings.region = Some(region.to_owned());
+        Ok(Self::loaded(&slot, &Arc::new(settings)).await)
+    }
+
+    /// The client of `slot`, loading the SDK configuration for `settings` on first use.
+    async fn loaded(slot: &Arc<ClientSlot>, settings: &Arc<AwsSettings>) -> Client {
         if let Some(client) = slot.client.get() {
             return client.clone();
         }
         if !slot.loading.swap(true, Ordering::AcqRel) {
-            let settings = Arc::clone(&self.settings);
+            let settings = Arc::clone(settings);
             let load = Arc::clone(slot);
             tokio::spawn(async move {
                 let client = Client::new(&load_sdk_config(&settings).await);
@@ -258,6 +309,11 @@ async fn load_sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
     loader.load().await
 }
 
+/// The region of a stream ARN (`arn:<partition>:kinesis:<region>:<account>:stream/<name>`).
+fn arn_region(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|region| !region.is_empty())
+}
+
 fn malformed(message: impl Into<String>) -> TransportError {
     TransportError::new(TransportErrorKind::Other, "MalformedResponse", message)
 }
@@ -285,7 +341,7 @@ impl Transport for AwsTransport {
     fn put_records(&self, request: PutRecordsRequest) -> TransportFuture<PutRecordsResponse> {
         let this = self.clone();
         TransportFuture::new(async move {
-            let client = this.client().await;
+            let client = this.client(&request.stream).await?;
             // The aggregates' trailers, computed side by side, outside the producer's lock.
             KinesisRecord::seal_all(&request.entries);
             let mut entries = Vec::with_capacity(request.entries.len());
@@ -336,7 +392,7 @@ impl Transport for AwsTransport {
     fn list_shards(&self, request: ListShardsRequest) -> TransportFuture<ListShardsResponse> {
         let this = self.clone();
         TransportFuture::new(async move {
-            let client = this.client().await;
+            let client = this.client(&request.stream).await?;
             let max_results = i32::try_from(request.max_results).unwrap_or(1_000);
             let call = match &request.next_token {
                 // A page after the first carries only its token (KPL #481).
@@ -395,7 +451,7 @@ impl Transport for AwsTransport {
     ) -> TransportFuture<StreamSummary> {
         let this = self.clone();
         TransportFuture::new(async move {
-            let client = this.client().await;
+            let client = this.client(&request.stream).await?;
             let output = address!(client.describe_stream_summary(), &request.stream)
                 .send()
                 .await
@@ -410,5 +466,21 @@ impl Transport for AwsTransport {
                 open_shard_count: u32::try_from(summary.open_shard_count()).unwrap_or(0),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_arn_names_its_region() {
+        let arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/orders";
+        assert_eq!(arn_region(arn), Some("eu-west-1"));
+        assert_eq!(
+            arn_region("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/s"),
+            Some("cn-north-1")
+        );
+        assert_eq!(arn_region("orders"), None);
     }
 }

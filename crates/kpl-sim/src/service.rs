@@ -395,6 +395,16 @@ impl SimKinesis {
         &self.counters
     }
 
+    /// Moves the stream to `region` (its ARN names it), as a stream of another region would be
+    /// when one endpoint serves several in a test. Returns whether the stream exists.
+    pub fn set_stream_region(&mut self, name: &str, region: &str) -> bool {
+        let Some(stream) = self.streams.get_mut(name) else {
+            return false;
+        };
+        stream.arn = format!("arn:aws:kinesis:{region}:123456789012:stream/{name}");
+        true
+    }
+
     /// The stream's ARN.
     pub fn stream_arn(&self, name: &str) -> Option<&str> {
         self.streams.get(name).map(|s| s.arn.as_str())

@@ -1,5 +1,5 @@
-//! Credentials from every source the application can hand the producer, checked by the access
-//! key each call to a local endpoint was signed with.
+//! Credentials from every source the application can hand the producer, and the regions calls
+//! go to, checked by the access key and region each call to a local endpoint was signed with.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 mod faulty;
@@ -204,4 +204,35 @@ async fn a_provider_for_a_client_the_application_replaced_is_refused_at_build() 
         "{error:?}"
     );
     assert!(error.to_string().contains(".transport(..)"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_arn_of_another_region_is_written_through_a_client_for_that_region() {
+    let endpoint = endpoint();
+    let arn = endpoint.with_sim(|sim| {
+        sim.create_stream("t", 2, SystemClock.now());
+        assert!(sim.set_stream_region("t", "eu-west-1"));
+        sim.stream_arn("t").unwrap().to_owned()
+    });
+    let producer = builder(&endpoint, |_| {})
+        .credentials_provider(Fixed("AKIDREGIONS"))
+        .build()
+        .unwrap();
+    let by_name = Stream::new("s").unwrap();
+    let by_arn = Stream::new(arn).unwrap();
+    let mut futures = Vec::new();
+    for n in 0..10 {
+        for stream in [&by_name, &by_arn] {
+            let record = Record::new(stream.clone(), format!("key-{n}"), vec![2; 10]);
+            futures.push(producer.send(record).unwrap());
+        }
+    }
+    producer.flush_and_wait().await;
+    for future in futures {
+        future.await.unwrap();
+    }
+    producer.shutdown(Duration::from_secs(5)).await;
+    let regions = endpoint.regions();
+    let names: Vec<&str> = regions.keys().map(String::as_str).collect();
+    assert_eq!(names, ["eu-west-1", "us-east-1"], "{regions:?}");
 }

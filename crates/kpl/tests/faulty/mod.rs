@@ -94,6 +94,8 @@ struct State {
     stalled: bool,
     /// Calls by the access key id they were signed with.
     access_keys: BTreeMap<String, u64>,
+    /// Calls by the region they were signed for.
+    regions: BTreeMap<String, u64>,
 }
 
 /// A running endpoint; it stops with the test process.
@@ -118,6 +120,7 @@ impl FaultyKinesis {
             put_calls: 0,
             stalled: false,
             access_keys: BTreeMap::new(),
+            regions: BTreeMap::new(),
         }));
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
@@ -182,6 +185,11 @@ impl FaultyKinesis {
         self.state.lock().unwrap().access_keys.clone()
     }
 
+    /// Calls received so far by the region they were signed for.
+    pub(crate) fn regions(&self) -> BTreeMap<String, u64> {
+        self.state.lock().unwrap().regions.clone()
+    }
+
     /// Calls received so far: all, and `PutRecords`.
     pub(crate) fn calls(&self) -> (u64, u64) {
         let state = self.state.lock().unwrap();
@@ -204,7 +212,7 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
     loop {
         let mut length = 0usize;
         let mut target = String::new();
-        let mut access_key = String::new();
+        let (mut access_key, mut region) = (String::new(), String::new());
         line.clear();
         if reader.read_line(&mut line).await? == 0 {
             return Ok(());
@@ -226,16 +234,17 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
                 } else if name.eq_ignore_ascii_case("authorization") {
                     // `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/...`
                     let credential = value.split("Credential=").nth(1).unwrap_or_default();
-                    access_key = credential.split('/').next().unwrap_or_default().to_owned();
+                    let mut scope = credential.split('/');
+                    access_key = scope.next().unwrap_or_default().to_owned();
+                    region = scope.nth(1).unwrap_or_default().to_owned();
                 }
             }
         }
-        *state
-            .lock()
-            .unwrap()
-            .access_keys
-            .entry(access_key)
-            .or_default() += 1;
+        {
+            let mut state = state.lock().unwrap();
+            *state.access_keys.entry(access_key).or_default() += 1;
+            *state.regions.entry(region).or_default() += 1;
+        }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
         let answer = {
