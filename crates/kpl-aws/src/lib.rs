@@ -37,6 +37,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord};
 use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
@@ -47,6 +48,8 @@ use kpl_engine::{ShardId, Stream, TransportError, TransportErrorKind};
 use tokio::sync::{Notify, OnceCell};
 
 pub use errors::map_sdk_error;
+
+mod http;
 
 /// How to reach Kinesis. Everything is optional: by default the SDK's provider chains decide
 /// the region and the credentials, and the regional endpoint is used.
@@ -69,10 +72,18 @@ pub struct AwsSettings {
     pub request_timeout: Option<Duration>,
     /// Whether to verify TLS certificates (must be true: see [`AwsSettingsError`]).
     pub verify_certificate: bool,
-    /// An HTTP proxy host (not supported: see [`AwsSettingsError`]).
+    /// An HTTP proxy (`ProxyHost`): a host name, with `proxy_port`, or a URL. Calls to `https`
+    /// endpoints go through it by `CONNECT`. Without one, the `HTTPS_PROXY` / `HTTP_PROXY` /
+    /// `NO_PROXY` environment is honoured, as the AWS SDKs do.
     pub proxy_host: Option<String>,
-    /// A CA certificate directory or file to trust instead of the built-in roots (not
-    /// supported: see [`AwsSettingsError`]).
+    /// The proxy's port (`ProxyPort`), when `proxy_host` is a host name; 443 by default, as in
+    /// the KPL.
+    pub proxy_port: Option<u16>,
+    /// The proxy's user name and password (`ProxyUserName`, `ProxyPassword`), sent with basic
+    /// authentication. Never printed.
+    pub proxy_credentials: Option<(String, String)>,
+    /// A file of PEM CA certificates, or a directory of them (`.pem`, `.crt`), trusted instead
+    /// of the built-in roots (`CaCertFile`, `CaCertPath`).
     pub ca_certificates: Option<String>,
 }
 
@@ -93,6 +104,14 @@ impl fmt::Debug for AwsSettings {
             .field("request_timeout", &self.request_timeout)
             .field("verify_certificate", &self.verify_certificate)
             .field("proxy_host", &self.proxy_host)
+            .field("proxy_port", &self.proxy_port)
+            .field(
+                "proxy_credentials",
+                &self
+                    .proxy_credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, "<redacted>")),
+            )
             .field("ca_certificates", &self.ca_certificates)
             .finish()
     }
@@ -104,13 +123,12 @@ impl fmt::Debug for AwsSettings {
 pub enum AwsSettingsError {
     /// `VerifyCertificate = false`: the SDK's rustls client has no switch to skip verification,
     /// and a custom unverified TLS stack is not something to ship. Local servers are reached
-    /// over plain `http://` endpoints instead.
+    /// over plain `http://` endpoints instead, or trusted with `CaCertFile`.
     UnverifiedTls,
-    /// `ProxyHost`: the SDK's default HTTP client does not take a proxy.
-    Proxy,
-    /// `CaCertPath` / `CaCertFile`: the SDK's default HTTP client trusts its built-in roots
-    /// only; a custom trust store would need a hand-built TLS client.
-    CustomCa,
+    /// The proxy settings cannot be used (the message says why).
+    Proxy(String),
+    /// `CaCertPath` / `CaCertFile` cannot be read or hold no PEM certificate.
+    CustomCa(String),
     /// The endpoint is not an `http://` or `https://` URL.
     Endpoint(String),
 }
@@ -121,10 +139,8 @@ impl fmt::Display for AwsSettingsError {
             Self::UnverifiedTls => f.write_str(
                 "VerifyCertificate=false is not supported by the AWS SDK's TLS stack; use an http:// endpoint for local servers",
             ),
-            Self::Proxy => f.write_str("ProxyHost is not supported by the AWS SDK's default HTTP client"),
-            Self::CustomCa => f.write_str(
-                "CaCertPath/CaCertFile are not supported by the AWS SDK's default HTTP client",
-            ),
+            Self::Proxy(why) => write!(f, "ProxyHost cannot be used: {why}"),
+            Self::CustomCa(why) => write!(f, "CaCertPath/CaCertFile cannot be used: {why}"),
             Self::Endpoint(url) => write!(f, "endpoint {url:?} must start with http:// or https://"),
         }
     }
@@ -143,6 +159,8 @@ impl std::error::Error for AwsSettingsError {}
 #[derive(Clone)]
 pub struct AwsTransport {
     settings: Arc<AwsSettings>,
+    /// The HTTP client for a proxy or a trust store of the application's; `None`: the SDK's.
+    http_client: Option<SharedHttpClient>,
     client: Arc<ClientSlot>,
     /// Clients for the other regions stream ARNs name, by region; `None` for a transport on a
     /// client built elsewhere, which serves every stream.
@@ -178,27 +196,15 @@ impl AwsTransport {
         if !settings.verify_certificate {
             return Err(AwsSettingsError::UnverifiedTls);
         }
-        if settings
-            .proxy_host
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            return Err(AwsSettingsError::Proxy);
-        }
-        if settings
-            .ca_certificates
-            .as_deref()
-            .is_some_and(|c| !c.is_empty())
-        {
-            return Err(AwsSettingsError::CustomCa);
-        }
         if let Some(url) = &settings.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(AwsSettingsError::Endpoint(url.clone()));
         }
+        let http_client = http::client_for(&settings)?;
         Ok(Self {
             settings: Arc::new(settings),
+            http_client,
             client: Arc::default(),
             regional: Some(Arc::default()),
         })
@@ -211,6 +217,7 @@ impl AwsTransport {
                 verify_certificate: true,
                 ..AwsSettings::default()
             }),
+            http_client: None,
             client: Arc::new(ClientSlot {
                 client: OnceCell::new_with(Some(client)),
                 ..ClientSlot::default()
@@ -221,7 +228,7 @@ impl AwsTransport {
 
     /// The client for `stream`: the transport's, or one for the region its ARN names.
     async fn client(&self, stream: &Stream) -> Result<Client, TransportError> {
-        let own = Self::loaded(&self.client, &self.settings).await;
+        let own = self.loaded(&self.client, &self.settings).await;
         let (Some(regional), Some(region)) = (&self.regional, stream.arn().and_then(arn_region))
         else {
             return Ok(own);
@@ -249,19 +256,20 @@ impl AwsTransport {
         };
         let mut settings = AwsSettings::clone(&self.settings);
         settings.region = Some(region.to_owned());
-        Ok(Self::loaded(&slot, &Arc::new(settings)).await)
+        Ok(self.loaded(&slot, &Arc::new(settings)).await)
     }
 
     /// The client of `slot`, loading the SDK configuration for `settings` on first use.
-    async fn loaded(slot: &Arc<ClientSlot>, settings: &Arc<AwsSettings>) -> Client {
+    async fn loaded(&self, slot: &Arc<ClientSlot>, settings: &Arc<AwsSettings>) -> Client {
         if let Some(client) = slot.client.get() {
             return client.clone();
         }
         if !slot.loading.swap(true, Ordering::AcqRel) {
             let settings = Arc::clone(settings);
+            let http_client = self.http_client.clone();
             let load = Arc::clone(slot);
             tokio::spawn(async move {
-                let client = Client::new(&load_sdk_config(&settings).await);
+                let client = Client::new(&load_sdk_config(&settings, http_client).await);
                 let _ = load.client.set(client);
                 load.loaded.notify_waiters();
             });
@@ -278,7 +286,10 @@ impl AwsTransport {
 }
 
 /// The SDK configuration for `settings`, with the SDK's retries off.
-async fn load_sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
+async fn load_sdk_config(
+    settings: &AwsSettings,
+    http_client: Option<SharedHttpClient>,
+) -> aws_config::SdkConfig {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
     let mut timeouts = TimeoutConfig::builder();
@@ -289,6 +300,9 @@ async fn load_sdk_config(settings: &AwsSettings) -> aws_config::SdkConfig {
         timeouts = timeouts.operation_attempt_timeout(request);
     }
     loader = loader.timeout_config(timeouts.build());
+    if let Some(http_client) = http_client {
+        loader = loader.http_client(http_client);
+    }
     if let Some(region) = &settings.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

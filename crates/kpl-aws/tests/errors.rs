@@ -395,23 +395,40 @@ async fn a_refused_connection_is_a_connection_error() {
 }
 
 #[test]
-fn settings_the_sdk_cannot_honour_are_refused() {
+fn settings_that_cannot_be_used_are_refused_with_the_reason() {
     let mut settings = AwsSettings::default();
     assert_eq!(
         AwsTransport::new(settings.clone()).unwrap_err(),
         AwsSettingsError::UnverifiedTls
     );
     settings.verify_certificate = true;
+    // A proxy is taken; one that is not a URL is not.
     settings.proxy_host = Some("proxy.local".into());
-    assert_eq!(
+    settings.proxy_port = Some(3128);
+    settings.proxy_credentials = Some(("user".into(), "proxy-secret".into()));
+    assert!(AwsTransport::new(settings.clone()).is_ok());
+    assert!(!format!("{settings:?}").contains("proxy-secret"));
+    settings.proxy_host = Some("http://[not a host".into());
+    assert!(matches!(
         AwsTransport::new(settings.clone()).unwrap_err(),
-        AwsSettingsError::Proxy
-    );
+        AwsSettingsError::Proxy(_)
+    ));
     settings.proxy_host = None;
-    settings.ca_certificates = Some("/etc/my-ca.pem".into());
-    assert_eq!(
-        AwsTransport::new(settings.clone()).unwrap_err(),
-        AwsSettingsError::CustomCa
+    // A trust store that cannot be read, or holds no certificate, is refused at once.
+    settings.ca_certificates = Some("/nonexistent/my-ca.pem".into());
+    let error = AwsTransport::new(settings.clone()).unwrap_err();
+    assert!(
+        matches!(&error, AwsSettingsError::CustomCa(why) if why.contains("/nonexistent/my-ca.pem")),
+        "{error}"
+    );
+    let not_pem = std::env::temp_dir().join(format!("kpl-not-a-ca-{}.pem", std::process::id()));
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    settings.ca_certificates = Some(not_pem.display().to_string());
+    let error = AwsTransport::new(settings.clone()).unwrap_err();
+    std::fs::remove_file(&not_pem).unwrap();
+    assert!(
+        matches!(&error, AwsSettingsError::CustomCa(why) if why.contains("no PEM certificate")),
+        "{error}"
     );
     settings.ca_certificates = None;
     settings.endpoint_url = Some("localhost:4567".into());

@@ -335,10 +335,23 @@ fn default_transport(
     settings.request_timeout = Some(config.request_timeout);
     settings.verify_certificate = config.verify_certificate;
     settings.proxy_host = (!config.proxy_host.is_empty()).then(|| config.proxy_host.clone());
-    settings.ca_certificates = [&config.ca_cert_path, &config.ca_cert_file]
-        .into_iter()
-        .find(|path| !path.is_empty())
-        .cloned();
+    settings.proxy_port = Some(config.proxy_port);
+    settings.proxy_credentials = (!config.proxy_user_name.is_empty()).then(|| {
+        (
+            config.proxy_user_name.clone(),
+            config.proxy_password.clone(),
+        )
+    });
+    settings.ca_certificates = match (config.ca_cert_path.as_str(), config.ca_cert_file.as_str()) {
+        ("", "") => None,
+        (path, "") | ("", path) => Some(path.to_owned()),
+        (_, _) => {
+            let both = "CaCertPath and CaCertFile are both set: set one (a directory, or a file)";
+            return Err(BuildError::UnsupportedSetting(Box::new(
+                kpl_aws::AwsSettingsError::CustomCa(both.to_owned()),
+            )));
+        }
+    };
     kpl_aws::AwsTransport::new(settings)
         .map(SharedTransport::new)
         .map_err(|error| BuildError::UnsupportedSetting(Box::new(error)))
