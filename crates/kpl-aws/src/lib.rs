@@ -37,7 +37,6 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord};
 use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsEntryResult,
@@ -47,6 +46,7 @@ use kpl_engine::transport::{
 use kpl_engine::{ShardId, Stream, TransportError, TransportErrorKind};
 use tokio::sync::{Notify, OnceCell};
 
+pub use aws_smithy_runtime_api::client::http::SharedHttpClient;
 pub use errors::map_sdk_error;
 
 mod http;
@@ -224,6 +224,13 @@ impl AwsTransport {
             }),
             regional: None,
         }
+    }
+
+    /// The HTTP client made for the settings' proxy and trust store, if they ask for one: hand
+    /// it to the other AWS clients of the application (the metrics'), so their calls take the
+    /// same way.
+    pub fn http_client(&self) -> Option<SharedHttpClient> {
+        self.http_client.clone()
     }
 
     /// The client for `stream`: the transport's, or one for the region its ARN names.

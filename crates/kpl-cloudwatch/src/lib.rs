@@ -50,6 +50,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum as CwDatum, StandardUnit, StatisticSet};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use kpl_engine::metrics::{
     ExportError, ExportFuture, ExportReport, MetricDatum, MetricsExporter, MetricsUpload, Unit,
 };
@@ -88,6 +89,9 @@ pub struct CloudWatchSettings {
     pub credentials_provider: Option<SharedCredentialsProvider>,
     /// Timeout of each call (each attempt).
     pub request_timeout: Option<Duration>,
+    /// An HTTP client of the application's (a proxy, a trust store: `kpl_aws::AwsTransport`'s
+    /// `http_client`); `None`: the SDK's.
+    pub http_client: Option<SharedHttpClient>,
 }
 
 impl fmt::Debug for CloudWatchSettings {
@@ -104,6 +108,10 @@ impl fmt::Debug for CloudWatchSettings {
                 &self.credentials_provider.as_ref().map(|_| "<provider>"),
             )
             .field("request_timeout", &self.request_timeout)
+            .field(
+                "http_client",
+                &self.http_client.as_ref().map(|_| "<client>"),
+            )
             .finish()
     }
 }
@@ -286,6 +294,9 @@ async fn load_sdk_config(settings: &CloudWatchSettings) -> aws_config::SdkConfig
     }
     if let Some(region) = &settings.region {
         loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(http_client) = &settings.http_client {
+        loader = loader.http_client(http_client.clone());
     }
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url.clone());

@@ -72,6 +72,13 @@ pub struct ProducerBuilder {
     credentials: Credentials,
 }
 
+/// What the default transport's client takes the network with (a proxy, a trust store), for
+/// the default exporter to take the same way.
+#[cfg(feature = "aws")]
+type Network = Option<kpl_aws::SharedHttpClient>;
+#[cfg(not(feature = "aws"))]
+type Network = ();
+
 /// The credentials providers given to the builder, for the default transport and exporter.
 #[derive(Default)]
 struct Credentials {
@@ -185,14 +192,15 @@ impl ProducerBuilder {
         if timers.is_err() {
             return Err(BuildError::RuntimeWithoutTimers);
         }
-        let exporter = match (self.exporter, &self.transport) {
-            (Some(exporter), _) => Some(exporter),
-            (None, None) => default_exporter(&self.config, &credentials),
-            (None, Some(_)) => None,
-        };
-        let transport = match self.transport {
-            Some(transport) => transport,
+        let own_transport = self.transport.is_some();
+        let (transport, network) = match self.transport {
+            Some(transport) => (transport, Network::default()),
             None => default_transport(&self.config, &credentials)?,
+        };
+        let exporter = match (self.exporter, own_transport) {
+            (Some(exporter), _) => Some(exporter),
+            (None, false) => default_exporter(&self.config, &credentials, network),
+            (None, true) => None,
         };
         // The producer's time is tokio's: its timers (delivery timeouts, `send_wait_timeout`,
         // the driver's sleeps) are tokio's, so a clock that disagreed with them could not work.
@@ -297,7 +305,7 @@ fn is_loopback_url(url: &str) -> bool {
 fn default_transport(
     config: &Config,
     providers: &Credentials,
-) -> Result<SharedTransport, BuildError> {
+) -> Result<(SharedTransport, Network), BuildError> {
     // The AWS client's connections need the runtime's IO driver; without it every call would
     // panic in a task. Tokio offers no way to ask but to register something.
     let io = std::panic::catch_unwind(|| {
@@ -352,15 +360,20 @@ fn default_transport(
             )));
         }
     };
-    kpl_aws::AwsTransport::new(settings)
-        .map(SharedTransport::new)
-        .map_err(|error| BuildError::UnsupportedSetting(Box::new(error)))
+    let transport = kpl_aws::AwsTransport::new(settings)
+        .map_err(|error| BuildError::UnsupportedSetting(Box::new(error)))?;
+    let network = transport.http_client();
+    Ok((SharedTransport::new(transport), network))
 }
 
 /// The KPL's default: metrics uploaded to CloudWatch, with the producer's region and
 /// credentials, at `CloudwatchEndpoint` if set.
 #[cfg(feature = "cloudwatch")]
-fn default_exporter(config: &Config, providers: &Credentials) -> Option<Arc<dyn MetricsExporter>> {
+fn default_exporter(
+    config: &Config,
+    providers: &Credentials,
+    network: Network,
+) -> Option<Arc<dyn MetricsExporter>> {
     if config.metrics_level == crate::MetricsLevel::None {
         return None;
     }
@@ -385,19 +398,24 @@ fn default_exporter(config: &Config, providers: &Credentials) -> Option<Arc<dyn 
         .clone()
         .or_else(|| providers.kinesis.clone());
     settings.request_timeout = Some(config.request_timeout);
+    // The records' way through the network (proxy, trust store), as the KPL's metrics take it.
+    settings.http_client = network;
     Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
 }
 
 /// Without the `cloudwatch` feature metrics are uploaded only to an exporter the application
 /// gives.
 #[cfg(not(feature = "cloudwatch"))]
-fn default_exporter(_config: &Config, _: &Credentials) -> Option<Arc<dyn MetricsExporter>> {
+fn default_exporter(_: &Config, _: &Credentials, _: Network) -> Option<Arc<dyn MetricsExporter>> {
     None
 }
 
 /// Without the `aws` feature there is no default transport.
 #[cfg(not(feature = "aws"))]
-fn default_transport(_config: &Config, _: &Credentials) -> Result<SharedTransport, BuildError> {
+fn default_transport(
+    _: &Config,
+    _: &Credentials,
+) -> Result<(SharedTransport, Network), BuildError> {
     Err(BuildError::NoTransport)
 }
 

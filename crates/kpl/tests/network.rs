@@ -33,6 +33,39 @@ async fn tls_endpoint(name: &str) -> (FaultyKinesis, TlsFront, std::path::PathBu
     (plain, front, ca_file)
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_take_the_records_way_through_the_proxy_and_the_private_ca() {
+    let (plain, front, ca_file) = tls_endpoint("metrics").await;
+    let proxy = ConnectProxy::start(None).await;
+    let port = proxy.address.port().to_string();
+    let (delivered, _) = send(
+        &front.endpoint,
+        |config| {
+            config.ca_cert_file = ca_file.display().to_string();
+            config.set("ProxyHost", "127.0.0.1").unwrap();
+            config.set("ProxyPort", &port).unwrap();
+            config.set("MetricsLevel", "summary").unwrap();
+            config.set("CloudwatchEndpoint", &front.endpoint).unwrap();
+        },
+        5,
+    )
+    .await;
+    assert_eq!(delivered, 5);
+    // Shutting down uploads the last metrics: through the proxy, trusting the CA, or not at all.
+    let metrics_calls: u64 = plain
+        .operations()
+        .iter()
+        .filter(|(operation, _)| operation.ends_with("/operation/PutMetricData"))
+        .map(|(_, calls)| calls)
+        .sum();
+    assert!(metrics_calls >= 1, "{:?}", plain.operations());
+    assert!(
+        proxy.tunnels.load(Ordering::Relaxed) >= 2,
+        "one for each client at least"
+    );
+    std::fs::remove_dir_all(ca_file.parent().unwrap()).unwrap();
+}
+
 /// Sends `count` records and awaits them: the number delivered, and the errors of the others.
 async fn send(
     endpoint: &str,

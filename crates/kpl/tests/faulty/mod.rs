@@ -96,6 +96,9 @@ struct State {
     access_keys: BTreeMap<String, u64>,
     /// Calls by the region they were signed for.
     regions: BTreeMap<String, u64>,
+    /// Calls by operation: the `x-amz-target` header, or the path of a call without one (a
+    /// CloudWatch call in RPC v2 CBOR names its operation in the path).
+    operations: BTreeMap<String, u64>,
 }
 
 /// A running endpoint; it stops with the test process.
@@ -121,6 +124,7 @@ impl FaultyKinesis {
             stalled: false,
             access_keys: BTreeMap::new(),
             regions: BTreeMap::new(),
+            operations: BTreeMap::new(),
         }));
         let shared = Arc::clone(&state);
         std::thread::Builder::new()
@@ -185,6 +189,11 @@ impl FaultyKinesis {
         self.state.lock().unwrap().access_keys.clone()
     }
 
+    /// Calls received so far by operation (see `State::operations`).
+    pub(crate) fn operations(&self) -> BTreeMap<String, u64> {
+        self.state.lock().unwrap().operations.clone()
+    }
+
     /// Calls received so far by the region they were signed for.
     pub(crate) fn regions(&self) -> BTreeMap<String, u64> {
         self.state.lock().unwrap().regions.clone()
@@ -217,6 +226,11 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
         if reader.read_line(&mut line).await? == 0 {
             return Ok(());
         }
+        let path = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
         loop {
             line.clear();
             if reader.read_line(&mut line).await? == 0 {
@@ -244,6 +258,12 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
             let mut state = state.lock().unwrap();
             *state.access_keys.entry(access_key).or_default() += 1;
             *state.regions.entry(region).or_default() += 1;
+            let operation = if target.is_empty() {
+                path
+            } else {
+                target.clone()
+            };
+            *state.operations.entry(operation).or_default() += 1;
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
