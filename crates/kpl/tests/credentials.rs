@@ -236,3 +236,76 @@ async fn a_stream_arn_of_another_region_is_written_through_a_client_for_that_reg
     let names: Vec<&str> = regions.keys().map(String::as_str).collect();
     assert_eq!(names, ["eu-west-1", "us-east-1"], "{regions:?}");
 }
+
+/// Set in the child process of the test below: the local endpoint to write to.
+const CHILD_ENDPOINT: &str = "KPL_TEST_DEFAULT_CHAIN_ENDPOINT";
+
+/// The SDK's default chain, with neither static keys nor a provider: the keys and the region
+/// come from the profile `AWS_PROFILE` names in the files `AWS_CONFIG_FILE` and
+/// `AWS_SHARED_CREDENTIALS_FILE` name. The environment is the chain's input, and a test cannot
+/// set it for itself without `unsafe`, so it runs again in a child process with that
+/// environment, and checks what the endpoint saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_chain_reads_the_profile_aws_profile_names() {
+    if let Ok(url) = std::env::var(CHILD_ENDPOINT) {
+        let mut config = Config::default();
+        config.set("KinesisEndpoint", &url).unwrap();
+        config.set("MetricsLevel", "none").unwrap();
+        config.set("RecordMaxBufferedTime", "20").unwrap();
+        let producer = KinesisProducer::builder().config(config).build().unwrap();
+        assert_eq!(deliver(&producer, 5).await, 5);
+        producer.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
+    let endpoint = endpoint();
+    let directory = std::env::temp_dir().join(format!("kpl-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let (config_file, credentials_file) = (directory.join("config"), directory.join("credentials"));
+    std::fs::write(&config_file, "[profile kpl-chain]\nregion = eu-west-1\n").unwrap();
+    std::fs::write(
+        &credentials_file,
+        "[default]\naws_access_key_id = AKIDDEFAULT\naws_secret_access_key = x\n\n\
+         [kpl-chain]\naws_access_key_id = AKIDCHAIN\naws_secret_access_key = secret\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "the_default_chain_reads_the_profile_aws_profile_names",
+        ])
+        .env(CHILD_ENDPOINT, endpoint.endpoint())
+        .env("AWS_CONFIG_FILE", &config_file)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials_file)
+        .env("AWS_PROFILE", "kpl-chain")
+        // Nothing else may answer first, and no instance metadata is asked for.
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KINESIS",
+    ] {
+        child.env_remove(name);
+    }
+    let output = child.output().unwrap();
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
+    let regions: Vec<String> = endpoint.regions().into_keys().collect();
+    assert_eq!(
+        (keys, regions),
+        (vec!["AKIDCHAIN".to_owned()], vec!["eu-west-1".to_owned()])
+    );
+}
