@@ -74,6 +74,9 @@ fn proxy_config(settings: &AwsSettings) -> Result<Option<ProxyConfig>, AwsSettin
     Ok(Some(config))
 }
 
+/// Where a PEM certificate begins.
+const PEM_CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+
 /// The PEM certificates of `ca_certificates` (a file, or every `.pem`/`.crt` file of a
 /// directory), trusted instead of the built-in roots.
 fn trust_store(settings: &AwsSettings) -> Result<Option<TrustStore>, AwsSettingsError> {
@@ -105,8 +108,8 @@ fn trust_store(settings: &AwsSettings) -> Result<Option<TrustStore>, AwsSettings
     for file in files {
         let pem = std::fs::read(&file).map_err(unreadable)?;
         if pem
-            .windows(27)
-            .any(|window| window == b"-----BEGIN CERTIFICATE-----")
+            .windows(PEM_CERTIFICATE.len())
+            .any(|window| window == PEM_CERTIFICATE)
         {
             found = true;
             store.add_pem_certificate(pem);

@@ -51,12 +51,8 @@ impl<T> Default for IdTable<T> {
 impl<T> IdTable<T> {
     /// Keeps `value` for `id`, where nothing is kept for it yet.
     pub(crate) fn insert(&mut self, id: u64, value: T) {
-        if self.ring.is_empty()
-            && self
-                .stragglers
-                .last_key_value()
-                .is_none_or(|(&k, _)| k < id)
-        {
+        // Every straggler's id is below `base`, so an empty ring can start at any id above.
+        if self.ring.is_empty() && id > self.base {
             self.base = id;
         }
         let Some(index) = id

@@ -299,6 +299,18 @@ fn is_loopback_url(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `AwsAccessKeyId`, `AwsSecretKey` and `AwsSessionToken` as the AWS clients take them. Empty
+/// credentials (set field by field) mean the default chain, never empty static keys.
+#[cfg(feature = "aws")]
+fn static_credentials(config: &Config) -> Option<(String, String, Option<String>)> {
+    let credentials = config.credentials.as_ref().filter(|c| !c.is_empty())?;
+    Some((
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.clone(),
+        credentials.session_token.clone(),
+    ))
+}
+
 /// The AWS transport configured from `config` (region, endpoint, credentials, timeouts), with
 /// the application's credentials provider if it gave one.
 #[cfg(feature = "aws")]
@@ -329,15 +341,7 @@ fn default_transport(
     let mut settings = kpl_aws::AwsSettings::default();
     settings.region = (!config.region.is_empty()).then(|| config.region.clone());
     settings.endpoint_url = endpoint_url;
-    // Empty credentials (set field by field) mean the default chain, never empty static keys.
-    let credentials = config.credentials.as_ref().filter(|c| !c.is_empty());
-    settings.credentials = credentials.map(|credentials| {
-        (
-            credentials.access_key_id.clone(),
-            credentials.secret_access_key.clone(),
-            credentials.session_token.clone(),
-        )
-    });
+    settings.credentials = static_credentials(config);
     settings.credentials_provider = providers.kinesis.clone();
     settings.connect_timeout = Some(config.connect_timeout);
     settings.request_timeout = Some(config.request_timeout);
@@ -381,17 +385,7 @@ fn default_exporter(
     settings.region = (!config.region.is_empty()).then(|| config.region.clone());
     settings.endpoint_url =
         crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
-    settings.credentials = config
-        .credentials
-        .as_ref()
-        .filter(|c| !c.is_empty())
-        .map(|c| {
-            (
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                c.session_token.clone(),
-            )
-        });
+    settings.credentials = static_credentials(config);
     // The records' provider unless the metrics have their own, as in the KPL.
     settings.credentials_provider = providers
         .metrics
