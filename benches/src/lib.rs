@@ -458,6 +458,5 @@ pub fn aws_transport(endpoint: String) -> Option<kpl_aws::AwsTransport> {
     settings.region = Some("us-east-1".to_owned());
     settings.endpoint_url = Some(endpoint);
     settings.credentials = Some(("AKIDBENCH".to_owned(), "bench-secret".to_owned(), None));
-    settings.verify_certificate = true;
     kpl_aws::AwsTransport::new(settings).ok()
 }

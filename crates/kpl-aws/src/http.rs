@@ -1,9 +1,10 @@
-//! The HTTP client for settings the SDK's default client does not take: a proxy, and a trust
-//! store of the application's. It is the SDK's own hyper 1 connector (`aws-smithy-http-client`)
-//! with those two set, one connector per set of timeouts the SDK asks for.
+//! The HTTP client for settings the SDK's default client does not take: a proxy, a trust store
+//! of the application's, no certificate checks. The first two are the SDK's own hyper 1
+//! connector (`aws-smithy-http-client`) with them set; the last is a connector of our own
+//! ([`unverified_tls`]). One connector per set of timeouts the SDK asks for.
 
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_smithy_http_client::Connector;
@@ -15,13 +16,31 @@ use aws_smithy_runtime_api::client::http::{
 };
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 
-use crate::{AwsSettings, AwsSettingsError};
+use crate::{AwsSettings, AwsSettingsError, unverified_tls};
 
-/// A client with the proxy and trust store of `settings`, or `None` when they ask for neither
-/// (the SDK's default client then serves).
+/// A client with the proxy, trust store and certificate checking of `settings`, or `None` when
+/// they ask for none of them (the SDK's default client then serves).
 pub(crate) fn client_for(
     settings: &AwsSettings,
 ) -> Result<Option<SharedHttpClient>, AwsSettingsError> {
+    if !settings.verify_certificate {
+        let route = match proxy_url(settings) {
+            Some(url) => unverified_tls::ProxyRoute::fixed(
+                &url,
+                settings
+                    .proxy_credentials
+                    .as_ref()
+                    .map(|(user, password)| (user.as_str(), password.as_str())),
+            )?,
+            None if proxy_in_environment() => unverified_tls::ProxyRoute::from_environment(),
+            None => unverified_tls::ProxyRoute::Direct,
+        };
+        let tls = unverified_tls::accept_any_certificate()?;
+        return Ok(Some(SharedHttpClient::new(ConfiguredClient {
+            stack: Stack::Unverified { route, tls },
+            connectors: Mutex::default(),
+        })));
+    }
     let proxy = proxy_config(settings)?;
     let trust = trust_store(settings)?;
     if proxy.is_none() && trust.is_none() {
@@ -35,39 +54,49 @@ pub(crate) fn client_for(
         .build()
         .map_err(|error| AwsSettingsError::CustomCa(error.to_string()))?;
     Ok(Some(SharedHttpClient::new(ConfiguredClient {
-        proxy: proxy.unwrap_or_else(ProxyConfig::disabled),
-        tls: context,
+        stack: Stack::Sdk {
+            proxy: proxy.unwrap_or_else(ProxyConfig::disabled),
+            tls: context,
+        },
         connectors: Mutex::default(),
     })))
+}
+
+/// Whether the environment names a proxy, as the AWS SDKs read it.
+fn proxy_in_environment() -> bool {
+    [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+}
+
+/// `ProxyHost` as a URL: the KPL names a host (with `ProxyPort`, 443 by default); a URL is
+/// taken as it is.
+fn proxy_url(settings: &AwsSettings) -> Option<String> {
+    let host = settings
+        .proxy_host
+        .as_deref()
+        .filter(|host| !host.is_empty())?;
+    Some(if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("http://{host}:{}", settings.proxy_port.unwrap_or(443))
+    })
 }
 
 /// `ProxyHost` (with `ProxyPort`, `ProxyUserName`, `ProxyPassword`), else the `HTTPS_PROXY` /
 /// `HTTP_PROXY` / `NO_PROXY` environment as the AWS SDKs read it.
 fn proxy_config(settings: &AwsSettings) -> Result<Option<ProxyConfig>, AwsSettingsError> {
-    let Some(host) = settings
-        .proxy_host
-        .as_deref()
-        .filter(|host| !host.is_empty())
-    else {
-        let from_env = [
-            "HTTPS_PROXY",
-            "https_proxy",
-            "HTTP_PROXY",
-            "http_proxy",
-            "ALL_PROXY",
-        ]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()));
-        return Ok(from_env.then(ProxyConfig::from_env));
-    };
-    // The KPL names a host; a URL is taken as it is.
-    let url = if host.contains("://") {
-        host.to_owned()
-    } else {
-        format!("http://{host}:{}", settings.proxy_port.unwrap_or(443))
+    let Some(url) = proxy_url(settings) else {
+        return Ok(proxy_in_environment().then(ProxyConfig::from_env));
     };
     let mut config = ProxyConfig::all(url.as_str())
-        .map_err(|error| AwsSettingsError::Proxy(format!("proxy {host:?}: {error}")))?;
+        .map_err(|error| AwsSettingsError::Proxy(format!("proxy {url:?}: {error}")))?;
     if let Some((user, password)) = &settings.proxy_credentials {
         config = config.with_basic_auth(user.as_str(), password.as_str());
     }
@@ -123,11 +152,21 @@ fn trust_store(settings: &AwsSettings) -> Result<Option<TrustStore>, AwsSettings
     Ok(Some(store))
 }
 
-/// The SDK's connector with a proxy and a TLS context, cached by the timeouts asked for.
+/// Connectors of one stack, cached by the timeouts asked for.
 struct ConfiguredClient {
-    proxy: ProxyConfig,
-    tls: TlsContext,
+    stack: Stack,
     connectors: Mutex<Vec<(Timeouts, SharedHttpConnector)>>,
+}
+
+/// What makes the connectors.
+enum Stack {
+    /// The SDK's connector with a proxy and a TLS context.
+    Sdk { proxy: ProxyConfig, tls: TlsContext },
+    /// `VerifyCertificate = false`: a connector of our own that accepts any certificate.
+    Unverified {
+        route: unverified_tls::ProxyRoute,
+        tls: Arc<rustls::ClientConfig>,
+    },
 }
 
 type Timeouts = (Option<Duration>, Option<Duration>);
@@ -153,14 +192,20 @@ impl HttpClient for ConfiguredClient {
         if let Some((_, connector)) = connectors.iter().find(|(timeouts, _)| *timeouts == key) {
             return connector.clone();
         }
-        let mut builder = Connector::builder().connector_settings(settings.clone());
-        builder.set_sleep_impl(components.sleep_impl());
-        let connector = builder
-            .proxy_config(self.proxy.clone())
-            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .tls_context(self.tls.clone())
-            .build();
-        let connector = SharedHttpConnector::new(connector);
+        let connector = match &self.stack {
+            Stack::Sdk { proxy, tls } => {
+                let mut builder = Connector::builder().connector_settings(settings.clone());
+                builder.set_sleep_impl(components.sleep_impl());
+                SharedHttpConnector::new(
+                    builder
+                        .proxy_config(proxy.clone())
+                        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+                        .tls_context(tls.clone())
+                        .build(),
+                )
+            }
+            Stack::Unverified { route, tls } => unverified_tls::connector(route, tls, settings),
+        };
         connectors.push((key, connector.clone()));
         connector
     }

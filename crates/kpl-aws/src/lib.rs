@@ -50,10 +50,11 @@ pub use aws_smithy_runtime_api::client::http::SharedHttpClient;
 pub use errors::map_sdk_error;
 
 mod http;
+mod unverified_tls;
 
 /// How to reach Kinesis. Everything is optional: by default the SDK's provider chains decide
-/// the region and the credentials, and the regional endpoint is used.
-#[derive(Clone, Default)]
+/// the region and the credentials, the regional endpoint is used, and certificates are verified.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct AwsSettings {
     /// The region, such as `us-east-1`.
@@ -70,7 +71,8 @@ pub struct AwsSettings {
     pub connect_timeout: Option<Duration>,
     /// Timeout of a whole call.
     pub request_timeout: Option<Duration>,
-    /// Whether to verify TLS certificates (must be true: see [`AwsSettingsError`]).
+    /// Whether to verify TLS certificates (`VerifyCertificate`). `false` accepts any
+    /// certificate, for test endpoints with self-signed ones; a `warn` says so at `new`.
     pub verify_certificate: bool,
     /// An HTTP proxy (`ProxyHost`): a host name, with `proxy_port`, or a URL. Calls to `https`
     /// endpoints go through it by `CONNECT`. Without one, the `HTTPS_PROXY` / `HTTP_PROXY` /
@@ -85,6 +87,24 @@ pub struct AwsSettings {
     /// A file of PEM CA certificates, or a directory of them (`.pem`, `.crt`), trusted instead
     /// of the built-in roots (`CaCertFile`, `CaCertPath`).
     pub ca_certificates: Option<String>,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            credentials: None,
+            credentials_provider: None,
+            connect_timeout: None,
+            request_timeout: None,
+            verify_certificate: true,
+            proxy_host: None,
+            proxy_port: None,
+            proxy_credentials: None,
+            ca_certificates: None,
+        }
+    }
 }
 
 impl fmt::Debug for AwsSettings {
@@ -121,10 +141,6 @@ impl fmt::Debug for AwsSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AwsSettingsError {
-    /// `VerifyCertificate = false`: the SDK's rustls client has no switch to skip verification,
-    /// and a custom unverified TLS stack is not something to ship. Local servers are reached
-    /// over plain `http://` endpoints instead, or trusted with `CaCertFile`.
-    UnverifiedTls,
     /// The proxy settings cannot be used (the message says why).
     Proxy(String),
     /// `CaCertPath` / `CaCertFile` cannot be read or hold no PEM certificate.
@@ -136,12 +152,11 @@ pub enum AwsSettingsError {
 impl fmt::Display for AwsSettingsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::UnverifiedTls => f.write_str(
-                "VerifyCertificate=false is not supported by the AWS SDK's TLS stack; use an http:// endpoint for local servers",
-            ),
             Self::Proxy(why) => write!(f, "ProxyHost cannot be used: {why}"),
             Self::CustomCa(why) => write!(f, "CaCertPath/CaCertFile cannot be used: {why}"),
-            Self::Endpoint(url) => write!(f, "endpoint {url:?} must start with http:// or https://"),
+            Self::Endpoint(url) => {
+                write!(f, "endpoint {url:?} must start with http:// or https://")
+            }
         }
     }
 }
@@ -194,7 +209,11 @@ impl AwsTransport {
     /// A transport with these settings, checked now; the SDK configuration loads on first use.
     pub fn new(settings: AwsSettings) -> Result<Self, AwsSettingsError> {
         if !settings.verify_certificate {
-            return Err(AwsSettingsError::UnverifiedTls);
+            tracing::warn!(
+                endpoint = settings.endpoint_url.as_deref().unwrap_or("(regional)"),
+                "VerifyCertificate=false: any TLS certificate is accepted, so anyone on the path \
+                 can read and change the calls; use CaCertFile for a private CA instead"
+            );
         }
         if let Some(url) = &settings.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -213,10 +232,7 @@ impl AwsTransport {
     /// A transport on a client built elsewhere. Its retries should be off (the engine retries).
     pub fn from_client(client: Client) -> Self {
         Self {
-            settings: Arc::new(AwsSettings {
-                verify_certificate: true,
-                ..AwsSettings::default()
-            }),
+            settings: Arc::new(AwsSettings::default()),
             http_client: None,
             client: Arc::new(ClientSlot {
                 client: OnceCell::new_with(Some(client)),

@@ -388,7 +388,6 @@ async fn a_refused_connection_is_a_connection_error() {
     settings.region = Some("us-east-1".into());
     settings.endpoint_url = Some("http://127.0.0.1:1".into());
     settings.credentials = Some(("AKIDTEST".into(), "secret".into(), None));
-    settings.verify_certificate = true;
     let transport = AwsTransport::new(settings).unwrap();
     let error = transport.put_records(put("s")).await.unwrap_err();
     assert_eq!(error.kind(), TransportErrorKind::Connection, "{error}");
@@ -397,11 +396,10 @@ async fn a_refused_connection_is_a_connection_error() {
 #[test]
 fn settings_that_cannot_be_used_are_refused_with_the_reason() {
     let mut settings = AwsSettings::default();
-    assert_eq!(
-        AwsTransport::new(settings.clone()).unwrap_err(),
-        AwsSettingsError::UnverifiedTls
+    assert!(
+        settings.verify_certificate,
+        "verified unless told otherwise"
     );
-    settings.verify_certificate = true;
     // A proxy is taken; one that is not a URL is not.
     settings.proxy_host = Some("proxy.local".into());
     settings.proxy_port = Some(3128);
@@ -413,6 +411,15 @@ fn settings_that_cannot_be_used_are_refused_with_the_reason() {
         AwsTransport::new(settings.clone()).unwrap_err(),
         AwsSettingsError::Proxy(_)
     ));
+    // The same without certificate checks, whose connector is another.
+    settings.verify_certificate = false;
+    assert!(matches!(
+        AwsTransport::new(settings.clone()).unwrap_err(),
+        AwsSettingsError::Proxy(_)
+    ));
+    settings.proxy_host = Some("proxy.local".into());
+    assert!(AwsTransport::new(settings.clone()).is_ok());
+    settings.verify_certificate = true;
     settings.proxy_host = None;
     // A trust store that cannot be read, or holds no certificate, is refused at once.
     settings.ca_certificates = Some("/nonexistent/my-ca.pem".into());

@@ -566,7 +566,7 @@ pub(crate) static KEYS: &[Key] = &[
         get: |c| c.region.clone(),
         set: |c, v| { c.region = region(v)?; Ok(()) }),
     key!("VerifyCertificate", "verify_certificate", Kpl, "true", "true, false",
-        "Verify the endpoint's TLS certificate.",
+        "Verify the endpoint's TLS certificate; false accepts any (self-signed test endpoints), with a warning at build.",
         get: |c| c.verify_certificate.to_string(),
         set: |c, v| { c.verify_certificate = boolean(v)?; Ok(()) }),
     key!("ProxyHost", "proxy_host", Kpl, "", "a host, or empty",

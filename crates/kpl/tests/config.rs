@@ -1,10 +1,13 @@
 //! Configuration: every key, its default and range, properties files, and docs/config.md.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod warnings;
+
 use std::time::Duration;
 
 use kpl::{Config, OrderingMode};
 use proptest::prelude::*;
+use warnings::Warnings;
 
 #[test]
 fn the_kpl_sample_properties_file_loads_with_its_quirks() {
@@ -27,34 +30,6 @@ fn every_in_process_key_is_readable_by_field_name_too() {
     assert_eq!(config.ordering, OrderingMode::PerShard);
 }
 
-/// Collects the warnings logged while it is the default subscriber.
-#[derive(Default, Clone)]
-struct Warnings(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Warnings {
-    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
-        *metadata.level() == tracing::Level::WARN
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={value:?} ", field.name()));
-            }
-        }
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        self.0.lock().unwrap().push(text.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 #[test]
 fn unknown_keys_are_skipped_as_the_kpl_skips_them_or_refused_in_strict_mode() {
     let text = "# c\nRateLimt = 100\nRecordMaxBufferedTime = 250\n";
@@ -62,7 +37,7 @@ fn unknown_keys_are_skipped_as_the_kpl_skips_them_or_refused_in_strict_mode() {
     let config = tracing::subscriber::with_default(warnings.clone(), || {
         Config::from_kpl_properties(text).unwrap()
     });
-    let logged = warnings.0.lock().unwrap().join("\n");
+    let logged = warnings.text();
     assert!(
         logged.contains("RateLimt") && logged.contains("did you mean RateLimit"),
         "{logged}"

@@ -5,6 +5,7 @@
 
 mod faulty;
 mod middlemen;
+mod warnings;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use kpl::time::{Clock, SystemClock};
 use kpl::{Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream};
 use kpl_sim::SimKinesis;
 use middlemen::{ConnectProxy, TlsFront};
+use warnings::Warnings;
 
 /// A local Kinesis endpoint behind a TLS front; its CA's PEM written to a file of its own.
 async fn tls_endpoint(name: &str) -> (FaultyKinesis, TlsFront, std::path::PathBuf) {
@@ -134,6 +136,18 @@ async fn a_private_ca_is_trusted_through_its_file_or_directory_and_refused_witho
     assert_eq!((delivered, errors.len()), (0, 3));
     assert!(all_expired_unreached(&errors), "{errors:?}");
     assert_eq!(plain.calls().1, 2, "one PutRecords call per trusted run");
+    // Without certificate checks the unknown CA is no obstacle; the build warns about it.
+    let warnings = Warnings::default();
+    let logging = tracing::subscriber::set_default(warnings.clone());
+    let unverified = send(&front.endpoint, |c| c.verify_certificate = false, 10);
+    assert_eq!(unverified.await.0, 10);
+    drop(logging);
+    assert!(
+        warnings.text().contains("VerifyCertificate=false"),
+        "{}",
+        warnings.text()
+    );
+    assert_eq!(plain.calls().1, 3);
     std::fs::remove_dir_all(directory).unwrap();
 }
 
@@ -164,5 +178,24 @@ async fn calls_go_through_a_proxy_that_asks_for_credentials_and_fail_when_it_ref
     assert!(proxy.refused.load(Ordering::Relaxed) >= 1);
     assert_eq!(proxy.tunnels.load(Ordering::Relaxed), tunnels);
     assert_eq!(plain.calls().1, 1);
+    // Without certificate checks (another connector) the same proxy and credentials hold.
+    let unverified = |password: &'static str| {
+        let configure = through_proxy(password);
+        move |config: &mut Config| {
+            configure(config);
+            config.ca_cert_file.clear();
+            config.verify_certificate = false;
+        }
+    };
+    let (delivered, errors) = send(&front.endpoint, unverified("proxy-secret"), 10).await;
+    assert_eq!((delivered, errors.len()), (10, 0));
+    assert!(proxy.tunnels.load(Ordering::Relaxed) > tunnels);
+    assert_eq!(plain.calls().1, 2);
+    let refused = proxy.refused.load(Ordering::Relaxed);
+    let (delivered, errors) = send(&front.endpoint, unverified("wrong"), 3).await;
+    assert_eq!((delivered, errors.len()), (0, 3));
+    assert!(all_expired_unreached(&errors), "{errors:?}");
+    assert!(proxy.refused.load(Ordering::Relaxed) > refused);
+    assert_eq!(plain.calls().1, 2);
     std::fs::remove_dir_all(ca_file.parent().unwrap()).unwrap();
 }

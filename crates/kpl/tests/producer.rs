@@ -570,13 +570,14 @@ fn build_needs_a_runtime_and_a_transport() {
         // The AWS transport is the default; it loads the SDK configuration on first use.
         assert!(KinesisProducer::builder().build().is_ok());
         let mut config = Config::default();
-        config.verify_certificate = false;
+        config.ca_cert_file = "ca.pem".into();
+        config.ca_cert_path = "certificates".into();
         let error = KinesisProducer::builder()
             .config(config)
             .build()
             .unwrap_err();
         assert!(matches!(&error, kpl::BuildError::UnsupportedSetting(source)
-                if matches!(source.downcast_ref(), Some(kpl::AwsSettingsError::UnverifiedTls))));
+                if matches!(source.downcast_ref(), Some(kpl::AwsSettingsError::CustomCa(_)))));
     }
     let mut config = Config::default();
     config.rate_limit = 0;
