@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
+use aws_config::meta::region::ProvideRegion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::Credentials;
@@ -147,6 +148,8 @@ pub enum AwsSettingsError {
     CustomCa(String),
     /// The endpoint is not an `http://` or `https://` URL.
     Endpoint(String),
+    /// No region is set and the SDK's region chain found none.
+    NoRegion,
 }
 
 impl fmt::Display for AwsSettingsError {
@@ -157,16 +160,20 @@ impl fmt::Display for AwsSettingsError {
             Self::Endpoint(url) => {
                 write!(f, "endpoint {url:?} must start with http:// or https://")
             }
+            Self::NoRegion => f.write_str(
+                "no region: set Region (or the AWS_REGION environment variable, or a region in \
+                 the AWS profile); none of them is set and no instance metadata answered",
+            ),
         }
     }
 }
 
 impl std::error::Error for AwsSettingsError {}
 
-/// The Kinesis transport on `aws-sdk-kinesis`. Cheap to clone. The SDK configuration (region
-/// and credential chains) is loaded on the first call, in a task of its own: a call that gives
-/// up waiting for it (its `RequestTimeout` passed) does not cancel the load, and the next call
-/// finds it further along or done.
+/// The Kinesis transport on `aws-sdk-kinesis`. Cheap to clone. The region is settled when it
+/// is made (see [`new`](Self::new)); the rest of the SDK configuration is loaded on the first
+/// call, in a task of its own: a call that gives up waiting for it (its `RequestTimeout`
+/// passed) does not cancel the load, and the next call finds it further along or done.
 ///
 /// **Regions**: a stream named by an ARN of another region than the transport's goes to a
 /// client for that region (same settings otherwise), made on first use; at most
@@ -207,7 +214,14 @@ impl fmt::Debug for AwsTransport {
 
 impl AwsTransport {
     /// A transport with these settings, checked now; the SDK configuration loads on first use.
-    pub fn new(settings: AwsSettings) -> Result<Self, AwsSettingsError> {
+    ///
+    /// Without `settings.region`, the SDK's region chain is asked now (`AWS_REGION`,
+    /// `AWS_DEFAULT_REGION`, the profile's `region`, then the EC2 instance metadata), on a thread
+    /// of its own, and [`AwsSettingsError::NoRegion`] is returned when none answers: a producer
+    /// without a region fails here rather than record by record later. Asking the instance
+    /// metadata off EC2 takes a few seconds to give up; set `AWS_EC2_METADATA_DISABLED=true`
+    /// there to skip it.
+    pub fn new(mut settings: AwsSettings) -> Result<Self, AwsSettingsError> {
         if !settings.verify_certificate {
             tracing::warn!(
                 endpoint = settings.endpoint_url.as_deref().unwrap_or("(regional)"),
@@ -221,6 +235,9 @@ impl AwsTransport {
             return Err(AwsSettingsError::Endpoint(url.clone()));
         }
         let http_client = http::client_for(&settings)?;
+        if settings.region.is_none() {
+            settings.region = Some(region_from_chain().ok_or(AwsSettingsError::NoRegion)?);
+        }
         Ok(Self {
             settings: Arc::new(settings),
             http_client,
@@ -240,6 +257,12 @@ impl AwsTransport {
             }),
             regional: None,
         }
+    }
+
+    /// The region calls go to for streams named by name: the settings' or the one the SDK's
+    /// chain found at [`new`](Self::new). `None` for a transport on a client built elsewhere.
+    pub fn region(&self) -> Option<&str> {
+        self.settings.region.as_deref()
     }
 
     /// The HTTP client made for the settings' proxy and trust store, if they ask for one: hand
@@ -306,6 +329,28 @@ impl AwsTransport {
             loaded.await;
         }
     }
+}
+
+/// The region the SDK's default chain finds. It is asynchronous (a profile file, the instance
+/// metadata), and `new` is not, and may be called on a runtime's thread: it runs on a thread and
+/// a runtime of its own.
+fn region_from_chain() -> Option<String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                let chain = aws_config::default_provider::region::default_provider();
+                runtime
+                    .block_on(ProvideRegion::region(&chain))
+                    .map(|region| region.to_string())
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
 }
 
 /// The SDK configuration for `settings`, with the SDK's retries off.

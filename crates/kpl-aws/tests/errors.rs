@@ -400,6 +400,7 @@ fn settings_that_cannot_be_used_are_refused_with_the_reason() {
         settings.verify_certificate,
         "verified unless told otherwise"
     );
+    settings.region = Some("us-east-1".into());
     // A proxy is taken; one that is not a URL is not.
     settings.proxy_host = Some("proxy.local".into());
     settings.proxy_port = Some(3128);

@@ -562,7 +562,7 @@ pub(crate) static KEYS: &[Key] = &[
         get: |c| ms_text(c.record_ttl),
         set: |c, v| { c.record_ttl = millis(v, 100, I64_MAX)?; Ok(()) }),
     key!("Region", "region", Kpl, "", "empty, or a region such as us-east-1",
-        "AWS region; empty takes it from the environment.",
+        "AWS region; empty takes the AWS SDK chain's (AWS_REGION, the profile, instance metadata) at build, which fails if none.",
         get: |c| c.region.clone(),
         set: |c, v| { c.region = region(v)?; Ok(()) }),
     key!("VerifyCertificate", "verify_certificate", Kpl, "true", "true, false",

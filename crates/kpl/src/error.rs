@@ -371,6 +371,12 @@ pub enum BuildError {
         /// The builder method that replaced the default.
         own: &'static str,
     },
+    /// No `Region` is set and the AWS SDK's region chain (`AWS_REGION`, `AWS_DEFAULT_REGION`,
+    /// the profile's `region`, the EC2 instance metadata) found none.
+    #[error(
+        "no region: set Region (or AWS_REGION, or a region in the AWS profile); none is set and no instance metadata answered"
+    )]
+    NoRegion,
     /// `build` was called outside a tokio runtime.
     #[error("KinesisProducer::build must be called inside a tokio runtime")]
     NoRuntime,

@@ -72,10 +72,18 @@ pub struct ProducerBuilder {
     credentials: Credentials,
 }
 
-/// What the default transport's client takes the network with (a proxy, a trust store), for
-/// the default exporter to take the same way.
+/// What the default transport found and made for its calls, for the default exporter's calls to
+/// go the same way: its region, and its HTTP client (a proxy, a trust store) if it has one.
 #[cfg(feature = "aws")]
-type Network = Option<kpl_aws::SharedHttpClient>;
+#[derive(Default)]
+#[cfg_attr(
+    not(feature = "cloudwatch"),
+    expect(dead_code, reason = "only the CloudWatch exporter reads it")
+)]
+struct Network {
+    region: Option<String>,
+    http_client: Option<kpl_aws::SharedHttpClient>,
+}
 #[cfg(not(feature = "aws"))]
 type Network = ();
 
@@ -364,9 +372,14 @@ fn default_transport(
             )));
         }
     };
-    let transport = kpl_aws::AwsTransport::new(settings)
-        .map_err(|error| BuildError::UnsupportedSetting(Box::new(error)))?;
-    let network = transport.http_client();
+    let transport = kpl_aws::AwsTransport::new(settings).map_err(|error| match error {
+        kpl_aws::AwsSettingsError::NoRegion => BuildError::NoRegion,
+        error => BuildError::UnsupportedSetting(Box::new(error)),
+    })?;
+    let network = Network {
+        region: transport.region().map(str::to_owned),
+        http_client: transport.http_client(),
+    };
     Ok((SharedTransport::new(transport), network))
 }
 
@@ -382,7 +395,8 @@ fn default_exporter(
         return None;
     }
     let mut settings = kpl_cloudwatch::CloudWatchSettings::default();
-    settings.region = (!config.region.is_empty()).then(|| config.region.clone());
+    // The transport's: `Region`, or what the SDK's chain found at build.
+    settings.region = network.region;
     settings.endpoint_url =
         crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
     settings.credentials = static_credentials(config);
@@ -393,7 +407,7 @@ fn default_exporter(
         .or_else(|| providers.kinesis.clone());
     settings.request_timeout = Some(config.request_timeout);
     // The records' way through the network (proxy, trust store), as the KPL's metrics take it.
-    settings.http_client = network;
+    settings.http_client = network.http_client;
     Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
 }
 

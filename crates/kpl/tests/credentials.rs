@@ -268,34 +268,15 @@ async fn the_default_chain_reads_the_profile_aws_profile_names() {
          [kpl-chain]\naws_access_key_id = AKIDCHAIN\naws_secret_access_key = secret\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-    child
-        .args([
-            "--exact",
-            "the_default_chain_reads_the_profile_aws_profile_names",
-        ])
-        .env(CHILD_ENDPOINT, endpoint.endpoint())
-        .env("AWS_CONFIG_FILE", &config_file)
-        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials_file)
-        .env("AWS_PROFILE", "kpl-chain")
-        // Nothing else may answer first, and no instance metadata is asked for.
-        .env("AWS_EC2_METADATA_DISABLED", "true");
-    for name in [
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_ENDPOINT_URL",
-        "AWS_ENDPOINT_URL_KINESIS",
-    ] {
-        child.env_remove(name);
-    }
-    let output = child.output().unwrap();
+    let output = run_child(
+        "the_default_chain_reads_the_profile_aws_profile_names",
+        &[
+            (CHILD_ENDPOINT, endpoint.endpoint().into()),
+            ("AWS_CONFIG_FILE", config_file.into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials_file.into()),
+            ("AWS_PROFILE", "kpl-chain".into()),
+        ],
+    );
     std::fs::remove_dir_all(&directory).unwrap();
     assert!(
         output.status.success(),
@@ -308,4 +289,228 @@ async fn the_default_chain_reads_the_profile_aws_profile_names() {
         (keys, regions),
         (vec!["AKIDCHAIN".to_owned()], vec!["eu-west-1".to_owned()])
     );
+}
+
+/// Runs the test `name` again in a child process whose AWS environment is `environment` and
+/// nothing else: no keys, region, profile, web identity, container credentials or endpoint
+/// of the parent's, and no instance metadata asked for.
+fn run_child(name: &str, environment: &[(&str, std::ffi::OsString)]) -> std::process::Output {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", name, "--nocapture"])
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    for name in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_ENDPOINT_URL_SSO",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KINESIS",
+    ] {
+        child.env_remove(name);
+    }
+    child.envs(environment.iter().map(|(name, value)| (name, value)));
+    child.output().unwrap()
+}
+
+const CHILD_REGION_ENDPOINT: &str = "KPL_TEST_REGION_ENDPOINT";
+
+/// A producer with no `Region` takes the one the SDK's chain finds at `build` (for the records'
+/// calls and the metrics'), and fails `build` with a clear error when the chain finds none.
+/// Run in child processes given the environment, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_region_is_refused_at_build_and_the_chain_s_region_is_taken() {
+    if let Ok(url) = std::env::var(CHILD_REGION_ENDPOINT) {
+        let mut config = Config::default();
+        config.set("KinesisEndpoint", &url).unwrap();
+        config.set("CloudwatchEndpoint", &url).unwrap();
+        config.set("AwsAccessKeyId", "AKIDREGION").unwrap();
+        config.set("AwsSecretKey", "secret").unwrap();
+        config.set("MetricsLevel", "summary").unwrap();
+        config.set("RecordMaxBufferedTime", "20").unwrap();
+        match KinesisProducer::builder().config(config).build() {
+            Ok(producer) => {
+                assert_eq!(deliver(&producer, 3).await, 3);
+                producer.shutdown(Duration::from_secs(5)).await;
+                println!("delivered");
+            }
+            Err(error) => {
+                assert!(matches!(error, BuildError::NoRegion), "{error:?}");
+                println!("refused: {error}");
+            }
+        }
+        return;
+    }
+    let name = "a_missing_region_is_refused_at_build_and_the_chain_s_region_is_taken";
+    let directory = std::env::temp_dir().join(format!("kpl-region-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let empty_profile = directory.join("config");
+    std::fs::write(&empty_profile, "[default]\n").unwrap();
+    let endpoint = endpoint();
+    let nowhere = [
+        (CHILD_REGION_ENDPOINT, endpoint.endpoint().into()),
+        ("AWS_CONFIG_FILE", empty_profile.clone().into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", empty_profile.into()),
+    ];
+    let refused = run_child(name, &nowhere);
+    let refused = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        refused.contains("refused:") && refused.contains("no region: set Region"),
+        "{refused}"
+    );
+    assert_eq!(endpoint.calls(), (0, 0), "nothing was called");
+    let mut from_environment = nowhere.to_vec();
+    from_environment.push(("AWS_REGION", "ap-south-1".into()));
+    let delivered = run_child(name, &from_environment);
+    std::fs::remove_dir_all(&directory).unwrap();
+    let stdout = String::from_utf8_lossy(&delivered.stdout);
+    assert!(
+        delivered.status.success() && stdout.contains("delivered"),
+        "{stdout}"
+    );
+    let regions: Vec<String> = endpoint.regions().into_keys().collect();
+    assert_eq!(
+        regions,
+        vec!["ap-south-1".to_owned()],
+        "records and metrics"
+    );
+    let metrics_calls: u64 = endpoint
+        .operations()
+        .iter()
+        .filter(|(operation, _)| operation.ends_with("/operation/PutMetricData"))
+        .map(|(_, calls)| calls)
+        .sum();
+    assert!(metrics_calls >= 1, "{:?}", endpoint.operations());
+}
+
+const CHILD_WEB_IDENTITY_ENDPOINT: &str = "KPL_TEST_WEB_IDENTITY_ENDPOINT";
+
+/// Web identity (EKS service accounts, GitHub's OIDC): the default chain reads the token file
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` names, trades it with STS for keys of `AWS_ROLE_ARN`, and the
+/// calls are signed with those. STS is the local endpoint too (`AWS_ENDPOINT_URL_STS`), which
+/// names the keys after the token. In a child process given the environment, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_identity_keys_from_sts_sign_the_calls() {
+    if let Ok(url) = std::env::var(CHILD_WEB_IDENTITY_ENDPOINT) {
+        let mut config = Config::default();
+        config.set("KinesisEndpoint", &url).unwrap();
+        config.set("MetricsLevel", "none").unwrap();
+        config.set("RecordMaxBufferedTime", "20").unwrap();
+        let producer = KinesisProducer::builder().config(config).build().unwrap();
+        assert_eq!(deliver(&producer, 5).await, 5);
+        producer.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
+    let directory = std::env::temp_dir().join(format!("kpl-web-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let token_file = directory.join("token");
+    std::fs::write(&token_file, "WEBIDENTITY").unwrap();
+    let empty_profile = directory.join("config");
+    std::fs::write(&empty_profile, "[default]\n").unwrap();
+    let endpoint = endpoint();
+    let output = run_child(
+        "web_identity_keys_from_sts_sign_the_calls",
+        &[
+            (CHILD_WEB_IDENTITY_ENDPOINT, endpoint.endpoint().into()),
+            ("AWS_CONFIG_FILE", empty_profile.clone().into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", empty_profile.into()),
+            ("AWS_REGION", "eu-central-1".into()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file.into()),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/kpl".into()),
+            ("AWS_ROLE_SESSION_NAME", "kpl".into()),
+            ("AWS_ENDPOINT_URL_STS", endpoint.endpoint().into()),
+        ],
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
+    // STS's call is not signed (the token is its proof): an empty key.
+    assert_eq!(keys, ["", "AKIDWEBIDENTITY"], "{keys:?}");
+    let regions: Vec<String> = endpoint.regions().into_keys().collect();
+    assert_eq!(regions, ["", "eu-central-1"]);
+}
+
+const CHILD_SSO_ENDPOINT: &str = "KPL_TEST_SSO_ENDPOINT";
+
+/// IAM Identity Center (`aws sso login`): a profile with an `sso-session`, whose token `aws sso
+/// login` left in `~/.aws/sso/cache/<sha1 of the session name>.json`; the default chain trades
+/// it with the portal (`AWS_ENDPOINT_URL_SSO`, the local endpoint, which names the keys after
+/// the token) for the role's keys, which sign the calls. In a child process whose `HOME` is a
+/// directory of the test's, as above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sso_profile_s_cached_login_gives_the_keys_that_sign_the_calls() {
+    if let Ok(url) = std::env::var(CHILD_SSO_ENDPOINT) {
+        let mut config = Config::default();
+        config.set("KinesisEndpoint", &url).unwrap();
+        config.set("MetricsLevel", "none").unwrap();
+        config.set("RecordMaxBufferedTime", "20").unwrap();
+        let producer = KinesisProducer::builder().config(config).build().unwrap();
+        assert_eq!(deliver(&producer, 5).await, 5);
+        producer.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
+    let home = std::env::temp_dir().join(format!("kpl-sso-{}", std::process::id()));
+    let cache = home.join(".aws/sso/cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let config_file = home.join(".aws/config");
+    std::fs::write(
+        &config_file,
+        "[profile kpl-sso]\nsso_session = kpl\nsso_account_id = 123456789012\n\
+         sso_role_name = producer\nregion = ap-northeast-1\n\n\
+         [sso-session kpl]\nsso_start_url = https://example.awsapps.com/start\n\
+         sso_region = us-east-1\n",
+    )
+    .unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, b"kpl");
+    let name: String = digest
+        .as_ref()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    std::fs::write(
+        cache.join(format!("{name}.json")),
+        r#"{"accessToken": "SSOLOGIN", "expiresAt": "2099-01-01T00:00:00Z",
+            "region": "us-east-1", "startUrl": "https://example.awsapps.com/start"}"#,
+    )
+    .unwrap();
+    let endpoint = endpoint();
+    let output = run_child(
+        "an_sso_profile_s_cached_login_gives_the_keys_that_sign_the_calls",
+        &[
+            (CHILD_SSO_ENDPOINT, endpoint.endpoint().into()),
+            ("HOME", home.clone().into()),
+            ("AWS_CONFIG_FILE", config_file.into()),
+            ("AWS_SHARED_CREDENTIALS_FILE", home.join("none").into()),
+            ("AWS_PROFILE", "kpl-sso".into()),
+            ("AWS_ENDPOINT_URL_SSO", endpoint.endpoint().into()),
+        ],
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
+    // The portal's call carries the bearer token, not a signature: an empty key.
+    assert_eq!(keys, ["", "AKIDSSOLOGIN"], "{keys:?}");
+    let regions: Vec<String> = endpoint.regions().into_keys().collect();
+    assert_eq!(regions, ["", "ap-northeast-1"]);
 }

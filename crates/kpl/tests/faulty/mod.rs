@@ -222,6 +222,7 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
         let mut length = 0usize;
         let mut target = String::new();
         let (mut access_key, mut region) = (String::new(), String::new());
+        let mut bearer = String::new();
         line.clear();
         if reader.read_line(&mut line).await? == 0 {
             return Ok(());
@@ -243,6 +244,8 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
             if let Some((name, value)) = header.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("x-amz-sso_bearer_token") {
+                    bearer = value.trim().to_owned();
                 } else if name.eq_ignore_ascii_case("x-amz-target") {
                     target = value.trim().to_owned();
                 } else if name.eq_ignore_ascii_case("authorization") {
@@ -259,7 +262,7 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
             *state.access_keys.entry(access_key).or_default() += 1;
             *state.regions.entry(region).or_default() += 1;
             let operation = if target.is_empty() {
-                path
+                path.clone()
             } else {
                 target.clone()
             };
@@ -267,7 +270,11 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
         }
         let mut body = vec![0; length];
         reader.read_exact(&mut body).await?;
-        let answer = {
+        let answer = if path.starts_with("/federation/credentials") {
+            sso_role_credentials(&bearer)
+        } else if target.is_empty() && body.starts_with(b"Action=AssumeRoleWithWebIdentity") {
+            assume_role_with_web_identity(&body)
+        } else {
             let mut state = state.lock().unwrap();
             answer(&mut state, &target, &body)
         };
@@ -297,6 +304,60 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
             }
         }
     }
+}
+
+/// IAM Identity Center's `GetRoleCredentials` (REST JSON): keys named after the portal's
+/// bearer token (`AKID` + token), as STS's below.
+fn sso_role_credentials(bearer: &str) -> Answer {
+    if bearer.is_empty() || !bearer.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let body = r#"{"message":"the session token is missing or invalid"}"#;
+        return Answer::Reply {
+            status: 401,
+            body: body.to_owned(),
+        };
+    }
+    let body = serde_json::json!({"roleCredentials": {
+        "accessKeyId": format!("AKID{bearer}"),
+        "secretAccessKey": "sso-secret",
+        "sessionToken": "session",
+        "expiration": 4_070_908_800_000_u64,
+    }});
+    Answer::Reply {
+        status: 200,
+        body: body.to_string(),
+    }
+}
+
+/// STS's `AssumeRoleWithWebIdentity` (query protocol, form in, XML out): keys named after the
+/// token (`AKID` + token), so a test sees which token reached the service; a call without a
+/// role or with a token that is not plain letters and digits is refused as STS refuses it.
+fn assume_role_with_web_identity(body: &[u8]) -> Answer {
+    let form = String::from_utf8_lossy(body);
+    let field = |name: &str| {
+        form.split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (token, role) = (field("WebIdentityToken"), field("RoleArn"));
+    if token.is_empty() || !token.chars().all(|c| c.is_ascii_alphanumeric()) || role.is_empty() {
+        let body = "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidIdentityToken</Code>\
+                    <Message>the token or the role is missing</Message></Error></ErrorResponse>";
+        return Answer::Reply {
+            status: 400,
+            body: body.to_owned(),
+        };
+    }
+    let body = format!(
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>AKID{token}</AccessKeyId>\
+         <SecretAccessKey>web-identity-secret</SecretAccessKey><SessionToken>session</SessionToken>\
+         <Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>\
+         <AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/kpl/kpl</Arn><AssumedRoleId>AROAKPL:kpl</AssumedRoleId></AssumedRoleUser>\
+         </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>1</RequestId>\
+         </ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
+    );
+    Answer::Reply { status: 200, body }
 }
 
 async fn write_answer(socket: &mut TcpStream, status: u16, body: &str) -> io::Result<()> {
