@@ -248,13 +248,7 @@ const CHILD_ENDPOINT: &str = "KPL_TEST_DEFAULT_CHAIN_ENDPOINT";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_chain_reads_the_profile_aws_profile_names() {
     if let Ok(url) = std::env::var(CHILD_ENDPOINT) {
-        let mut config = Config::default();
-        config.set("KinesisEndpoint", &url).unwrap();
-        config.set("MetricsLevel", "none").unwrap();
-        config.set("RecordMaxBufferedTime", "20").unwrap();
-        let producer = KinesisProducer::builder().config(config).build().unwrap();
-        assert_eq!(deliver(&producer, 5).await, 5);
-        producer.shutdown(Duration::from_secs(5)).await;
+        deliver_through_the_default_chain(&url).await;
         return;
     }
     let endpoint = endpoint();
@@ -278,16 +272,34 @@ async fn the_default_chain_reads_the_profile_aws_profile_names() {
         ],
     );
     std::fs::remove_dir_all(&directory).unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    assert_succeeded(&output);
     let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
     let regions: Vec<String> = endpoint.regions().into_keys().collect();
     assert_eq!(
         (keys, regions),
         (vec!["AKIDCHAIN".to_owned()], vec!["eu-west-1".to_owned()])
+    );
+}
+
+/// The child's side of the tests of the default chain: a producer with neither keys nor a
+/// provider (nor a region, unless the environment gives one) delivers to `url`.
+async fn deliver_through_the_default_chain(url: &str) {
+    let mut config = Config::default();
+    config.set("KinesisEndpoint", url).unwrap();
+    config.set("MetricsLevel", "none").unwrap();
+    config.set("RecordMaxBufferedTime", "20").unwrap();
+    let producer = KinesisProducer::builder().config(config).build().unwrap();
+    assert_eq!(deliver(&producer, 5).await, 5);
+    producer.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Fails with the child's output unless it passed.
+fn assert_succeeded(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 
@@ -385,12 +397,7 @@ async fn a_missing_region_is_refused_at_build_and_the_chain_s_region_is_taken() 
         vec!["ap-south-1".to_owned()],
         "records and metrics"
     );
-    let metrics_calls: u64 = endpoint
-        .operations()
-        .iter()
-        .filter(|(operation, _)| operation.ends_with("/operation/PutMetricData"))
-        .map(|(_, calls)| calls)
-        .sum();
+    let metrics_calls = endpoint.calls_of("PutMetricData");
     assert!(metrics_calls >= 1, "{:?}", endpoint.operations());
 }
 
@@ -403,13 +410,7 @@ const CHILD_WEB_IDENTITY_ENDPOINT: &str = "KPL_TEST_WEB_IDENTITY_ENDPOINT";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_identity_keys_from_sts_sign_the_calls() {
     if let Ok(url) = std::env::var(CHILD_WEB_IDENTITY_ENDPOINT) {
-        let mut config = Config::default();
-        config.set("KinesisEndpoint", &url).unwrap();
-        config.set("MetricsLevel", "none").unwrap();
-        config.set("RecordMaxBufferedTime", "20").unwrap();
-        let producer = KinesisProducer::builder().config(config).build().unwrap();
-        assert_eq!(deliver(&producer, 5).await, 5);
-        producer.shutdown(Duration::from_secs(5)).await;
+        deliver_through_the_default_chain(&url).await;
         return;
     }
     let directory = std::env::temp_dir().join(format!("kpl-web-identity-{}", std::process::id()));
@@ -433,12 +434,7 @@ async fn web_identity_keys_from_sts_sign_the_calls() {
         ],
     );
     std::fs::remove_dir_all(&directory).unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
     // STS's call is not signed (the token is its proof): an empty key.
     assert_eq!(keys, ["", "AKIDWEBIDENTITY"], "{keys:?}");
@@ -456,13 +452,7 @@ const CHILD_SSO_ENDPOINT: &str = "KPL_TEST_SSO_ENDPOINT";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sso_profile_s_cached_login_gives_the_keys_that_sign_the_calls() {
     if let Ok(url) = std::env::var(CHILD_SSO_ENDPOINT) {
-        let mut config = Config::default();
-        config.set("KinesisEndpoint", &url).unwrap();
-        config.set("MetricsLevel", "none").unwrap();
-        config.set("RecordMaxBufferedTime", "20").unwrap();
-        let producer = KinesisProducer::builder().config(config).build().unwrap();
-        assert_eq!(deliver(&producer, 5).await, 5);
-        producer.shutdown(Duration::from_secs(5)).await;
+        deliver_through_the_default_chain(&url).await;
         return;
     }
     let home = std::env::temp_dir().join(format!("kpl-sso-{}", std::process::id()));
@@ -502,12 +492,7 @@ async fn an_sso_profile_s_cached_login_gives_the_keys_that_sign_the_calls() {
         ],
     );
     std::fs::remove_dir_all(&home).unwrap();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
     // The portal's call carries the bearer token, not a signature: an empty key.
     assert_eq!(keys, ["", "AKIDSSOLOGIN"], "{keys:?}");

@@ -54,12 +54,7 @@ async fn the_metrics_take_the_records_way_through_the_proxy_and_the_private_ca()
     .await;
     assert_eq!(delivered, 5);
     // Shutting down uploads the last metrics: through the proxy, trusting the CA, or not at all.
-    let metrics_calls: u64 = plain
-        .operations()
-        .iter()
-        .filter(|(operation, _)| operation.ends_with("/operation/PutMetricData"))
-        .map(|(_, calls)| calls)
-        .sum();
+    let metrics_calls = plain.calls_of("PutMetricData");
     assert!(metrics_calls >= 1, "{:?}", plain.operations());
     assert!(
         proxy.tunnels.load(Ordering::Relaxed) >= 2,

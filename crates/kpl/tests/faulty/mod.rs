@@ -194,6 +194,16 @@ impl FaultyKinesis {
         self.state.lock().unwrap().operations.clone()
     }
 
+    /// Calls of `operation` received so far: a Kinesis operation by its `x-amz-target`, a
+    /// CloudWatch one by the path that names it.
+    pub(crate) fn calls_of(&self, operation: &str) -> u64 {
+        self.operations()
+            .iter()
+            .filter(|(called, _)| called.rsplit(['.', '/']).next() == Some(operation))
+            .map(|(_, calls)| calls)
+            .sum()
+    }
+
     /// Calls received so far by the region they were signed for.
     pub(crate) fn regions(&self) -> BTreeMap<String, u64> {
         self.state.lock().unwrap().regions.clone()
