@@ -36,7 +36,7 @@ mod transport;
 
 pub use harness::{Outcome, Pair};
 pub use service::{
-    ConsumedRecord, Counters, DroppedByKcl, Enforcement, Faults, KclView, ScriptedFault, SimError,
-    SimKinesis, StoredRecord,
+    ConsumedRecord, Counters, DroppedByKcl, Enforcement, Faults, KclView, ScriptedFault, ShardInfo,
+    SimError, SimKinesis, StoredRecord, StreamSnapshot,
 };
 pub use transport::{SimTransport, UnansweredTransport};

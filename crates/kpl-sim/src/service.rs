@@ -82,11 +82,38 @@ pub struct StoredRecord {
     pub written_at: Instant,
 }
 
+/// A shard as the service lists it, with its lineage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// Its id, such as `shardId-000000000003`.
+    pub id: ShardId,
+    /// The hash keys it owns.
+    pub range: HashKeyRange,
+    /// `false` once it was split or merged.
+    pub open: bool,
+    /// The shard it was split from, or the two it was merged from; empty for a shard the
+    /// stream was created with.
+    pub parents: Vec<ShardId>,
+}
+
+/// Everything a stream holds (shards, lineage, records), to keep it outside the service, in a
+/// file say, and bring it back with [`SimKinesis::restore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSnapshot {
+    /// The stream's name.
+    pub name: String,
+    /// Its largest record, in bytes.
+    pub max_record_size: usize,
+    /// Every shard, in the order they were made (parents before children), with its records.
+    pub shards: Vec<(ShardInfo, Vec<StoredRecord>)>,
+}
+
 #[derive(Clone, Debug)]
 struct SimShard {
     id: ShardId,
     range: HashKeyRange,
     open: bool,
+    parents: Vec<ShardId>,
     records: Vec<StoredRecord>,
     /// Every entry for this shard fails with this code (a shard that is down).
     failing: Option<String>,
@@ -98,11 +125,21 @@ struct SimShard {
 }
 
 impl SimShard {
+    fn info(&self) -> ShardInfo {
+        ShardInfo {
+            id: self.id.clone(),
+            range: self.range,
+            open: self.open,
+            parents: self.parents.clone(),
+        }
+    }
+
     fn new(number: u32, range: HashKeyRange, now: Instant) -> Self {
         Self {
             id: ShardId::new(format!("shardId-{number:012}")),
             range,
             open: true,
+            parents: Vec::new(),
             records: Vec::new(),
             failing: None,
             record_tokens: SHARD_RECORDS_PER_SEC,
@@ -287,6 +324,11 @@ impl fmt::Display for SimError {
 
 impl std::error::Error for SimError {}
 
+/// The ARN of a stream the simulated service makes (region and account are the sim's).
+fn stream_arn(name: &str) -> String {
+    format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}")
+}
+
 impl SimKinesis {
     /// An empty service with random faults off.
     pub fn new(seed: u64) -> Self {
@@ -313,7 +355,7 @@ impl SimKinesis {
         self.streams.insert(
             name.to_owned(),
             SimStream {
-                arn: format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}"),
+                arn: stream_arn(name),
                 next_shard_number: shards.len() as u32,
                 shards,
                 max_record_size: DEFAULT_MAX_RECORD_SIZE,
@@ -445,10 +487,13 @@ impl SimKinesis {
         let refilled = stream.shards[index]
             .refilled
             .max(now.unwrap_or(stream.shards[index].refilled));
+        let parent = stream.shards[index].id.clone();
         for child in [low, high] {
             let number = stream.next_shard_number;
             stream.next_shard_number += 1;
-            stream.shards.push(SimShard::new(number, child, refilled));
+            let mut child = SimShard::new(number, child, refilled);
+            child.parents = vec![parent.clone()];
+            stream.shards.push(child);
         }
         Ok(())
     }
@@ -486,7 +531,12 @@ impl SimKinesis {
         let refilled = stream.shards[low].refilled;
         let number = stream.next_shard_number;
         stream.next_shard_number += 1;
-        stream.shards.push(SimShard::new(number, range, refilled));
+        let mut child = SimShard::new(number, range, refilled);
+        child.parents = vec![
+            stream.shards[low].id.clone(),
+            stream.shards[high].id.clone(),
+        ];
+        stream.shards.push(child);
         Ok(())
     }
 
@@ -502,6 +552,77 @@ impl SimKinesis {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every shard of a stream, open or closed, in the order they were made.
+    pub fn shards(&self, name: &str) -> Vec<ShardInfo> {
+        self.streams
+            .get(name)
+            .map(|stream| stream.shards.iter().map(SimShard::info).collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of the streams.
+    pub fn stream_names(&self) -> Vec<String> {
+        self.streams.keys().cloned().collect()
+    }
+
+    /// Everything the stream holds, or `None` without such a stream.
+    pub fn snapshot(&self, name: &str) -> Option<StreamSnapshot> {
+        let stream = self.streams.get(name)?;
+        Some(StreamSnapshot {
+            name: name.to_owned(),
+            max_record_size: stream.max_record_size,
+            shards: stream
+                .shards
+                .iter()
+                .map(|shard| (shard.info(), shard.records.clone()))
+                .collect(),
+        })
+    }
+
+    /// Brings back a stream from its [`snapshot`](Self::snapshot), replacing one of the same
+    /// name; its shards' limits start full at `now`. Sequence numbers go on above the highest
+    /// the snapshot holds. Shard ids must read `shardId-<number>`.
+    pub fn restore(&mut self, snapshot: StreamSnapshot, now: Instant) -> Result<(), SimError> {
+        let mut next_shard_number = 0;
+        let mut shards = Vec::with_capacity(snapshot.shards.len());
+        for (info, records) in snapshot.shards {
+            let number: u32 = info
+                .id
+                .as_str()
+                .strip_prefix("shardId-")
+                .and_then(|number| number.parse().ok())
+                .ok_or_else(|| SimError(format!("shard id {} is not shardId-<number>", info.id)))?;
+            next_shard_number = next_shard_number.max(number + 1);
+            for record in &records {
+                let sequence: u64 = record.sequence_number.parse().map_err(|_| {
+                    SimError(format!(
+                        "sequence number {} is not a number",
+                        record.sequence_number
+                    ))
+                })?;
+                self.next_sequence = self.next_sequence.max(sequence + 1);
+            }
+            let mut shard = SimShard::new(number, info.range, now);
+            shard.id = info.id;
+            shard.open = info.open;
+            shard.parents = info.parents;
+            shard.records = records;
+            shards.push(shard);
+        }
+        self.streams.insert(
+            snapshot.name.clone(),
+            SimStream {
+                arn: stream_arn(&snapshot.name),
+                shards,
+                next_shard_number,
+                max_record_size: snapshot.max_record_size,
+                access_denied: false,
+                enforcement: Enforcement::default(),
+            },
+        );
+        Ok(())
     }
 
     /// Every record stored in a shard, in order.

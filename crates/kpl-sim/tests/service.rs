@@ -259,3 +259,61 @@ fn scripted_timeouts_may_or_may_not_write_and_random_faults_are_seeded() {
     assert!(first.iter().any(|r| r.contains("InternalFailure")));
     assert!(first.iter().any(|r| r.contains("Written")));
 }
+
+#[test]
+fn a_snapshot_brings_back_shards_lineage_and_records_and_numbering_goes_on() {
+    let (mut sim, now) = new_sim(2);
+    let written = |sim: &mut SimKinesis, key: &str| match &results(
+        sim.handle(put("s", vec![KinesisRecord::new(key, vec![1])]), now)
+            .unwrap(),
+    )[0]
+    {
+        PutRecordsEntryResult::Written {
+            sequence_number, ..
+        } => sequence_number.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let first = written(&mut sim, "a");
+    let low = sim.open_shards("s")[0].0.clone();
+    sim.split_shard("s", low.as_str(), HashKey::new(1 << 100))
+        .unwrap();
+    sim.merge_shards("s", "shardId-000000000002", "shardId-000000000003")
+        .unwrap();
+    let shards = sim.shards("s");
+    let lineage: Vec<(&str, bool, Vec<&str>)> = shards
+        .iter()
+        .map(|s| {
+            let parents = s.parents.iter().map(|p| p.as_str()).collect();
+            (s.id.as_str(), s.open, parents)
+        })
+        .collect();
+    assert_eq!(
+        lineage,
+        [
+            ("shardId-000000000000", false, vec![]),
+            ("shardId-000000000001", true, vec![]),
+            ("shardId-000000000002", false, vec!["shardId-000000000000"]),
+            ("shardId-000000000003", false, vec!["shardId-000000000000"]),
+            (
+                "shardId-000000000004",
+                true,
+                vec!["shardId-000000000002", "shardId-000000000003"]
+            ),
+        ]
+    );
+    let snapshot = sim.snapshot("s").unwrap();
+    let mut restored = SimKinesis::new(9);
+    restored.restore(snapshot.clone(), now).unwrap();
+    assert_eq!(restored.snapshot("s").unwrap(), snapshot);
+    assert_eq!(restored.stream_names(), ["s"]);
+    // New records are numbered above the restored ones, and new shards after the last.
+    let next = written(&mut restored, "b");
+    assert!(next > first, "{next} after {first}");
+    restored
+        .split_shard("s", "shardId-000000000001", HashKey::new(u128::MAX - 1))
+        .unwrap();
+    assert_eq!(
+        restored.shards("s").last().unwrap().id.as_str(),
+        "shardId-000000000006"
+    );
+}
