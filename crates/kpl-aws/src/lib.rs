@@ -259,6 +259,14 @@ impl AwsTransport {
         }
     }
 
+    /// The SDK configuration this transport's calls use (region, endpoint, credentials, HTTP
+    /// client, timeouts; the SDK's retries off, as the engine retries), for other Kinesis calls
+    /// of the application to go the same way: `aws_sdk_kinesis::Client::new(&config)`, with
+    /// retries set back on in its config builder if the caller does not retry.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        load_sdk_config(&self.settings, self.http_client.clone()).await
+    }
+
     /// The region calls go to for streams named by name: the settings' or the one the SDK's
     /// chain found at [`new`](Self::new). `None` for a transport on a client built elsewhere.
     pub fn region(&self) -> Option<&str> {

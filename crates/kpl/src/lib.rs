@@ -93,6 +93,14 @@ pub mod aws {
         ProvideCredentials, SharedCredentialsProvider,
         future::ProvideCredentials as CredentialsFuture,
     };
+    pub use kpl_aws::AwsTransport;
+
+    /// The AWS transport the producer would make for `config` (its region settled, its proxy,
+    /// trust store and credentials set): for an application's own Kinesis calls (reading the
+    /// stream, say) to go the producer's way, through [`AwsTransport::sdk_config`].
+    pub fn transport(config: &crate::Config) -> Result<AwsTransport, crate::BuildError> {
+        crate::producer::aws_transport(config, None)
+    }
 }
 
 /// Keeps the code in the workspace README compiling and passing (it uses this crate and

@@ -319,23 +319,10 @@ fn static_credentials(config: &Config) -> Option<(String, String, Option<String>
     ))
 }
 
-/// The AWS transport configured from `config` (region, endpoint, credentials, timeouts), with
-/// the application's credentials provider if it gave one.
+/// The AWS transport's settings for `config`: region, endpoint, static credentials, timeouts,
+/// proxy, trust store, certificate checks.
 #[cfg(feature = "aws")]
-fn default_transport(
-    config: &Config,
-    providers: &Credentials,
-) -> Result<(SharedTransport, Network), BuildError> {
-    // The AWS client's connections need the runtime's IO driver; without it every call would
-    // panic in a task. Tokio offers no way to ask but to register something.
-    let io = std::panic::catch_unwind(|| {
-        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-        socket.set_nonblocking(true)?;
-        tokio::net::UdpSocket::from_std(socket).map(drop)
-    });
-    if io.is_err() {
-        return Err(BuildError::RuntimeWithoutIo);
-    }
+fn aws_settings(config: &Config) -> Result<kpl_aws::AwsSettings, BuildError> {
     let endpoint_url = crate::config::endpoint_url(&config.kinesis_endpoint, config.kinesis_port);
     if let Some(url) = &endpoint_url
         && url.starts_with("http://")
@@ -350,7 +337,6 @@ fn default_transport(
     settings.region = (!config.region.is_empty()).then(|| config.region.clone());
     settings.endpoint_url = endpoint_url;
     settings.credentials = static_credentials(config);
-    settings.credentials_provider = providers.kinesis.clone();
     settings.connect_timeout = Some(config.connect_timeout);
     settings.request_timeout = Some(config.request_timeout);
     settings.verify_certificate = config.verify_certificate;
@@ -372,10 +358,42 @@ fn default_transport(
             )));
         }
     };
-    let transport = kpl_aws::AwsTransport::new(settings).map_err(|error| match error {
+    Ok(settings)
+}
+
+/// The AWS transport for `config`, signing with `provider` if given (else the static keys of
+/// `config`, else the SDK's chain).
+#[cfg(feature = "aws")]
+pub(crate) fn aws_transport(
+    config: &Config,
+    provider: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+) -> Result<kpl_aws::AwsTransport, BuildError> {
+    let mut settings = aws_settings(config)?;
+    settings.credentials_provider = provider;
+    kpl_aws::AwsTransport::new(settings).map_err(|error| match error {
         kpl_aws::AwsSettingsError::NoRegion => BuildError::NoRegion,
         error => BuildError::UnsupportedSetting(Box::new(error)),
-    })?;
+    })
+}
+
+/// The AWS transport configured from `config` (region, endpoint, credentials, timeouts), with
+/// the application's credentials provider if it gave one.
+#[cfg(feature = "aws")]
+fn default_transport(
+    config: &Config,
+    providers: &Credentials,
+) -> Result<(SharedTransport, Network), BuildError> {
+    // The AWS client's connections need the runtime's IO driver; without it every call would
+    // panic in a task. Tokio offers no way to ask but to register something.
+    let io = std::panic::catch_unwind(|| {
+        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket).map(drop)
+    });
+    if io.is_err() {
+        return Err(BuildError::RuntimeWithoutIo);
+    }
+    let transport = aws_transport(config, providers.kinesis.clone())?;
     let network = Network {
         region: transport.region().map(str::to_owned),
         http_client: transport.http_client(),
