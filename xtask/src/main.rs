@@ -146,7 +146,7 @@ fn ci() -> Result {
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
     )?;
-    // The end-to-end tests sit behind the facade's `e2e` feature; linting includes them.
+    // The end-to-end tests sit behind the `e2e` features; linting includes them.
     run(
         "cargo clippy",
         cargo().args([
@@ -154,7 +154,7 @@ fn ci() -> Result {
             "--workspace",
             "--all-targets",
             "--features",
-            "kpl/e2e,kpl-aggregation/interop",
+            "kpl/e2e,kpl-cli/e2e,kpl-aggregation/interop",
             "--locked",
             "--",
             "-D",
@@ -493,27 +493,36 @@ fn e2e(args: &[String]) -> Result {
 /// The end-to-end tests, each server started before and stopped after its tests.
 fn e2e_tests(tally: &mut Tally) -> Result {
     type Start = fn() -> Result<LocalServer>;
-    // (step, server, test target, variable carrying the endpoint)
-    let suites: [(&str, Start, &str, &str); 2] = [
+    // (step, server, package, test target, variable carrying the endpoint)
+    let suites: [(&str, Start, &str, &str, &str); 3] = [
         (
             "end-to-end tests through the producer against kinesalite",
             LocalServer::kinesalite,
+            "kpl",
             "e2e_kinesalite",
             "KPL_KINESALITE_ENDPOINT",
         ),
         (
             "StreamARN end-to-end tests against kinesis-local",
             LocalServer::kinesis_local,
+            "kpl",
             "e2e_kinesis_local",
             "KPL_KINESIS_LOCAL_ENDPOINT",
         ),
+        (
+            "the kpl command line against kinesalite",
+            LocalServer::kinesalite,
+            "kpl-cli",
+            "e2e_kinesalite",
+            "KPL_KINESALITE_ENDPOINT",
+        ),
     ];
-    for (step, start, target, variable) in suites {
+    for (step, start, package, target, variable) in suites {
         let server = start()?;
         run_tests(
             step,
             cargo()
-                .args(["test", "--locked", "-p", "kpl", "--features", "e2e"])
+                .args(["test", "--locked", "-p", package, "--features", "e2e"])
                 .args(["--test", target])
                 .env(variable, server.endpoint()),
             tally,

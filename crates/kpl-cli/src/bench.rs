@@ -12,8 +12,8 @@ use crate::cli::BenchArgs;
 use crate::produce::{Report, error_code};
 use crate::progress::{Counters, Progress, since};
 use crate::target::{Target, producer_config};
-use crate::usage::ProcessUsage;
 use crate::{Failure, Outcome};
+use kpl_cli::usage::ProcessUsage;
 
 /// Outcomes not yet received, at most.
 const OUTCOMES_IN_FLIGHT: usize = 65_536;
@@ -138,5 +138,20 @@ pub(crate) async fn run(args: BenchArgs) -> Result<Outcome, Failure> {
         cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
         after.peak_rss_kib as f64 / 1024.0
     );
-    Ok(report.outcome())
+    let mut outcome = report.outcome();
+    if let Some((readable, dropped)) = target.kcl_read_back(&name) {
+        let whole = readable as u64 == delivered && dropped == 0;
+        println!(
+            "read back: {readable} user records by the KCL's rules, {dropped} aggregates dropped: {}",
+            if whole {
+                "every delivered record exactly once"
+            } else {
+                "NOT every delivered record exactly once"
+            }
+        );
+        if !whole {
+            outcome = Outcome::Failed;
+        }
+    }
+    Ok(outcome)
 }

@@ -14,7 +14,6 @@ mod progress;
 mod stream;
 mod tail;
 mod target;
-mod usage;
 
 use std::process::ExitCode;
 

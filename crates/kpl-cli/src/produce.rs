@@ -229,7 +229,8 @@ impl Report {
                 let code = error_code(&error);
                 self.failed(&code, error.attempt_count());
                 if let (Some(failed_out), Some(sent)) = (failed_out, sent) {
-                    failed_out.write(&sent.raw, &sent.location, &code, &error.to_string())?;
+                    let message = format!("{error} [attempts: {}]", attempt_codes(&error));
+                    failed_out.write(&sent.raw, &sent.location, &code, &message)?;
                 }
             }
         }
@@ -294,13 +295,17 @@ impl Report {
         Ok(())
     }
 
-    /// The exit status: interrupted, stopped by bad input, some failed, or done.
+    /// The exit status: interrupted, stopped by bad input, some failed or skipped, or done.
     pub(crate) fn outcome(&self) -> Outcome {
+        let skipped = self
+            .counters
+            .skipped
+            .load(std::sync::atomic::Ordering::Relaxed);
         if self.interrupted {
             Outcome::Interrupted
         } else if self.stopped_at.is_some() {
             Outcome::BadInput
-        } else if self.failures.is_empty() {
+        } else if self.failures.is_empty() && skipped == 0 {
             Outcome::Done
         } else {
             Outcome::Failed
@@ -353,6 +358,30 @@ impl Report {
         }
         text
     }
+}
+
+/// The error codes of a failed record's attempts, in order, a repeated one counted:
+/// `InternalFailure x5, Expired`.
+fn attempt_codes(error: &DeliveryError) -> String {
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for code in error
+        .attempts()
+        .iter()
+        .filter_map(|attempt| attempt.error_code())
+    {
+        match runs.last_mut() {
+            Some((last, count)) if *last == code => *count += 1,
+            _ => runs.push((code, 1)),
+        }
+    }
+    let runs: Vec<String> = runs
+        .into_iter()
+        .map(|(code, count)| match count {
+            1 => code.to_owned(),
+            count => format!("{code} x{count}"),
+        })
+        .collect();
+    runs.join(", ")
 }
 
 /// A failed record's error code: the service's or the producer's last, else its kind.

@@ -60,7 +60,7 @@ pub(crate) struct Batch {
 /// The service a command talks to.
 pub(crate) enum Target {
     Local(Local),
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// The embedded stream.
@@ -135,7 +135,9 @@ impl Target {
         if local {
             return Local::open(config, state).map(Self::Local);
         }
-        Remote::open(config).await.map(Self::Remote)
+        Remote::open(config)
+            .await
+            .map(|remote| Self::Remote(Box::new(remote)))
     }
 
     /// A producer writing to `stream`; the embedded stream is created with `shards` if it does
@@ -297,6 +299,18 @@ impl Target {
         }
     }
 
+    /// The embedded stream's user records as a KCL consumer reads them (every shard from the
+    /// start), and the aggregates it would drop; `None` for a server.
+    pub(crate) fn kcl_read_back(&self, stream: &str) -> Option<(usize, usize)> {
+        match self {
+            Self::Local(local) => Some(local.transport.with_sim(|sim| {
+                let view = sim.kcl_view(stream);
+                (view.records.len(), view.dropped.len())
+            })),
+            Self::Remote(_) => None,
+        }
+    }
+
     /// Keeps the embedded streams in their directory, if there is one.
     pub(crate) fn save(&self) -> Result<(), Failure> {
         match self {
@@ -320,7 +334,7 @@ impl Target {
 impl Local {
     fn open(_config: Config, state: Option<&Path>) -> Result<Self, Failure> {
         let origin = (TokioClock.now(), TokioClock.system_time());
-        let mut sim = SimKinesis::new(0x6b70_6c2d_636c_69);
+        let mut sim = SimKinesis::new(LOCAL_SEED);
         let mut arrivals = HashMap::new();
         if let Some(directory) = state {
             std::fs::create_dir_all(directory)
@@ -411,6 +425,9 @@ impl Local {
         Ok(())
     }
 }
+
+/// The embedded service's seed: its answers are the same from run to run.
+const LOCAL_SEED: u64 = 42;
 
 /// How a kept stream's file is named.
 const STATE_SUFFIX: &str = ".stream.json";

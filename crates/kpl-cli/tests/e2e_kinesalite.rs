@@ -1,0 +1,144 @@
+//! The `kpl` commands against kinesalite, a local Kinesis server: `cargo xtask ci` (and
+//! `cargo xtask e2e`) start it and give its endpoint in `KPL_KINESALITE_ENDPOINT`. Without it
+//! these tests fail: they are built only with the `e2e` feature, which only those commands set.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn endpoint() -> String {
+    std::env::var("KPL_KINESALITE_ENDPOINT")
+        .expect("KPL_KINESALITE_ENDPOINT: run through `cargo xtask ci` or `cargo xtask e2e`")
+}
+
+/// `kpl args… --endpoint E --region us-east-1` with `stdin`, keys for kinesalite (which
+/// accepts any) in the environment.
+fn kpl(args: &[&str], stdin: &[u8]) -> Output {
+    let endpoint = endpoint();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(args)
+        .args(["--endpoint", &endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDKINESALITE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A stream name of this run's own (kinesalite keeps streams while it runs).
+fn stream(name: &str) -> String {
+    format!("cli-{name}-{}", std::process::id())
+}
+
+fn tail_json(stream: &str) -> Vec<Value> {
+    ok(&kpl(&["tail", "--stream", stream, "--format", "json"], b""))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn produce_then_tail_round_trips_through_a_split_and_the_stream_is_managed() {
+    let name = stream("round-trip");
+    let created = ok(&kpl(
+        &["stream", "create", "--stream", &name, "--shards", "2"],
+        b"",
+    ));
+    assert!(created.contains(&format!("created stream {name} with 2 shards")));
+    let first: String = (0..600)
+        .map(|n| format!("{{\"k\": \"key-{}\", \"n\": {n}}}\n", n % 12))
+        .collect();
+    let produce = [
+        "produce",
+        "--stream",
+        &name,
+        "--input-format",
+        "json",
+        "--key-field",
+        "k",
+    ];
+    let produced = ok(&kpl(&produce, first.as_bytes()));
+    assert!(produced.contains("delivered:  600"), "{produced}");
+    let split = [
+        "stream",
+        "split",
+        "--stream",
+        &name,
+        "--shard",
+        "shardId-000000000000",
+    ];
+    ok(&kpl(&split, b""));
+    let second: String = (600..1200)
+        .map(|n| format!("{{\"k\": \"key-{}\", \"n\": {n}}}\n", n % 12))
+        .collect();
+    let produced = ok(&kpl(&produce, second.as_bytes()));
+    assert!(produced.contains("delivered:  600"), "{produced}");
+    let described = ok(&kpl(&["stream", "describe", "--stream", &name], b""));
+    assert!(
+        described.contains("3 open shards, 1 closed")
+            && described.contains("from shardId-000000000000"),
+        "{described}"
+    );
+    let records = tail_json(&name);
+    let numbers: Vec<u64> = records
+        .iter()
+        .map(|record| {
+            let data: Value = serde_json::from_str(record["data"].as_str().unwrap()).unwrap();
+            data["n"].as_u64().unwrap()
+        })
+        .collect();
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..1200).collect::<Vec<_>>(), "each record once");
+    for key in 0..12 {
+        let of_key: Vec<u64> = numbers.iter().copied().filter(|n| n % 12 == key).collect();
+        assert!(of_key.windows(2).all(|w| w[0] < w[1]), "key {key} in order");
+    }
+    assert!(records.iter().all(|r| r["sequence_number"].is_string()));
+    assert!(records.iter().any(|r| r["aggregated"] == true));
+    // From a time after everything was written: nothing.
+    let later = ok(&kpl(
+        &[
+            "tail",
+            "--stream",
+            &name,
+            "--from",
+            "at-timestamp",
+            "4102444800",
+        ],
+        b"",
+    ));
+    assert_eq!(later, "");
+    ok(&kpl(&["stream", "delete", "--stream", &name], b""));
+    let gone = kpl(&["tail", "--stream", &name], b"");
+    assert_eq!(gone.status.code(), Some(3));
+}
+
+#[test]
+fn producing_to_a_stream_that_does_not_exist_exits_with_3_and_says_so() {
+    let name = stream("missing");
+    let output = kpl(&["produce", "--stream", &name], b"x\n");
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("stream {name} not found")),
+        "{stderr}"
+    );
+}
