@@ -279,7 +279,7 @@ impl Target {
         }
     }
 
-    /// Deletes `stream`.
+    /// Deletes `stream` (and waits until it is gone).
     pub(crate) async fn delete_stream(&self, stream: &str) -> Result<(), Failure> {
         match self {
             Self::Local(local) => {
@@ -811,14 +811,37 @@ impl Remote {
         self.wait_active(stream).await
     }
 
+    /// Deletes `stream` and waits until it is gone.
     async fn delete_stream(&self, stream: &str) -> Result<(), Failure> {
         self.client
             .delete_stream()
             .stream_name(stream)
             .send()
             .await
-            .map(drop)
-            .map_err(|error| self.failure(stream, &error))
+            .map_err(|error| self.failure(stream, &error))?;
+        for _ in 0..600 {
+            let described = self
+                .client
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send()
+                .await;
+            match described {
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|service| service.is_resource_not_found_exception()) =>
+                {
+                    return Ok(());
+                }
+                Err(error) => return Err(self.failure(stream, &error)),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(Failure::unreachable(format!(
+            "stream {stream} was still there at {} a minute after its deletion",
+            self.place
+        )))
     }
 }
 
