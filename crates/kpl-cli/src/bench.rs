@@ -11,7 +11,7 @@ use rand::{RngCore, SeedableRng};
 use crate::cli::BenchArgs;
 use crate::produce::{Report, error_code};
 use crate::progress::{Counters, Progress, since};
-use crate::target::{Target, producer_config};
+use crate::target::Target;
 use crate::{Failure, Outcome};
 use kpl_cli::usage::ProcessUsage;
 
@@ -44,12 +44,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<Outcome, Failure> {
         args.region.as_deref(),
     )
     .await?;
-    let config = producer_config(
-        args.config.as_deref(),
-        args.endpoint.as_deref(),
-        args.region.as_deref(),
-    )?;
-    let producer = target.producer(&name, args.shards, Some(config)).await?;
+    let producer = target.producer(&name, args.shards).await?;
     let before = ProcessUsage::now();
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(Arc::clone(&counters), Duration::from_secs(5));

@@ -63,7 +63,14 @@ shard's hash key range after a reshard) are counted and reported, not printed.")
   kpl bench --stream bench --endpoint http://127.0.0.1:4567 --region us-east-1")]
     Bench(BenchArgs),
     /// Create, describe, split or delete a stream.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:
+  kpl stream create --local --local-state ./state --stream demo --shards 2
+  kpl stream describe --stream orders --region eu-west-1
+  kpl stream split --stream demo --shard shardId-000000000000 --endpoint http://127.0.0.1:4567 --region us-east-1
+  kpl stream delete --local --local-state ./state --stream demo"
+    )]
     Stream(StreamCommand),
     /// Print the shell completions for bash, zsh, fish, elvish or PowerShell.
     #[command(after_help = "Examples:

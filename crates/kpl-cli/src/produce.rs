@@ -48,9 +48,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<Outcome, Failure> {
         .map(|path| FailedOut::create(path, args.input_format))
         .transpose()?;
     let target = Target::open(&args.target).await?;
-    let producer = target
-        .producer(&args.target.stream, args.shards, None)
-        .await?;
+    let producer = target.producer(&args.target.stream, args.shards).await?;
     let (records, inputs) = mpsc::channel(READ_AHEAD);
     let files = args.files.clone();
     std::thread::spawn(move || {

@@ -84,6 +84,10 @@ pub(crate) async fn run(args: TailArgs) -> Result<Outcome, Failure> {
             }
             tail.read_shard(&target, stream, reader, args.follow)
                 .await?;
+            if args.follow {
+                // Whoever follows reads each record as it comes, not when a buffer fills.
+                tail.printer.flush()?;
+            }
             if tail.full() {
                 break;
             }

@@ -66,6 +66,7 @@ pub(crate) enum Target {
 /// The embedded stream.
 pub(crate) struct Local {
     transport: SimTransport,
+    config: Config,
     state: Option<PathBuf>,
     /// Arrival times of the records read from the state directory, by sequence number (the
     /// simulated service keeps its own clock's instants, which do not outlive the process).
@@ -140,13 +141,12 @@ impl Target {
             .map(|remote| Self::Remote(Box::new(remote)))
     }
 
-    /// A producer writing to `stream`; the embedded stream is created with `shards` if it does
-    /// not exist, a server's stream must.
+    /// A producer writing to `stream` with the command's configuration; the embedded stream is
+    /// created with `shards` if it does not exist, a server's stream must.
     pub(crate) async fn producer(
         &self,
         stream: &str,
         shards: u32,
-        config: Option<Config>,
     ) -> Result<KinesisProducer, Failure> {
         match self {
             Self::Local(local) => {
@@ -155,13 +155,8 @@ impl Target {
                         sim.create_stream(stream, shards.max(1), TokioClock.now());
                     }
                 });
-                let config = config.unwrap_or_else(|| {
-                    let mut config = Config::default();
-                    config.metrics_level = kpl::MetricsLevel::None;
-                    config
-                });
                 KinesisProducer::builder()
-                    .config(config)
+                    .config(local.config.clone())
                     .transport(local.transport.clone())
                     .build()
                     .map_err(|error| Failure::bad_input(error_chain(&error)))
@@ -169,7 +164,7 @@ impl Target {
             Self::Remote(remote) => {
                 remote.check(stream).await?;
                 KinesisProducer::builder()
-                    .config(config.unwrap_or_else(|| remote.config.clone()))
+                    .config(remote.config.clone())
                     .build()
                     .map_err(|error| Failure::bad_input(error_chain(&error)))
             }
@@ -332,7 +327,7 @@ impl Target {
 }
 
 impl Local {
-    fn open(_config: Config, state: Option<&Path>) -> Result<Self, Failure> {
+    fn open(config: Config, state: Option<&Path>) -> Result<Self, Failure> {
         let origin = (TokioClock.now(), TokioClock.system_time());
         let mut sim = SimKinesis::new(LOCAL_SEED);
         let mut arrivals = HashMap::new();
@@ -355,6 +350,7 @@ impl Local {
         }
         Ok(Self {
             transport: SimTransport::new(sim, TokioClock),
+            config,
             state: state.map(Path::to_owned),
             arrivals,
             origin,

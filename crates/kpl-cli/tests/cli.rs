@@ -186,6 +186,29 @@ fn text_json_and_binary_input_round_trip_through_the_embedded_stream() {
     let read: Vec<Vec<u8>> = records.iter().map(data_of).collect();
     assert_eq!(read, frames, "one key keeps one shard and its order");
     assert!(records.iter().all(|r| r["partition_key"] == "sensor-7"));
+    // A configuration file is the producer's: without aggregation each record goes alone.
+    let config = scratch.file("kpl.properties", "AggregationEnabled = false\n");
+    let mut args = vec![
+        "produce",
+        "--stream",
+        "plain",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend(local);
+    let produced = run(&args, b"a\nb\nc\n");
+    assert_eq!(status(&produced), 0, "{}", text(&produced.stderr));
+    let mut tail = vec!["--stream", "plain"];
+    tail.extend(local);
+    let records = tail_json(&tail);
+    assert_eq!(records.len(), 3);
+    assert!(
+        records.iter().all(|r| r["aggregated"] == false),
+        "{records:?}"
+    );
+    let mut first_five = vec!["--stream", "binary", "--max-records", "5"];
+    first_five.extend(local);
+    assert_eq!(tail_json(&first_five).len(), 5);
 }
 
 #[test]
@@ -604,7 +627,14 @@ fn bench_reports_throughput_latency_cpu_and_memory() {
 
 #[test]
 fn help_shows_examples_and_completions_are_printed_for_each_shell() {
-    for command in ["produce", "tail", "decode", "bench", "completions"] {
+    for command in [
+        "produce",
+        "tail",
+        "decode",
+        "bench",
+        "stream",
+        "completions",
+    ] {
         let output = run(&[command, "--help"], b"");
         assert!(text(&output.stdout).contains("Examples:"), "{command}");
     }

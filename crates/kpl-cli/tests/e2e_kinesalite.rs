@@ -147,3 +147,93 @@ fn producing_to_a_stream_that_does_not_exist_exits_with_3_and_says_so() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tail_follow_prints_records_as_they_come_until_ctrl_c() {
+    let name = stream("follow");
+    ok(&kpl(
+        &["stream", "create", "--stream", &name, "--shards", "2"],
+        b"",
+    ));
+    let endpoint = endpoint();
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(["tail", "--stream", &name, "--follow"])
+        .args(["--endpoint", &endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDKINESALITE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tail.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    // Two batches, each written while the tail follows: it prints each as it comes.
+    for batch in [0..50u64, 50..100] {
+        let input: String = batch.clone().map(|n| format!("{n}\n")).collect();
+        ok(&kpl(&["produce", "--stream", &name], input.as_bytes()));
+        // Shards interleave: read until every record so far has shown.
+        while seen.len() < batch.end as usize {
+            let Some(line) = lines.next() else { break };
+            seen.push(line.unwrap());
+        }
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let output = tail.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130));
+    let mut numbers: Vec<u64> = seen.iter().map(|line| line.parse().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..100).collect::<Vec<_>>(), "each once");
+}
+
+#[test]
+fn bench_and_binary_input_reach_a_server_too() {
+    let name = stream("bench");
+    ok(&kpl(
+        &["stream", "create", "--stream", &name, "--shards", "2"],
+        b"",
+    ));
+    let benched = ok(&kpl(
+        &[
+            "bench",
+            "--stream",
+            &name,
+            "--records",
+            "3000",
+            "--size",
+            "40",
+        ],
+        b"",
+    ));
+    assert!(benched.contains("delivered:  3000"), "{benched}");
+    assert!(
+        !benched.contains("read back"),
+        "read back only on the embedded stream"
+    );
+    let frames: Vec<Vec<u8>> = (0..20u8).map(|n| vec![0xfe, n, 0x00]).collect();
+    let input: Vec<u8> = frames
+        .iter()
+        .flat_map(|frame| {
+            let mut framed = (frame.len() as u32).to_be_bytes().to_vec();
+            framed.extend(frame);
+            framed
+        })
+        .collect();
+    let produce = ["produce", "--stream", &name, "--input-format", "binary"];
+    let produced = ok(&kpl(&[&produce[..], &["--key", "one"]].concat(), &input));
+    assert!(produced.contains("delivered:  20"), "{produced}");
+    let ours: Vec<Vec<u8>> = tail_json(&name)
+        .iter()
+        .filter(|record| record["partition_key"] == "one")
+        .map(|record| {
+            base64_simd::STANDARD
+                .decode_to_vec(record["data_base64"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ours, frames, "in order, bytes intact");
+}
