@@ -172,7 +172,19 @@ impl Run {
         // by the shutdown with the reason (never sent, or possibly written while in flight).
         let producer = self.producer.clone();
         let drain = self.drain_timeout;
-        let shutdown = tokio::spawn(async move { producer.shutdown(drain).await });
+        if report.interrupted {
+            eprintln!(
+                "kpl: interrupted: sending what was read, waiting up to {drain:?} for it \
+                 (Ctrl-C again to stop now)"
+            );
+        }
+        let shutdown = tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::timeout(drain, producer.flush_and_wait()) => {}
+                _ = tokio::signal::ctrl_c() => eprintln!("kpl: stopping now"),
+            }
+            producer.shutdown(Duration::ZERO).await
+        });
         while let Some(outcome) = outcomes.recv().await {
             let sent = pending.remove(&outcome.id);
             report.record_outcome(outcome, sent, self.failed_out.as_mut())?;
