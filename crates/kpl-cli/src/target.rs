@@ -220,7 +220,7 @@ impl Target {
     ) -> Result<Batch, Failure> {
         match (self, cursor) {
             (Self::Local(local), Cursor::Local(next)) => Ok(local.read(stream, shard, next)),
-            (Self::Remote(remote), Cursor::Remote(iterator)) => remote.read(iterator).await,
+            (Self::Remote(remote), Cursor::Remote(iterator)) => remote.read(stream, iterator).await,
             _ => Err(Failure::bad_input("a cursor of another service")),
         }
     }
@@ -722,7 +722,7 @@ impl Remote {
         Ok(Cursor::Remote(answer.shard_iterator().map(str::to_owned)))
     }
 
-    async fn read(&self, iterator: &mut Option<String>) -> Result<Batch, Failure> {
+    async fn read(&self, stream: &str, iterator: &mut Option<String>) -> Result<Batch, Failure> {
         let Some(current) = iterator.clone() else {
             return Ok(Batch {
                 caught_up: true,
@@ -737,7 +737,7 @@ impl Remote {
             .limit(10_000)
             .send()
             .await
-            .map_err(|error| self.failure("(reading)", &error))?;
+            .map_err(|error| self.failure(stream, &error))?;
         let records: Vec<StoredEntry> = answer
             .records()
             .iter()
