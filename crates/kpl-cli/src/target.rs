@@ -59,7 +59,7 @@ pub(crate) struct Batch {
 
 /// The service a command talks to.
 pub(crate) enum Target {
-    Local(Local),
+    Local(Box<Local>),
     Remote(Box<Remote>),
 }
 
@@ -134,7 +134,7 @@ impl Target {
     ) -> Result<Self, Failure> {
         let config = producer_config(config, endpoint, region)?;
         if local {
-            return Local::open(config, state).map(Self::Local);
+            return Local::open(config, state).map(|local| Self::Local(Box::new(local)));
         }
         Remote::open(config)
             .await

@@ -5,16 +5,18 @@
 
 #[path = "../../kpl/tests/faulty/mod.rs"]
 mod faulty;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use faulty::FaultyKinesis;
 use kpl::time::{Clock, SystemClock};
 use kpl_sim::SimKinesis;
 use serde_json::Value;
+use support::{framed, interrupt, kpl, run, text};
 
 /// A directory of the test's own, removed when it ends.
 struct Scratch(PathBuf);
@@ -46,34 +48,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn kpl(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kpl"));
-    command.args(args);
-    command
-}
-
-/// Runs `kpl` with `stdin` as its input.
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = kpl(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&stdin);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The `name: value` lines of a summary.
@@ -167,14 +141,7 @@ fn text_json_and_binary_input_round_trip_through_the_embedded_stream() {
 
     // Length-prefixed binary, bytes that are not UTF-8 among them, one fixed key.
     let frames: Vec<Vec<u8>> = (0..100u8).map(|n| vec![0xff, n, 0, n]).collect();
-    let input: Vec<u8> = frames
-        .iter()
-        .flat_map(|frame| {
-            let mut framed = (frame.len() as u32).to_be_bytes().to_vec();
-            framed.extend(frame);
-            framed
-        })
-        .collect();
+    let input = framed(&frames);
     let mut args = vec!["produce", "--stream", "binary", "--input-format", "binary"];
     args.extend(["--key", "sensor-7"]);
     args.extend(local);
@@ -381,21 +348,11 @@ fn endpoint(shards: u32) -> (FaultyKinesis, Vec<String>) {
     (server, args)
 }
 
-/// `kpl` with static keys for the local endpoint.
+/// `kpl args… remote…` with `stdin`.
 fn run_remote(args: &[&str], remote: &[String], stdin: &[u8]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(remote.iter().map(String::as_str));
-    let mut child = kpl(&all)
-        .env("AWS_ACCESS_KEY_ID", "AKIDCLI")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    run(&all, stdin)
 }
 
 #[test]
@@ -516,9 +473,6 @@ fn without_a_terminal_progress_is_printed_as_lines_and_ctrl_c_drains_and_reports
         "--progress-interval",
         "20ms",
     ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
     let mut input = child.stdin.take().unwrap();
@@ -540,11 +494,7 @@ fn without_a_terminal_progress_is_printed_as_lines_and_ctrl_c_drains_and_reports
         line.contains("records/s") && line.contains("0 failed"),
         "{line}"
     );
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    interrupt(&child);
     let output = child.wait_with_output().unwrap();
     drop(input);
     assert_eq!(status(&output), 130);

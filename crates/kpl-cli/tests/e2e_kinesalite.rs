@@ -3,8 +3,9 @@
 //! these tests fail: they are built only with the `e2e` feature, which only those commands set.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod support;
+
+use std::process::Output;
 
 use kpl::time::Clock;
 use serde_json::Value;
@@ -14,23 +15,11 @@ fn endpoint() -> String {
         .expect("KPL_KINESALITE_ENDPOINT: run through `cargo xtask ci` or `cargo xtask e2e`")
 }
 
-/// `kpl args… --endpoint E --region us-east-1` with `stdin`, keys for kinesalite (which
-/// accepts any) in the environment.
+/// `kpl args… --endpoint E --region us-east-1` with `stdin`.
 fn kpl(args: &[&str], stdin: &[u8]) -> Output {
     let endpoint = endpoint();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .args(["--endpoint", &endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "AKIDKINESALITE")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let server = ["--endpoint", endpoint.as_str(), "--region", "us-east-1"];
+    support::run(&[args, &server[..]].concat(), stdin)
 }
 
 fn ok(output: &Output) -> String {
@@ -156,14 +145,9 @@ fn tail_follow_prints_records_as_they_come_until_ctrl_c() {
         b"",
     ));
     let endpoint = endpoint();
-    let mut tail = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(["tail", "--stream", &name, "--follow"])
-        .args(["--endpoint", &endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "AKIDKINESALITE")
-        .env("AWS_SECRET_ACCESS_KEY", "secret")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let follow = ["tail", "--stream", &name, "--follow"];
+    let server = ["--endpoint", endpoint.as_str(), "--region", "us-east-1"];
+    let mut tail = support::kpl(&[&follow[..], &server[..]].concat())
         .spawn()
         .unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(tail.stdout.take().unwrap()));
@@ -178,11 +162,7 @@ fn tail_follow_prints_records_as_they_come_until_ctrl_c() {
             seen.push(line.unwrap());
         }
     }
-    let interrupted = Command::new("kill")
-        .args(["-INT", &tail.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
+    support::interrupt(&tail);
     let output = tail.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130));
     let mut numbers: Vec<u64> = seen.iter().map(|line| line.parse().unwrap()).collect();
@@ -215,14 +195,7 @@ fn bench_and_binary_input_reach_a_server_too() {
         "read back only on the embedded stream"
     );
     let frames: Vec<Vec<u8>> = (0..20u8).map(|n| vec![0xfe, n, 0x00]).collect();
-    let input: Vec<u8> = frames
-        .iter()
-        .flat_map(|frame| {
-            let mut framed = (frame.len() as u32).to_be_bytes().to_vec();
-            framed.extend(frame);
-            framed
-        })
-        .collect();
+    let input = support::framed(&frames);
     let produce = ["produce", "--stream", &name, "--input-format", "binary"];
     let produced = ok(&kpl(&[&produce[..], &["--key", "one"]].concat(), &input));
     assert!(produced.contains("delivered:  20"), "{produced}");
