@@ -753,9 +753,14 @@ impl Remote {
             })
             .collect();
         *iterator = answer.next_shard_iterator().map(str::to_owned);
-        let behind = answer.millis_behind_latest().unwrap_or(0);
+        // An empty page is not the end while the shard is behind: reads from the trim horizon
+        // step through stretches without records.
+        let caught_up = match answer.millis_behind_latest() {
+            Some(behind) => behind == 0,
+            None => records.is_empty(),
+        };
         Ok(Batch {
-            caught_up: records.is_empty() || behind == 0,
+            caught_up,
             ended: iterator.is_none(),
             records,
         })
