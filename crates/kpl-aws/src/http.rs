@@ -95,12 +95,25 @@ fn proxy_config(settings: &AwsSettings) -> Result<Option<ProxyConfig>, AwsSettin
     let Some(url) = proxy_url(settings) else {
         return Ok(proxy_in_environment().then(ProxyConfig::from_env));
     };
-    let mut config = ProxyConfig::all(url.as_str())
-        .map_err(|error| AwsSettingsError::Proxy(format!("proxy {url:?}: {error}")))?;
+    let mut config = ProxyConfig::all(url.as_str()).map_err(|error| {
+        AwsSettingsError::Proxy(format!("proxy {:?}: {error}", without_userinfo(&url)))
+    })?;
     if let Some((user, password)) = &settings.proxy_credentials {
         config = config.with_basic_auth(user.as_str(), password.as_str());
     }
     Ok(Some(config))
+}
+
+/// `url` without a `user:password@` part, for messages: a password written into `ProxyHost`
+/// must not be printed.
+pub(crate) fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme.is_empty() => format!("<redacted>@{}", &rest[at + 1..]),
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// Where a PEM certificate begins.

@@ -124,7 +124,10 @@ impl fmt::Debug for AwsSettings {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("verify_certificate", &self.verify_certificate)
-            .field("proxy_host", &self.proxy_host)
+            .field(
+                "proxy_host",
+                &self.proxy_host.as_deref().map(http::without_userinfo),
+            )
             .field("proxy_port", &self.proxy_port)
             .field(
                 "proxy_credentials",

@@ -58,9 +58,15 @@ impl ProxyRoute {
         url: &str,
         credentials: Option<(&str, &str)>,
     ) -> Result<Self, AwsSettingsError> {
+        let shown = crate::http::without_userinfo(url);
         let proxy: Uri = url
             .parse()
-            .map_err(|error| AwsSettingsError::Proxy(format!("proxy {url:?}: {error}")))?;
+            .map_err(|error| AwsSettingsError::Proxy(format!("proxy {shown:?}: {error}")))?;
+        if proxy.scheme_str() != Some("http") {
+            return Err(AwsSettingsError::Proxy(format!(
+                "proxy {shown:?}: with VerifyCertificate=false only an http:// proxy is supported"
+            )));
+        }
         let authorization = credentials
             .map(|(user, password)| {
                 let token = base64_simd::STANDARD.encode_to_string(format!("{user}:{password}"));

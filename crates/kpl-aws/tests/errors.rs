@@ -420,7 +420,23 @@ fn settings_that_cannot_be_used_are_refused_with_the_reason() {
     ));
     settings.proxy_host = Some("proxy.local".into());
     assert!(AwsTransport::new(settings.clone()).is_ok());
+    // Without certificate checks the tunnel goes in the clear to the proxy: an https:// one is
+    // refused rather than half-used.
+    settings.proxy_host = Some("https://proxy.local:3129".into());
+    let error = AwsTransport::new(settings.clone()).unwrap_err();
+    assert!(
+        error.to_string().contains("only an http:// proxy"),
+        "{error}"
+    );
+    // A password written into the proxy's URL is never shown.
+    settings.proxy_host = Some("http://user:pw-in-url@[bad".into());
+    let error = AwsTransport::new(settings.clone()).unwrap_err();
+    assert!(!error.to_string().contains("pw-in-url"), "{error}");
+    assert!(!format!("{settings:?}").contains("pw-in-url"));
     settings.verify_certificate = true;
+    let error = AwsTransport::new(settings.clone()).unwrap_err();
+    assert!(!error.to_string().contains("pw-in-url"), "{error}");
+    settings.proxy_host = Some("proxy.local".into());
     settings.proxy_host = None;
     // A trust store that cannot be read, or holds no certificate, is refused at once.
     settings.ca_certificates = Some("/nonexistent/my-ca.pem".into());

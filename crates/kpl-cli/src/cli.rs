@@ -295,7 +295,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// RFC 3339, or seconds since the epoch.
 fn parse_timestamp(text: &str) -> Result<std::time::SystemTime, String> {
     if let Ok(seconds) = text.parse::<f64>() {
-        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0)));
+        return Duration::try_from_secs_f64(seconds.max(0.0))
+            .ok()
+            .and_then(|since| std::time::UNIX_EPOCH.checked_add(since))
+            .ok_or_else(|| format!("{text:?}: not a time"));
     }
     humantime::parse_rfc3339_weak(text)
         .map_err(|error| format!("{text:?}: {error} (give RFC 3339 or seconds since the epoch)"))
@@ -328,5 +331,11 @@ mod tests {
                 .unwrap_err()
                 .contains("RFC 3339")
         );
+        for huge in ["inf", "1e20", "1e19"] {
+            assert!(
+                parse_timestamp(huge).unwrap_err().contains("not a time"),
+                "{huge}"
+            );
+        }
     }
 }

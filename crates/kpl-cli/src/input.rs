@@ -40,6 +40,9 @@ pub(crate) struct Parsed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct BadInput {
     pub(crate) location: Location,
+    /// The input could not be read here (not one bad record: the rest of the input is
+    /// unknown), so reading stops even with `--skip-bad`.
+    pub(crate) unreadable: bool,
     /// The field it concerns, if one.
     pub(crate) field: Option<String>,
     pub(crate) problem: String,
@@ -91,8 +94,9 @@ impl RecordShape {
 }
 
 /// Reads `files` (stdin for none or `-`) one record at a time, in order, calling `each` with
-/// every record until it returns `false`. An unreadable file is reported as bad input at its
-/// line 0 (or where the read failed) and ends the reading.
+/// every record until it returns `false`. A file that cannot be opened or read on (an I/O
+/// error, a cut or oversized binary frame, a line above the largest record) is reported as
+/// unreadable at its line 0 (or where the read failed) and ends the reading.
 pub(crate) fn read_all(
     files: &[PathBuf],
     shape: &RecordShape,
@@ -168,6 +172,7 @@ fn unreadable(source: &Arc<str>, line: u64, error: &std::io::Error) -> InputReco
     InputRecord {
         parsed: Err(BadInput {
             location: location.clone(),
+            unreadable: true,
             field: None,
             problem: format!("cannot read: {error}"),
         }),
@@ -176,11 +181,19 @@ fn unreadable(source: &Arc<str>, line: u64, error: &std::io::Error) -> InputReco
     }
 }
 
-/// The next line without its line ending, or `None` at the end.
+/// The next line without its line ending, or `None` at the end. A line longer than the largest
+/// record is an error, not a buffer to grow without end (a file without line breaks).
 fn next_line(reader: &mut impl BufRead) -> std::io::Result<Option<Bytes>> {
     let mut line = Vec::new();
-    if reader.read_until(b'\n', &mut line)? == 0 {
+    let limit = u64::from(MAX_FRAME) + 2;
+    if reader.by_ref().take(limit).read_until(b'\n', &mut line)? == 0 {
         return Ok(None);
+    }
+    if line.len() as u64 == limit && line.last() != Some(&b'\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a line longer than {MAX_FRAME} bytes: not line-delimited input?"),
+        ));
     }
     if line.last() == Some(&b'\n') {
         line.pop();
@@ -240,6 +253,7 @@ fn parse(
 ) -> Result<Parsed, BadInput> {
     let bad = |field: Option<&str>, problem: String| BadInput {
         location: location.clone(),
+        unreadable: false,
         field: field.map(str::to_owned),
         problem,
     };

@@ -61,6 +61,14 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The producer's warnings reach the person at the terminal (RUST_LOG is not read: the
+    // command prints what matters, and warnings only).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_target(false)
+        .without_time()
+        .init();
     if let Command::Completions { shell } = &cli.command {
         clap_complete::generate(*shell, &mut Cli::command(), "kpl", &mut std::io::stdout());
         return ExitCode::SUCCESS;
@@ -95,7 +103,9 @@ fn main() -> ExitCode {
     match result {
         Ok(outcome) => ExitCode::from(outcome as u8),
         Err(failure) => {
-            eprintln!("kpl: {}", failure.message);
+            if !failure.message.is_empty() {
+                eprintln!("kpl: {}", failure.message);
+            }
             ExitCode::from(failure.outcome as u8)
         }
     }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kpl::time::Clock;
 use kpl::{
-    Delivery, DeliveryError, KinesisProducer, Record, RecordId, RecordOutcome, SendError, Stream,
-    TokioClock,
+    Delivery, DeliveryError, KinesisProducer, Record, RecordId, RecordOutcome, SendError,
+    SendErrorKind, Stream, TokioClock,
 };
 use tokio::sync::mpsc;
 
@@ -42,13 +42,18 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<Outcome, Failure> {
     shape.check().map_err(Failure::bad_input)?;
     let stream = Stream::new(args.target.stream.as_str())
         .map_err(|error| Failure::bad_input(format!("--stream: {error}")))?;
+    if let Some(path) = &args.failed_out {
+        refuse_an_input(path, &args.files)?;
+    }
+    let target = Target::open(&args.target).await?;
+    let producer = target.producer(&args.target.stream, args.shards).await?;
+    // Made once the stream is known to be there: a run that cannot start leaves the last
+    // run's failures as they were.
     let failed_out = args
         .failed_out
         .as_deref()
         .map(|path| FailedOut::create(path, args.input_format))
         .transpose()?;
-    let target = Target::open(&args.target).await?;
-    let producer = target.producer(&args.target.stream, args.shards).await?;
     let (records, inputs) = mpsc::channel(READ_AHEAD);
     let files = args.files.clone();
     std::thread::spawn(move || {
@@ -67,10 +72,30 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<Outcome, Failure> {
     let report = run.pump(inputs).await?;
     target.save()?;
     print!("{}", report.summary());
-    if let Some(bad) = &report.stopped_at {
-        eprintln!("kpl: stopped at bad input: {bad} (--skip-bad counts such lines and goes on)");
+    match &report.stopped_at {
+        Some(bad) if bad.unreadable => eprintln!("kpl: stopped: {bad}"),
+        Some(bad) => {
+            eprintln!("kpl: stopped at bad input: {bad} (--skip-bad counts such lines and goes on)")
+        }
+        None => {}
     }
     Ok(report.outcome())
+}
+
+/// `--failed-out` must not be one of the inputs: it is written over.
+fn refuse_an_input(failed_out: &Path, files: &[PathBuf]) -> Result<(), Failure> {
+    let Ok(output) = std::fs::canonicalize(failed_out) else {
+        return Ok(());
+    };
+    for file in files {
+        if std::fs::canonicalize(file).is_ok_and(|input| input == output) {
+            return Err(Failure::bad_input(format!(
+                "--failed-out {} is also an input: write the failures elsewhere, then re-send them",
+                failed_out.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One `produce` run's settings.
@@ -102,6 +127,7 @@ impl Run {
         let mut pending: HashMap<RecordId, Sent> = HashMap::new();
         let mut sending: Option<(Sent, Sending)> = None;
         let mut reading = true;
+        let mut last_read: Option<Location> = None;
         let interrupt = tokio::signal::ctrl_c();
         tokio::pin!(interrupt);
         while reading || sending.is_some() {
@@ -132,14 +158,21 @@ impl Run {
                             Counters::add(&counters.bytes, sent.raw.len() as u64);
                             pending.insert(id, sent);
                         }
-                        Err(refused) => {
+                        Err(refused) if matches!(refused.kind(), SendErrorKind::InvalidRecord | SendErrorKind::TooLarge) => {
                             let bad = BadInput {
                                 location: sent.location.clone(),
+                                unreadable: false,
                                 field: None,
                                 problem: refused.to_string(),
                             };
                             report.bad_input(bad, &sent.raw, self.skip_bad, self.failed_out.as_mut())?;
                             reading &= self.skip_bad;
+                        }
+                        Err(refused) => {
+                            // Not the record's fault (the producer is going away): it was not
+                            // sent, and neither will what follows be.
+                            report.not_accepted(sent, "Refused", &refused.to_string(), self.failed_out.as_mut())?;
+                            reading = false;
                         }
                     }
                 }
@@ -148,6 +181,7 @@ impl Run {
                         reading = false;
                         continue;
                     };
+                    last_read = Some(input.location.clone());
                     match input.parsed {
                         Ok(parsed) => {
                             let mut record = Record::new(self.stream.clone(), parsed.partition_key, parsed.data);
@@ -159,11 +193,31 @@ impl Run {
                             sending = Some((Sent { location: input.location, raw: input.raw }, future));
                         }
                         Err(bad) => {
+                            reading &= self.skip_bad && !bad.unreadable;
                             report.bad_input(bad, &input.raw, self.skip_bad, self.failed_out.as_mut())?;
-                            reading &= self.skip_bad;
                         }
                     }
                 }
+            }
+        }
+        if report.interrupted {
+            // Records read ahead but never handed to the producer: not sent, and said so.
+            inputs.close();
+            while let Ok(input) = inputs.try_recv() {
+                last_read = Some(input.location.clone());
+                let sent = Sent {
+                    location: input.location,
+                    raw: input.raw,
+                };
+                report.not_accepted(
+                    sent,
+                    "Interrupted",
+                    "read but not sent: Ctrl-C",
+                    self.failed_out.as_mut(),
+                )?;
+            }
+            if let Some(location) = &last_read {
+                eprintln!("kpl: interrupted; the input was read up to {location}");
             }
         }
         drop(inputs);
@@ -179,17 +233,21 @@ impl Run {
             );
         }
         let shutdown = tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::timeout(drain, producer.flush_and_wait()) => {}
-                _ = tokio::signal::ctrl_c() => eprintln!("kpl: stopping now"),
-            }
-            producer.shutdown(Duration::ZERO).await
+            let interrupted = tokio::select! {
+                _ = tokio::time::timeout(drain, producer.flush_and_wait()) => false,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("kpl: stopping now");
+                    true
+                }
+            };
+            producer.shutdown(Duration::ZERO).await;
+            interrupted
         });
         while let Some(outcome) = outcomes.recv().await {
             let sent = pending.remove(&outcome.id);
             report.record_outcome(outcome, sent, self.failed_out.as_mut())?;
         }
-        let _ = shutdown.await;
+        report.interrupted |= shutdown.await.unwrap_or(false);
         if let Some(failed_out) = self.failed_out.as_mut() {
             failed_out.finish()?;
         }
@@ -206,8 +264,8 @@ pub(crate) struct Report {
     pub(crate) elapsed: Duration,
     /// Failed records by error code.
     pub(crate) failures: BTreeMap<String, u64>,
-    /// Time from acceptance to outcome of each delivered record, in microseconds.
-    pub(crate) latencies: Vec<u32>,
+    /// Time from acceptance to outcome of the delivered records.
+    pub(crate) latencies: Latencies,
     pub(crate) interrupted: bool,
     /// The bad input that stopped reading.
     pub(crate) stopped_at: Option<BadInput>,
@@ -220,7 +278,7 @@ impl Report {
             started: TokioClock.now(),
             elapsed: Duration::ZERO,
             failures: BTreeMap::new(),
-            latencies: Vec::new(),
+            latencies: Latencies::default(),
             interrupted: false,
             stopped_at: None,
         }
@@ -258,8 +316,7 @@ impl Report {
             .iter()
             .map(|attempt| attempt.delay() + attempt.duration())
             .sum();
-        self.latencies
-            .push(latency.as_micros().min(u128::from(u32::MAX)) as u32);
+        self.latencies.add(latency);
     }
 
     pub(crate) fn failed(&mut self, code: &str, attempts: usize) {
@@ -294,9 +351,14 @@ impl Report {
         failed_out: Option<&mut FailedOut>,
     ) -> Result<(), Failure> {
         if let Some(failed_out) = failed_out {
-            failed_out.write(raw, &bad.location, "BadInput", &bad.to_string())?;
+            if bad.unreadable {
+                // No record was read there: only the error is kept.
+                failed_out.write_error(&bad.location, "Unreadable", &bad.to_string())?;
+            } else {
+                failed_out.write(raw, &bad.location, "BadInput", &bad.to_string())?;
+            }
         }
-        if skip {
+        if skip && !bad.unreadable {
             Counters::add(&self.counters.skipped, 1);
             eprintln!("kpl: skipped {bad}");
         } else {
@@ -347,19 +409,12 @@ impl Report {
             counters.skipped.load(Relaxed),
             counters.retries.load(Relaxed)
         ));
-        let mut latencies = self.latencies.clone();
-        latencies.sort_unstable();
-        let percentile = |p: f64| {
-            let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-            latencies
-                .get(index)
-                .map_or(0.0, |micros| f64::from(*micros) / 1000.0)
-        };
+        let millis = |latency: Duration| latency.as_secs_f64() * 1000.0;
         text.push_str(&format!(
             "latency:    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\nthroughput: {:.0} records/s over {:.2} s\n",
-            percentile(0.5),
-            percentile(0.99),
-            percentile(1.0),
+            millis(self.latencies.percentile(0.5)),
+            millis(self.latencies.percentile(0.99)),
+            millis(self.latencies.max),
             delivered as f64 / seconds,
             seconds,
         ));
@@ -394,6 +449,64 @@ fn attempt_codes(error: &DeliveryError) -> String {
     runs.join(", ")
 }
 
+/// Latencies counted in buckets 1 % wide (exact below 100 µs): percentiles of any number of
+/// records in a few kilobytes.
+#[derive(Debug, Default)]
+pub(crate) struct Latencies {
+    buckets: Vec<u64>,
+    count: u64,
+    max: Duration,
+}
+
+/// Below this many microseconds each microsecond has its bucket.
+const EXACT_MICROS: u64 = 100;
+/// The growth from one bucket to the next above [`EXACT_MICROS`].
+const BUCKET_GROWTH: f64 = 1.01;
+
+impl Latencies {
+    fn index(micros: u64) -> usize {
+        if micros < EXACT_MICROS {
+            micros as usize
+        } else {
+            let steps = ((micros as f64 / EXACT_MICROS as f64).ln() / BUCKET_GROWTH.ln()) as usize;
+            EXACT_MICROS as usize + steps
+        }
+    }
+
+    /// The smallest latency of bucket `index`.
+    fn floor(index: usize) -> Duration {
+        let micros = if index < EXACT_MICROS as usize {
+            index as f64
+        } else {
+            EXACT_MICROS as f64 * BUCKET_GROWTH.powi((index - EXACT_MICROS as usize) as i32)
+        };
+        Duration::from_secs_f64(micros / 1e6)
+    }
+
+    pub(crate) fn add(&mut self, latency: Duration) {
+        let index = Self::index(latency.as_micros().min(u128::from(u64::MAX)) as u64);
+        if self.buckets.len() <= index {
+            self.buckets.resize(index + 1, 0);
+        }
+        self.buckets[index] += 1;
+        self.count += 1;
+        self.max = self.max.max(latency);
+    }
+
+    /// The latency below which a share `p` of the records fell (within 1 %).
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
+        let rank = ((self.count as f64 * p).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (index, count) in self.buckets.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::floor(index).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
 /// A failed record's error code: the service's or the producer's last, else its kind.
 pub(crate) fn error_code(error: &DeliveryError) -> String {
     error
@@ -401,7 +514,8 @@ pub(crate) fn error_code(error: &DeliveryError) -> String {
         .map_or_else(|| format!("{:?}", error.kind()), str::to_owned)
 }
 
-/// Failed records written back in the input format, their errors beside them.
+/// Failed records written back in the input format, their errors beside them. Written as
+/// `FILE.partial` and renamed at the end, so a run that stops early leaves the last run's file.
 pub(crate) struct FailedOut {
     records: BufWriter<File>,
     errors: BufWriter<File>,
@@ -411,15 +525,14 @@ pub(crate) struct FailedOut {
 
 impl FailedOut {
     fn create(path: &Path, format: InputFormat) -> Result<Self, Failure> {
-        let errors_path = errors_path(path);
         let open = |path: &Path| {
-            File::create(path)
+            File::create(partial(path))
                 .map(BufWriter::new)
                 .map_err(|error| Failure::bad_input(format!("{}: {error}", path.display())))
         };
         Ok(Self {
             records: open(path)?,
-            errors: open(&errors_path)?,
+            errors: open(&errors_path(path))?,
             format,
             path: path.to_owned(),
         })
@@ -445,12 +558,34 @@ impl FailedOut {
             .map_err(|error| Failure::bad_input(format!("{}: {error}", self.path.display())))
     }
 
+    /// An error line alone, for input that could not be read.
+    fn write_error(
+        &mut self,
+        location: &Location,
+        code: &str,
+        message: &str,
+    ) -> Result<(), Failure> {
+        let message = message.replace(['\t', '\n'], " ");
+        writeln!(self.errors, "{location}\t{code}\t{message}")
+            .map_err(|error| Failure::bad_input(format!("{}: {error}", self.path.display())))
+    }
+
     fn finish(&mut self) -> Result<(), Failure> {
+        let errors = errors_path(&self.path);
         self.records
             .flush()
             .and_then(|()| self.errors.flush())
+            .and_then(|()| std::fs::rename(partial(&self.path), &self.path))
+            .and_then(|()| std::fs::rename(partial(&errors), &errors))
             .map_err(|error| Failure::bad_input(format!("{}: {error}", self.path.display())))
     }
+}
+
+/// `path` with `.partial` after its name.
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
 }
 
 /// Where the errors of `--failed-out FILE` go: `FILE.errors`.
@@ -458,4 +593,31 @@ pub(crate) fn errors_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".errors");
     PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_percentiles_are_within_a_percent_in_little_memory() {
+        let mut latencies = Latencies::default();
+        // 1 ms to 10 s, one record each millisecond.
+        for ms in 1..=10_000u64 {
+            latencies.add(Duration::from_millis(ms));
+        }
+        for (p, expected) in [(0.5, 5_000.0), (0.99, 9_900.0)] {
+            let got = latencies.percentile(p).as_secs_f64() * 1000.0;
+            assert!((got - expected).abs() / expected <= 0.011, "p{p}: {got} ms");
+        }
+        assert_eq!(latencies.max, Duration::from_secs(10));
+        assert!(
+            latencies.buckets.len() < 1_300,
+            "{}",
+            latencies.buckets.len()
+        );
+        let mut exact = Latencies::default();
+        exact.add(Duration::from_micros(42));
+        assert_eq!(exact.percentile(0.5), Duration::from_micros(42));
+    }
 }

@@ -57,6 +57,7 @@ pub(crate) async fn run(args: TailArgs) -> Result<Outcome, Failure> {
         printer: Printer::new(args.format),
         counts: Counts::default(),
         max_records: args.max_records,
+        gave_up: Vec::new(),
     };
     let mut readers: Vec<Reader> = shards
         .into_iter()
@@ -66,31 +67,10 @@ pub(crate) async fn run(args: TailArgs) -> Result<Outcome, Failure> {
     tokio::pin!(interrupt);
     let mut interrupted = false;
     loop {
-        let finished: HashSet<ShardId> = readers
-            .iter()
-            .filter(|r| r.done)
-            .map(|r| r.shard.id.clone())
-            .collect();
-        let known: HashSet<ShardId> = readers.iter().map(|r| r.shard.id.clone()).collect();
-        for reader in readers.iter_mut().filter(|r| !r.done) {
-            // A child is read once the parents this run reads are done, as the KCL does.
-            if reader
-                .shard
-                .parents
-                .iter()
-                .any(|parent| known.contains(parent) && !finished.contains(parent))
-            {
-                continue;
-            }
-            tail.read_shard(&target, stream, reader, args.follow)
-                .await?;
-            if args.follow {
-                // Whoever follows reads each record as it comes, not when a buffer fills.
-                tail.printer.flush()?;
-            }
-            if tail.full() {
-                break;
-            }
+        // Ctrl-C is heard during the reads too (a server that stopped answering is retried).
+        tokio::select! {
+            read = tail.round(&target, stream, &mut readers, args.follow) => read?,
+            _ = &mut interrupt => { interrupted = true; break; }
         }
         if tail.full() || !args.follow && readers.iter().all(|r| r.done) {
             break;
@@ -112,10 +92,18 @@ pub(crate) async fn run(args: TailArgs) -> Result<Outcome, Failure> {
     }
     tail.printer.flush()?;
     eprintln!("{}", tail.counts.summary(readers.len()));
+    for shard in &tail.gave_up {
+        eprintln!(
+            "kpl: shard {shard} was not read to its end: {EMPTY_READS} reads in a row returned \
+             nothing while it was still behind"
+        );
+    }
     Ok(if interrupted {
         Outcome::Interrupted
-    } else {
+    } else if tail.gave_up.is_empty() {
         Outcome::Done
+    } else {
+        Outcome::Failed
     })
 }
 
@@ -168,9 +156,47 @@ struct Tail {
     printer: Printer,
     counts: Counts,
     max_records: Option<u64>,
+    /// Shards given up on before their end.
+    gave_up: Vec<ShardId>,
 }
 
 impl Tail {
+    /// Reads each shard whose turn it is: a child once the parents this run reads are done, as
+    /// the KCL reads them.
+    async fn round(
+        &mut self,
+        target: &Target,
+        stream: &str,
+        readers: &mut [Reader],
+        follow: bool,
+    ) -> Result<(), Failure> {
+        let finished: HashSet<ShardId> = readers
+            .iter()
+            .filter(|r| r.done)
+            .map(|r| r.shard.id.clone())
+            .collect();
+        let known: HashSet<ShardId> = readers.iter().map(|r| r.shard.id.clone()).collect();
+        for reader in readers.iter_mut().filter(|r| !r.done) {
+            if reader
+                .shard
+                .parents
+                .iter()
+                .any(|parent| known.contains(parent) && !finished.contains(parent))
+            {
+                continue;
+            }
+            self.read_shard(target, stream, reader, follow).await?;
+            if follow {
+                // Whoever follows reads each record as it comes, not when a buffer fills.
+                self.printer.flush()?;
+            }
+            if self.full() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn full(&self) -> bool {
         self.max_records
             .is_some_and(|max| self.counts.user_records >= max)
@@ -210,9 +236,19 @@ impl Tail {
                 reader.done = true;
                 break;
             }
-            if self.full() || follow || batch.caught_up || empty_reads >= EMPTY_READS {
+            if empty_reads >= EMPTY_READS && !batch.caught_up {
+                self.gave_up.push(reader.shard.id.clone());
+                reader.done = true;
+                break;
+            }
+            if self.full() || follow || batch.caught_up {
                 reader.done = !follow;
                 break;
+            }
+            // A server allows five reads a second per shard.
+            let pause = target.read_pause();
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
         }
         reader.cursor = Some(cursor);
@@ -316,16 +352,26 @@ impl Printer {
                     .and_then(|()| self.out.write_all(b"\n"))
             }
         };
-        written.map_err(|error| Failure {
-            outcome: Outcome::Failed,
-            message: format!("writing to stdout: {error}"),
-        })
+        written.map_err(stdout_failure)
     }
 
     pub(crate) fn flush(&mut self) -> Result<(), Failure> {
-        self.out.flush().map_err(|error| Failure {
+        self.out.flush().map_err(stdout_failure)
+    }
+}
+
+/// Stdout could not be written. A reader that went away (`kpl tail | head`) ends the command
+/// quietly, as other tools end.
+fn stdout_failure(error: std::io::Error) -> Failure {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure {
+            outcome: Outcome::Done,
+            message: String::new(),
+        }
+    } else {
+        Failure {
             outcome: Outcome::Failed,
             message: format!("writing to stdout: {error}"),
-        })
+        }
     }
 }

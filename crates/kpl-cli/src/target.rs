@@ -17,8 +17,8 @@ use kpl_aggregation::{HashKey, HashKeyRange};
 use kpl_sim::{ShardInfo, SimKinesis, SimTransport, StoredRecord, StreamSnapshot};
 use serde::{Deserialize, Serialize};
 
-use crate::Failure;
 use crate::cli::TargetArgs;
+use crate::{Failure, Outcome};
 
 /// A record as stored in a shard, whichever the service.
 #[derive(Clone, Debug)]
@@ -303,6 +303,14 @@ impl Target {
                 (view.records.len(), view.dropped.len())
             })),
             Self::Remote(_) => None,
+        }
+    }
+
+    /// How long to wait between two reads of one shard: a server allows five a second.
+    pub(crate) fn read_pause(&self) -> Duration {
+        match self {
+            Self::Local(_) => Duration::ZERO,
+            Self::Remote(_) => Duration::from_millis(200),
         }
     }
 
@@ -626,24 +634,45 @@ impl Remote {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("an error");
                 let message = service.err().message().unwrap_or_default();
-                let what = match code {
-                    "ResourceNotFoundException" => format!("stream {stream} not found at {place}"),
+                let (outcome, what) = match code {
+                    "ResourceNotFoundException" => (
+                        Outcome::Unreachable,
+                        format!("stream {stream} not found at {place}"),
+                    ),
                     "UnrecognizedClientException"
                     | "InvalidSignatureException"
                     | "ExpiredTokenException"
-                    | "AccessDeniedException"
                     | "IncompleteSignature"
-                    | "MissingAuthenticationToken" => format!(
-                        "the credentials were refused at {place} ({code}): check the AWS keys, \
-                         profile or role"
+                    | "MissingAuthenticationToken" => (
+                        Outcome::Unreachable,
+                        format!(
+                            "the credentials were refused at {place} ({code}): check the AWS \
+                             keys, profile or role"
+                        ),
                     ),
-                    _ => format!("{place} answered {code}"),
+                    "AccessDeniedException" => (
+                        Outcome::Unreachable,
+                        format!(
+                            "not allowed at {place} ({code}): the credentials lack a permission \
+                             (docs/aws.md lists those the producer needs)"
+                        ),
+                    ),
+                    "ResourceInUseException" => (
+                        Outcome::BadInput,
+                        format!("stream {stream} is in use at {place}: it exists, or is changing"),
+                    ),
+                    "InvalidArgumentException" | "ValidationException" => (
+                        Outcome::BadInput,
+                        format!("{place} refused the call ({code})"),
+                    ),
+                    _ => (Outcome::Failed, format!("{place} answered {code}")),
                 };
-                if message.is_empty() {
-                    Failure::unreachable(what)
+                let message = if message.is_empty() {
+                    what
                 } else {
-                    Failure::unreachable(format!("{what}: {message}"))
-                }
+                    format!("{what}: {message}")
+                };
+                Failure { outcome, message }
             }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Failure::unreachable(
                 format!("{place} is unreachable: {}", DisplayErrorContext(error)),

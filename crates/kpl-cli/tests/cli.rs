@@ -153,8 +153,12 @@ fn text_json_and_binary_input_round_trip_through_the_embedded_stream() {
     let read: Vec<Vec<u8>> = records.iter().map(data_of).collect();
     assert_eq!(read, frames, "one key keeps one shard and its order");
     assert!(records.iter().all(|r| r["partition_key"] == "sensor-7"));
-    // A configuration file is the producer's: without aggregation each record goes alone.
-    let config = scratch.file("kpl.properties", "AggregationEnabled = false\n");
+    // A configuration file is the producer's: without aggregation each record goes alone; a
+    // key it does not know is a warning the person sees.
+    let config = scratch.file(
+        "kpl.properties",
+        "AggregationEnabled = false\nRateLimt = 100\n",
+    );
     let mut args = vec![
         "produce",
         "--stream",
@@ -165,6 +169,11 @@ fn text_json_and_binary_input_round_trip_through_the_embedded_stream() {
     args.extend(local);
     let produced = run(&args, b"a\nb\nc\n");
     assert_eq!(status(&produced), 0, "{}", text(&produced.stderr));
+    assert!(
+        text(&produced.stderr).contains("did you mean RateLimit"),
+        "{}",
+        text(&produced.stderr)
+    );
     let mut tail = vec!["--stream", "plain"];
     tail.extend(local);
     let records = tail_json(&tail);
@@ -325,6 +334,31 @@ fn bad_input_is_named_by_file_line_and_field_and_skip_bad_counts_it() {
         "{}",
         text(&output.stderr)
     );
+    // Input that cannot be read stops the run even with --skip-bad: what it held is unknown.
+    let output = run(
+        &[
+            "produce",
+            "--local",
+            "--stream",
+            "s",
+            "--skip-bad",
+            "/nonexistent/records.txt",
+        ],
+        b"",
+    );
+    assert_eq!(status(&output), 2, "{}", text(&output.stderr));
+    // The failures file is written over: it cannot be an input, which stays as it was.
+    let before = std::fs::read(json).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--failed-out", json, json]);
+    let output = run(&args, b"");
+    assert_eq!(status(&output), 2);
+    assert!(
+        text(&output.stderr).contains("is also an input"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(std::fs::read(json).unwrap(), before);
     // Flags that do not fit together are refused before anything is read.
     let output = run(
         &["produce", "--local", "--stream", "s", "--key-field", "k"],
@@ -425,7 +459,7 @@ fn errors_file(path: &Path) -> PathBuf {
 }
 
 #[test]
-fn an_unknown_stream_refused_credentials_and_an_absent_endpoint_exit_with_3() {
+fn an_unknown_stream_refused_credentials_a_missing_permission_and_no_endpoint_exit_with_3() {
     let (server, remote) = endpoint(1);
     let output = run_remote(&["produce", "--stream", "nope"], &remote, b"x\n");
     assert_eq!(status(&output), 3);
@@ -440,7 +474,20 @@ fn an_unknown_stream_refused_credentials_and_an_absent_endpoint_exit_with_3() {
     let output = run_remote(&["produce", "--stream", "s"], &remote, b"x\n");
     assert_eq!(status(&output), 3);
     assert!(
-        text(&output.stderr).contains("credentials were refused"),
+        text(&output.stderr).contains("the credentials lack a permission"),
+        "{}",
+        text(&output.stderr)
+    );
+    // Keys the service does not know.
+    server.script([faulty::Fault::Status {
+        status: 400,
+        code: "UnrecognizedClientException",
+        applied: false,
+    }]);
+    let output = run_remote(&["produce", "--stream", "s"], &remote, b"x\n");
+    assert_eq!(status(&output), 3);
+    assert!(
+        text(&output.stderr).contains("the credentials were refused"),
         "{}",
         text(&output.stderr)
     );

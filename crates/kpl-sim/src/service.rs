@@ -324,6 +324,47 @@ impl fmt::Display for SimError {
 
 impl std::error::Error for SimError {}
 
+/// A snapshot's shards as the service could have made them: each id once, parents among the
+/// shards before, the open shards covering every hash key exactly once.
+fn check_shards(snapshot: &StreamSnapshot) -> Result<(), SimError> {
+    let mut seen: Vec<&ShardId> = Vec::with_capacity(snapshot.shards.len());
+    for (info, _) in &snapshot.shards {
+        if seen.contains(&&info.id) {
+            return Err(SimError(format!("shard {} appears twice", info.id)));
+        }
+        if let Some(parent) = info.parents.iter().find(|parent| !seen.contains(parent)) {
+            return Err(SimError(format!(
+                "shard {}'s parent {parent} is not among the shards before it",
+                info.id
+            )));
+        }
+        seen.push(&info.id);
+    }
+    let mut open: Vec<HashKeyRange> = snapshot
+        .shards
+        .iter()
+        .filter(|(info, _)| info.open)
+        .map(|(info, _)| info.range)
+        .collect();
+    open.sort_by_key(|range| range.start());
+    let mut next = Some(0u128);
+    for range in &open {
+        if next != Some(range.start().get()) {
+            return Err(SimError(format!(
+                "the open shards do not cover every hash key once (at {})",
+                range.start().get()
+            )));
+        }
+        next = range.end().get().checked_add(1);
+    }
+    if next.is_some() {
+        return Err(SimError(
+            "the open shards do not cover every hash key once (the last is missing)".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The ARN of a stream the simulated service makes (region and account are the sim's).
 fn stream_arn(name: &str) -> String {
     format!("arn:aws:kinesis:us-east-1:123456789012:stream/{name}")
@@ -583,9 +624,13 @@ impl SimKinesis {
 
     /// Brings back a stream from its [`snapshot`](Self::snapshot), replacing one of the same
     /// name; its shards' limits start full at `now`. Sequence numbers go on above the highest
-    /// the snapshot holds. Shard ids must read `shardId-<number>`.
+    /// the snapshot holds. Refused unless it is a stream the service could have made: shard
+    /// ids `shardId-<number>` without repeats, parents among the shards before, sequence
+    /// numbers that are numbers, and open shards that cover every hash key once.
     pub fn restore(&mut self, snapshot: StreamSnapshot, now: Instant) -> Result<(), SimError> {
-        let mut next_shard_number = 0;
+        check_shards(&snapshot)?;
+        let mut next_shard_number = 0u32;
+        let mut next_sequence = self.next_sequence;
         let mut shards = Vec::with_capacity(snapshot.shards.len());
         for (info, records) in snapshot.shards {
             let number: u32 = info
@@ -593,16 +638,22 @@ impl SimKinesis {
                 .as_str()
                 .strip_prefix("shardId-")
                 .and_then(|number| number.parse().ok())
+                .filter(|number| *number < u32::MAX)
                 .ok_or_else(|| SimError(format!("shard id {} is not shardId-<number>", info.id)))?;
             next_shard_number = next_shard_number.max(number + 1);
             for record in &records {
-                let sequence: u64 = record.sequence_number.parse().map_err(|_| {
-                    SimError(format!(
-                        "sequence number {} is not a number",
-                        record.sequence_number
-                    ))
-                })?;
-                self.next_sequence = self.next_sequence.max(sequence + 1);
+                let sequence: u64 = record
+                    .sequence_number
+                    .parse()
+                    .ok()
+                    .filter(|sequence| *sequence < u64::MAX)
+                    .ok_or_else(|| {
+                        SimError(format!(
+                            "sequence number {} is not a number",
+                            record.sequence_number
+                        ))
+                    })?;
+                next_sequence = next_sequence.max(sequence + 1);
             }
             let mut shard = SimShard::new(number, info.range, now);
             shard.id = info.id;
@@ -611,6 +662,7 @@ impl SimKinesis {
             shard.records = records;
             shards.push(shard);
         }
+        self.next_sequence = next_sequence;
         self.streams.insert(
             snapshot.name.clone(),
             SimStream {

@@ -316,4 +316,25 @@ fn a_snapshot_brings_back_shards_lineage_and_records_and_numbering_goes_on() {
         restored.shards("s").last().unwrap().id.as_str(),
         "shardId-000000000006"
     );
+    // A snapshot the service could not have made is refused, with the reason.
+    let refused = |change: &dyn Fn(&mut kpl_sim::StreamSnapshot)| {
+        let mut bad = snapshot.clone();
+        change(&mut bad);
+        SimKinesis::new(1)
+            .restore(bad, now)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused(&|s| s.shards[1].0.id = s.shards[0].0.id.clone()).contains("appears twice"));
+    assert!(refused(&|s| s.shards[1].0.open = false).contains("cover every hash key"));
+    assert!(refused(&|s| s.shards.swap(0, 2)).contains("is not among the shards before it"));
+    let with_records = snapshot
+        .shards
+        .iter()
+        .position(|(_, r)| !r.is_empty())
+        .unwrap();
+    assert!(
+        refused(&|s| s.shards[with_records].1[0].sequence_number = "x".into())
+            .contains("not a number")
+    );
 }
