@@ -110,40 +110,40 @@ pub(crate) async fn run(args: BenchArgs) -> Result<Outcome, Failure> {
         .delivered
         .load(std::sync::atomic::Ordering::Relaxed);
     let cpu = after.cpu().saturating_sub(before.cpu());
-    println!(
-        "workload:   {} records of {} bytes, random keys, {} sending task(s), to {} on {}",
+    crate::say(&format!(
+        "workload:   {} records of {} bytes, random keys, {} sending task(s), to {} on {}\n",
         args.records,
         args.size,
         tasks,
         name,
         target.place()
-    );
+    ));
     if local {
-        println!(
-            "stream:     {} shards, which take at most {:.0} MB/s and {} Kinesis records (aggregates) a second",
+        crate::say(&format!(
+            "stream:     {} shards, which take at most {:.0} MB/s and {} Kinesis records (aggregates) a second\n",
             args.shards,
             f64::from(args.shards) * 1.048_576,
             u64::from(args.shards) * 1_000
-        );
+        ));
     }
-    print!("{}", report.summary());
-    println!(
-        "cpu:        {:.2} s ({:.2} µs per delivered record)\nmemory:     peak {:.1} MiB resident",
+    crate::say(&report.summary());
+    crate::say(&format!(
+        "cpu:        {:.2} s ({:.2} µs per delivered record)\nmemory:     peak {:.1} MiB resident\n",
         cpu.as_secs_f64(),
         cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64,
         after.peak_rss_kib as f64 / 1024.0
-    );
+    ));
     let mut outcome = report.outcome();
     if let Some((readable, dropped)) = target.kcl_read_back(&name) {
         let whole = readable as u64 == delivered && dropped == 0;
-        println!(
-            "read back: {readable} user records by the KCL's rules, {dropped} aggregates dropped: {}",
+        crate::say(&format!(
+            "read back: {readable} user records by the KCL's rules, {dropped} aggregates dropped: {}\n",
             if whole {
                 "every delivered record exactly once"
             } else {
                 "NOT every delivered record exactly once"
             }
-        );
+        ));
         if !whole {
             outcome = Outcome::Failed;
         }

@@ -59,6 +59,12 @@ impl Failure {
     }
 }
 
+/// Writes `text` to stdout. A reader that went away (`kpl produce … | head -1`) is not worth a
+/// panic after the work is done.
+pub(crate) fn say(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The producer's warnings reach the person at the terminal (RUST_LOG is not read: the

@@ -71,7 +71,7 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<Outcome, Failure> {
     };
     let report = run.pump(inputs).await?;
     target.save()?;
-    print!("{}", report.summary());
+    crate::say(&report.summary());
     match &report.stopped_at {
         Some(bad) if bad.unreadable => eprintln!("kpl: stopped: {bad}"),
         Some(bad) => {

@@ -12,26 +12,26 @@ pub(crate) async fn run(command: StreamCommand) -> Result<Outcome, Failure> {
             let service = Target::open(&target).await?;
             service.create_stream(&target.stream, shards).await?;
             service.save()?;
-            println!(
-                "created stream {} with {shards} shards at {}",
+            crate::say(&format!(
+                "created stream {} with {shards} shards at {}\n",
                 target.stream,
                 service.place()
-            );
+            ));
         }
         StreamCommand::Describe { target } => {
             let service = Target::open(&target).await?;
             let shards = service.shards(&target.stream).await?;
             let open = shards.iter().filter(|shard| shard.open).count();
-            println!(
-                "stream {} at {}: {open} open shards, {} closed",
+            crate::say(&format!(
+                "stream {} at {}: {open} open shards, {} closed\n",
                 target.stream,
                 service.place(),
                 shards.len() - open
-            );
+            ));
             for shard in shards {
                 let parents: Vec<&str> = shard.parents.iter().map(|p| p.as_str()).collect();
-                println!(
-                    "{}\t{}\thash keys {}..={}{}",
+                crate::say(&format!(
+                    "{}\t{}\thash keys {}..={}{}\n",
                     shard.id,
                     if shard.open { "open" } else { "closed" },
                     shard.range.start().get(),
@@ -41,7 +41,7 @@ pub(crate) async fn run(command: StreamCommand) -> Result<Outcome, Failure> {
                     } else {
                         format!("\tfrom {}", parents.join(" + "))
                     }
-                );
+                ));
             }
         }
         StreamCommand::Split { target, shard, at } => {
@@ -54,13 +54,17 @@ pub(crate) async fn run(command: StreamCommand) -> Result<Outcome, Failure> {
             let service = Target::open(&target).await?;
             service.split_shard(&target.stream, &shard, at).await?;
             service.save()?;
-            println!("split {shard} of stream {}", target.stream);
+            crate::say(&format!("split {shard} of stream {}\n", target.stream));
         }
         StreamCommand::Delete { target } => {
             let service = Target::open(&target).await?;
             service.delete_stream(&target.stream).await?;
             service.save()?;
-            println!("deleted stream {} at {}", target.stream, service.place());
+            crate::say(&format!(
+                "deleted stream {} at {}\n",
+                target.stream,
+                service.place()
+            ));
         }
     }
     Ok(Outcome::Done)
