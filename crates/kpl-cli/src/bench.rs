@@ -9,14 +9,11 @@ use kpl::{Record, Stream};
 use rand::{RngCore, SeedableRng};
 
 use crate::cli::BenchArgs;
-use crate::produce::{Report, error_code};
+use crate::produce::{OUTCOMES_IN_FLIGHT, Report};
 use crate::progress::{Counters, Progress, since};
 use crate::target::Target;
 use crate::{Failure, Outcome};
 use kpl_cli::usage::ProcessUsage;
-
-/// Outcomes not yet received, at most.
-const OUTCOMES_IN_FLIGHT: usize = 65_536;
 
 /// The bytes records' data are cut from (random, so compression or deduplication on the way
 /// would not flatter the numbers).
@@ -87,10 +84,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<Outcome, Failure> {
     }
     drop(sender);
     while let Some(outcome) = outcomes.recv().await {
-        match outcome.outcome {
-            Ok(delivery) => report.delivered(&delivery),
-            Err(error) => report.failed(&error_code(&error), error.attempt_count()),
-        }
+        report.record_outcome(outcome, None, None)?;
     }
     let mut refused = Vec::new();
     for task in senders {

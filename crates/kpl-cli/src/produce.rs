@@ -26,7 +26,7 @@ use crate::{Failure, Outcome};
 
 /// Outcomes not yet received, at most: with the producer's own limits, how far reading runs
 /// ahead of the service.
-const OUTCOMES_IN_FLIGHT: usize = 65_536;
+pub(crate) const OUTCOMES_IN_FLIGHT: usize = 65_536;
 
 /// Input records read ahead of the producer.
 const READ_AHEAD: usize = 4_096;

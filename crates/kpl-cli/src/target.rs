@@ -433,6 +433,10 @@ impl Local {
 /// The embedded service's seed: its answers are the same from run to run.
 const LOCAL_SEED: u64 = 42;
 
+/// How often, and how many times, a stream's status is asked while waiting for it to change.
+const STATUS_POLL: Duration = Duration::from_millis(100);
+const STATUS_POLLS: u32 = 600;
+
 /// How a kept stream's file is named.
 const STATE_SUFFIX: &str = ".stream.json";
 
@@ -594,6 +598,11 @@ impl Remote {
             kpl::BuildError::NoRegion => Failure::bad_input(format!("{error} (or pass --region)")),
             error => Failure::bad_input(error_chain(&error)),
         })?;
+        let mut config = config;
+        if let (true, Some(region)) = (config.region.is_empty(), transport.region()) {
+            // The producer built later takes the region found now, not the chain again.
+            config.region = region.to_owned();
+        }
         let place = match (&transport.region(), config.kinesis_endpoint.as_str()) {
             (Some(region), "") => format!("region {region}"),
             (Some(region), endpoint) => format!("{endpoint} (region {region})"),
@@ -803,28 +812,44 @@ impl Remote {
             .send()
             .await
             .map_err(|error| self.failure(stream, &error))?;
-        self.wait_active(stream).await
+        self.wait_until(stream, false).await
     }
 
-    async fn wait_active(&self, stream: &str) -> Result<(), Failure> {
-        for _ in 0..600 {
-            let summary = self
+    /// Waits (a minute at most) until `stream` is active, or with `gone` until it no longer
+    /// exists.
+    async fn wait_until(&self, stream: &str, gone: bool) -> Result<(), Failure> {
+        for _ in 0..STATUS_POLLS {
+            let described = self
                 .client
                 .describe_stream_summary()
                 .stream_name(stream)
                 .send()
-                .await
-                .map_err(|error| self.failure(stream, &error))?;
-            let active = summary.stream_description_summary().is_some_and(|s| {
-                s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
-            });
-            if active {
+                .await;
+            let reached = match described {
+                Ok(summary) => {
+                    !gone
+                        && summary.stream_description_summary().is_some_and(|s| {
+                            s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active
+                        })
+                }
+                Err(error)
+                    if gone
+                        && error
+                            .as_service_error()
+                            .is_some_and(|service| service.is_resource_not_found_exception()) =>
+                {
+                    true
+                }
+                Err(error) => return Err(self.failure(stream, &error)),
+            };
+            if reached {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(STATUS_POLL).await;
         }
         Err(Failure::unreachable(format!(
-            "stream {stream} did not become active at {} within a minute",
+            "stream {stream} was not {} at {} within a minute",
+            if gone { "gone" } else { "active" },
             self.place
         )))
     }
@@ -838,7 +863,7 @@ impl Remote {
             .send()
             .await
             .map_err(|error| self.failure(stream, &error))?;
-        self.wait_active(stream).await
+        self.wait_until(stream, false).await
     }
 
     /// Deletes `stream` and waits until it is gone.
@@ -849,29 +874,7 @@ impl Remote {
             .send()
             .await
             .map_err(|error| self.failure(stream, &error))?;
-        for _ in 0..600 {
-            let described = self
-                .client
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send()
-                .await;
-            match described {
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|service| service.is_resource_not_found_exception()) =>
-                {
-                    return Ok(());
-                }
-                Err(error) => return Err(self.failure(stream, &error)),
-                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        Err(Failure::unreachable(format!(
-            "stream {stream} was still there at {} a minute after its deletion",
-            self.place
-        )))
+        self.wait_until(stream, true).await
     }
 }
 
