@@ -6,21 +6,16 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use kpl_aggregation::HashKey;
-use rand::Rng;
 
-use super::Engine;
 use super::pending::Pending;
 use super::requests::InFlightKind;
-use super::shard_queue::ShardQueue;
-use super::timers::Timer;
 use crate::backoff::RefreshBackoff;
-use crate::config::{MAX_RECORD_SIZE_LIMIT, OrderingMode};
-use crate::outcome::{AttemptError, FailureReason, codes};
+use crate::config::MAX_RECORD_SIZE_LIMIT;
 use crate::shard_map::{ListingPages, NextPage, ShardMap};
 use crate::stream::Stream;
 use crate::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, Request, ShardDescription,
-    ShardFilter, StreamSummary, TransportError, TransportErrorKind,
+    ShardFilter, StreamSummary,
 };
 
 const KIB: usize = 1024;
@@ -28,9 +23,6 @@ const KIB: usize = 1024;
 const LIST_SHARDS_PAGE: u32 = 1_000;
 /// The smallest record-size limit a stream can have (the service's default, 1 MiB).
 const MIN_RECORD_SIZE_LIMIT: usize = 1024 * KIB;
-/// How far each periodic map read is moved at random, as a fraction of the interval, so
-/// producers started together do not read together.
-const REFRESH_JITTER: std::ops::RangeInclusive<f64> = 0.9..=1.1;
 
 /// One kind of `ListShards` read of a stream, paged, retried on a backoff when it fails: the
 /// open shards (the map), or every shard (to look up a landing's closed shard).
@@ -263,241 +255,6 @@ impl MapRefresh {
         self.refresh.in_flight = false;
         self.history.abandon();
         self.summary_in_flight = false;
-    }
-}
-
-impl Engine {
-    pub(super) fn start_refresh(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
-        for (kind, request) in stream.maps.begin(&stream.stream, now) {
-            self.requests.enqueue(si, kind, request);
-        }
-    }
-
-    pub(super) fn on_summary(&mut self, si: usize, summary: Option<StreamSummary>) {
-        let stream = &mut self.streams[si];
-        if let Some(limit) = stream.maps.on_summary(summary) {
-            // The configured size is a cap of the application's: the stream only lowers it.
-            stream.max_record_size = limit.min(self.config.max_user_record_size);
-        }
-    }
-
-    pub(super) fn on_list_shards(
-        &mut self,
-        si: usize,
-        page: Result<ListShardsResponse, TransportError>,
-        now: Instant,
-    ) {
-        match page {
-            Ok(page) => {
-                let stream = &mut self.streams[si];
-                match stream.maps.refresh.add_page(&stream.stream, page) {
-                    ListingStep::Read(request) => {
-                        self.requests.enqueue(si, InFlightKind::ListShards, request);
-                    }
-                    ListingStep::Done(shards) => self.install_map(si, shards, now),
-                    ListingStep::Malformed => {
-                        stream.stats.error(codes::MALFORMED_LISTING, 1);
-                        self.refresh_failed(si, now);
-                    }
-                }
-            }
-            Err(error) => {
-                // In ordering mode records never leave without a map: when it cannot be read
-                // for a reason retrying cannot fix, they fail with that reason now, not by
-                // expiring later under a misleading one.
-                let unroutable = self.config.ordering == OrderingMode::PerShard
-                    && self.streams[si].maps.map.is_none()
-                    && !error.is_retryable();
-                if error.kind() == TransportErrorKind::NotFound || unroutable {
-                    self.fail_queued(si, "ListShards", &error, now);
-                }
-                self.refresh_failed(si, now);
-            }
-        }
-    }
-
-    /// The stream does not exist: every record queued for it (not those in requests already
-    /// made) fails now with the service's answer, instead of each waiting for its own.
-    pub(super) fn fail_queued(
-        &mut self,
-        si: usize,
-        operation: &str,
-        error: &TransportError,
-        now: Instant,
-    ) {
-        let stream = &mut self.streams[si];
-        let mut waiting: Vec<Pending> = stream.maps.waiting.drain(..).collect();
-        for packed in stream.collector.take() {
-            if let Some(shard) = packed.slot.and_then(|slot| stream.shards.get_mut(slot)) {
-                shard.busy = false;
-            }
-            waiting.extend(packed.records);
-        }
-        for held in stream.held_landings.drain(..) {
-            if let Some(shard) = held.slot.and_then(|slot| stream.shards.get_mut(slot)) {
-                shard.busy = false;
-            }
-            waiting.extend(held.records);
-        }
-        for shard in &mut stream.shards {
-            shard.awaiting_refresh = false;
-            waiting.append(&mut shard.take_all());
-        }
-        waiting.sort_by_key(|p| p.id);
-        let detail =
-            AttemptError::shared(error.code(), format!("{operation}: {}", error.message()));
-        for mut pending in waiting {
-            self.add_failed_attempt(&mut pending, now, now, &detail);
-            self.fail(si, pending, FailureReason::Terminal(error.kind()));
-        }
-    }
-
-    pub(super) fn start_history_read(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
-        if let Some(request) = stream.maps.history.begin(&stream.stream, now) {
-            self.requests
-                .enqueue(si, InFlightKind::ShardHistory, request);
-        }
-    }
-
-    pub(super) fn on_shard_history(
-        &mut self,
-        si: usize,
-        page: Result<ListShardsResponse, TransportError>,
-        now: Instant,
-    ) {
-        let stream = &mut self.streams[si];
-        match page {
-            Ok(page) => match stream.maps.history.add_page(&stream.stream, page) {
-                ListingStep::Read(request) => {
-                    self.requests
-                        .enqueue(si, InFlightKind::ShardHistory, request);
-                    return;
-                }
-                ListingStep::Done(shards) => {
-                    if let Some(map) = stream.maps.map.as_mut() {
-                        map.remember(&shards);
-                    }
-                }
-                ListingStep::Malformed => {
-                    stream.stats.error(codes::MALFORMED_LISTING, 1);
-                    self.history_failed(si, now);
-                    return;
-                }
-            },
-            Err(error) if error.kind() == TransportErrorKind::NotFound => {
-                stream.maps.history.in_flight = false;
-                self.fail_queued(si, "ListShards", &error, now);
-                return;
-            }
-            Err(_) => {
-                self.history_failed(si, now);
-                return;
-            }
-        }
-        let maps = &mut self.streams[si].maps;
-        maps.history.succeeded();
-        maps.history_read = Some(maps.history.started_at);
-        self.judge_held_landings(si, now);
-    }
-
-    /// Reads every shard again after a backoff; the landings wait, at most until their
-    /// `decide_by` (armed already).
-    fn history_failed(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
-        let retry_at = stream.maps.history.failed(now);
-        self.timers
-            .arm(&mut stream.timer, retry_at, Timer::Stream(si));
-    }
-
-    fn refresh_failed(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
-        stream.maps.refresh.failed(now);
-        // Records held for the first map stop waiting for this read: servicing the stream
-        // sends those past their deadline and arms the next wake-up (the retry included).
-        stream.timer = None;
-        self.service_stream(si, now);
-    }
-
-    pub(super) fn install_map(&mut self, si: usize, shards: Vec<ShardDescription>, now: Instant) {
-        let interval = self.config.shard_map_refresh_interval;
-        let jitter = self.rng.random_range(REFRESH_JITTER);
-        let aggregate_limit = self.aggregate_limit(si);
-        let outer_partition_key = self.config.outer_partition_key;
-        let stream = &mut self.streams[si];
-        let map = ShardMap::from_shards(&shards, stream.maps.map.as_ref());
-        if !map.is_consistent() {
-            // Pages read across a reshard; read again rather than route by a torn map.
-            self.refresh_failed(si, now);
-            return;
-        }
-        let mut open_slots = Vec::with_capacity(map.open_shards().len());
-        for &(range, ref shard_id) in map.open_shards() {
-            let slot = match stream.slot_of.get(shard_id) {
-                Some(&slot) => slot,
-                None => {
-                    let slot = stream.shards.len();
-                    stream.shards.push(ShardQueue::new(
-                        slot,
-                        shard_id.clone(),
-                        range,
-                        aggregate_limit,
-                        &self.config,
-                        now,
-                    ));
-                    stream.slot_of.insert(shard_id.clone(), slot);
-                    slot
-                }
-            };
-            open_slots.push(slot);
-        }
-        // Records queued on shards that closed go through the new map; those in flight are
-        // judged by where they land.
-        let mut displaced: Vec<Pending> = Vec::new();
-        for (slot, shard) in stream.shards.iter_mut().enumerate() {
-            shard.awaiting_refresh = false;
-            let open = open_slots.contains(&slot);
-            if !open {
-                displaced.append(&mut shard.close(aggregate_limit, outer_partition_key));
-            }
-            shard.open = open;
-        }
-        displaced.extend(stream.maps.waiting.drain(..));
-        displaced.sort_by_key(|p| p.id);
-        let next_at = now + interval.mul_f64(jitter);
-        stream.maps.install(map, open_slots, next_at);
-        self.timers
-            .arm(&mut stream.timer, next_at, Timer::Stream(si));
-        let flush = std::mem::take(&mut stream.maps.flush_on_map);
-        // Records that waited (in ordering mode, possibly until their expiration) leave within one
-        // buffering time of the map's arrival.
-        let latest = now + self.config.record_max_buffered_time;
-        for mut pending in displaced {
-            pending.deadline = pending.deadline.min(latest);
-            self.route(si, pending, now);
-        }
-        // After the routing above: records re-sent from held landings go to the head of their
-        // shards, ahead of the records that were queued behind them.
-        self.judge_held_landings(si, now);
-        if flush {
-            self.flush_stream_index(si, now);
-        }
-    }
-
-    /// A landing that contradicts the map: read it again, unless it was read after the
-    /// request was sent.
-    pub(super) fn invalidate_map(&mut self, si: usize, sent_at: Instant, now: Instant) {
-        if self.streams[si].maps.contradicted_by(sent_at) {
-            self.start_refresh(si, now);
-        }
-    }
-
-    /// Starts a map read unless one is in flight or a failing one waits for its retry.
-    pub(super) fn ensure_map_read(&mut self, si: usize, now: Instant) {
-        if self.streams[si].maps.can_read_now() {
-            self.start_refresh(si, now);
-        }
     }
 }
 

@@ -1,49 +1,46 @@
-//! The producer state machine, as sub-state machines that own their transitions:
+//! The producer state machine, in three layers:
 //!
-//! - [`outcomes`]: events, outstanding counts, the record window and flush markers;
-//! - [`requests`]: the outbox and what each request in flight carries;
-//! - [`timers`]: one wake-up per stream and per shard;
-//! - [`map_refresh`]: a stream's shard map, its reads, and the records waiting for it;
-//! - [`shard_queue`]: a shard's open aggregate, rate-limit queue and backoff;
-//! - [`collector`]: a stream's next `PutRecords` request;
-//! - [`answers`] and [`landings`]: what the engine does with each answer;
-//! - [`sending`]: the path of a record from acceptance to a request.
+//! - [`Engine`] (here): the public inputs and outputs. Each input names its stream once; the
+//!   engine finds that stream's state and calls into it.
+//! - [`stream`]: one stream's state ([`stream::StreamState`]) and every transition that
+//!   concerns it alone (sending, answers, landings, map reads), each reaching the engine's
+//!   shared parts ([`shared`]) through a borrowed `cx`.
+//! - The leaves, sub-state machines that own their transitions: [`outcomes`] (events,
+//!   outstanding counts, the record window, flush markers), [`requests`] (the outbox and what
+//!   each request in flight carries), [`timers`] (one wake-up per stream and per shard),
+//!   [`map_refresh`] (a stream's map, its reads, the records waiting for it), [`shard_queue`]
+//!   (a shard's open aggregate, rate-limit queue and backoff) and [`collector`] (a stream's
+//!   next `PutRecords` request).
 //!
-//! [`Engine`] owns them all and is, with [`RequestId`], the only public type here: inputs carry
+//! [`Engine`], [`PreparedRecord`] and [`RequestId`] are the only public types here: inputs carry
 //! `now`, outputs are polled.
 
-mod answers;
 mod collector;
-mod landings;
 mod map_refresh;
 mod outcomes;
 mod pending;
+mod prepared;
 mod requests;
-mod sending;
 mod shard_queue;
-mod stream_state;
+mod shared;
+mod stream;
 mod timers;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use kpl_aggregation::{HashKey, PartitionKey, UserRecord};
-use rand::SeedableRng;
-use rand::rngs::SmallRng;
-
-use self::outcomes::{Outcomes, OutstandingLimits};
+use self::outcomes::OutstandingLimits;
 use self::pending::Pending;
+pub use self::prepared::PreparedRecord;
+use self::requests::InFlightKind;
 pub use self::requests::RequestId;
-use self::requests::{InFlightKind, Requests};
-use self::stream_state::StreamState;
-use self::timers::{Timer, Timers};
+use self::shared::Shared;
+use self::stream::{Answer, StreamState};
+use self::timers::Timer;
 use crate::config::{EngineConfig, InvalidConfig};
-use crate::memory::record_charge;
-use crate::metrics::{Interval, Metric, Series};
+use crate::metrics::Series;
 use crate::outcome::{
-    AttemptError, Event, Failure, FailureReason, FlushId, Record, RecordId, RejectReason, Rejected,
-    codes,
+    Event, FailureReason, FlushId, Record, RecordId, RejectReason, Rejected, codes,
 };
 use crate::shard_map::ShardMap;
 use crate::stats::StreamStats;
@@ -114,119 +111,12 @@ use crate::transport::{Request, Response, TransportError, TransportErrorKind};
 /// ```
 #[derive(Debug)]
 pub struct Engine {
-    config: EngineConfig,
-    rng: SmallRng,
+    /// What every stream shares, lent to one stream at a time.
+    shared: Shared,
     streams: Vec<StreamState>,
     stream_index: BTreeMap<Stream, usize>,
     /// The stream of the last record submitted: most records go where the previous one went.
     last_stream: Option<(Stream, usize)>,
-    timers: Timers,
-    requests: Requests,
-    outcomes: Outcomes,
-}
-
-/// A record checked (partition key, explicit hash key) and hashed (the MD5 of its key, most of
-/// the work of accepting it), with none of the engine's state: a driver can prepare records
-/// before taking the lock that guards its engine, then hand them to
-/// [`Engine::submit_prepared`].
-#[derive(Debug)]
-pub struct PreparedRecord {
-    stream: Stream,
-    record: UserRecord,
-    hash_key: HashKey,
-    /// The explicit hash key as the caller wrote it, to hand the record back unchanged.
-    explicit_hash_key_text: Option<String>,
-}
-
-impl PreparedRecord {
-    /// Checks and hashes `record`, or refuses it with the reason and the record back.
-    pub fn prepare(record: Record) -> Result<Self, Rejected> {
-        let (stream, record, explicit_hash_key_text) = Self::check(record)?;
-        Ok(Self {
-            stream,
-            hash_key: record.hash_key(),
-            record,
-            explicit_hash_key_text,
-        })
-    }
-
-    /// [`prepare`](Self::prepare) for many records, in order: the MD5s of their partition
-    /// keys are computed several side by side, which costs less per record.
-    pub fn prepare_many(records: impl IntoIterator<Item = Record>) -> Vec<Result<Self, Rejected>> {
-        let checked: Vec<_> = records.into_iter().map(Self::check).collect();
-        let keys: Vec<&str> = checked
-            .iter()
-            .filter_map(|checked| checked.as_ref().ok())
-            .filter(|(_, record, _)| record.explicit_hash_key().is_none())
-            .map(|(_, record, _)| record.partition_key().as_str())
-            .collect();
-        let mut hashed = HashKey::from_partition_keys(&keys).into_iter();
-        checked
-            .into_iter()
-            .map(|checked| {
-                let (stream, record, explicit_hash_key_text) = checked?;
-                let hash_key = match record.explicit_hash_key() {
-                    Some(hash_key) => hash_key,
-                    None => hashed.next().unwrap_or_else(|| record.hash_key()),
-                };
-                Ok(Self {
-                    stream,
-                    record,
-                    hash_key,
-                    explicit_hash_key_text,
-                })
-            })
-            .collect()
-    }
-
-    /// Checks `record`'s keys: its stream, the record with its keys parsed, and its explicit
-    /// hash key as the caller wrote it.
-    fn check(record: Record) -> Result<(Stream, UserRecord, Option<String>), Rejected> {
-        let explicit_hash_key = match record.explicit_hash_key().map(HashKey::parse_decimal) {
-            None => None,
-            Some(Ok(hash_key)) => Some(hash_key),
-            Some(Err(error)) => {
-                return Err(Rejected::new(RejectReason::ExplicitHashKey(error), record));
-            }
-        };
-        let (stream, key, ehk_text, data) = record.into_parts();
-        let key = match PartitionKey::new(key) {
-            Ok(key) => key,
-            Err(error) => {
-                let chars = error.char_count();
-                let mut record = Record::new(stream, error.into_key(), data);
-                if let Some(text) = ehk_text {
-                    record = record.with_explicit_hash_key(text);
-                }
-                return Err(Rejected::new(RejectReason::PartitionKey { chars }, record));
-            }
-        };
-        let mut record = UserRecord::new(key, data);
-        if let Some(hash_key) = explicit_hash_key {
-            record = record.with_explicit_hash_key(hash_key);
-        }
-        Ok((stream, record, ehk_text))
-    }
-
-    /// The size the service counts: data plus partition key.
-    pub fn size(&self) -> usize {
-        self.record.data().len() + self.record.partition_key().len()
-    }
-
-    /// The stream it goes to.
-    pub fn stream(&self) -> &Stream {
-        &self.stream
-    }
-
-    /// The record as the caller handed it over.
-    pub fn into_record(self) -> Record {
-        let (key, _, data) = self.record.into_parts();
-        let record = Record::new(self.stream, key.into_string(), data);
-        match self.explicit_hash_key_text {
-            Some(text) => record.with_explicit_hash_key(text),
-            None => record,
-        }
-    }
 }
 
 impl Engine {
@@ -234,20 +124,16 @@ impl Engine {
     pub fn new(config: EngineConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
         Ok(Self {
-            rng: SmallRng::seed_from_u64(config.rng_seed),
-            config,
+            shared: Shared::new(config),
             streams: Vec::new(),
             stream_index: BTreeMap::new(),
             last_stream: None,
-            timers: Timers::default(),
-            requests: Requests::default(),
-            outcomes: Outcomes::default(),
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &EngineConfig {
-        &self.config
+        &self.shared.config
     }
 
     // ----------------------------------------------------------------------------------------
@@ -270,20 +156,21 @@ impl Engine {
         now: Instant,
     ) -> Result<RecordId, Rejected> {
         let size = prepared.size();
-        let charge = self.record_charge(size);
+        let cx = &mut self.shared;
+        let charge = cx.record_charge(size);
         let limits = OutstandingLimits {
-            records: self.config.max_outstanding_records,
-            bytes: self.config.max_outstanding_bytes,
+            records: cx.config.max_outstanding_records,
+            bytes: cx.config.max_outstanding_bytes,
         };
-        if let Err(reason) = self.outcomes.check_room(charge, limits) {
+        if let Err(reason) = cx.outcomes.check_room(charge, limits) {
             return Err(Rejected::new(reason, prepared.into_record()));
         }
         let known = match &self.last_stream {
             Some((stream, si)) if stream.same_allocation(&prepared.stream) => Some(*si),
             _ => self.stream_index.get(&prepared.stream).copied(),
         };
-        let limit = known.map_or(self.config.max_user_record_size, |si| {
-            self.streams[si].max_record_size
+        let limit = known.map_or(self.shared.config.max_user_record_size, |si| {
+            self.streams[si].max_record_size()
         });
         if size > limit {
             return Err(Rejected::new(
@@ -302,37 +189,41 @@ impl Engine {
             None => self.stream_slot(&stream, now),
         };
         self.last_stream = Some((stream, si));
-        let id = self.outcomes.accept(charge, now);
-        let expiration = now + self.config.record_ttl;
+        let cx = &mut self.shared;
+        let id = cx.outcomes.accept(charge, now);
+        let expiration = now + cx.config.record_ttl;
         let pending = Pending {
             id,
             hash_key,
             record: user_record,
             arrival: now,
-            deadline: (now + self.config.record_max_buffered_time).min(expiration),
+            deadline: (now + cx.config.record_max_buffered_time).min(expiration),
             expiration,
             attempts: None,
             isolate: false,
         };
-        let stream = &mut self.streams[si];
-        stream.last_record_at = now;
-        stream.stats.user_records_received += 1;
-        stream.interval.record(Metric::UserRecordsReceived, 1.0);
-        stream.stats.user_records_pending += 1;
-        if stream.retired {
-            stream.retired = false;
-            self.start_refresh(si, now);
-        }
-        self.route(si, pending, now);
+        self.streams[si].accept(cx, pending, now);
         Ok(RecordId(id))
+    }
+
+    /// The index of `stream`'s state, made (and its map read started) on its first record.
+    fn stream_slot(&mut self, stream: &Stream, now: Instant) -> usize {
+        if let Some(&si) = self.stream_index.get(stream) {
+            return si;
+        }
+        let si = self.streams.len();
+        let state = StreamState::new(stream.clone(), si, &mut self.shared, now);
+        self.streams.push(state);
+        self.stream_index.insert(stream.clone(), si);
+        si
     }
 
     /// Sends what is buffered for every stream now, without waiting for deadlines. Rate limits
     /// still apply. Records waiting for a shard map keep waiting for it and are sent as soon as
     /// it arrives.
     pub fn flush(&mut self, now: Instant) {
-        for si in 0..self.streams.len() {
-            self.flush_stream_index(si, now);
+        for stream in &mut self.streams {
+            stream.flush(&mut self.shared, now);
         }
     }
 
@@ -340,14 +231,14 @@ impl Engine {
     /// send.
     pub fn flush_stream(&mut self, stream: &Stream, now: Instant) {
         if let Some(&si) = self.stream_index.get(stream) {
-            self.flush_stream_index(si, now);
+            self.streams[si].flush(&mut self.shared, now);
         }
     }
 
     /// Flushes every stream and returns a marker: [`Event::Flushed`] with this id comes once
     /// every record accepted before this call has its outcome (the KPL's `flushSync`).
     pub fn flush_marker(&mut self, now: Instant) -> FlushId {
-        let id = self.outcomes.add_marker();
+        let id = self.shared.outcomes.add_marker();
         self.flush(now);
         id
     }
@@ -355,12 +246,12 @@ impl Engine {
     /// Drops a flush marker no one waits for any more: no [`Event::Flushed`] comes for it, and
     /// the engine does not keep it until its records finish.
     pub fn forget_flush_marker(&mut self, id: FlushId) {
-        self.outcomes.forget_marker(id);
+        self.shared.outcomes.forget_marker(id);
     }
 
     /// Flush markers whose records have not all finished.
     pub fn pending_flush_markers(&self) -> usize {
-        self.outcomes.pending_markers()
+        self.shared.outcomes.pending_markers()
     }
 
     /// Fails every outstanding record at once and forgets every request in flight; their
@@ -371,29 +262,14 @@ impl Engine {
     pub fn abandon(&mut self) {
         let mut abandoned: Vec<(usize, Pending, FailureReason)> = Vec::new();
         for (si, stream) in self.streams.iter_mut().enumerate() {
-            let mut taken: Vec<Pending> = stream.maps.waiting.drain(..).collect();
-            for packed in stream.collector.take() {
-                taken.extend(packed.records);
-            }
-            for held in stream.held_landings.drain(..) {
-                abandoned.extend(
-                    held.records
-                        .into_iter()
-                        .map(|pending| (si, pending, FailureReason::AbandonedInFlight)),
-                );
-            }
-            for shard in &mut stream.shards {
-                taken.append(&mut shard.take_all());
-                shard.busy = false;
-            }
-            stream.maps.abandon();
+            let taken = stream.abandon();
             abandoned.extend(
                 taken
                     .into_iter()
-                    .map(|pending| (si, pending, FailureReason::Abandoned)),
+                    .map(|(pending, reason)| (si, pending, reason)),
             );
         }
-        for in_flight in self.requests.abandon() {
+        for in_flight in self.shared.requests.abandon() {
             if let InFlightKind::PutRecords(entries) = in_flight.kind {
                 // A request still in the outbox was never handed out: not written.
                 let reason = if in_flight.sent_at.is_some() {
@@ -413,7 +289,7 @@ impl Engine {
         }
         abandoned.sort_by_key(|(_, p, _)| p.id);
         for (si, pending, reason) in abandoned {
-            self.fail(si, pending, reason);
+            self.streams[si].fail(&mut self.shared, pending, reason);
         }
     }
 
@@ -425,10 +301,11 @@ impl Engine {
         result: Result<Response, TransportError>,
         now: Instant,
     ) {
-        let Some(in_flight) = self.requests.complete(id) else {
+        let cx = &mut self.shared;
+        let Some(in_flight) = cx.requests.complete(id) else {
             return;
         };
-        let si = in_flight.stream;
+        let stream = &mut self.streams[in_flight.stream];
         let sent_at = in_flight.sent_at.unwrap_or(now);
         let unexpected = |operation: &str| {
             TransportError::new(
@@ -444,7 +321,7 @@ impl Engine {
                     Ok(_) => Err(unexpected("PutRecords")),
                     Err(error) => Err(error),
                 };
-                self.on_put_records(si, entries, result, sent_at, now);
+                stream.on_put_records(cx, entries, result, Answer { sent_at, now });
             }
             (kind @ (InFlightKind::ListShards | InFlightKind::ShardHistory), result) => {
                 let page = match result {
@@ -453,9 +330,9 @@ impl Engine {
                     Err(error) => Err(error),
                 };
                 if matches!(kind, InFlightKind::ShardHistory) {
-                    self.on_shard_history(si, page, now);
+                    stream.on_shard_history(cx, page, now);
                 } else {
-                    self.on_list_shards(si, page, now);
+                    stream.on_list_shards(cx, page, now);
                 }
             }
             (InFlightKind::DescribeStreamSummary, result) => {
@@ -463,30 +340,18 @@ impl Engine {
                     Ok(Response::DescribeStreamSummary(summary)) => Some(summary),
                     _ => None,
                 };
-                self.on_summary(si, summary);
+                stream.on_summary(cx, summary);
             }
         }
     }
 
     /// Runs everything that was due at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((at, timer)) = self.timers.pop_due(now) {
+        let cx = &mut self.shared;
+        while let Some((at, timer)) = cx.timers.pop_due(now) {
             match timer {
-                Timer::Stream(si) => {
-                    if self.streams[si].timer == Some(at) {
-                        self.streams[si].timer = None;
-                        self.service_stream(si, now);
-                    }
-                }
-                Timer::Shard(si, slot) => {
-                    let Some(shard) = self.streams[si].shards.get_mut(slot) else {
-                        continue;
-                    };
-                    if shard.timer == Some(at) {
-                        shard.timer = None;
-                        self.service_shard(si, slot, now);
-                    }
-                }
+                Timer::Stream(si) => self.streams[si].on_stream_timer(cx, at, now),
+                Timer::Shard(si, slot) => self.streams[si].on_shard_timer(cx, slot, at, now),
             }
         }
     }
@@ -499,79 +364,74 @@ impl Engine {
     /// requests in the engine while its connections are busy).
     pub fn poll_request(&mut self, now: Instant) -> Option<(RequestId, Request)> {
         loop {
-            let (id, mut request) = self.requests.pop_outbox()?;
+            let cx = &mut self.shared;
+            let (id, mut request) = cx.requests.pop_outbox()?;
             if let Request::PutRecords(put) = &mut request {
                 // A request waits in the outbox while the driver's connections are busy; records
                 // that reached their `record_ttl` meanwhile are not sent: they expire.
-                if let Some((si, dropped)) = self.requests.take_expired_entries(id, put, now) {
-                    self.drop_expired_entries(si, dropped, now);
+                if let Some((si, dropped)) = cx.requests.take_expired_entries(id, put, now) {
+                    self.streams[si].drop_expired_entries(cx, dropped, now);
                 }
                 if put.entries.is_empty() {
-                    self.requests.complete(id);
+                    cx.requests.complete(id);
                     continue;
                 }
             }
-            self.requests.mark_sent(id, now);
+            cx.requests.mark_sent(id, now);
             return Some((id, request));
         }
     }
 
     /// The next outcome or flush completion.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.outcomes.poll_event()
+        self.shared.outcomes.poll_event()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let streams = &self.streams;
-        self.timers.next(|timer| match timer {
-            Timer::Stream(si) => streams[si].timer,
-            Timer::Shard(si, slot) => streams[si].shards.get(slot).and_then(|s| s.timer),
+        self.shared.timers.next(|timer| match timer {
+            Timer::Stream(si) => streams[si].timer_at(None),
+            Timer::Shard(si, slot) => streams[si].timer_at(Some(slot)),
         })
     }
 
     /// Whether events are waiting for [`poll_event`](Self::poll_event).
     pub fn has_events(&self) -> bool {
-        self.outcomes.has_events()
+        self.shared.outcomes.has_events()
     }
 
     /// Whether requests are waiting for [`poll_request`](Self::poll_request).
     pub fn has_requests(&self) -> bool {
-        self.requests.has_outbox()
+        self.shared.requests.has_outbox()
     }
 
     /// Records accepted so far (finished or not).
     pub fn records_accepted(&self) -> u64 {
-        self.outcomes.records_accepted()
+        self.shared.outcomes.records_accepted()
     }
 
     /// Records accepted and not finished.
     pub fn outstanding_records(&self) -> usize {
-        self.outcomes.outstanding_records()
+        self.shared.outcomes.outstanding_records()
     }
 
     /// The memory charged against `max_outstanding_bytes` for the records accepted and not
     /// finished: each one's key, data, encoded copies and bookkeeping (see [`crate::memory`]).
     pub fn outstanding_bytes(&self) -> usize {
-        self.outcomes.outstanding_bytes()
+        self.shared.outcomes.outstanding_bytes()
     }
 
     /// When the oldest unfinished record was accepted.
     pub fn oldest_outstanding(&self) -> Option<Instant> {
-        self.outcomes.oldest_outstanding()
+        self.shared.outcomes.oldest_outstanding()
     }
 
     /// Statistics per stream.
     pub fn stats(&self) -> impl Iterator<Item = (&Stream, StreamStats)> {
-        self.streams.iter().map(|stream| {
-            let mut stats = stream.stats.clone();
-            for shard in &stream.shards {
-                let mut shard_stats = shard.stats.clone();
-                shard_stats.rate_factor = shard.limiter.rate_factor();
-                stats.shards.insert(shard.id.clone(), shard_stats);
-            }
-            (&stream.stream, stats)
-        })
+        self.streams
+            .iter()
+            .map(|stream| (stream.stream(), stream.stats()))
     }
 
     /// Takes the samples of every metric since the last call, as one series per metric and
@@ -580,12 +440,7 @@ impl Engine {
     pub fn take_metrics(&mut self) -> Vec<Series> {
         let mut series = Vec::new();
         for stream in &mut self.streams {
-            stream.interval.take(&stream.stream, None, &mut series);
-            for shard in &mut stream.shards {
-                shard
-                    .interval
-                    .take(&stream.stream, Some(&shard.id), &mut series);
-            }
+            stream.take_metrics(&mut series);
         }
         series
     }
@@ -593,124 +448,15 @@ impl Engine {
     /// Takes a sample of `UserRecordsPending` for every stream: its outstanding records now.
     pub fn sample_pending(&mut self) {
         for stream in &mut self.streams {
-            let pending = stream.stats.user_records_pending as f64;
-            stream.interval.record(Metric::UserRecordsPending, pending);
+            stream.sample_pending();
         }
     }
 
     /// The current shard map of `stream`, if one has been read.
     pub fn shard_map(&self, stream: &Stream) -> Option<&ShardMap> {
         let &si = self.stream_index.get(stream)?;
-        self.streams[si].maps.map.as_ref()
+        self.streams[si].shard_map()
     }
-
-    // ----------------------------------------------------------------------------------------
-    // Outcomes
-    // ----------------------------------------------------------------------------------------
-
-    /// What one record of `size` bytes (key and data) is charged when accepted.
-    fn record_charge(&self, size: usize) -> usize {
-        record_charge(size, self.config.record_overhead_bytes)
-    }
-
-    /// Adds a failed attempt to `pending`'s history, charging the history when it begins.
-    /// Returns what [`Pending::add_failed_attempt`] does.
-    fn add_failed_attempt(
-        &mut self,
-        pending: &mut Pending,
-        sent_at: Instant,
-        now: Instant,
-        error: &Arc<AttemptError>,
-    ) -> (Option<Duration>, Duration) {
-        let waits = pending.add_failed_attempt(sent_at, now, error);
-        if waits.0.is_some() {
-            self.outcomes.charge_history();
-        }
-        waits
-    }
-
-    fn record_buffering(&mut self, si: usize, waited: Duration) {
-        let stats = &mut self.streams[si].stats;
-        stats.buffering_time.record(millis(waited));
-    }
-
-    /// This interval's samples for shard `slot` of stream `si`, or the stream's own when the
-    /// observation has no shard.
-    #[inline(always)]
-    fn interval(&mut self, si: usize, slot: Option<usize>) -> &mut Interval {
-        let stream = &mut self.streams[si];
-        match slot.and_then(|slot| stream.shards.get_mut(slot)) {
-            Some(shard) => &mut shard.interval,
-            None => &mut stream.interval,
-        }
-    }
-
-    /// Records a failed attempt of `pending`, sent for shard `slot` at `sent_at` and answered
-    /// at `now`: in its history, and in the buffering statistics.
-    fn failed_attempt(
-        &mut self,
-        si: usize,
-        slot: Option<usize>,
-        pending: &mut Pending,
-        error: &Arc<AttemptError>,
-        sent_at: Instant,
-        now: Instant,
-    ) {
-        let (first_wait, delay) = self.add_failed_attempt(pending, sent_at, now, error);
-        if let Some(waited) = first_wait {
-            self.record_buffering(si, waited);
-        }
-        self.interval(si, slot)
-            .record(Metric::BufferingTime, millis(delay));
-    }
-
-    fn expire(&mut self, si: usize, mut pending: Pending, now: Instant) {
-        let error = AttemptError::shared(
-            codes::EXPIRED,
-            "record_ttl reached before the record could be written",
-        );
-        self.add_failed_attempt(&mut pending, now, now, &error);
-        self.fail(si, pending, FailureReason::Expired);
-    }
-
-    fn fail(&mut self, si: usize, mut pending: Pending, reason: FailureReason) {
-        // A failed record counts against the shard it was predicted for, as in the KPL.
-        let predicted = self.streams[si].maps.predict(pending.hash_key);
-        let retries = pending.failed_attempts().saturating_sub(1);
-        let interval = self.interval(si, predicted);
-        interval.record(Metric::UserRecordsPut, 0.0);
-        interval.record(Metric::RetriesPerRecord, retries as f64);
-        if reason == FailureReason::Expired {
-            interval.record(Metric::UserRecordExpired, 1.0);
-        }
-        let stats = &mut self.streams[si].stats;
-        stats.user_records_failed += 1;
-        stats.user_records_pending -= 1;
-        if reason == FailureReason::Expired {
-            stats.user_records_expired += 1;
-        }
-        let (id, charge) = (pending.id, self.record_charge(pending.size()));
-        let history = pending.attempts.is_some();
-        let (attempts, omitted_attempts) = pending
-            .attempts
-            .take()
-            .map_or((Vec::new(), 0), |history| history.into_parts());
-        let record = pending.into_record(self.streams[si].stream.clone());
-        let failure = Failure {
-            id: RecordId(id),
-            reason,
-            record,
-            attempts,
-            omitted_attempts,
-        };
-        self.outcomes
-            .settle(Event::Failed(Box::new(failure)), id, charge, history);
-    }
-}
-
-/// A duration in the milliseconds the metrics are reported in.
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1_000.0
 }
 
 /// The size of a record's entry, for the memory module's check of its bookkeeping charge.
@@ -719,7 +465,9 @@ pub(crate) const PENDING_SIZE: usize = size_of::<Pending>();
 
 #[cfg(test)]
 mod tests {
-    use kpl_aggregation::HashKeyRange;
+    use std::time::Duration;
+
+    use kpl_aggregation::{HashKey, HashKeyRange};
 
     use super::outcomes::WINDOW_COMPACTION;
     use super::*;
@@ -807,7 +555,7 @@ mod tests {
                 .is_ok()
         );
         let accepted = engine.outstanding_bytes();
-        assert_eq!(accepted, engine.record_charge(11));
+        assert_eq!(accepted, engine.shared.record_charge(11));
         engine.flush(now);
         // The map, then the put, answered with a throttled entry: retried, with a history.
         let mut throttled = false;
@@ -894,8 +642,8 @@ mod tests {
             }
         }
         assert!((4..=6).contains(&reads), "{reads} reads");
-        assert!(engine.streams[0].retired);
-        assert!(engine.streams[0].shards.is_empty());
+        assert!(engine.streams[0].is_retired());
+        assert!(engine.streams[0].shard_count() == 0);
         assert!(engine.shard_map(&stream).is_none());
         assert_eq!(
             engine.stats().next().map(|(_, s)| s.user_records_put),
@@ -911,7 +659,7 @@ mod tests {
         engine.flush(now);
         answer_all(&mut engine, &one, "shardId-0", now);
         assert!(matches!(engine.poll_event(), Some(Event::Delivered(_))));
-        assert!(!engine.streams[0].retired);
+        assert!(!engine.streams[0].is_retired());
         assert_eq!(engine.outstanding_records(), 0);
         assert!(
             engine.poll_timeout().is_some(),
@@ -935,7 +683,7 @@ mod tests {
         }
         assert_eq!(engine.outstanding_records(), 0);
         assert_eq!(
-            engine.streams[0].shards[0].spare_lists(),
+            engine.streams[0].shard(0).spare_lists(),
             1,
             "lists kept for reuse"
         );
@@ -945,9 +693,9 @@ mod tests {
             ("shardId-1", 0, u128::MAX / 2, true),
             ("shardId-2", u128::MAX / 2 + 1, u128::MAX, true),
         ]);
-        engine.start_refresh(0, now);
+        engine.streams[0].start_refresh(&mut engine.shared, now);
         answer_all(&mut engine, &split, "shardId-1", now);
-        let closed = &engine.streams[0].shards[0];
+        let closed = &engine.streams[0].shard(0);
         assert!(!closed.open);
         assert!(closed.holds_no_buffers());
     }
@@ -979,7 +727,7 @@ mod tests {
         let marker = engine.flush_marker(now);
         answer_all(&mut engine, &one, "shardId-0", now);
         assert_eq!(engine.outstanding_records(), 1);
-        assert!(engine.outcomes.window_entries() <= WINDOW_COMPACTION + 1);
+        assert!(engine.shared.outcomes.window_entries() <= WINDOW_COMPACTION + 1);
         assert_eq!(engine.oldest_outstanding(), Some(t0));
         let flushed = |engine: &mut Engine| {
             std::iter::from_fn(|| engine.poll_event())
@@ -1004,6 +752,6 @@ mod tests {
         assert!(flushed(&mut engine));
         assert_eq!(engine.outstanding_records(), 0);
         assert_eq!(engine.oldest_outstanding(), None);
-        assert_eq!(engine.outcomes.window_entries(), 0);
+        assert_eq!(engine.shared.outcomes.window_entries(), 0);
     }
 }

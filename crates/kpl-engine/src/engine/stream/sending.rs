@@ -5,176 +5,142 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kpl_aggregation::MaxAggregateSize;
-
-use super::Engine;
-use super::collector::RequestShape;
-use super::pending::{PackedRecord, Packing, Pending, min_instant};
-use super::requests::{EntryMeta, InFlightKind};
-use super::stream_state::StreamState;
-use super::timers::Timer;
-use crate::config::OrderingMode;
+use super::StreamState;
+use crate::engine::collector::RequestShape;
+use crate::engine::pending::{PackedRecord, Packing, Pending, min_instant};
+use crate::engine::requests::{EntryMeta, InFlightKind};
+use crate::engine::shared::Shared;
+use crate::engine::timers::Timer;
 use crate::metrics::Metric;
 use crate::outcome::{AttemptError, FailureReason, codes};
-use crate::stream::Stream;
 use crate::transport::{PutRecordsRequest, Request};
 
-impl Engine {
-    /// The index of `stream`'s state, made (and its map read started) on its first record.
-    pub(super) fn stream_slot(&mut self, stream: &Stream, now: Instant) -> usize {
-        if let Some(&si) = self.stream_index.get(stream) {
-            return si;
-        }
-        let si = self.streams.len();
-        self.streams
-            .push(StreamState::new(stream.clone(), &self.config, now));
-        self.stream_index.insert(stream.clone(), si);
-        self.start_refresh(si, now);
-        si
-    }
-
+impl StreamState {
     /// Sends a record to its predicted shard's aggregate, or makes it wait for a map.
     #[inline(always)]
-    pub(super) fn route(&mut self, si: usize, pending: Pending, now: Instant) {
-        match self.streams[si].maps.predict(pending.hash_key) {
-            Some(slot) => self.aggregate(si, slot, pending, now),
+    pub(super) fn route(&mut self, cx: &mut Shared, pending: Pending, now: Instant) {
+        match self.maps.predict(pending.hash_key) {
+            Some(slot) => self.aggregate(cx, slot, pending, now),
             // No map yet (the map is never torn: see `install_map`). Wait for it; at the
             // deadline the record goes alone, unpredicted, except in ordering mode.
-            None => self.await_map(si, pending),
+            None => self.await_map(cx, pending),
         }
     }
 
     /// Makes a record wait for its stream's map, at most until its deadline.
-    pub(super) fn await_map(&mut self, si: usize, pending: Pending) {
-        let stream = &mut self.streams[si];
+    pub(super) fn await_map(&mut self, cx: &mut Shared, pending: Pending) {
+        let stream = &mut *self;
         let deadline = stream.maps.wait(pending);
-        self.timers
-            .arm(&mut stream.timer, deadline, Timer::Stream(si));
-    }
-
-    /// How many records an aggregate holds at most.
-    fn aggregate_max_count(&self, packing: Packing) -> u64 {
-        if self.config.aggregation_enabled && packing == Packing::Aggregated {
-            self.config.aggregation_max_count
-        } else {
-            1
-        }
+        stream.arm_timer(cx, deadline);
     }
 
     #[inline(always)]
-    fn aggregate(&mut self, si: usize, slot: usize, pending: Pending, now: Instant) {
-        let max_count = self.aggregate_max_count(Packing::Aggregated);
-        let shard = &mut self.streams[si].shards[slot];
+    fn aggregate(&mut self, cx: &mut Shared, slot: usize, pending: Pending, now: Instant) {
+        let max_count = cx.aggregate_max_count(Packing::Aggregated);
+        let shard = &mut self.shards[slot];
         shard.add(pending, max_count);
         if shard.has_ready() {
-            self.service_shard(si, slot, now);
+            self.service_shard(cx, slot, now);
         } else if let Some(deadline) = shard.aggregate_deadline() {
-            self.timers
-                .arm(&mut shard.timer, deadline, Timer::Shard(si, slot));
+            cx.timers
+                .arm(&mut shard.timer, deadline, Timer::Shard(self.index, slot));
         }
-    }
-
-    pub(super) fn aggregate_limit(&self, si: usize) -> MaxAggregateSize {
-        self.streams[si].aggregate_limit(&self.config)
     }
 
     /// Puts records to retry at the front of their (re-predicted) shards' queues, aggregated
     /// among themselves or each alone, so they go before anything accepted after them.
     pub(super) fn requeue_front(
         &mut self,
-        si: usize,
+        cx: &mut Shared,
         records: Vec<Pending>,
         packing: Packing,
         now: Instant,
     ) {
         let mut by_slot: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
         for pending in records {
-            match self.streams[si].maps.predict(pending.hash_key) {
+            match self.maps.predict(pending.hash_key) {
                 Some(slot) => by_slot.entry(slot).or_default().push(pending),
-                None => self.await_map(si, pending),
+                None => self.await_map(cx, pending),
             }
         }
-        let max_count = self.aggregate_max_count(packing);
-        let aggregate_limit = self.aggregate_limit(si);
+        let max_count = cx.aggregate_max_count(packing);
+        let aggregate_limit = self.aggregate_limit(&cx.config);
         for (slot, records) in by_slot {
-            self.streams[si].shards[slot].requeue_front(
+            self.shards[slot].requeue_front(
                 records,
                 max_count,
                 aggregate_limit,
-                self.config.outer_partition_key,
+                cx.config.outer_partition_key,
             );
-            self.service_shard(si, slot, now);
+            self.service_shard(cx, slot, now);
         }
     }
 
     /// Moves a shard forward: fails expired records, passes what its limits allow to the
     /// collector, and arms the shard's next wake-up.
-    pub(super) fn service_shard(&mut self, si: usize, slot: usize, now: Instant) {
-        let ordering = self.config.ordering == OrderingMode::PerShard;
-        if let Some((expired, survivors)) = self.streams[si].shards[slot].take_expired(now) {
+    pub(super) fn service_shard(&mut self, cx: &mut Shared, slot: usize, now: Instant) {
+        let ordering = cx.ordered();
+        if let Some((expired, survivors)) = self.shards[slot].take_expired(now) {
             let error = AttemptError::shared(
                 codes::EXPIRED,
                 "record_ttl reached while waiting for the shard's rate limit",
             );
             for mut pending in expired {
-                self.add_failed_attempt(&mut pending, now, now, &error);
-                self.fail(si, pending, FailureReason::Expired);
+                cx.add_failed_attempt(&mut pending, now, now, &error);
+                self.fail(cx, pending, FailureReason::Expired);
             }
             if !survivors.is_empty() {
-                self.requeue_front(si, survivors, Packing::Aggregated, now);
+                self.requeue_front(cx, survivors, Packing::Aggregated, now);
             }
         }
-        let parent_busy = ordering && self.streams[si].parent_busy(slot);
+        let parent_busy = ordering && self.parent_busy(slot);
         let blocked = loop {
-            match self.streams[si].shards[slot].next_to_send(now, ordering, parent_busy) {
-                Ok(packed) => self.collect(si, packed, now),
+            match self.shards[slot].next_to_send(now, ordering, parent_busy) {
+                Ok(packed) => self.collect(cx, packed, now),
                 Err(blocked) => break blocked,
             }
         };
-        let shard = &mut self.streams[si].shards[slot];
+        let shard = &mut self.shards[slot];
         if let Some(at) = shard.next_wake(blocked) {
-            self.timers
-                .arm(&mut shard.timer, at, Timer::Shard(si, slot));
+            cx.timers
+                .arm(&mut shard.timer, at, Timer::Shard(self.index, slot));
         }
     }
 
-    pub(super) fn service_all_shards(&mut self, si: usize, now: Instant) {
-        for slot in 0..self.streams[si].shards.len() {
-            if self.streams[si].shards[slot].open {
-                self.service_shard(si, slot, now);
+    pub(super) fn service_all_shards(&mut self, cx: &mut Shared, now: Instant) {
+        for slot in 0..self.shards.len() {
+            if self.shards[slot].open {
+                self.service_shard(cx, slot, now);
             }
         }
     }
 
     /// Ordering mode: frees a shard that counted as busy (its call or held landing is over).
     /// Returns whether it did.
-    pub(super) fn release_busy_slot(&mut self, si: usize, slot: Option<usize>) -> bool {
+    pub(super) fn release_busy_slot(&mut self, ordered: bool, slot: Option<usize>) -> bool {
         match slot {
-            Some(slot) if self.config.ordering == OrderingMode::PerShard => {
-                self.streams[si].shards[slot].busy = false;
+            Some(slot) if ordered => {
+                self.shards[slot].busy = false;
                 true
             }
             _ => false,
         }
     }
 
-    fn collect(&mut self, si: usize, packed: PackedRecord, now: Instant) {
-        let shape = RequestShape::of(&self.config);
-        if self.streams[si].collector.must_send_before(&packed, shape) {
-            self.send_collected(si);
+    fn collect(&mut self, cx: &mut Shared, packed: PackedRecord, now: Instant) {
+        let shape = RequestShape::of(&cx.config);
+        if self.collector.must_send_before(&packed, shape) {
+            self.send_collected(cx);
         }
-        let stream = &mut self.streams[si];
-        match stream.collector.add(packed, shape, now) {
-            None => self.send_collected(si),
-            Some(deadline) => self
-                .timers
-                .arm(&mut stream.timer, deadline, Timer::Stream(si)),
+        match self.collector.add(packed, shape, now) {
+            None => self.send_collected(cx),
+            Some(deadline) => self.arm_timer(cx, deadline),
         }
     }
 
     /// Turns what the stream's collector holds into a `PutRecords` request.
-    fn send_collected(&mut self, si: usize) {
-        let stream = &mut self.streams[si];
+    fn send_collected(&mut self, cx: &mut Shared) {
+        let stream = &mut *self;
         let packed = stream.collector.take();
         if packed.is_empty() {
             return;
@@ -213,31 +179,31 @@ impl Engine {
             stream: stream.stream.clone(),
             entries,
         });
-        self.requests
-            .enqueue(si, InFlightKind::PutRecords(metas), request);
+        cx.requests
+            .enqueue(self.index, InFlightKind::PutRecords(metas), request);
     }
 
-    /// Sends what is buffered for stream `si` now (see [`Engine::flush`]).
-    pub(super) fn flush_stream_index(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
+    /// Sends what is buffered now, without waiting for deadlines (see `Engine::flush`).
+    pub(in crate::engine) fn flush(&mut self, cx: &mut Shared, now: Instant) {
+        let stream = &mut *self;
         stream.maps.flush_on_map |= !stream.maps.waiting.is_empty();
-        for slot in 0..self.streams[si].shards.len() {
-            let shard = &mut self.streams[si].shards[slot];
+        for slot in 0..self.shards.len() {
+            let shard = &mut self.shards[slot];
             shard.finish_aggregate();
             // Forget the old wake-up; servicing arms the one that is still needed.
             shard.timer = None;
-            self.service_shard(si, slot, now);
+            self.service_shard(cx, slot, now);
         }
-        self.send_collected(si);
-        self.streams[si].timer = None;
-        self.service_stream(si, now);
+        self.send_collected(cx);
+        self.timer = None;
+        self.service_stream(cx, now);
     }
 
     /// Entries taken out of a request about to leave because they hold expired records: those
     /// expire, the others go back to the head of their shards, to be packed again.
-    pub(super) fn drop_expired_entries(
+    pub(in crate::engine) fn drop_expired_entries(
         &mut self,
-        si: usize,
+        cx: &mut Shared,
         dropped: Vec<EntryMeta>,
         now: Instant,
     ) {
@@ -246,40 +212,39 @@ impl Engine {
             let (expired, survivors): (Vec<Pending>, Vec<Pending>) =
                 meta.records.into_iter().partition(|p| p.expiration <= now);
             for pending in expired {
-                self.expire(si, pending, now);
+                self.expire(cx, pending, now);
             }
             if !survivors.is_empty() {
-                self.requeue_front(si, survivors, Packing::Aggregated, now);
+                self.requeue_front(cx, survivors, Packing::Aggregated, now);
                 requeued = true;
             }
             // Ordering mode: its shard no longer has a call coming.
             if let Some(slot) = meta.slot
-                && self.release_busy_slot(si, Some(slot))
+                && self.release_busy_slot(cx.ordered(), Some(slot))
             {
-                self.service_shard(si, slot, now);
+                self.service_shard(cx, slot, now);
             }
         }
         if requeued {
-            self.service_all_shards(si, now);
+            self.service_all_shards(cx, now);
         }
     }
 
     /// Moves a stream forward: records whose map wait is over, held landings overdue, the
     /// collector at its deadline, the periodic map read (or retirement when idle), the listing
     /// of every shard; then arms the stream's next wake-up.
-    pub(super) fn service_stream(&mut self, si: usize, now: Instant) {
+    pub(super) fn service_stream(&mut self, cx: &mut Shared, now: Instant) {
         // Before the first map exists, records wait for it while it is being read (past their
         // deadline if need be, but not past their expiry): sent unpredicted they could not be
         // aggregated. In ordering mode they always wait, as a record sent unpredicted would
         // escape the one-request-per-shard rule. Otherwise, once the wait is over, they go
         // alone, unaggregated and unlimited, as the KPL sends records it cannot predict.
         let hold = {
-            let maps = &self.streams[si].maps;
-            maps.map.is_none()
-                && (maps.refresh.in_flight || self.config.ordering == OrderingMode::PerShard)
+            let maps = &self.maps;
+            maps.map.is_none() && (maps.refresh.in_flight || cx.ordered())
         };
         loop {
-            let maps = &mut self.streams[si].maps;
+            let maps = &mut self.maps;
             let Some(front) = maps.waiting.front() else {
                 break;
             };
@@ -296,40 +261,36 @@ impl Engine {
             };
             // Held records come out only at their expiry.
             if hold {
-                self.expire(si, pending, now);
+                self.expire(cx, pending, now);
                 continue;
             }
             match maps.predict(pending.hash_key) {
-                Some(slot) => self.aggregate(si, slot, pending, now),
-                None if pending.expiration <= now => self.expire(si, pending, now),
-                None => self.collect(si, PackedRecord::unpredicted(pending), now),
+                Some(slot) => self.aggregate(cx, slot, pending, now),
+                None if pending.expiration <= now => self.expire(cx, pending, now),
+                None => self.collect(cx, PackedRecord::unpredicted(pending), now),
             }
         }
-        self.give_up_overdue_landings(si, now);
-        if self.streams[si]
-            .collector
-            .deadline()
-            .is_some_and(|at| at <= now)
-        {
-            self.send_collected(si);
+        self.give_up_overdue_landings(cx, now);
+        if self.collector.deadline().is_some_and(|at| at <= now) {
+            self.send_collected(cx);
         }
-        let stream = &self.streams[si];
+        let stream = &*self;
         if stream.maps.refresh.next_at.is_some_and(|at| at <= now) {
-            if stream.is_idle(self.config.shard_map_refresh_interval, now) {
-                self.streams[si].retire(si, &mut self.timers);
+            if stream.is_idle(cx.config.shard_map_refresh_interval, now) {
+                self.retire(cx);
             } else {
-                self.start_refresh(si, now);
+                self.start_refresh(cx, now);
             }
         }
-        let maps = &mut self.streams[si].maps;
+        let maps = &mut self.maps;
         if maps.history.next_at.is_some_and(|at| at <= now) {
             // Only landings still waiting need it; give-ups above may have settled them all.
             maps.history.next_at = None;
-            if !self.streams[si].held_landings.is_empty() {
-                self.start_history_read(si, now);
+            if !self.held_landings.is_empty() {
+                self.start_history_read(cx, now);
             }
         }
-        let stream = &mut self.streams[si];
+        let stream = &mut *self;
         let awaiting = stream
             .maps
             .waiting
@@ -344,7 +305,7 @@ impl Engine {
             ),
         );
         if let Some(at) = next {
-            self.timers.arm(&mut stream.timer, at, Timer::Stream(si));
+            stream.arm_timer(cx, at);
         }
     }
 }

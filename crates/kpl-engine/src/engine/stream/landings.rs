@@ -6,11 +6,11 @@ use std::mem;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Engine;
-use super::pending::{Packing, Pending};
-use super::requests::EntryMeta;
-use super::timers::Timer;
+use super::{Answer, StreamState};
 use crate::config::OrderingMode;
+use crate::engine::pending::{Packing, Pending};
+use crate::engine::requests::EntryMeta;
+use crate::engine::shared::Shared;
 use crate::outcome::{AttemptError, Landing, codes};
 
 /// A held landing is decided by this fraction of its records' shortest remaining lifetime, so a
@@ -63,37 +63,37 @@ pub(super) struct Landed<'a> {
     pub(super) landed_at: Instant,
 }
 
-impl Engine {
+impl StreamState {
     /// An aggregate landed on a shard that does not own all of its records: a KCL consumer drops
     /// it there, so every record is re-sent.
     pub(super) fn resend_misplaced(
         &mut self,
-        si: usize,
+        cx: &mut Shared,
         landed: Landed<'_>,
         records: Vec<Pending>,
         now: Instant,
     ) {
         let why = "which does not own all of their hash keys; all are re-sent";
-        let retry = self.prepare_resend(si, &landed, records, (codes::WRONG_SHARD, why), now);
+        let retry = self.prepare_resend(cx, &landed, records, (codes::WRONG_SHARD, why), now);
         if retry.is_empty() {
             return;
         }
-        if !self.streams[si].maps.refresh.in_flight {
+        if !self.maps.refresh.in_flight {
             // The map was re-read after this request left: it already knows where the
             // records belong, so they go to the head of their shards now.
-            self.requeue_front(si, retry, Packing::Aggregated, now);
+            self.requeue_front(cx, retry, Packing::Aggregated, now);
             return;
         }
-        if let (OrderingMode::PerShard, Some(slot)) = (self.config.ordering, landed.slot) {
+        if let (OrderingMode::PerShard, Some(slot)) = (cx.config.ordering, landed.slot) {
             // Ordering mode: the records go back to the head of their shard, which
             // sends nothing more until the new map says where everything belongs.
-            self.streams[si].shards[slot].awaiting_refresh = true;
-            self.requeue_front(si, retry, Packing::Aggregated, now);
+            self.shards[slot].awaiting_refresh = true;
+            self.requeue_front(cx, retry, Packing::Aggregated, now);
             return;
         }
         for pending in retry {
             // Wait for the refreshed map (or the deadline) instead of landing wrong again.
-            self.await_map(si, pending);
+            self.await_map(cx, pending);
         }
     }
 
@@ -101,7 +101,7 @@ impl Engine {
     /// fails those past their expiry and returns the others, due again soon.
     pub(super) fn prepare_resend(
         &mut self,
-        si: usize,
+        cx: &mut Shared,
         landed: &Landed<'_>,
         records: Vec<Pending>,
         (code, why): (&str, &str),
@@ -115,20 +115,29 @@ impl Engine {
                 landed.landing.shard_id
             ),
         );
-        self.streams[si].stats.error(code, 1);
-        self.interval(si, landed.slot).error(code);
+        self.stats.error(code, 1);
+        self.interval(landed.slot).error(code);
         let mut retry = Vec::with_capacity(records.len());
         for mut pending in records {
             let (sent_at, landed_at) = (landed.sent_at, landed.landed_at);
-            self.failed_attempt(si, landed.slot, &mut pending, &error, sent_at, landed_at);
+            self.failed_attempt(
+                cx,
+                landed.slot,
+                &mut pending,
+                &error,
+                Answer {
+                    sent_at,
+                    now: landed_at,
+                },
+            );
             if pending.expiration <= now {
-                self.expire(si, pending, now);
+                self.expire(cx, pending, now);
             } else {
-                pending.due_for_retry(now, self.config.record_max_buffered_time);
+                pending.due_for_retry(now, cx.config.record_max_buffered_time);
                 retry.push(pending);
             }
         }
-        self.streams[si].stats.retries_per_record += retry.len() as u64;
+        self.stats.retries_per_record += retry.len() as u64;
         retry
     }
 
@@ -136,7 +145,7 @@ impl Engine {
     /// judge it, and makes sure one is on its way.
     pub(super) fn hold_landing(
         &mut self,
-        si: usize,
+        cx: &mut Shared,
         entry: EntryMeta,
         landing: Arc<Landing>,
         sent_at: Instant,
@@ -148,7 +157,7 @@ impl Engine {
             .map(|p| now + p.expiration.saturating_duration_since(now) / DECIDE_BY_DIVISOR)
             .min()
             .unwrap_or(now);
-        let stream = &mut self.streams[si];
+        let stream = &mut *self;
         stream.stats.unknown_shard_landings += 1;
         stream.held_landings.push(HeldLanding {
             landing,
@@ -159,17 +168,16 @@ impl Engine {
             landed_at: now,
             decide_by,
         });
-        self.timers
-            .arm(&mut stream.timer, decide_by, Timer::Stream(si));
-        self.ensure_map_read(si, now);
+        stream.arm_timer(cx, decide_by);
+        self.ensure_map_read(cx, now);
     }
 
     /// After a map or history read: judges every held landing whose shard is now known. A
     /// landing on a shard that a map read made after the write does not list (closed again by
     /// a second reshard) waits for a listing of every shard; if even that does not know it, it
     /// is given up on. The others wait for a map read made after their write.
-    pub(super) fn judge_held_landings(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
+    pub(super) fn judge_held_landings(&mut self, cx: &mut Shared, now: Instant) {
+        let stream = &mut *self;
         if stream.held_landings.is_empty() {
             return;
         }
@@ -177,7 +185,7 @@ impl Engine {
         let history_read = stream.maps.history_read;
         let mut released = false;
         for mut held in mem::take(&mut stream.held_landings) {
-            let stream = &mut self.streams[si];
+            let stream = &mut *self;
             let range = stream
                 .maps
                 .map
@@ -187,7 +195,7 @@ impl Engine {
                 stream.held_landings.push(held);
                 continue;
             }
-            released |= self.release_busy_slot(si, held.slot);
+            released |= self.release_busy_slot(cx.ordered(), held.slot);
             let records = mem::take(&mut held.records);
             let landed = held.landed();
             match range {
@@ -198,13 +206,13 @@ impl Engine {
                         size: held.size,
                         records,
                     };
-                    self.deliver(si, entry, landing, held.sent_at, held.landed_at);
+                    self.deliver(cx, entry, landing, held.sent_at, held.landed_at);
                 }
-                Some(_) => self.resend_misplaced(si, landed, records, now),
-                None => self.resend_alone(si, landed, records, now),
+                Some(_) => self.resend_misplaced(cx, landed, records, now),
+                None => self.resend_alone(cx, landed, records, now),
             }
         }
-        let stream = &self.streams[si];
+        let stream = &*self;
         let (need_history, need_map) =
             stream
                 .held_landings
@@ -214,20 +222,20 @@ impl Engine {
                     (history || seen, map || !seen)
                 });
         // A failing listing is read again on its own backoff.
-        if need_history && self.streams[si].maps.history.next_at.is_none() {
-            self.start_history_read(si, now);
+        if need_history && self.maps.history.next_at.is_none() {
+            self.start_history_read(cx, now);
         }
         if need_map {
-            self.ensure_map_read(si, now);
+            self.ensure_map_read(cx, now);
         }
         if released {
-            self.service_all_shards(si, now);
+            self.service_all_shards(cx, now);
         }
     }
 
     /// Gives up on held landings whose decision time has come: their records are re-sent alone.
-    pub(super) fn give_up_overdue_landings(&mut self, si: usize, now: Instant) {
-        let stream = &mut self.streams[si];
+    pub(super) fn give_up_overdue_landings(&mut self, cx: &mut Shared, now: Instant) {
+        let stream = &mut *self;
         if stream.held_landings.iter().all(|held| held.decide_by > now) {
             return;
         }
@@ -238,12 +246,12 @@ impl Engine {
         stream.held_landings = waiting;
         let mut released = false;
         for mut held in overdue {
-            released |= self.release_busy_slot(si, held.slot);
+            released |= self.release_busy_slot(cx.ordered(), held.slot);
             let records = mem::take(&mut held.records);
-            self.resend_alone(si, held.landed(), records, now);
+            self.resend_alone(cx, held.landed(), records, now);
         }
         if released {
-            self.service_all_shards(si, now);
+            self.service_all_shards(cx, now);
         }
     }
 
@@ -251,17 +259,17 @@ impl Engine {
     /// record counts wherever it lands). The first copy may be readable too, so this is counted.
     pub(super) fn resend_alone(
         &mut self,
-        si: usize,
+        cx: &mut Shared,
         landed: Landed<'_>,
         records: Vec<Pending>,
         now: Instant,
     ) {
         let why = "a shard no shard map read in time has listed; each record is re-sent alone, \
                    and a consumer may read the first copy too";
-        let retry = self.prepare_resend(si, &landed, records, (codes::UNJUDGED_LANDING, why), now);
-        self.streams[si].stats.unjudged_landings_resent += retry.len() as u64;
+        let retry = self.prepare_resend(cx, &landed, records, (codes::UNJUDGED_LANDING, why), now);
+        self.stats.unjudged_landings_resent += retry.len() as u64;
         if !retry.is_empty() {
-            self.requeue_front(si, retry, Packing::Alone, now);
+            self.requeue_front(cx, retry, Packing::Alone, now);
         }
     }
 }
