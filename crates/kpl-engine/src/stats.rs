@@ -1,50 +1,10 @@
-//! Counters and distributions the metrics layer exports, kept as plain data, and the one list of
-//! metric names (the KPL's CloudWatch names) they are exported under.
+//! Cumulative counters and distributions per stream and shard, kept as plain data (what
+//! [`Engine::stats`](crate::Engine::stats) returns). The metrics, with the KPL's names, are
+//! [`crate::metrics`]'s.
 
 use std::collections::BTreeMap;
 
 use crate::transport::ShardId;
-
-/// The KPL's metric names, one constant per exported statistic. An exporter maps each field of
-/// [`StreamStats`] / [`ShardStats`] to the name documented on it.
-pub mod names {
-    /// [`StreamStats::user_records_received`](super::StreamStats::user_records_received).
-    pub const USER_RECORDS_RECEIVED: &str = "UserRecordsReceived";
-    /// [`StreamStats::user_records_pending`](super::StreamStats::user_records_pending).
-    pub const USER_RECORDS_PENDING: &str = "UserRecordsPending";
-    /// [`StreamStats::user_records_put`](super::StreamStats::user_records_put).
-    pub const USER_RECORDS_PUT: &str = "UserRecordsPut";
-    /// [`StreamStats::user_records_data_put`](super::StreamStats::user_records_data_put).
-    pub const USER_RECORDS_DATA_PUT: &str = "UserRecordsDataPut";
-    /// [`StreamStats::user_records_failed`](super::StreamStats::user_records_failed).
-    pub const USER_RECORDS_FAILED: &str = "UserRecordsFailed";
-    /// [`StreamStats::user_records_expired`](super::StreamStats::user_records_expired).
-    pub const USER_RECORD_EXPIRED: &str = "UserRecordExpired";
-    /// [`StreamStats::kinesis_records_put`](super::StreamStats::kinesis_records_put).
-    pub const KINESIS_RECORDS_PUT: &str = "KinesisRecordsPut";
-    /// [`StreamStats::kinesis_records_data_put`](super::StreamStats::kinesis_records_data_put).
-    pub const KINESIS_RECORDS_DATA_PUT: &str = "KinesisRecordsDataPut";
-    /// [`StreamStats::retries_per_record`](super::StreamStats::retries_per_record).
-    pub const RETRIES_PER_RECORD: &str = "RetriesPerRecord";
-    /// [`StreamStats::errors_by_code`](super::StreamStats::errors_by_code), one series per code.
-    pub const ERRORS_BY_CODE: &str = "ErrorsByCode";
-    /// The sum of [`StreamStats::errors_by_code`](super::StreamStats::errors_by_code).
-    pub const ALL_ERRORS: &str = "AllErrors";
-    /// [`StreamStats::buffering_time`](super::StreamStats::buffering_time).
-    pub const BUFFERING_TIME: &str = "BufferingTime";
-    /// [`StreamStats::request_time`](super::StreamStats::request_time).
-    pub const REQUEST_TIME: &str = "RequestTime";
-    /// [`StreamStats::user_records_per_kinesis_record`](super::StreamStats::user_records_per_kinesis_record).
-    pub const USER_RECORDS_PER_KINESIS_RECORD: &str = "UserRecordsPerKinesisRecord";
-    /// [`StreamStats::kinesis_records_per_request`](super::StreamStats::kinesis_records_per_request).
-    pub const KINESIS_RECORDS_PER_PUT_RECORDS_REQUEST: &str = "KinesisRecordsPerPutRecordsRequest";
-    /// The label carrying the stream name.
-    pub const LABEL_STREAM: &str = "StreamName";
-    /// The label carrying the shard id.
-    pub const LABEL_SHARD: &str = "ShardId";
-    /// The label carrying an error code.
-    pub const LABEL_ERROR_CODE: &str = "ErrorCode";
-}
 
 /// Count, sum, minimum and maximum of a distribution.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -116,7 +76,9 @@ pub struct StreamStats {
     pub user_records_expired: u64,
     /// Kinesis records (aggregates or single records) written.
     pub kinesis_records_put: u64,
-    /// Bytes of Kinesis records written (data + partition keys).
+    /// Bytes of the Kinesis records written, as the service counts them: each one's data (for
+    /// an aggregate, the packed records with their framing) and partition key. The same bytes
+    /// the `KinesisRecordsDataPut` metric reports.
     pub kinesis_records_data_put: u64,
     /// Failed attempts that were retried, counted per user record.
     pub retries_per_record: u64,
@@ -151,7 +113,8 @@ pub struct ShardStats {
     pub user_records_put: u64,
     /// Kinesis records written to this shard.
     pub kinesis_records_put: u64,
-    /// Bytes written to this shard (data + partition keys).
+    /// Bytes of the Kinesis records written to this shard, as the service counts them (see
+    /// [`StreamStats::kinesis_records_data_put`]).
     pub kinesis_records_data_put: u64,
     /// Kinesis records refused by throttling.
     pub throttled: u64,

@@ -14,11 +14,45 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use kpl_engine::{Delivery, RecordId};
+use tokio::sync::mpsc;
 
 use crate::error::{DeliveryError, DeliveryErrorKind};
 
 /// A record's outcome as a future resolves to it.
 pub(crate) type Outcome = Result<Delivery, DeliveryError>;
+
+/// The outcome of a record sent through an [`OutcomeSender`](crate::OutcomeSender).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct RecordOutcome {
+    /// The id [`OutcomeSender::send`](crate::OutcomeSender::send) returned for it.
+    pub id: RecordId,
+    /// Written, or why not.
+    pub outcome: Result<Delivery, DeliveryError>,
+}
+
+/// Where a caller wants a record's outcome to go, before the record has an id.
+pub(crate) enum Want {
+    /// A [`DeliveryFuture`], through the producer's table of completions.
+    Future,
+    /// A slot reserved in an outcome channel.
+    Channel(mpsc::OwnedPermit<RecordOutcome>),
+}
+
+/// Where an accepted record's outcome goes.
+pub(crate) enum Waiter {
+    /// The table of completions (`State::completions`); the id, for cancelling it.
+    Future(RecordId),
+    Channel(mpsc::OwnedPermit<RecordOutcome>),
+}
+
+/// The producer's memory per outstanding record beyond the engine's, charged against
+/// `MaxOutstandingBytes`: its place in the table of waiting records and in the table of
+/// completions, each twice over for the tables' growth.
+pub(crate) const FACADE_BYTES_PER_RECORD: usize = 2 * (size_of::<Option<Waiter>>() + SLOT_BYTES);
+
+/// With `UserRecordTimeoutInMillis` set, each record's future also holds a boxed timer.
+pub(crate) const TIMER_BYTES_PER_RECORD: usize = 16 + size_of::<tokio::time::Sleep>();
 
 /// Values by record id. Ids come roughly in increasing order, so the recent ones live in a
 /// ring indexed from `base`; when a few stay long while many after them come and go, the ring

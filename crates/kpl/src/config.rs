@@ -17,34 +17,8 @@ use kpl_engine::{
 };
 
 use crate::error::ConfigError;
-use crate::metrics::MetricsDimension;
+use crate::metrics::{MetricsDimension, MetricsGranularity, MetricsLevel};
 use crate::properties;
-
-/// Which dimension levels metrics are reported at (`MetricsGranularity`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MetricsGranularity {
-    /// Only totals over all streams.
-    Global,
-    /// Per stream, and totals.
-    Stream,
-    /// Per shard, per stream, and totals.
-    #[default]
-    Shard,
-}
-
-/// Which metrics are reported (`MetricsLevel`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MetricsLevel {
-    /// None.
-    None,
-    /// The KPL's summary set.
-    Summary,
-    /// All of them.
-    #[default]
-    Detailed,
-}
 
 /// Static credentials, when not taken from the default provider chain. Never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -958,11 +932,11 @@ impl Config {
         engine.max_user_record_size = saturate(self.max_user_record_size);
         engine.max_outstanding_records = saturate(self.max_outstanding_records);
         engine.max_outstanding_bytes = saturate(self.max_outstanding_bytes);
-        engine.record_overhead_bytes = crate::producer::FACADE_BYTES_PER_RECORD
+        engine.record_overhead_bytes = crate::completion::FACADE_BYTES_PER_RECORD
             + if self.user_record_timeout.is_zero() {
                 0
             } else {
-                crate::producer::TIMER_BYTES_PER_RECORD
+                crate::completion::TIMER_BYTES_PER_RECORD
             };
         engine.ordering = self.ordering;
         engine.shard_map_refresh_interval = self.shard_map_refresh_interval.min(century);
@@ -1042,8 +1016,8 @@ fn memory_markdown() -> String {
         ENCODED_COPIES, ENCODED_FRAMING_BYTES, ENGINE_BYTES_PER_RECORD, HISTORY_BYTES,
         record_charge,
     };
-    let facade = crate::producer::FACADE_BYTES_PER_RECORD;
-    let timer = crate::producer::TIMER_BYTES_PER_RECORD;
+    let facade = crate::completion::FACADE_BYTES_PER_RECORD;
+    let timer = crate::completion::TIMER_BYTES_PER_RECORD;
     let typical = record_charge(116, facade);
     let limit = kpl_engine::DEFAULT_MAX_OUTSTANDING_BYTES;
     format!(
@@ -1085,7 +1059,7 @@ mod tests {
     fn the_default_config_gives_the_engine_its_own_defaults() {
         let engine = Config::default().engine_config(7);
         let mut expected = EngineConfig::default();
-        expected.record_overhead_bytes = crate::producer::FACADE_BYTES_PER_RECORD;
+        expected.record_overhead_bytes = crate::completion::FACADE_BYTES_PER_RECORD;
         expected.rng_seed = 7;
         // EngineConfig has no PartialEq (it would tie every future field to it); its Debug
         // lists every field.

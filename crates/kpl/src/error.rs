@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kpl_engine::{Attempt, FailureReason, Record, RecordId, RejectReason};
+use kpl_engine::{Attempt, Failure, FailureReason, Record, RecordId, RejectReason};
 
 /// A configuration value or file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +276,42 @@ impl DeliveryError {
     /// The producer went away before the record finished.
     pub(crate) fn cancelled(id: RecordId) -> Self {
         Self::bare(id, DeliveryErrorKind::Cancelled)
+    }
+
+    /// The error a caller gets for a record the engine failed: records abandoned at shutdown are
+    /// cut short (or cancelled, when the producer was `dropped`), the others failed for their
+    /// reason. The record is kept in the error with `return_records`, and always when the
+    /// shutdown cut it short; it is also returned apart then, for the shutdown's report.
+    pub(crate) fn from_failure(
+        failure: Failure,
+        dropped: bool,
+        return_records: bool,
+    ) -> (Self, Option<Record>) {
+        let kind = match failure.reason() {
+            FailureReason::Abandoned | FailureReason::AbandonedInFlight if dropped => {
+                DeliveryErrorKind::Cancelled
+            }
+            FailureReason::Abandoned => DeliveryErrorKind::ShutDown,
+            FailureReason::AbandonedInFlight => DeliveryErrorKind::ShutDownInFlight,
+            other => DeliveryErrorKind::Failed(other),
+        };
+        let id = failure.id();
+        let attempts = failure.attempts().to_vec();
+        let attempt_count = failure.attempt_count();
+        let record = failure.into_record();
+        let cut_short = matches!(
+            kind,
+            DeliveryErrorKind::ShutDown | DeliveryErrorKind::ShutDownInFlight
+        );
+        let kept = (return_records || cut_short).then(|| Box::new(record.clone()));
+        let error = Self {
+            id,
+            kind,
+            attempts,
+            attempt_count,
+            record: kept,
+        };
+        (error, cut_short.then_some(record))
     }
 
     /// The record's id, as [`DeliveryFuture::id`](crate::DeliveryFuture::id) gave it.

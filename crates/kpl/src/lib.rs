@@ -48,13 +48,14 @@ mod error;
 pub mod metrics;
 mod producer;
 mod properties;
+mod wiring;
 
 pub use blocking::{
     BlockingDelivery, BlockingOutcomeSender, BlockingProducer, BlockingProducerBuilder,
 };
 pub use clock::TokioClock;
 pub use completion::DeliveryFuture;
-pub use config::{Config, MetricsGranularity, MetricsLevel, StaticCredentials};
+pub use config::{Config, StaticCredentials};
 pub use error::{
     BuildError, ConfigError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind,
 };
@@ -68,7 +69,9 @@ pub use kpl_engine::{
     ShardId, ShardStats, Stream, StreamStats, Summary, Transport, TransportError,
     TransportErrorKind, codes,
 };
-pub use metrics::{MetricReading, MetricsDimension, MetricsExports};
+pub use metrics::{
+    MetricReading, MetricsDimension, MetricsExports, MetricsGranularity, MetricsLevel,
+};
 pub use producer::{
     KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder, RecordOutcome, ShutdownReport,
 };
@@ -99,7 +102,7 @@ pub mod aws {
     /// trust store and credentials set): for an application's own Kinesis calls (reading the
     /// stream, say) to go the producer's way, through [`AwsTransport::sdk_config`].
     pub fn transport(config: &crate::Config) -> Result<AwsTransport, crate::BuildError> {
-        crate::producer::aws_transport(config, None)
+        crate::wiring::aws_transport(config, None)
     }
 }
 

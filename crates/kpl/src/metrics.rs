@@ -25,7 +25,31 @@ use kpl_engine::metrics::{
 };
 use kpl_engine::{ShardId, Stream, Summary};
 
-use crate::config::{MetricsGranularity, MetricsLevel};
+/// Which dimension levels metrics are reported at (`MetricsGranularity`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsGranularity {
+    /// Only totals over all streams.
+    Global,
+    /// Per stream, and totals.
+    Stream,
+    /// Per shard, per stream, and totals.
+    #[default]
+    Shard,
+}
+
+/// Which metrics are reported (`MetricsLevel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MetricsLevel {
+    /// None.
+    None,
+    /// The KPL's summary set.
+    Summary,
+    /// All of them.
+    #[default]
+    Detailed,
+}
 
 /// How far back [`KinesisProducer::metrics`](crate::KinesisProducer::metrics) can look, in
 /// seconds (the KPL's limit).

@@ -42,8 +42,7 @@ impl StreamState {
         let Answer { sent_at, now } = answer;
         let mut verdicts: BTreeMap<Option<usize>, SlotVerdict> = BTreeMap::new();
         let request_ms = millis(now.saturating_duration_since(sent_at));
-        self.stats.request_time.record(request_ms);
-        self.interval.record(Metric::RequestTime, request_ms);
+        self.observe(None, Metric::RequestTime, request_ms);
         let stream_gone = match &result {
             Err(error) if error.kind() == TransportErrorKind::NotFound => Some(
                 TransportError::new(error.kind(), error.code(), error.message()),
@@ -107,9 +106,8 @@ impl StreamState {
                             let kind = TransportErrorKind::from_code(&code);
                             let error = AttemptError::shared(code, message);
                             self.stats.error(error.code(), 1);
-                            let interval = self.interval(entry.slot);
-                            interval.error(error.code());
-                            interval.record(Metric::KinesisRecordsPut, 0.0);
+                            self.interval(entry.slot).error(error.code());
+                            self.observe(entry.slot, Metric::KinesisRecordsPut, 0.0);
                             self.on_entry_failed(cx, entry, kind, &error, verdict, answer);
                         }
                     }
@@ -215,16 +213,12 @@ impl StreamState {
         let shard_slot = self.slot_of.get(&landing.shard_id).copied();
         let duration = landed_at.saturating_duration_since(sent_at);
         let count = records.len() as u64;
-        let mut data_bytes = 0u64;
-        let mut billed_bytes = 0u64;
         // By reference: moving each (large) record out would cost a copy apiece.
         for pending in &mut records {
             let first_try = pending.attempts.is_none();
             let delay = sent_at.saturating_duration_since(pending.last_end());
             let size = pending.size();
             let data = pending.record.data().len();
-            data_bytes += data as u64;
-            billed_bytes += size as u64;
             if first_try {
                 self.record_buffering(delay);
             }
@@ -233,10 +227,10 @@ impl StreamState {
             self.interval(slot)
                 .record(Metric::BufferingTime, millis(delay));
             // The KPL counts a written record on the shard it was written to.
-            let interval = self.interval(shard_slot);
-            interval.record(Metric::UserRecordsPut, 1.0);
-            interval.record(Metric::UserRecordsDataPut, data as f64);
-            interval.record(Metric::RetriesPerRecord, retries as f64);
+            self.observe(shard_slot, Metric::UserRecordsPut, 1.0);
+            self.observe(shard_slot, Metric::UserRecordsDataPut, data as f64);
+            self.interval(shard_slot)
+                .record(Metric::RetriesPerRecord, retries as f64);
             let last = Attempt::written(delay, duration, landing.clone());
             let delivery = Delivery {
                 id: RecordId(pending.id),
@@ -246,26 +240,24 @@ impl StreamState {
                 .settle(Event::Delivered(delivery), pending.id, charge, history);
         }
         records.clear();
-        self.interval(shard_slot)
-            .record(Metric::KinesisRecordsDataPut, kinesis_record_size as f64);
+        self.observe(
+            shard_slot,
+            Metric::KinesisRecordsDataPut,
+            kinesis_record_size as f64,
+        );
         // And a Kinesis record on the shard it was predicted for.
-        let interval = self.interval(slot);
-        interval.record(Metric::KinesisRecordsPut, 1.0);
-        interval.record(Metric::AllErrors, 0.0);
-        let stream = &mut *self;
-        stream.stats.user_records_pending -= count;
-        if let Some(shard) = slot.and_then(|slot| stream.shards.get_mut(slot)) {
+        self.observe(slot, Metric::KinesisRecordsPut, 1.0);
+        self.interval(slot).record(Metric::AllErrors, 0.0);
+        self.stats.user_records_pending -= count;
+        if let Some(shard) = slot.and_then(|slot| self.shards.get_mut(slot)) {
             // Reusing the emptied list spares the allocator a large block per aggregate.
             shard.keep_spare_list(records);
         }
-        stream.stats.kinesis_records_put += 1;
-        stream.stats.kinesis_records_data_put += billed_bytes;
-        stream.stats.user_records_put += count;
-        stream.stats.user_records_data_put += data_bytes;
+        // The shard it was written to counts what the stream counts of it.
         if let Some(slot) = shard_slot {
-            let shard_stats = &mut stream.shards[slot].stats;
+            let shard_stats = &mut self.shards[slot].stats;
             shard_stats.kinesis_records_put += 1;
-            shard_stats.kinesis_records_data_put += billed_bytes;
+            shard_stats.kinesis_records_data_put += kinesis_record_size as u64;
             shard_stats.user_records_put += count;
         }
     }

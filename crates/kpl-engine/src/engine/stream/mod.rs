@@ -166,8 +166,7 @@ impl StreamState {
     #[inline(always)]
     pub(super) fn accept(&mut self, cx: &mut Shared, pending: Pending, now: Instant) {
         self.last_record_at = now;
-        self.stats.user_records_received += 1;
-        self.interval.record(Metric::UserRecordsReceived, 1.0);
+        self.observe(None, Metric::UserRecordsReceived, 1.0);
         self.stats.user_records_pending += 1;
         if self.retired {
             self.retired = false;
@@ -305,6 +304,15 @@ impl StreamState {
         }
     }
 
+    /// Records one sample of `metric` for shard `slot` (or the stream) in this interval, and
+    /// folds it into the stream's cumulative statistics: both are kept from the one sample, so
+    /// they cannot disagree.
+    #[inline(always)]
+    fn observe(&mut self, slot: Option<usize>, metric: Metric, value: f64) {
+        self.interval(slot).record(metric, value);
+        fold(&mut self.stats, metric, value);
+    }
+
     /// Records a failed attempt of `pending`, sent for shard `slot` at `sent_at` and answered
     /// at `now`: in its history, and in the buffering statistics.
     fn failed_attempt(
@@ -338,18 +346,13 @@ impl StreamState {
         // A failed record counts against the shard it was predicted for, as in the KPL.
         let predicted = self.maps.predict(pending.hash_key);
         let retries = pending.failed_attempts().saturating_sub(1);
-        let interval = self.interval(predicted);
-        interval.record(Metric::UserRecordsPut, 0.0);
-        interval.record(Metric::RetriesPerRecord, retries as f64);
+        self.observe(predicted, Metric::UserRecordsPut, 0.0);
+        self.interval(predicted)
+            .record(Metric::RetriesPerRecord, retries as f64);
         if reason == FailureReason::Expired {
-            interval.record(Metric::UserRecordExpired, 1.0);
+            self.observe(predicted, Metric::UserRecordExpired, 1.0);
         }
-        let stats = &mut self.stats;
-        stats.user_records_failed += 1;
-        stats.user_records_pending -= 1;
-        if reason == FailureReason::Expired {
-            stats.user_records_expired += 1;
-        }
+        self.stats.user_records_pending -= 1;
         let (id, charge) = (pending.id, cx.record_charge(pending.size()));
         let history = pending.attempts.is_some();
         let (attempts, omitted_attempts) = pending
@@ -366,6 +369,29 @@ impl StreamState {
         };
         cx.outcomes
             .settle(Event::Failed(Box::new(failure)), id, charge, history);
+    }
+}
+
+/// Folds one metric sample into the cumulative statistics it has a counter for. A written
+/// record is a `UserRecordsPut` sample of 1 and a failed one of 0; a Kinesis record's bytes are
+/// what `KinesisRecordsDataPut` samples (its data and partition key as sent).
+#[inline(always)]
+fn fold(stats: &mut StreamStats, metric: Metric, value: f64) {
+    let written = value > 0.0;
+    match metric {
+        Metric::UserRecordsReceived => stats.user_records_received += 1,
+        Metric::UserRecordsPut if written => stats.user_records_put += 1,
+        Metric::UserRecordsPut => stats.user_records_failed += 1,
+        Metric::UserRecordsDataPut => stats.user_records_data_put += value as u64,
+        Metric::UserRecordExpired => stats.user_records_expired += 1,
+        Metric::KinesisRecordsPut if written => stats.kinesis_records_put += 1,
+        Metric::KinesisRecordsDataPut => stats.kinesis_records_data_put += value as u64,
+        Metric::RequestTime => stats.request_time.record(value),
+        Metric::UserRecordsPerKinesisRecord => stats.user_records_per_kinesis_record.record(value),
+        Metric::KinesisRecordsPerPutRecordsRequest => {
+            stats.kinesis_records_per_request.record(value)
+        }
+        _ => {}
     }
 }
 

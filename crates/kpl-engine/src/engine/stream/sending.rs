@@ -140,31 +140,22 @@ impl StreamState {
 
     /// Turns what the stream's collector holds into a `PutRecords` request.
     fn send_collected(&mut self, cx: &mut Shared) {
-        let stream = &mut *self;
-        let packed = stream.collector.take();
+        let packed = self.collector.take();
         if packed.is_empty() {
             return;
         }
         let mut entries = Vec::with_capacity(packed.len());
         let mut metas = Vec::with_capacity(packed.len());
         let kinesis_records = packed.len() as f64;
-        stream
-            .stats
-            .kinesis_records_per_request
-            .record(kinesis_records);
         let mut user_records = 0;
         for packed in packed {
             let per_kinesis_record = packed.records.len() as f64;
             user_records += packed.records.len();
-            stream
-                .stats
-                .user_records_per_kinesis_record
-                .record(per_kinesis_record);
-            let interval = match packed.slot.and_then(|slot| stream.shards.get_mut(slot)) {
-                Some(shard) => &mut shard.interval,
-                None => &mut stream.interval,
-            };
-            interval.record(Metric::UserRecordsPerKinesisRecord, per_kinesis_record);
+            self.observe(
+                packed.slot,
+                Metric::UserRecordsPerKinesisRecord,
+                per_kinesis_record,
+            );
             entries.push(packed.kinesis_record);
             metas.push(EntryMeta {
                 slot: packed.slot,
@@ -172,11 +163,15 @@ impl StreamState {
                 records: packed.records,
             });
         }
-        let interval = &mut stream.interval;
-        interval.record(Metric::KinesisRecordsPerPutRecordsRequest, kinesis_records);
-        interval.record(Metric::UserRecordsPerPutRecordsRequest, user_records as f64);
+        self.observe(
+            None,
+            Metric::KinesisRecordsPerPutRecordsRequest,
+            kinesis_records,
+        );
+        self.interval
+            .record(Metric::UserRecordsPerPutRecordsRequest, user_records as f64);
         let request = Request::PutRecords(PutRecordsRequest {
-            stream: stream.stream.clone(),
+            stream: self.stream.clone(),
             entries,
         });
         cx.requests

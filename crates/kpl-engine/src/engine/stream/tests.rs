@@ -10,6 +10,7 @@ use crate::config::EngineConfig;
 use crate::engine::pending::Pending;
 use crate::engine::requests::{EntryMeta, InFlightKind};
 use crate::engine::shared::Shared;
+use crate::metrics::Metric;
 use crate::outcome::{Event, FailureReason, codes};
 use crate::stream::Stream;
 use crate::time::{Clock, SystemClock};
@@ -354,4 +355,60 @@ fn an_aggregate_on_a_shard_that_does_not_own_all_its_records_is_sent_again() {
     assert_eq!(events.len(), 3);
     assert!(events.iter().all(|event| matches!(event,
         Event::Delivered(d) if d.attempt_count() == 2 && d.shard_id().as_str() == "shardId-1")));
+}
+
+#[test]
+fn the_statistics_and_the_metrics_count_the_same_bytes_and_records() {
+    let mut fx = Fixture::new(EngineConfig::default(), &[("shardId-0", 0, u128::MAX)]);
+    for i in 0..4 {
+        fx.accept(&format!("key-{i}"));
+    }
+    let entries = fx.send();
+    let sent_bytes: usize = entries.iter().map(|entry| entry.size).sum();
+    fx.answer(entries, Ok(vec![written("shardId-0")]));
+    fx.accept("late");
+    let entries = fx.send();
+    fx.answer(entries, Ok(vec![failed("AccessDeniedException")]));
+    let mut series = Vec::new();
+    fx.stream.take_metrics(&mut series);
+    let sum = |metric: Metric| -> f64 {
+        series
+            .iter()
+            .filter(|series| series.metric == metric)
+            .map(|series| series.stat.sum)
+            .sum()
+    };
+    let count = |metric: Metric| -> u64 {
+        series
+            .iter()
+            .filter(|series| series.metric == metric)
+            .map(|series| series.stat.count)
+            .sum()
+    };
+    let stats = fx.stream.stats();
+    // The aggregate's bytes as sent (framing, trailer and outer key), not its records' keys and
+    // data: more than 4 x (5-byte key + 10 bytes).
+    assert_eq!(stats.kinesis_records_data_put, sent_bytes as u64);
+    assert!(sent_bytes > 4 * 15);
+    assert_eq!(sum(Metric::KinesisRecordsDataPut), sent_bytes as f64);
+    assert_eq!(
+        stats.shards[&ShardId::from("shardId-0")].kinesis_records_data_put,
+        sent_bytes as u64
+    );
+    assert_eq!(sum(Metric::UserRecordsPut) as u64, stats.user_records_put);
+    assert_eq!(
+        count(Metric::UserRecordsPut),
+        stats.user_records_put + stats.user_records_failed
+    );
+    assert_eq!((stats.user_records_put, stats.user_records_failed), (4, 1));
+    assert_eq!(
+        sum(Metric::UserRecordsDataPut) as u64,
+        stats.user_records_data_put
+    );
+    assert_eq!(stats.user_records_data_put, 40);
+    assert_eq!(
+        count(Metric::UserRecordsReceived),
+        stats.user_records_received
+    );
+    assert_eq!(count(Metric::RequestTime), stats.request_time.count);
 }

@@ -1,0 +1,261 @@
+//! The producer's state under its lock: the engine, where each record's outcome goes, flush
+//! waiters, the queue of `send_wait` callers; admission and the dispatch of the engine's events.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::mem;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use kpl_engine::{Engine, Event, FailureReason, FlushId, PreparedRecord, RecordId};
+use tokio::sync::{Notify, oneshot};
+
+use super::ShutdownReport;
+use super::driver::FailureLog;
+use crate::clock::TokioClock;
+use crate::completion::{CompletionTable, IdTable, Outcome};
+use crate::completion::{RecordOutcome, Waiter, Want};
+use crate::error::{DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
+use crate::metrics::MetricsHub;
+
+pub(super) struct Shared {
+    pub(super) state: Mutex<State>,
+    /// The same table as `State::completions`, for building futures without the lock.
+    pub(super) completions: Arc<CompletionTable>,
+    pub(super) driver_wake: Notify,
+    pub(super) space: Notify,
+    pub(super) clock: TokioClock,
+    pub(super) max_connections: usize,
+    pub(super) request_timeout: Duration,
+    pub(super) user_record_timeout: Option<Duration>,
+    pub(super) return_records: bool,
+    /// The runtime the producer was built on: delivery futures' timers live on it, so `send`
+    /// works from any thread.
+    pub(super) runtime: tokio::runtime::Handle,
+    /// The metrics taken from the engine (a lock of its own: reading them never waits on the
+    /// engine's).
+    pub(super) metrics: Mutex<MetricsHub>,
+}
+
+impl Shared {
+    /// The lock is never held across an `.await`. A panic while holding it leaves the engine
+    /// consistent (every engine method completes or does nothing), so poisoning is ignored.
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn metrics(&self) -> MutexGuard<'_, MetricsHub> {
+        self.metrics.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(super) struct State {
+    pub(super) engine: Engine,
+    /// Where each unfinished record's outcome goes, by record id.
+    pub(super) waiters: IdTable<Waiter>,
+    /// The outcomes of records sent for futures, until their futures read them.
+    pub(super) completions: Arc<CompletionTable>,
+    /// Who waits for each flush marker.
+    pub(super) flushes: BTreeMap<FlushId, Vec<oneshot::Sender<()>>>,
+    /// The newest flush marker, and how many records had been accepted when it was made: a
+    /// `flush_and_wait` with nothing accepted since waits on it instead of making another.
+    pub(super) newest_flush: Option<(FlushId, u64)>,
+    pub(super) accepting: bool,
+    pub(super) dropped: bool,
+    pub(super) finished: bool,
+    pub(super) in_flight: usize,
+    /// While shutting down: the records the shutdown cut short, collected for the report.
+    pub(super) shutdown_report: Option<ShutdownReport>,
+    /// Failures to log once the lock is released: a `tracing` subscriber may use the producer,
+    /// and the lock is not re-entrant.
+    pub(super) failures_to_log: Vec<FailureLog>,
+    /// The deadline the driver sleeps until (`None`: until woken).
+    pub(super) driver_sleeps_until: Option<Instant>,
+    /// `send_wait` callers waiting for buffer space, in arrival order: only the first may take
+    /// space, and `send` refuses while any wait, so a large record is not starved by smaller
+    /// ones that keep fitting in what frees up.
+    pub(super) space_queue: VecDeque<u64>,
+    pub(super) next_ticket: u64,
+}
+
+impl State {
+    pub(super) fn new(engine: Engine) -> Self {
+        Self {
+            engine,
+            waiters: IdTable::default(),
+            completions: Arc::default(),
+            flushes: BTreeMap::new(),
+            newest_flush: None,
+            accepting: true,
+            dropped: false,
+            finished: false,
+            in_flight: 0,
+            shutdown_report: None,
+            failures_to_log: Vec::new(),
+            driver_sleeps_until: None,
+            space_queue: VecDeque::new(),
+            next_ticket: 0,
+        }
+    }
+
+    pub(super) fn forget_abandoned_flushes(&mut self) {
+        let abandoned: Vec<FlushId> = self
+            .flushes
+            .iter_mut()
+            .filter_map(|(&id, waiting)| {
+                waiting.retain(|sender| !sender.is_closed());
+                waiting.is_empty().then_some(id)
+            })
+            .collect();
+        for id in abandoned {
+            self.flushes.remove(&id);
+            self.engine.forget_flush_marker(id);
+        }
+    }
+
+    /// Admits a prepared record under the lock for a caller holding `ticket` in the queue of
+    /// `send_wait` callers (`None`: not queued), its outcome going where `want` says (taken
+    /// only if the record is accepted). Returns its id and whether the caller left the queue.
+    pub(super) fn admit(
+        &mut self,
+        prepared: PreparedRecord,
+        ticket: Option<u64>,
+        want: &mut Option<Want>,
+        now: Instant,
+    ) -> Result<(RecordId, bool), SendError> {
+        if !self.accepting {
+            return Err(SendError::new(
+                SendErrorKind::ShuttingDown,
+                "the producer is shutting down",
+                prepared.into_record(),
+            ));
+        }
+        if let Some(&first) = self.space_queue.front()
+            && ticket != Some(first)
+        {
+            let waiting = self.space_queue.len();
+            return Err(SendError::new(
+                SendErrorKind::BufferFull,
+                format!("{waiting} send_wait call(s) are waiting for buffer space first"),
+                prepared.into_record(),
+            ));
+        }
+        let id = self
+            .engine
+            .submit_prepared(prepared, now)
+            .map_err(|rejected| {
+                let (reason, record) = rejected.into_parts();
+                SendError::from_rejected(reason, record)
+            })?;
+        let dequeued = ticket.is_some() && self.space_queue.pop_front().is_some();
+        let waiter = match want.take() {
+            Some(Want::Future) => Waiter::Future(id),
+            Some(Want::Channel(permit)) => Waiter::Channel(permit),
+            None => return Ok((id, dequeued)),
+        };
+        self.waiters.insert(id.get(), waiter);
+        Ok((id, dequeued))
+    }
+
+    /// Whether the driver has something to do now: a request it has a connection for, events,
+    /// or a deadline earlier than the one it sleeps until. Waking it for every record would
+    /// cost a driver round per record.
+    pub(super) fn driver_has_work(&mut self, max_connections: usize) -> bool {
+        let has_work = (self.engine.has_requests() && self.in_flight < max_connections)
+            || self.engine.has_events();
+        let earlier = match (self.engine.poll_timeout(), self.driver_sleeps_until) {
+            (Some(due), Some(sleeping)) => due < sleeping,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        has_work || earlier
+    }
+
+    /// Hands every engine event to whoever waits for it. Returns whether records finished.
+    pub(super) fn dispatch(&mut self, return_records: bool) -> bool {
+        let mut finished = false;
+        // Outcomes for futures, handed to the table of completions under one lock.
+        let mut completed = Vec::new();
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                Event::Delivered(delivery) => {
+                    finished = true;
+                    let id = delivery.id();
+                    self.deliver(id, Ok(delivery), &mut completed);
+                }
+                Event::Failed(failure) => {
+                    finished = true;
+                    let failure = *failure;
+                    let id = failure.id();
+                    let reason = failure.reason();
+                    if !matches!(
+                        reason,
+                        FailureReason::Abandoned | FailureReason::AbandonedInFlight
+                    ) {
+                        self.failures_to_log.push(FailureLog {
+                            id,
+                            reason,
+                            last: failure.attempts().last().cloned(),
+                        });
+                    }
+                    let (error, cut_short) =
+                        DeliveryError::from_failure(failure, self.dropped, return_records);
+                    // Records that failed for another reason keep it, and are not reported
+                    // as cut short by the shutdown.
+                    if let (Some(report), Some(record)) = (&mut self.shutdown_report, cut_short) {
+                        match error.kind() {
+                            DeliveryErrorKind::ShutDown => report.unsent.push(record),
+                            DeliveryErrorKind::ShutDownInFlight => report.in_flight.push(record),
+                            _ => {}
+                        }
+                    }
+                    self.deliver(id, Err(error), &mut completed);
+                }
+                Event::Flushed(id) => {
+                    // The outcomes a flush waits for are there before it is told.
+                    self.completions.complete(mem::take(&mut completed));
+                    for sender in self.flushes.remove(&id).unwrap_or_default() {
+                        let _ = sender.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.completions.complete(completed);
+        finished
+    }
+
+    /// Hands record `id` its outcome, where its caller wants it: into `completed` for its
+    /// future, or its slot in an outcome channel (reserved when it was accepted: this never
+    /// waits or fails).
+    pub(super) fn deliver(
+        &mut self,
+        id: RecordId,
+        outcome: Outcome,
+        completed: &mut Vec<(RecordId, Outcome)>,
+    ) {
+        match self.waiters.remove(id.get()) {
+            Some(Waiter::Future(_)) => completed.push((id, outcome)),
+            Some(Waiter::Channel(permit)) => drop(permit.send(RecordOutcome { id, outcome })),
+            None => {}
+        }
+    }
+
+    /// Cancels every record still waiting for its outcome: nothing can finish them any more.
+    pub(super) fn cancel_waiters(&mut self) {
+        let futures = self
+            .waiters
+            .drain()
+            .into_iter()
+            .filter_map(|(_, waiter)| match waiter {
+                Waiter::Future(id) => Some((id, Err(DeliveryError::cancelled(id)))),
+                Waiter::Channel(_) => None,
+            });
+        self.completions.complete(futures);
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.cancel_waiters();
+    }
+}

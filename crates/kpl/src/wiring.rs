@@ -1,0 +1,243 @@
+//! The producer's configuration as the AWS transport's and the CloudWatch exporter's settings:
+//! region, endpoint, credentials, timeouts, proxy, trust store; the default transport and
+//! exporter made from them, sharing one way through the network.
+
+use std::sync::Arc;
+
+use kpl_engine::transport::SharedTransport;
+
+use crate::config::Config;
+use crate::error::BuildError;
+use kpl_engine::metrics::MetricsExporter;
+
+/// What the default transport found and made for its calls, for the default exporter's calls to
+/// go the same way: its region, and its HTTP client (a proxy, a trust store) if it has one.
+#[cfg(feature = "aws")]
+#[derive(Default)]
+#[cfg_attr(
+    not(feature = "cloudwatch"),
+    expect(dead_code, reason = "only the CloudWatch exporter reads it")
+)]
+pub(crate) struct Network {
+    pub(crate) region: Option<String>,
+    pub(crate) http_client: Option<kpl_aws::SharedHttpClient>,
+}
+#[cfg(not(feature = "aws"))]
+pub(crate) type Network = ();
+
+/// The credentials providers given to the builder, for the default transport and exporter.
+#[derive(Default)]
+pub(crate) struct Credentials {
+    #[cfg(feature = "aws")]
+    pub(crate) kinesis: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+    #[cfg(feature = "cloudwatch")]
+    pub(crate) metrics: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+}
+
+impl Credentials {
+    /// A provider given for a part the application replaced with its own: the setting that
+    /// would go unused, and the builder method that replaced the part.
+    #[allow(
+        unused_variables,
+        reason = "without the aws features nothing can go unused"
+    )]
+    pub(crate) fn unused(
+        &self,
+        own_transport: bool,
+        own_exporter: bool,
+    ) -> Option<(&'static str, &'static str)> {
+        #[cfg(feature = "aws")]
+        if own_transport && self.kinesis.is_some() {
+            return Some(("credentials_provider", "transport"));
+        }
+        #[cfg(feature = "cloudwatch")]
+        if own_exporter && self.metrics.is_some() {
+            return Some(("metrics_credentials_provider", "metrics_exporter"));
+        }
+        None
+    }
+}
+
+/// Whether `url` (`scheme://host[:port][/path]`) names this machine: `localhost`, 127.0.0.0/8
+/// or `[::1]`.
+#[cfg(any(feature = "aws", test))]
+pub(crate) fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `AwsAccessKeyId`, `AwsSecretKey` and `AwsSessionToken` as the AWS clients take them. Empty
+/// credentials (set field by field) mean the default chain, never empty static keys.
+#[cfg(feature = "aws")]
+pub(crate) fn static_credentials(config: &Config) -> Option<(String, String, Option<String>)> {
+    let credentials = config.credentials.as_ref().filter(|c| !c.is_empty())?;
+    Some((
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.clone(),
+        credentials.session_token.clone(),
+    ))
+}
+
+/// The AWS transport's settings for `config`: region, endpoint, static credentials, timeouts,
+/// proxy, trust store, certificate checks.
+#[cfg(feature = "aws")]
+pub(crate) fn aws_settings(config: &Config) -> Result<kpl_aws::AwsSettings, BuildError> {
+    let endpoint_url = crate::config::endpoint_url(&config.kinesis_endpoint, config.kinesis_port);
+    if let Some(url) = &endpoint_url
+        && url.starts_with("http://")
+        && !is_loopback_url(url)
+    {
+        tracing::warn!(
+            endpoint = %url,
+            "plain http to a host that is not this machine: records and the session token travel unencrypted"
+        );
+    }
+    let mut settings = kpl_aws::AwsSettings::default();
+    settings.region = (!config.region.is_empty()).then(|| config.region.clone());
+    settings.endpoint_url = endpoint_url;
+    settings.credentials = static_credentials(config);
+    settings.connect_timeout = Some(config.connect_timeout);
+    settings.request_timeout = Some(config.request_timeout);
+    settings.verify_certificate = config.verify_certificate;
+    settings.proxy_host = (!config.proxy_host.is_empty()).then(|| config.proxy_host.clone());
+    settings.proxy_port = Some(config.proxy_port);
+    settings.proxy_credentials = (!config.proxy_user_name.is_empty()).then(|| {
+        (
+            config.proxy_user_name.clone(),
+            config.proxy_password.clone(),
+        )
+    });
+    settings.ca_certificates = match (config.ca_cert_path.as_str(), config.ca_cert_file.as_str()) {
+        ("", "") => None,
+        (path, "") | ("", path) => Some(path.to_owned()),
+        (_, _) => {
+            let both = "CaCertPath and CaCertFile are both set: set one (a directory, or a file)";
+            return Err(BuildError::UnsupportedSetting(Box::new(
+                kpl_aws::AwsSettingsError::CustomCa(both.to_owned()),
+            )));
+        }
+    };
+    Ok(settings)
+}
+
+/// The AWS transport for `config`, signing with `provider` if given (else the static keys of
+/// `config`, else the SDK's chain).
+#[cfg(feature = "aws")]
+pub(crate) fn aws_transport(
+    config: &Config,
+    provider: Option<aws_credential_types::provider::SharedCredentialsProvider>,
+) -> Result<kpl_aws::AwsTransport, BuildError> {
+    let mut settings = aws_settings(config)?;
+    settings.credentials_provider = provider;
+    kpl_aws::AwsTransport::new(settings).map_err(|error| match error {
+        kpl_aws::AwsSettingsError::NoRegion => BuildError::NoRegion,
+        error => BuildError::UnsupportedSetting(Box::new(error)),
+    })
+}
+
+/// The AWS transport configured from `config` (region, endpoint, credentials, timeouts), with
+/// the application's credentials provider if it gave one.
+#[cfg(feature = "aws")]
+pub(crate) fn default_transport(
+    config: &Config,
+    providers: &Credentials,
+) -> Result<(SharedTransport, Network), BuildError> {
+    // The AWS client's connections need the runtime's IO driver; without it every call would
+    // panic in a task. Tokio offers no way to ask but to register something.
+    let io = std::panic::catch_unwind(|| {
+        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        socket.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(socket).map(drop)
+    });
+    if io.is_err() {
+        return Err(BuildError::RuntimeWithoutIo);
+    }
+    let transport = aws_transport(config, providers.kinesis.clone())?;
+    let network = Network {
+        region: transport.region().map(str::to_owned),
+        http_client: transport.http_client(),
+    };
+    Ok((SharedTransport::new(transport), network))
+}
+
+/// The KPL's default: metrics uploaded to CloudWatch, with the producer's region and
+/// credentials, at `CloudwatchEndpoint` if set.
+#[cfg(feature = "cloudwatch")]
+pub(crate) fn default_exporter(
+    config: &Config,
+    providers: &Credentials,
+    network: Network,
+) -> Option<Arc<dyn MetricsExporter>> {
+    if config.metrics_level == crate::MetricsLevel::None {
+        return None;
+    }
+    let mut settings = kpl_cloudwatch::CloudWatchSettings::default();
+    // The transport's: `Region`, or what the SDK's chain found at build.
+    settings.region = network.region;
+    settings.endpoint_url =
+        crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
+    settings.credentials = static_credentials(config);
+    // The records' provider unless the metrics have their own, as in the KPL.
+    settings.credentials_provider = providers
+        .metrics
+        .clone()
+        .or_else(|| providers.kinesis.clone());
+    settings.request_timeout = Some(config.request_timeout);
+    // The records' way through the network (proxy, trust store), as the KPL's metrics take it.
+    settings.http_client = network.http_client;
+    Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
+}
+
+/// Without the `cloudwatch` feature metrics are uploaded only to an exporter the application
+/// gives.
+#[cfg(not(feature = "cloudwatch"))]
+pub(crate) fn default_exporter(
+    _: &Config,
+    _: &Credentials,
+    _: Network,
+) -> Option<Arc<dyn MetricsExporter>> {
+    None
+}
+
+/// Without the `aws` feature there is no default transport.
+#[cfg(not(feature = "aws"))]
+pub(crate) fn default_transport(
+    _: &Config,
+    _: &Credentials,
+) -> Result<(SharedTransport, Network), BuildError> {
+    Err(BuildError::NoTransport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_endpoints_are_told_from_remote_ones() {
+        for url in [
+            "http://localhost:4567",
+            "http://127.0.0.1:4567/",
+            "http://127.8.9.10",
+            "http://[::1]:4567",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:4567",
+            "http://kinesis.example.com",
+            "http://localhost.example.com:80",
+            "http://[2001:db8::1]:4567",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
+    }
+}
