@@ -159,7 +159,7 @@ impl CloudWatchExporter {
 impl MetricsExporter for CloudWatchExporter {
     fn export(&self, upload: MetricsUpload) -> ExportFuture {
         let exporter = self.clone();
-        Box::pin(async move { exporter.upload(upload).await })
+        ExportFuture::new(async move { exporter.upload(upload).await })
     }
 }
 

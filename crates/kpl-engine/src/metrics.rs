@@ -368,8 +368,36 @@ impl std::error::Error for ExportError {
     }
 }
 
-/// What an export returns.
-pub type ExportFuture = Pin<Box<dyn Future<Output = Result<ExportReport, ExportError>> + Send>>;
+/// The future a [`MetricsExporter`] returns: named, boxed, `Send`, and independent of any
+/// runtime, as [`TransportFuture`](crate::transport::TransportFuture) is for calls.
+#[must_use = "an export does nothing unless polled"]
+pub struct ExportFuture(Pin<Box<dyn Future<Output = Result<ExportReport, ExportError>> + Send>>);
+
+impl ExportFuture {
+    /// Wraps any `Send` future.
+    pub fn new(
+        future: impl Future<Output = Result<ExportReport, ExportError>> + Send + 'static,
+    ) -> Self {
+        Self(Box::pin(future))
+    }
+}
+
+impl Future for ExportFuture {
+    type Output = Result<ExportReport, ExportError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for ExportFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ExportFuture")
+    }
+}
 
 /// Where a producer sends its metrics every `MetricsUploadDelay` (CloudWatch, with
 /// `kpl-cloudwatch`). An exporter retries as it sees fit; the producer never waits for it but at

@@ -258,7 +258,48 @@ pub struct DeliveryError {
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) attempt_count: usize,
     pub(crate) record: Option<Box<Record>>,
+    /// The last failed attempt's error, as [`source`](std::error::Error::source) gives it.
+    pub(crate) last_failure: Option<AttemptFailure>,
 }
+
+/// The error of a record's last failed attempt, as the service (or the producer, for its own
+/// codes in [`codes`](crate::codes)) gave it: the [`source`](std::error::Error::source) of a
+/// [`DeliveryError`] that had attempts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptFailure {
+    code: String,
+    message: String,
+}
+
+impl AttemptFailure {
+    /// The error code, such as `ProvisionedThroughputExceededException`.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The error message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error of the last attempt in `attempts` that failed.
+    fn last_of(attempts: &[Attempt]) -> Option<Self> {
+        attempts.iter().rev().find_map(|attempt| {
+            Some(Self {
+                code: attempt.error_code()?.to_owned(),
+                message: attempt.error_message().unwrap_or_default().to_owned(),
+            })
+        })
+    }
+}
+
+impl fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for AttemptFailure {}
 
 impl DeliveryError {
     /// A record's error with no attempts and no record: it ended for a reason of the caller's
@@ -270,6 +311,7 @@ impl DeliveryError {
             attempts: Vec::new(),
             attempt_count: 0,
             record: None,
+            last_failure: None,
         }
     }
 
@@ -307,6 +349,7 @@ impl DeliveryError {
         let error = Self {
             id,
             kind,
+            last_failure: AttemptFailure::last_of(&attempts),
             attempts,
             attempt_count,
             record: kept,
@@ -377,7 +420,13 @@ impl fmt::Display for DeliveryError {
     }
 }
 
-impl std::error::Error for DeliveryError {}
+impl std::error::Error for DeliveryError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.last_failure
+            .as_ref()
+            .map(|failure| failure as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Why a producer could not be built.
 #[derive(Debug, thiserror::Error)]

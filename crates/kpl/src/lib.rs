@@ -57,7 +57,8 @@ pub use clock::TokioClock;
 pub use completion::DeliveryFuture;
 pub use config::{Config, StaticCredentials};
 pub use error::{
-    BuildError, ConfigError, DeliveryError, DeliveryErrorKind, SendError, SendErrorKind,
+    AttemptFailure, BuildError, ConfigError, DeliveryError, DeliveryErrorKind, SendError,
+    SendErrorKind,
 };
 pub use kpl_aggregation::OuterPartitionKey;
 pub use kpl_engine::metrics::Metric;

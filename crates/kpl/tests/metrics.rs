@@ -203,7 +203,7 @@ impl kpl::MetricsExporter for Capture {
     ) -> kpl_engine::metrics::ExportFuture {
         let datums = upload.data.len();
         self.0.lock().unwrap().push(upload);
-        Box::pin(async move {
+        kpl_engine::metrics::ExportFuture::new(async move {
             let mut report = kpl_engine::metrics::ExportReport::default();
             report.requests = 1;
             report.datums = datums;
@@ -217,7 +217,7 @@ struct Hang;
 
 impl kpl::MetricsExporter for Hang {
     fn export(&self, _: kpl_engine::metrics::MetricsUpload) -> kpl_engine::metrics::ExportFuture {
-        Box::pin(std::future::pending())
+        kpl_engine::metrics::ExportFuture::new(std::future::pending())
     }
 }
 

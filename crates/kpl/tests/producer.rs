@@ -379,6 +379,12 @@ async fn failures_say_why_and_can_carry_the_record() {
         text.contains("not_found") && text.contains("ResourceNotFoundException"),
         "{text}"
     );
+    // The last attempt's error is the error's source, for error reporters that walk the chain.
+    let source = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        source.is_some_and(|source| source.starts_with("ResourceNotFoundException: ")),
+        "{error:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
