@@ -332,6 +332,12 @@ async fn every_service_error_code_maps_to_its_kind() {
         ),
         (400, "KMSOptInRequired", TransportErrorKind::Kms, false),
         (
+            400,
+            "ResourceInUseException",
+            TransportErrorKind::InUse,
+            true,
+        ),
+        (
             500,
             "SomethingNewException",
             TransportErrorKind::ServiceUnavailable,

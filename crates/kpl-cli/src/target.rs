@@ -12,7 +12,7 @@ use bytes::Bytes;
 use std::time::Instant;
 
 use kpl::time::Clock;
-use kpl::{Config, KinesisProducer, ShardId, TokioClock};
+use kpl::{Config, KinesisProducer, ShardId, TokioClock, TransportErrorKind};
 use kpl_aggregation::{HashKey, HashKeyRange};
 use kpl_sim::{ShardInfo, SimKinesis, SimTransport, StoredRecord, StreamSnapshot};
 use serde::{Deserialize, Serialize};
@@ -643,34 +643,31 @@ impl Remote {
             SdkError::ServiceError(service) => {
                 let code = service.err().code().unwrap_or("an error");
                 let message = service.err().message().unwrap_or_default();
-                let (outcome, what) = match code {
-                    "ResourceNotFoundException" => (
+                // The transport's classification of the code, not a table of the CLI's own.
+                let (outcome, what) = match TransportErrorKind::from_code(code) {
+                    TransportErrorKind::NotFound => (
                         Outcome::Unreachable,
                         format!("stream {stream} not found at {place}"),
                     ),
-                    "UnrecognizedClientException"
-                    | "InvalidSignatureException"
-                    | "ExpiredTokenException"
-                    | "IncompleteSignature"
-                    | "MissingAuthenticationToken" => (
+                    TransportErrorKind::ExpiredCredentials => (
                         Outcome::Unreachable,
                         format!(
                             "the credentials were refused at {place} ({code}): check the AWS \
                              keys, profile or role"
                         ),
                     ),
-                    "AccessDeniedException" => (
+                    TransportErrorKind::AccessDenied => (
                         Outcome::Unreachable,
                         format!(
                             "not allowed at {place} ({code}): the credentials lack a permission \
                              (docs/aws.md lists those the producer needs)"
                         ),
                     ),
-                    "ResourceInUseException" => (
+                    TransportErrorKind::InUse => (
                         Outcome::BadInput,
                         format!("stream {stream} is in use at {place}: it exists, or is changing"),
                     ),
-                    "InvalidArgumentException" | "ValidationException" => (
+                    TransportErrorKind::Validation => (
                         Outcome::BadInput,
                         format!("{place} refused the call ({code})"),
                     ),

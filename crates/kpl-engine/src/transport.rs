@@ -229,6 +229,8 @@ pub enum TransportErrorKind {
     Validation,
     /// `ExpiredTokenException`, `UnrecognizedClientException`, invalid signatures.
     ExpiredCredentials,
+    /// `ResourceInUseException`: the stream is being created, updated or deleted.
+    InUse,
     /// A KMS error other than throttling (`KMSAccessDeniedException`, `KMSDisabledException`, …).
     Kms,
     /// Anything else.
@@ -250,6 +252,7 @@ impl TransportErrorKind {
             | "ServiceUnavailableException"
             | "InternalServerError" => Self::ServiceUnavailable,
             "ResourceNotFoundException" => Self::NotFound,
+            "ResourceInUseException" => Self::InUse,
             "AccessDeniedException" | "AccessDenied" => Self::AccessDenied,
             "ValidationException" | "InvalidArgumentException" | "SerializationException" => {
                 Self::Validation
@@ -276,6 +279,7 @@ impl TransportErrorKind {
                 | Self::ServiceUnavailable
                 | Self::Timeout
                 | Self::Connection
+                | Self::InUse
                 | Self::Other
         )
     }
@@ -291,6 +295,7 @@ impl TransportErrorKind {
             Self::AccessDenied => "access_denied",
             Self::Validation => "validation",
             Self::ExpiredCredentials => "expired_credentials",
+            Self::InUse => "in_use",
             Self::Kms => "kms",
             Self::Other => "other",
         }
