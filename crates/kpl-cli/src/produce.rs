@@ -1,7 +1,7 @@
 //! `kpl produce`: input records through the producer, with back-pressure, progress, a summary,
 //! and every record that did not make it written back for re-sending.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{BufWriter, Write};
@@ -109,6 +109,7 @@ struct Run {
 }
 
 /// A record on its way: where it was read and its bytes as read.
+#[derive(Clone)]
 pub(crate) struct Sent {
     location: Location,
     raw: Bytes,
@@ -124,7 +125,6 @@ impl Run {
         let progress = Progress::start(Arc::clone(&counters), self.progress_interval);
         let mut report = Report::new(Arc::clone(&counters));
         let (sender, mut outcomes) = self.producer.outcome_channel(OUTCOMES_IN_FLIGHT);
-        let mut pending: HashMap<RecordId, Sent> = HashMap::new();
         let mut sending: Option<(Sent, Sending)> = None;
         let mut reading = true;
         let mut last_read: Option<Location> = None;
@@ -135,8 +135,7 @@ impl Run {
                 // Outcomes first: they free room for the next records.
                 biased;
                 Some(outcome) = outcomes.recv() => {
-                    let sent = pending.remove(&outcome.id);
-                    report.record_outcome(outcome, sent, self.failed_out.as_mut())?;
+                    report.record_outcome(outcome, self.failed_out.as_mut())?;
                 }
                 _ = &mut interrupt, if !report.interrupted => {
                     report.interrupted = true;
@@ -153,10 +152,9 @@ impl Run {
                 }, if sending.is_some() => {
                     let Some((sent, _)) = sending.take() else { continue };
                     match accepted {
-                        Ok(id) => {
+                        Ok(_) => {
                             Counters::add(&counters.accepted, 1);
                             Counters::add(&counters.bytes, sent.raw.len() as u64);
-                            pending.insert(id, sent);
                         }
                         Err(refused) if matches!(refused.kind(), SendErrorKind::InvalidRecord | SendErrorKind::TooLarge) => {
                             let bad = BadInput {
@@ -189,8 +187,12 @@ impl Run {
                                 record = record.with_explicit_hash_key(hash_key);
                             }
                             let sender = sender.clone();
-                            let future: Sending = Box::pin(async move { sender.send_wait(record).await });
-                            sending = Some((Sent { location: input.location, raw: input.raw }, future));
+                            let sent = Sent { location: input.location, raw: input.raw };
+                            // The record's outcome brings its origin back; this copy (two
+                            // reference counts) is for a refusal, which hands back only the record.
+                            let context = sent.clone();
+                            let future: Sending = Box::pin(async move { sender.send_wait_with(record, context).await });
+                            sending = Some((sent, future));
                         }
                         Err(bad) => {
                             reading &= self.skip_bad && !bad.unreadable;
@@ -244,8 +246,7 @@ impl Run {
             interrupted
         });
         while let Some(outcome) = outcomes.recv().await {
-            let sent = pending.remove(&outcome.id);
-            report.record_outcome(outcome, sent, self.failed_out.as_mut())?;
+            report.record_outcome(outcome, self.failed_out.as_mut())?;
         }
         report.interrupted |= shutdown.await.unwrap_or(false);
         if let Some(failed_out) = self.failed_out.as_mut() {
@@ -284,13 +285,14 @@ impl Report {
         }
     }
 
-    /// Counts an outcome; a failed record goes to `failed_out` with its error.
+    /// Counts an outcome; a failed record sent with its origin (a [`Sent`] context) goes to
+    /// `failed_out` with its error.
     pub(crate) fn record_outcome(
         &mut self,
-        outcome: RecordOutcome,
-        sent: Option<Sent>,
+        mut outcome: RecordOutcome,
         failed_out: Option<&mut FailedOut>,
     ) -> Result<(), Failure> {
+        let sent = outcome.take_context::<Sent>();
         match outcome.outcome {
             Ok(delivery) => self.delivered(&delivery),
             Err(error) => {

@@ -481,14 +481,36 @@ impl AttemptList {
     }
 }
 
-/// A record written: where, and how it got there.
+/// A record written: where, and how it got there; with the token its owner gave it
+/// ([`Engine::submit_with`](crate::Engine::submit_with)), `()` by default.
 #[derive(Clone, Debug)]
-pub struct Delivery {
+pub struct Delivery<T = ()> {
     pub(crate) id: RecordId,
     pub(crate) attempts: AttemptList,
+    pub(crate) token: T,
 }
 
-impl Delivery {
+impl<T> Delivery<T> {
+    /// The token given with the record.
+    pub fn token(&self) -> &T {
+        &self.token
+    }
+    /// The delivery without its token, and the token.
+    pub fn take_token(self) -> (Delivery, T) {
+        let Self {
+            id,
+            attempts,
+            token,
+        } = self;
+        (
+            Delivery {
+                id,
+                attempts,
+                token: (),
+            },
+            token,
+        )
+    }
     /// The record.
     pub fn id(&self) -> RecordId {
         self.id
@@ -558,17 +580,43 @@ impl fmt::Display for FailureReason {
     }
 }
 
-/// A record that will not be written, with the record handed back.
+/// A record that will not be written, with the record handed back, and the token its owner
+/// gave it ([`Engine::submit_with`](crate::Engine::submit_with)), `()` by default.
 #[derive(Clone, Debug)]
-pub struct Failure {
+pub struct Failure<T = ()> {
     pub(crate) id: RecordId,
     pub(crate) reason: FailureReason,
     pub(crate) record: Record,
     pub(crate) attempts: Vec<Attempt>,
     pub(crate) omitted_attempts: u32,
+    pub(crate) token: T,
 }
 
-impl Failure {
+impl<T> Failure<T> {
+    /// The token given with the record.
+    pub fn token(&self) -> &T {
+        &self.token
+    }
+    /// The failure without its token, and the token.
+    pub fn take_token(self) -> (Failure, T) {
+        let Self {
+            id,
+            reason,
+            record,
+            attempts,
+            omitted_attempts,
+            token,
+        } = self;
+        let failure = Failure {
+            id,
+            reason,
+            record,
+            attempts,
+            omitted_attempts,
+            token: (),
+        };
+        (failure, token)
+    }
     /// The record's id.
     pub fn id(&self) -> RecordId {
         self.id
@@ -597,7 +645,7 @@ impl Failure {
     }
 }
 
-impl fmt::Display for Failure {
+impl<T> fmt::Display for Failure<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -619,15 +667,17 @@ impl fmt::Display for Failure {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlushId(pub(crate) u64);
 
-/// Something the owner of the engine must learn about.
+/// Something the owner of the engine must learn about. Outcomes carry the token the record
+/// was submitted with (`()` unless [`Engine::submit_with`](crate::Engine::submit_with) gave
+/// one).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub enum Event {
+pub enum Event<T = ()> {
     /// A record was written.
-    Delivered(Delivery),
+    Delivered(Delivery<T>),
     /// A record will not be written. Boxed: failures are rare, and the box keeps every event
     /// small.
-    Failed(Box<Failure>),
+    Failed(Box<Failure<T>>),
     /// Every record accepted before the marker was created has its outcome.
     Flushed(FlushId),
 }

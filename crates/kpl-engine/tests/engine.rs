@@ -219,6 +219,61 @@ fn a_busy_shard_triggers_the_collector_at_256_kib() {
 }
 
 #[test]
+fn every_outcome_and_every_refusal_hands_the_record_s_token_back() {
+    let t0 = SystemClock.now();
+    let mut config = EngineConfig::default();
+    config.max_outstanding_records = 3;
+    let mut engine: Engine<String> = Engine::new(config).unwrap();
+    for key in ["a", "b"] {
+        let record = Record::new(stream(), key, vec![1]);
+        engine
+            .submit_with(record, format!("token {key}"), t0)
+            .unwrap();
+    }
+    // Refused (an invalid key; then the limit): the token comes back with the record.
+    let (refused, token) = engine
+        .submit_with(Record::new(stream(), "", vec![1]), "token empty".into(), t0)
+        .unwrap_err();
+    assert_eq!(
+        (refused.into_record().partition_key(), token.as_str()),
+        ("", "token empty")
+    );
+    engine
+        .submit_with(Record::new(stream(), "c", vec![1]), "token c".into(), t0)
+        .unwrap();
+    let (refused, token) = engine
+        .submit_with(Record::new(stream(), "d", vec![1]), "token d".into(), t0)
+        .unwrap_err();
+    assert!(refused.reason().is_back_pressure());
+    assert_eq!(token, "token d");
+    // Two are written; the map read and the calls are answered, the third is abandoned.
+    for (id, request) in drain(&mut engine, t0) {
+        if let Request::ListShards(_) = request {
+            engine.handle_response(id, Ok(one_shard()), t0);
+        }
+    }
+    engine.flush(t0);
+    for (id, put) in puts(drain(&mut engine, t0)) {
+        engine.handle_response(id, Ok(written(&put)), t0 + ms(5));
+    }
+    engine.abandon();
+    let mut tokens = Vec::new();
+    while let Some(event) = engine.poll_event() {
+        match event {
+            Event::Delivered(delivery) => {
+                let (delivery, token) = delivery.take_token();
+                assert_eq!(delivery.shard_id().as_str(), "shardId-000000000000");
+                tokens.push(token);
+            }
+            Event::Failed(failure) => tokens.push(failure.token().clone()),
+            _ => {}
+        }
+    }
+    tokens.sort();
+    assert_eq!(tokens, ["token a", "token b", "token c"]);
+}
+
+#[test]
 fn abandon_fails_everything_and_hands_records_back() {
     let t0 = SystemClock.now();
     let mut engine = ready_engine(EngineConfig::default(), t0);

@@ -6,6 +6,7 @@
 //! producer completes every record it accepted for a future exactly once (with a cancellation
 //! if it stops first), so no future waits forever and no slot outlives both sides.
 
+use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
@@ -21,7 +22,9 @@ use crate::error::{DeliveryError, DeliveryErrorKind};
 /// A record's outcome as a future resolves to it.
 pub(crate) type Outcome = Result<Delivery, DeliveryError>;
 
-/// The outcome of a record sent through an [`OutcomeSender`](crate::OutcomeSender).
+/// The outcome of a record sent through an [`OutcomeSender`](crate::OutcomeSender), with the
+/// context it was sent with, if any
+/// ([`OutcomeSender::send_with`](crate::OutcomeSender::send_with)).
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct RecordOutcome {
@@ -29,27 +32,64 @@ pub struct RecordOutcome {
     pub id: RecordId,
     /// Written, or why not.
     pub outcome: Result<Delivery, DeliveryError>,
+    context: Option<OutcomeContext>,
 }
 
-/// Where a caller wants a record's outcome to go, before the record has an id.
-pub(crate) enum Want {
-    /// A [`DeliveryFuture`], through the producer's table of completions.
-    Future,
-    /// A slot reserved in an outcome channel.
-    Channel(mpsc::OwnedPermit<RecordOutcome>),
+/// What a caller sends with a record for its outcome to bring back.
+pub(crate) type OutcomeContext = Box<dyn Any + Send>;
+
+impl RecordOutcome {
+    /// The context the record was sent with, if it was sent with one of type `C`.
+    pub fn context<C: Any>(&self) -> Option<&C> {
+        self.context.as_ref()?.downcast_ref()
+    }
+
+    /// Takes the context the record was sent with, if it was sent with one of type `C`.
+    pub fn take_context<C: Any>(&mut self) -> Option<C> {
+        match self.context.take()?.downcast() {
+            Ok(context) => Some(*context),
+            Err(other) => {
+                self.context = Some(other);
+                None
+            }
+        }
+    }
 }
 
-/// Where an accepted record's outcome goes.
+/// Where an accepted record's outcome goes: the token the engine carries with the record and
+/// hands back with its outcome, so no table maps record ids to their callers.
+#[derive(Debug)]
 pub(crate) enum Waiter {
-    /// The table of completions (`State::completions`); the id, for cancelling it.
-    Future(RecordId),
-    Channel(mpsc::OwnedPermit<RecordOutcome>),
+    /// Its [`DeliveryFuture`], through the table of completions (by the record's id).
+    Future,
+    /// A slot reserved in an outcome channel, and the sender's context.
+    Channel(mpsc::OwnedPermit<RecordOutcome>, Option<OutcomeContext>),
+}
+
+impl Waiter {
+    /// Hands record `id` its outcome: into `completed` for its future, or into its slot in an
+    /// outcome channel (reserved when it was accepted: this never waits or fails).
+    pub(crate) fn deliver(
+        self,
+        id: RecordId,
+        outcome: Outcome,
+        completed: &mut Vec<(RecordId, Outcome)>,
+    ) {
+        match self {
+            Self::Future => completed.push((id, outcome)),
+            Self::Channel(permit, context) => drop(permit.send(RecordOutcome {
+                id,
+                outcome,
+                context,
+            })),
+        }
+    }
 }
 
 /// The producer's memory per outstanding record beyond the engine's, charged against
-/// `MaxOutstandingBytes`: its place in the table of waiting records and in the table of
-/// completions, each twice over for the tables' growth.
-pub(crate) const FACADE_BYTES_PER_RECORD: usize = 2 * (size_of::<Option<Waiter>>() + SLOT_BYTES);
+/// `MaxOutstandingBytes`: the token the engine keeps with it, and its place in the table of
+/// completions, twice over for the table's growth.
+pub(crate) const FACADE_BYTES_PER_RECORD: usize = size_of::<Waiter>() + 2 * SLOT_BYTES;
 
 /// With `UserRecordTimeoutInMillis` set, each record's future also holds a boxed timer.
 pub(crate) const TIMER_BYTES_PER_RECORD: usize = 16 + size_of::<tokio::time::Sleep>();
@@ -135,16 +175,6 @@ impl<T> IdTable<T> {
         };
         self.len -= usize::from(value.is_some());
         value
-    }
-
-    /// Takes every value out, with its id.
-    pub(crate) fn drain(&mut self) -> Vec<(u64, T)> {
-        let base = self.base;
-        let mut all: Vec<(u64, T)> = std::mem::take(&mut self.stragglers).into_iter().collect();
-        let ring = std::mem::take(&mut self.ring).into_iter().enumerate();
-        all.extend(ring.filter_map(|(offset, value)| Some((base + offset as u64, value?))));
-        self.len = 0;
-        all
     }
 
     /// The places it takes: ring slots and stragglers.
@@ -424,9 +454,10 @@ mod tests {
         assert_eq!(table.remove(10), Some("ten"));
         table.insert(11, "eleven");
         assert_eq!(table.get_mut(3), Some(&mut "three"));
-        let mut all = table.drain();
-        all.sort();
-        assert_eq!(all, [(3, "three"), (11, "eleven"), (12, "twelve")]);
+        assert_eq!(table.remove(3), Some("three"));
+        assert_eq!(table.remove(12), Some("twelve"));
+        assert_eq!(table.remove(11), Some("eleven"));
+        assert_eq!(table.remove(11), None);
         assert_eq!(table.footprint(), 0);
     }
 }

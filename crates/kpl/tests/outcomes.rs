@@ -48,6 +48,56 @@ async fn every_record_sent_without_a_future_has_exactly_one_outcome_in_the_chann
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_context_sent_with_a_record_comes_back_with_its_outcome() {
+    let producer = producer();
+    let (sender, mut outcomes) = producer.outcome_channel(16);
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        let id = sender
+            .send_with(record(n), (n, format!("line {n}")))
+            .unwrap();
+        sent.push((id, n));
+    }
+    let missing = Record::new(Stream::new("missing").unwrap(), "k", vec![1]);
+    let lost = sender
+        .send_wait_with(missing, (99_usize, "lost".to_owned()))
+        .await
+        .unwrap();
+    let plain = sender.send(record(5)).unwrap();
+    drop(sender);
+    producer.flush_and_wait().await;
+    let mut seen = 0;
+    while let Some(mut outcome) = tokio::time::timeout(Duration::ZERO, outcomes.recv())
+        .await
+        .ok()
+        .flatten()
+    {
+        seen += 1;
+        if outcome.id == plain {
+            assert!(outcome.context::<(usize, String)>().is_none());
+            continue;
+        }
+        // Asked for as another type, the context stays.
+        assert!(outcome.take_context::<u64>().is_none());
+        let (n, line) = outcome.take_context::<(usize, String)>().unwrap();
+        assert_eq!(line, format!("line {n}").replace("line 99", "lost"));
+        if outcome.id == lost {
+            assert_eq!(n, 99);
+            assert!(outcome.outcome.is_err(), "the stream does not exist");
+        } else {
+            assert!(sent.contains(&(outcome.id, n)), "its own context");
+            assert!(outcome.outcome.is_ok());
+        }
+        assert!(
+            outcome.take_context::<(usize, String)>().is_none(),
+            "taken once"
+        );
+    }
+    assert_eq!(seen, 6, "one outcome each");
+    producer.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_consumer_that_falls_behind_holds_its_senders_back() {
     let producer = producer();
     let (sender, mut outcomes) = producer.outcome_channel(10);

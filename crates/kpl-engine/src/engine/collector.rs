@@ -33,19 +33,30 @@ impl RequestShape {
     }
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Collector {
-    records: Vec<PackedRecord>,
+#[derive(Debug)]
+pub(super) struct Collector<T = ()> {
+    records: Vec<PackedRecord<T>>,
     size: usize,
     deadline: Option<Instant>,
     /// Bytes collected per shard slot.
     shard_bytes: Vec<usize>,
 }
 
-impl Collector {
+impl<T> Default for Collector<T> {
+    fn default() -> Self {
+        Self {
+            records: Vec::new(),
+            size: 0,
+            deadline: None,
+            shard_bytes: Vec::new(),
+        }
+    }
+}
+
+impl<T> Collector<T> {
     /// Whether what is collected must leave before `packed` joins: the request would pass a
     /// limit, break ordering's one-per-shard rule, or mix a record that goes alone with others.
-    pub(super) fn must_send_before(&self, packed: &PackedRecord, shape: RequestShape) -> bool {
+    pub(super) fn must_send_before(&self, packed: &PackedRecord<T>, shape: RequestShape) -> bool {
         !self.records.is_empty()
             && (self.records.len() + 1 > shape.max_count
                 || self.size + packed.size > shape.max_size
@@ -60,7 +71,7 @@ impl Collector {
     /// time by which it must leave for this record's sake (its deadline, or a short grace).
     pub(super) fn add(
         &mut self,
-        packed: PackedRecord,
+        packed: PackedRecord<T>,
         shape: RequestShape,
         now: Instant,
     ) -> Option<Instant> {
@@ -85,7 +96,7 @@ impl Collector {
     }
 
     /// Takes everything collected, for a request.
-    pub(super) fn take(&mut self) -> Vec<PackedRecord> {
+    pub(super) fn take(&mut self) -> Vec<PackedRecord<T>> {
         for packed in &self.records {
             if let Some(bytes) = packed.slot.and_then(|slot| self.shard_bytes.get_mut(slot)) {
                 *bytes = 0;

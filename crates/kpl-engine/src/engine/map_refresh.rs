@@ -119,7 +119,7 @@ impl Listing {
 
 /// A stream's map and the reads that keep it current.
 #[derive(Debug)]
-pub(super) struct MapRefresh {
+pub(super) struct MapRefresh<T = ()> {
     pub(super) map: Option<ShardMap>,
     /// When the read that built `map` started; answers to requests sent before it may reflect
     /// an older layout and do not trigger another read.
@@ -136,12 +136,12 @@ pub(super) struct MapRefresh {
     pub(super) history_read: Option<Instant>,
     /// Records waiting for a shard map (the first one, or a refresh after a wrong-shard
     /// landing), sorted by deadline.
-    pub(super) waiting: VecDeque<Pending>,
+    pub(super) waiting: VecDeque<Pending<T>>,
     /// A flush was asked for while records waited for a map: flush again once it is installed.
     pub(super) flush_on_map: bool,
 }
 
-impl MapRefresh {
+impl<T> MapRefresh<T> {
     pub(super) fn new(now: Instant) -> Self {
         Self {
             map: None,
@@ -159,7 +159,11 @@ impl MapRefresh {
 
     /// Starts a map read, with a summary read the first time (and until one succeeds): the
     /// requests to send, none if a read is in flight.
-    pub(super) fn begin(&mut self, stream: &Stream, now: Instant) -> Vec<(InFlightKind, Request)> {
+    pub(super) fn begin(
+        &mut self,
+        stream: &Stream,
+        now: Instant,
+    ) -> Vec<(InFlightKind<T>, Request)> {
         let Some(list) = self.refresh.begin(stream, now) else {
             return Vec::new();
         };
@@ -223,7 +227,7 @@ impl MapRefresh {
     }
 
     /// Makes a record wait for a map; returns its deadline, when it stops waiting.
-    pub(super) fn wait(&mut self, pending: Pending) -> Instant {
+    pub(super) fn wait(&mut self, pending: Pending<T>) -> Instant {
         let deadline = pending.deadline;
         // Records mostly arrive in deadline order: append without searching.
         if self
@@ -290,7 +294,7 @@ mod tests {
     #[test]
     fn a_read_asks_for_the_summary_until_it_is_known_and_never_twice_at_once() {
         let now = SystemClock.now();
-        let mut maps = MapRefresh::new(now);
+        let mut maps: MapRefresh = MapRefresh::new(now);
         let first = maps.begin(&stream(), now);
         assert_eq!(first.len(), 2, "the map and the summary");
         assert!(maps.begin(&stream(), now).is_empty(), "one read at a time");
@@ -306,7 +310,7 @@ mod tests {
     #[test]
     fn a_listing_follows_its_pages_and_retries_on_a_growing_backoff() {
         let now = SystemClock.now();
-        let mut maps = MapRefresh::new(now);
+        let mut maps: MapRefresh = MapRefresh::new(now);
         assert!(maps.refresh.begin(&stream(), now).is_some());
         let ListingStep::Read(Request::ListShards(next)) =
             maps.refresh.add_page(&stream(), page(&["a"], Some("t1")))
@@ -330,7 +334,7 @@ mod tests {
     #[test]
     fn records_wait_for_a_map_in_deadline_order_and_route_once_it_is_installed() {
         let now = SystemClock.now();
-        let mut maps = MapRefresh::new(now);
+        let mut maps: MapRefresh = MapRefresh::new(now);
         let mut late = pending(0, now, Duration::from_secs(30));
         late.deadline = now + Duration::from_millis(50);
         let early = pending(1, now, Duration::from_secs(30));

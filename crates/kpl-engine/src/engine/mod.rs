@@ -110,16 +110,26 @@ use crate::transport::{Request, Response, TransportError, TransportErrorKind};
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct Engine {
+pub struct Engine<T = ()> {
     /// What every stream shares, lent to one stream at a time.
-    shared: Shared,
-    streams: Vec<StreamState>,
+    shared: Shared<T>,
+    streams: Vec<StreamState<T>>,
     stream_index: BTreeMap<Stream, usize>,
     /// The stream of the last record submitted: most records go where the previous one went.
     last_stream: Option<(Stream, usize)>,
 }
 
 impl Engine {
+    /// Accepts a record, or refuses it (handing it back) when it is invalid or the outstanding
+    /// limits are reached: [`submit_with`](Self::submit_with) for an engine whose records carry
+    /// no token.
+    pub fn submit(&mut self, record: Record, now: Instant) -> Result<RecordId, Rejected> {
+        self.submit_with(record, (), now)
+            .map_err(|(rejected, ())| rejected)
+    }
+}
+
+impl<T> Engine<T> {
     /// An engine with `config`, checked first.
     pub fn new(config: EngineConfig) -> Result<Self, InvalidConfig> {
         config.validate()?;
@@ -140,21 +150,33 @@ impl Engine {
     // Inputs
     // ----------------------------------------------------------------------------------------
 
-    /// Accepts a record, or refuses it (handing it back) when it is invalid or the outstanding
-    /// limits are reached. The same as [`PreparedRecord::prepare`] then
-    /// [`submit_prepared`](Self::submit_prepared).
-    pub fn submit(&mut self, record: Record, now: Instant) -> Result<RecordId, Rejected> {
-        self.submit_prepared(PreparedRecord::prepare(record)?, now)
+    /// Accepts a record with `token`, handed back with its outcome ([`Delivery::token`],
+    /// [`Failure::token`](crate::Failure::token)), or refuses it (handing both back) when it is
+    /// invalid or the outstanding limits are reached. The same as [`PreparedRecord::prepare`]
+    /// then [`submit_prepared`](Self::submit_prepared).
+    ///
+    /// [`Delivery::token`]: crate::Delivery::token
+    pub fn submit_with(
+        &mut self,
+        record: Record,
+        token: T,
+        now: Instant,
+    ) -> Result<RecordId, (Rejected, T)> {
+        match PreparedRecord::prepare(record) {
+            Ok(prepared) => self.submit_prepared(prepared, token, now),
+            Err(rejected) => Err((rejected, token)),
+        }
     }
 
-    /// Accepts a record checked and hashed beforehand (outside whatever lock guards the engine),
-    /// or refuses it, handing it back, when it is too large for its stream or the outstanding
-    /// limits are reached.
+    /// Accepts a record checked and hashed beforehand (outside whatever lock guards the engine)
+    /// with `token`, handed back with its outcome, or refuses it, handing both back, when it is
+    /// too large for its stream or the outstanding limits are reached.
     pub fn submit_prepared(
         &mut self,
         prepared: PreparedRecord,
+        token: T,
         now: Instant,
-    ) -> Result<RecordId, Rejected> {
+    ) -> Result<RecordId, (Rejected, T)> {
         let size = prepared.size();
         let cx = &mut self.shared;
         let charge = cx.record_charge(size);
@@ -163,7 +185,7 @@ impl Engine {
             bytes: cx.config.max_outstanding_bytes,
         };
         if let Err(reason) = cx.outcomes.check_room(charge, limits) {
-            return Err(Rejected::new(reason, prepared.into_record()));
+            return Err((Rejected::new(reason, prepared.into_record()), token));
         }
         let known = match &self.last_stream {
             Some((stream, si)) if stream.same_allocation(&prepared.stream) => Some(*si),
@@ -173,10 +195,8 @@ impl Engine {
             self.streams[si].max_record_size()
         });
         if size > limit {
-            return Err(Rejected::new(
-                RejectReason::TooLarge { size, limit },
-                prepared.into_record(),
-            ));
+            let reason = RejectReason::TooLarge { size, limit };
+            return Err((Rejected::new(reason, prepared.into_record()), token));
         }
         let PreparedRecord {
             stream,
@@ -201,6 +221,7 @@ impl Engine {
             expiration,
             attempts: None,
             isolate: false,
+            token,
         };
         self.streams[si].accept(cx, pending, now);
         Ok(RecordId(id))
@@ -260,7 +281,7 @@ impl Engine {
     /// landing waits to be judged) with [`FailureReason::AbandonedInFlight`], as they may have
     /// been written.
     pub fn abandon(&mut self) {
-        let mut abandoned: Vec<(usize, Pending, FailureReason)> = Vec::new();
+        let mut abandoned: Vec<(usize, Pending<T>, FailureReason)> = Vec::new();
         for (si, stream) in self.streams.iter_mut().enumerate() {
             let taken = stream.abandon();
             abandoned.extend(
@@ -383,7 +404,7 @@ impl Engine {
     }
 
     /// The next outcome or flush completion.
-    pub fn poll_event(&mut self) -> Option<Event> {
+    pub fn poll_event(&mut self) -> Option<Event<T>> {
         self.shared.outcomes.poll_event()
     }
 

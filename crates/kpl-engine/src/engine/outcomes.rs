@@ -20,9 +20,9 @@ pub(super) struct OutstandingLimits {
     pub(super) bytes: usize,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Outcomes {
-    events: VecDeque<Event>,
+#[derive(Debug)]
+pub(super) struct Outcomes<T = ()> {
+    events: VecDeque<Event<T>>,
     next_record: u64,
     /// Arrival times of records from `window_start` on; `None` once finished.
     window: VecDeque<Option<Instant>>,
@@ -40,7 +40,24 @@ pub(super) struct Outcomes {
     with_history: usize,
 }
 
-impl Outcomes {
+impl<T> Default for Outcomes<T> {
+    fn default() -> Self {
+        Self {
+            events: VecDeque::new(),
+            next_record: 0,
+            window: VecDeque::new(),
+            window_start: 0,
+            stragglers: BTreeMap::new(),
+            markers: VecDeque::new(),
+            next_marker: 0,
+            outstanding_records: 0,
+            outstanding_bytes: 0,
+            with_history: 0,
+        }
+    }
+}
+
+impl<T> Outcomes<T> {
     /// Whether one more record charged `charge` bytes fits within `limits`, counting the history
     /// of failed attempts that every record without one may still come to need: the limit
     /// bounds the most the records can take, while the charge follows what they take now. A
@@ -90,7 +107,7 @@ impl Outcomes {
 
     /// Reports the outcome of record `id`, which was charged `charge` when accepted and its
     /// history if it had one, and counts it finished.
-    pub(super) fn settle(&mut self, event: Event, id: u64, charge: usize, history: bool) {
+    pub(super) fn settle(&mut self, event: Event<T>, id: u64, charge: usize, history: bool) {
         // The outcome first: finishing may complete a flush marker, which comes after it.
         self.events.push_back(event);
         self.outstanding_records -= 1;
@@ -133,7 +150,7 @@ impl Outcomes {
         self.markers.len()
     }
 
-    pub(super) fn poll_event(&mut self) -> Option<Event> {
+    pub(super) fn poll_event(&mut self) -> Option<Event<T>> {
         self.events.pop_front()
     }
 
@@ -230,7 +247,7 @@ mod tests {
     #[test]
     fn a_marker_completes_when_every_earlier_record_has_its_outcome() {
         let now = SystemClock.now();
-        let mut outcomes = Outcomes::default();
+        let mut outcomes: Outcomes = Outcomes::default();
         let a = outcomes.accept(10, now);
         let b = outcomes.accept(10, now);
         let marker = outcomes.add_marker();
@@ -249,7 +266,7 @@ mod tests {
     #[test]
     fn a_marker_with_nothing_outstanding_completes_at_once_and_a_forgotten_one_never() {
         let now = SystemClock.now();
-        let mut outcomes = Outcomes::default();
+        let mut outcomes: Outcomes = Outcomes::default();
         let first = outcomes.add_marker();
         assert_eq!(flushed(&mut outcomes), [first]);
         let id = outcomes.accept(10, now);
@@ -263,7 +280,7 @@ mod tests {
     #[test]
     fn the_limits_refuse_with_the_numbers_that_decided() {
         let now = SystemClock.now();
-        let mut outcomes = Outcomes::default();
+        let mut outcomes: Outcomes = Outcomes::default();
         // Alone, a record larger than the byte limit is accepted.
         assert!(outcomes.check_room(5_000, LIMITS).is_ok());
         let limits = OutstandingLimits {
@@ -296,7 +313,7 @@ mod tests {
     #[test]
     fn a_long_unfinished_record_keeps_the_window_short() {
         let start = SystemClock.now();
-        let mut outcomes = Outcomes::default();
+        let mut outcomes: Outcomes = Outcomes::default();
         let stuck = outcomes.accept(1, start);
         let later = start + Duration::from_secs(1);
         for _ in 0..3 * WINDOW_COMPACTION {

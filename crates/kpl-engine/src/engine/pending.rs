@@ -13,7 +13,7 @@ const RETRY_BUFFERING_DIVISOR: u32 = 2;
 
 /// A user record accepted and not yet finished.
 #[derive(Debug)]
-pub(super) struct Pending {
+pub(super) struct Pending<T = ()> {
     pub(super) id: u64,
     pub(super) record: UserRecord,
     pub(super) hash_key: HashKey,
@@ -26,22 +26,25 @@ pub(super) struct Pending {
     /// A request holding it was refused whole as invalid: it now goes in a request of its own,
     /// so that only the entry the service objects to fails.
     pub(super) isolate: bool,
+    /// The owner's token, handed back with the outcome.
+    pub(super) token: T,
 }
 
-impl Pending {
+impl<T> Pending<T> {
     /// The size the service counts: data plus partition key.
     pub(super) fn size(&self) -> usize {
         self.record.data().len() + self.record.partition_key().len()
     }
 
-    /// The record as the application handed it over, for a failure report.
-    pub(super) fn into_record(self, stream: Stream) -> Record {
+    /// The record as the application handed it over, for a failure report, and its token.
+    pub(super) fn into_record(self, stream: Stream) -> (Record, T) {
         let (key, explicit_hash_key, data) = self.record.into_parts();
         let record = Record::new(stream, key.into_string(), data);
-        match explicit_hash_key {
+        let record = match explicit_hash_key {
             Some(hash_key) => record.with_explicit_hash_key(hash_key.to_string()),
             None => record,
-        }
+        };
+        (record, self.token)
     }
 
     /// The end of the previous attempt, or the arrival: where the next attempt's delay starts.
@@ -88,9 +91,9 @@ impl Pending {
 /// One Kinesis record (one `PutRecords` entry) ready to send, with the user records it carries:
 /// an aggregate of a shard's records, or a single record.
 #[derive(Debug)]
-pub(super) struct PackedRecord {
+pub(super) struct PackedRecord<T = ()> {
     pub(super) kinesis_record: KinesisRecord,
-    pub(super) records: Vec<Pending>,
+    pub(super) records: Vec<Pending<T>>,
     /// The predicted shard (slot); `None` when sent without a prediction.
     pub(super) slot: Option<usize>,
     pub(super) deadline: Instant,
@@ -103,12 +106,12 @@ pub(super) struct PackedRecord {
 /// A record list whose unused room is more than this fraction of its records' is shrunk.
 const LIST_SLACK_DIVISOR: usize = 8;
 
-impl PackedRecord {
+impl<T> PackedRecord<T> {
     /// `records` is never empty: packed records are made from finished aggregates, which hold
     /// at least one record, or from a single record.
     pub(super) fn new(
         kinesis_record: KinesisRecord,
-        records: Vec<Pending>,
+        records: Vec<Pending<T>>,
         slot: Option<usize>,
     ) -> Self {
         let mut times = records.iter().map(|p| (p.deadline, p.expiration));
@@ -122,7 +125,7 @@ impl PackedRecord {
     /// A packed record whose earliest deadline and expiration are already known.
     pub(super) fn with_times(
         kinesis_record: KinesisRecord,
-        records: Vec<Pending>,
+        records: Vec<Pending<T>>,
         slot: Option<usize>,
         deadline: Instant,
         expiration: Instant,
@@ -147,7 +150,7 @@ impl PackedRecord {
     }
 
     /// A record sent by itself, without a shard prediction: routed by its hash key.
-    pub(super) fn unpredicted(pending: Pending) -> Self {
+    pub(super) fn unpredicted(pending: Pending<T>) -> Self {
         let record = KinesisRecord::new(
             pending.record.partition_key().as_str(),
             pending.record.data().clone(),
@@ -196,6 +199,7 @@ pub(super) mod tests {
             expiration,
             attempts: None,
             isolate: false,
+            token: (),
         }
     }
 }

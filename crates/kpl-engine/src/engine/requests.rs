@@ -14,16 +14,16 @@ pub struct RequestId(u64);
 
 /// The user records of one `PutRecords` entry and the shard they were predicted for.
 #[derive(Debug)]
-pub(super) struct EntryMeta {
+pub(super) struct EntryMeta<T = ()> {
     pub(super) slot: Option<usize>,
     /// The entry's size as the service counts it (its Kinesis record's data and key).
     pub(super) size: usize,
-    pub(super) records: Vec<Pending>,
+    pub(super) records: Vec<Pending<T>>,
 }
 
 #[derive(Debug)]
-pub(super) enum InFlightKind {
-    PutRecords(Vec<EntryMeta>),
+pub(super) enum InFlightKind<T = ()> {
+    PutRecords(Vec<EntryMeta<T>>),
     ListShards,
     /// A page of the listing of every shard (see `MapRefresh::history`).
     ShardHistory,
@@ -31,23 +31,33 @@ pub(super) enum InFlightKind {
 }
 
 #[derive(Debug)]
-pub(super) struct InFlight {
+pub(super) struct InFlight<T = ()> {
     pub(super) stream: usize,
     /// `None` while the request waits in the outbox.
     pub(super) sent_at: Option<Instant>,
-    pub(super) kind: InFlightKind,
+    pub(super) kind: InFlightKind<T>,
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Requests {
+#[derive(Debug)]
+pub(super) struct Requests<T = ()> {
     outbox: VecDeque<(RequestId, Request)>,
-    in_flight: BTreeMap<RequestId, InFlight>,
+    in_flight: BTreeMap<RequestId, InFlight<T>>,
     next: u64,
 }
 
-impl Requests {
+impl<T> Default for Requests<T> {
+    fn default() -> Self {
+        Self {
+            outbox: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<T> Requests<T> {
     /// Queues a request of stream `stream` for the driver.
-    pub(super) fn enqueue(&mut self, stream: usize, kind: InFlightKind, request: Request) {
+    pub(super) fn enqueue(&mut self, stream: usize, kind: InFlightKind<T>, request: Request) {
         let id = RequestId(self.next);
         self.next += 1;
         let in_flight = InFlight {
@@ -72,7 +82,7 @@ impl Requests {
     }
 
     /// Takes a request's record of what it carries, when its answer comes (or it is dropped).
-    pub(super) fn complete(&mut self, id: RequestId) -> Option<InFlight> {
+    pub(super) fn complete(&mut self, id: RequestId) -> Option<InFlight<T>> {
         self.in_flight.remove(&id)
     }
 
@@ -82,7 +92,7 @@ impl Requests {
 
     /// Forgets every request; returns each one's record of what it carried (the caller finds
     /// the records in those of `PutRecords`).
-    pub(super) fn abandon(&mut self) -> impl Iterator<Item = InFlight> {
+    pub(super) fn abandon(&mut self) -> impl Iterator<Item = InFlight<T>> {
         self.outbox.clear();
         mem::take(&mut self.in_flight).into_values()
     }
@@ -95,12 +105,12 @@ impl Requests {
         id: RequestId,
         put: &mut PutRecordsRequest,
         now: Instant,
-    ) -> Option<(usize, Vec<EntryMeta>)> {
+    ) -> Option<(usize, Vec<EntryMeta<T>>)> {
         let in_flight = self.in_flight.get_mut(&id)?;
         let InFlightKind::PutRecords(metas) = &mut in_flight.kind else {
             return None;
         };
-        let holds_expired = |meta: &EntryMeta| meta.records.iter().any(|p| p.expiration <= now);
+        let holds_expired = |meta: &EntryMeta<T>| meta.records.iter().any(|p| p.expiration <= now);
         if !metas.iter().any(holds_expired) {
             return None;
         }

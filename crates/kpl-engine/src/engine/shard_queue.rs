@@ -36,25 +36,29 @@ pub(super) struct SlotVerdict {
     pub(super) held: bool,
 }
 
+/// What [`ShardQueue::take_expired`] takes out: the expired records, and the others of the
+/// packed records that held them.
+pub(super) type Expired<T> = (Vec<Pending<T>>, Vec<Pending<T>>);
+
 #[derive(Debug)]
-pub(super) struct ShardQueue {
+pub(super) struct ShardQueue<T = ()> {
     pub(super) id: ShardId,
     pub(super) range: HashKeyRange,
     /// Its place among its stream's shards, which its packed records carry.
     slot: usize,
     pub(super) open: bool,
     aggregator: Aggregator,
-    aggregated: Vec<Pending>,
+    aggregated: Vec<Pending<T>>,
     aggregate_deadline: Option<Instant>,
     /// The earliest expiration of `aggregated`.
     aggregate_expiration: Option<Instant>,
     /// Emptied record lists of delivered aggregates, kept for the next aggregates.
-    spare_lists: Vec<Vec<Pending>>,
+    spare_lists: Vec<Vec<Pending<T>>>,
     /// Records in the shard's last finished aggregate: the room a new aggregate's list starts
     /// with, so it rarely grows record by record.
     last_aggregate_len: usize,
     /// Kinesis records waiting for tokens, oldest first (retries go to the front).
-    ready: VecDeque<PackedRecord>,
+    ready: VecDeque<PackedRecord<T>>,
     /// A lower bound of the earliest expiration in `ready`.
     ready_expiration: Option<Instant>,
     pub(super) limiter: ShardLimiter,
@@ -71,7 +75,7 @@ pub(super) struct ShardQueue {
     pub(super) interval: Interval,
 }
 
-impl ShardQueue {
+impl<T> ShardQueue<T> {
     pub(super) fn new(
         slot: usize,
         id: ShardId,
@@ -108,7 +112,7 @@ impl ShardQueue {
     /// holds `max_count` records or the record does not fit, and after when it holds
     /// `max_count`.
     #[inline(always)]
-    pub(super) fn add(&mut self, pending: Pending, max_count: u64) {
+    pub(super) fn add(&mut self, pending: Pending<T>, max_count: u64) {
         if self.aggregated.len() as u64 >= max_count {
             self.finish_aggregate();
         }
@@ -172,7 +176,7 @@ impl ShardQueue {
     /// when it holds one) and from the queue. A packed record holding any of them is unpacked:
     /// the first list has the expired records, the second the others of those packed records,
     /// to be packed again. `None` when nothing has expired.
-    pub(super) fn take_expired(&mut self, now: Instant) -> Option<(Vec<Pending>, Vec<Pending>)> {
+    pub(super) fn take_expired(&mut self, now: Instant) -> Option<Expired<T>> {
         // An open aggregate holding a record at its expiry is closed, so the sweep sees it.
         if self.aggregate_expiration.is_some_and(|at| at <= now) {
             self.finish_aggregate();
@@ -212,7 +216,7 @@ impl ShardQueue {
         now: Instant,
         ordering: bool,
         parent_busy: bool,
-    ) -> Result<PackedRecord, Option<Instant>> {
+    ) -> Result<PackedRecord<T>, Option<Instant>> {
         if self.ready.is_empty() && self.aggregate_deadline.is_some_and(|at| at <= now) {
             self.finish_aggregate();
         }
@@ -255,15 +259,15 @@ impl ShardQueue {
     /// anything accepted after them.
     pub(super) fn requeue_front(
         &mut self,
-        records: Vec<Pending>,
+        records: Vec<Pending<T>>,
         max_count: u64,
         aggregate_limit: MaxAggregateSize,
         outer_partition_key: OuterPartitionKey,
     ) {
         let slot = Some(self.slot);
         let mut aggregator = Aggregator::new(aggregate_limit, outer_partition_key);
-        let mut packed: Vec<PackedRecord> = Vec::new();
-        let mut current: Vec<Pending> = Vec::new();
+        let mut packed: Vec<PackedRecord<T>> = Vec::new();
+        let mut current: Vec<Pending<T>> = Vec::new();
         for pending in records {
             if current.len() as u64 >= max_count
                 && let Some(record) = aggregator.finish()
@@ -285,7 +289,7 @@ impl ShardQueue {
     }
 
     /// Takes every record the shard holds (open aggregate and queue), in no particular order.
-    pub(super) fn take_all(&mut self) -> Vec<Pending> {
+    pub(super) fn take_all(&mut self) -> Vec<Pending<T>> {
         let mut taken = mem::take(&mut self.aggregated);
         self.aggregator.clear();
         self.aggregate_deadline = None;
@@ -304,7 +308,7 @@ impl ShardQueue {
         &mut self,
         aggregate_limit: MaxAggregateSize,
         outer_partition_key: OuterPartitionKey,
-    ) -> Vec<Pending> {
+    ) -> Vec<Pending<T>> {
         self.open = false;
         let taken = self.take_all();
         self.aggregator = Aggregator::new(aggregate_limit, outer_partition_key);
@@ -314,7 +318,7 @@ impl ShardQueue {
     }
 
     /// Keeps an emptied record list of a delivered aggregate for the next one, if room is left.
-    pub(super) fn keep_spare_list(&mut self, list: Vec<Pending>) {
+    pub(super) fn keep_spare_list(&mut self, list: Vec<Pending<T>>) {
         if self.spare_lists.len() < SPARE_RECORD_LISTS {
             self.spare_lists.push(list);
         }

@@ -18,15 +18,15 @@ use crate::memory::record_charge;
 use crate::outcome::AttemptError;
 
 #[derive(Debug)]
-pub(super) struct Shared {
+pub(super) struct Shared<T = ()> {
     pub(super) config: EngineConfig,
     pub(super) rng: SmallRng,
     pub(super) timers: Timers,
-    pub(super) requests: Requests,
-    pub(super) outcomes: Outcomes,
+    pub(super) requests: Requests<T>,
+    pub(super) outcomes: Outcomes<T>,
 }
 
-impl Shared {
+impl<T> Shared<T> {
     /// The shared parts of an engine with `config` (checked by the caller).
     pub(super) fn new(config: EngineConfig) -> Self {
         Self {
@@ -61,7 +61,7 @@ impl Shared {
     /// Returns what [`Pending::add_failed_attempt`] does.
     pub(super) fn add_failed_attempt(
         &mut self,
-        pending: &mut Pending,
+        pending: &mut Pending<T>,
         sent_at: Instant,
         now: Instant,
         error: &Arc<AttemptError>,

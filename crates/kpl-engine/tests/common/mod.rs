@@ -80,7 +80,7 @@ pub(crate) fn keys_in(start: u128, end: u128, count: usize, salt: &str) -> Vec<S
         .collect()
 }
 
-pub(crate) fn drain(engine: &mut Engine, now: Instant) -> Vec<(RequestId, Request)> {
+pub(crate) fn drain<T>(engine: &mut Engine<T>, now: Instant) -> Vec<(RequestId, Request)> {
     std::iter::from_fn(|| engine.poll_request(now)).collect()
 }
 

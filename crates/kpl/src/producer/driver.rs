@@ -247,7 +247,7 @@ impl DriverLog {
 
     /// The counts for the periodic summary, when one is due. Taken under the producer's lock;
     /// logged after it is released.
-    fn take_summary(&mut self, engine: &Engine, now: Instant) -> Option<Summary> {
+    fn take_summary<T>(&mut self, engine: &Engine<T>, now: Instant) -> Option<Summary> {
         let next = *self.next_summary.get_or_insert(now + SUMMARY_EVERY);
         if now < next {
             return None;

@@ -27,7 +27,7 @@ use self::driver::{LAST_UPLOAD_TIMEOUT, log_failures};
 pub use self::outcome_channel::{OutcomeReceiver, OutcomeSender};
 use self::state::Shared;
 pub use crate::completion::RecordOutcome;
-use crate::completion::{DeliveryFuture, Want};
+use crate::completion::{DeliveryFuture, Waiter};
 use crate::error::{SendError, SendErrorKind};
 use crate::metrics::{MetricReading, MetricsExports};
 
@@ -91,7 +91,9 @@ impl KinesisProducer {
     /// (or `send_wait` callers are waiting for space first; see [`send_wait`](Self::send_wait)),
     /// the record is invalid or too large, or the producer is shutting down.
     pub fn send(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        let id = self.admit(record, None, &mut Some(Want::Future))?;
+        let id = self
+            .admit(record, None, Waiter::Future)
+            .map_err(|(refusal, _)| refusal)?;
         Ok(self.delivery_future(id))
     }
 
@@ -107,20 +109,23 @@ impl KinesisProducer {
     }
 
     /// `send` for a caller holding `ticket` in the queue of `send_wait` callers (`None`: not
-    /// queued), whose outcome goes to `waiter` (taken only if the record is accepted). Space
-    /// goes to the first in the queue.
+    /// queued), whose outcome goes to `waiter` (handed back with a refusal). Space goes to the
+    /// first in the queue.
     fn admit(
         &self,
         record: Record,
         ticket: Option<u64>,
-        want: &mut Option<Want>,
-    ) -> Result<RecordId, SendError> {
+        waiter: Waiter,
+    ) -> Result<RecordId, (SendError, Waiter)> {
         // Checking and hashing need no lock: other senders go on meanwhile.
-        let prepared = prepare(record)?;
+        let prepared = match prepare(record) {
+            Ok(prepared) => prepared,
+            Err(refusal) => return Err((refusal, waiter)),
+        };
         let shared = &self.handle.shared;
         let mut state = shared.lock();
         let now = shared.clock.now();
-        let admitted = state.admit(prepared, ticket, want, now);
+        let admitted = state.admit(prepared, ticket, waiter, now);
         let wake = state.driver_has_work(shared.max_connections);
         drop(state);
         if wake {
@@ -162,8 +167,8 @@ impl KinesisProducer {
                             prepared.into_record(),
                         ));
                     }
-                    let admitted = state.admit(prepared, None, &mut Some(Want::Future), now);
-                    admitted.map(|(id, _)| id)
+                    let admitted = state.admit(prepared, None, Waiter::Future, now);
+                    admitted.map(|(id, _)| id).map_err(|(refusal, _)| refusal)
                 });
                 full |= matches!(&result, Err(e) if e.kind() == SendErrorKind::BufferFull);
                 accepted.push(result);
@@ -216,9 +221,7 @@ impl KinesisProducer {
     /// refuses with [`SendErrorKind::BufferFull`]: a large record is not passed over forever
     /// by smaller ones that fit in what frees up.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        let id = self
-            .send_waiting(record, None, &mut Some(Want::Future))
-            .await?;
+        let id = self.send_waiting(record, None, Waiter::Future).await?;
         Ok(self.delivery_future(id))
     }
 
@@ -230,7 +233,7 @@ impl KinesisProducer {
         timeout: Duration,
     ) -> Result<DeliveryFuture, SendError> {
         let id = self
-            .send_waiting(record, Some(timeout), &mut Some(Want::Future))
+            .send_waiting(record, Some(timeout), Waiter::Future)
             .await?;
         Ok(self.delivery_future(id))
     }
@@ -239,7 +242,7 @@ impl KinesisProducer {
         &self,
         record: Record,
         timeout: Option<Duration>,
-        want: &mut Option<Want>,
+        waiter: Waiter,
     ) -> Result<RecordId, SendError> {
         // A timeout too long to be a time is no limit.
         let limit = timeout.and_then(|timeout| {
@@ -247,9 +250,12 @@ impl KinesisProducer {
             Some((deadline, timeout))
         });
         // The common case needs no waiting, no queueing and no registration with the notifier.
-        let mut record = match self.admit(record, None, want) {
-            Err(error) if error.kind() == SendErrorKind::BufferFull => error.into_record(),
-            other => return other,
+        let (mut record, mut waiter) = match self.admit(record, None, waiter) {
+            Ok(id) => return Ok(id),
+            Err((error, waiter)) if error.kind() == SendErrorKind::BufferFull => {
+                (error.into_record(), waiter)
+            }
+            Err((error, _)) => return Err(error),
         };
         let place = QueuePlace::take(&self.handle.shared);
         loop {
@@ -257,11 +263,13 @@ impl KinesisProducer {
             tokio::pin!(space);
             // Registered before the retry, so space freed in between is not missed.
             space.as_mut().enable();
-            match self.admit(record, Some(place.ticket), want) {
-                Err(error) if error.kind() == SendErrorKind::BufferFull => {
+            match self.admit(record, Some(place.ticket), waiter) {
+                Ok(id) => return Ok(id),
+                Err((error, back)) if error.kind() == SendErrorKind::BufferFull => {
                     record = error.into_record();
+                    waiter = back;
                 }
-                other => return other,
+                Err((error, _)) => return Err(error),
             }
             match limit {
                 Some((deadline, timeout)) => {

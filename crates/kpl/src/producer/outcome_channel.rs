@@ -1,11 +1,13 @@
 //! Outcomes as messages: an [`OutcomeSender`] whose records' outcomes arrive at an
 //! [`OutcomeReceiver`], for callers that do not keep a future per record.
 
+use std::any::Any;
+
 use kpl_engine::{Record, RecordId};
 use tokio::sync::mpsc;
 
 use super::KinesisProducer;
-use crate::completion::{RecordOutcome, Want};
+use crate::completion::{OutcomeContext, RecordOutcome, Waiter};
 use crate::error::{SendError, SendErrorKind};
 
 /// A channel of `capacity` outcomes for `producer`'s records (see
@@ -31,6 +33,26 @@ impl OutcomeSender {
     /// Accepts a record without waiting, or says why not and hands it back: a full outcome
     /// channel, and everything [`KinesisProducer::send`] refuses for.
     pub fn send(&self, record: Record) -> Result<RecordId, SendError> {
+        self.send_context(record, None)
+    }
+
+    /// [`send`](Self::send) with `context`, which the record's [`RecordOutcome`] brings back
+    /// ([`RecordOutcome::take_context`]): what the caller needs to act on the outcome (where the
+    /// record came from, say) travels with the record, and no table of ids is needed. The
+    /// producer keeps it with the record; a context larger than a pointer is boxed.
+    pub fn send_with<C: Any + Send>(
+        &self,
+        record: Record,
+        context: C,
+    ) -> Result<RecordId, SendError> {
+        self.send_context(record, Some(Box::new(context)))
+    }
+
+    fn send_context(
+        &self,
+        record: Record,
+        context: Option<OutcomeContext>,
+    ) -> Result<RecordId, SendError> {
         let slot = match self.sender.clone().try_reserve_owned() {
             Ok(slot) => slot,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -46,17 +68,36 @@ impl OutcomeSender {
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(no_receiver(record)),
         };
         self.producer
-            .admit(record, None, &mut Some(Want::Channel(slot)))
+            .admit(record, None, Waiter::Channel(slot, context))
+            .map_err(|(refusal, _)| refusal)
     }
 
     /// [`send`](Self::send), waiting for a slot in the outcome channel and then for buffer
     /// space while either is full.
     pub async fn send_wait(&self, record: Record) -> Result<RecordId, SendError> {
+        self.send_wait_context(record, None).await
+    }
+
+    /// [`send_wait`](Self::send_wait) with `context`, as [`send_with`](Self::send_with).
+    pub async fn send_wait_with<C: Any + Send>(
+        &self,
+        record: Record,
+        context: C,
+    ) -> Result<RecordId, SendError> {
+        self.send_wait_context(record, Some(Box::new(context)))
+            .await
+    }
+
+    async fn send_wait_context(
+        &self,
+        record: Record,
+        context: Option<OutcomeContext>,
+    ) -> Result<RecordId, SendError> {
         let Ok(slot) = self.sender.clone().reserve_owned().await else {
             return Err(no_receiver(record));
         };
-        let mut waiter = Some(Want::Channel(slot));
-        self.producer.send_waiting(record, None, &mut waiter).await
+        let waiter = Waiter::Channel(slot, context);
+        self.producer.send_waiting(record, None, waiter).await
     }
 
     /// The producer the records go through.

@@ -12,8 +12,7 @@ use tokio::sync::{Notify, oneshot};
 use super::ShutdownReport;
 use super::driver::FailureLog;
 use crate::clock::TokioClock;
-use crate::completion::{CompletionTable, IdTable, Outcome};
-use crate::completion::{RecordOutcome, Waiter, Want};
+use crate::completion::{CompletionTable, Waiter};
 use crate::error::{DeliveryError, DeliveryErrorKind, SendError, SendErrorKind};
 use crate::metrics::MetricsHub;
 
@@ -49,9 +48,7 @@ impl Shared {
 }
 
 pub(super) struct State {
-    pub(super) engine: Engine,
-    /// Where each unfinished record's outcome goes, by record id.
-    pub(super) waiters: IdTable<Waiter>,
+    pub(super) engine: Engine<Waiter>,
     /// The outcomes of records sent for futures, until their futures read them.
     pub(super) completions: Arc<CompletionTable>,
     /// Who waits for each flush marker.
@@ -78,10 +75,9 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn new(engine: Engine) -> Self {
+    pub(super) fn new(engine: Engine<Waiter>) -> Self {
         Self {
             engine,
-            waiters: IdTable::default(),
             completions: Arc::default(),
             flushes: BTreeMap::new(),
             newest_flush: None,
@@ -113,46 +109,43 @@ impl State {
     }
 
     /// Admits a prepared record under the lock for a caller holding `ticket` in the queue of
-    /// `send_wait` callers (`None`: not queued), its outcome going where `want` says (taken
-    /// only if the record is accepted). Returns its id and whether the caller left the queue.
+    /// `send_wait` callers (`None`: not queued), its outcome going to `waiter`, which the engine
+    /// keeps with the record. Returns its id and whether the caller left the queue, or the
+    /// refusal and the waiter back.
     pub(super) fn admit(
         &mut self,
         prepared: PreparedRecord,
         ticket: Option<u64>,
-        want: &mut Option<Want>,
+        waiter: Waiter,
         now: Instant,
-    ) -> Result<(RecordId, bool), SendError> {
+    ) -> Result<(RecordId, bool), (SendError, Waiter)> {
         if !self.accepting {
-            return Err(SendError::new(
+            let refusal = SendError::new(
                 SendErrorKind::ShuttingDown,
                 "the producer is shutting down",
                 prepared.into_record(),
-            ));
+            );
+            return Err((refusal, waiter));
         }
         if let Some(&first) = self.space_queue.front()
             && ticket != Some(first)
         {
             let waiting = self.space_queue.len();
-            return Err(SendError::new(
+            let refusal = SendError::new(
                 SendErrorKind::BufferFull,
                 format!("{waiting} send_wait call(s) are waiting for buffer space first"),
                 prepared.into_record(),
-            ));
+            );
+            return Err((refusal, waiter));
         }
-        let id = self
-            .engine
-            .submit_prepared(prepared, now)
-            .map_err(|rejected| {
-                let (reason, record) = rejected.into_parts();
-                SendError::from_rejected(reason, record)
-            })?;
+        let id =
+            self.engine
+                .submit_prepared(prepared, waiter, now)
+                .map_err(|(rejected, waiter)| {
+                    let (reason, record) = rejected.into_parts();
+                    (SendError::from_rejected(reason, record), waiter)
+                })?;
         let dequeued = ticket.is_some() && self.space_queue.pop_front().is_some();
-        let waiter = match want.take() {
-            Some(Want::Future) => Waiter::Future(id),
-            Some(Want::Channel(permit)) => Waiter::Channel(permit),
-            None => return Ok((id, dequeued)),
-        };
-        self.waiters.insert(id.get(), waiter);
         Ok((id, dequeued))
     }
 
@@ -179,12 +172,12 @@ impl State {
             match event {
                 Event::Delivered(delivery) => {
                     finished = true;
-                    let id = delivery.id();
-                    self.deliver(id, Ok(delivery), &mut completed);
+                    let (delivery, waiter) = delivery.take_token();
+                    waiter.deliver(delivery.id(), Ok(delivery), &mut completed);
                 }
                 Event::Failed(failure) => {
                     finished = true;
-                    let failure = *failure;
+                    let (failure, waiter) = failure.take_token();
                     let id = failure.id();
                     let reason = failure.reason();
                     if !matches!(
@@ -208,7 +201,7 @@ impl State {
                             _ => {}
                         }
                     }
-                    self.deliver(id, Err(error), &mut completed);
+                    waiter.deliver(id, Err(error), &mut completed);
                 }
                 Event::Flushed(id) => {
                     // The outcomes a flush waits for are there before it is told.
@@ -224,33 +217,14 @@ impl State {
         finished
     }
 
-    /// Hands record `id` its outcome, where its caller wants it: into `completed` for its
-    /// future, or its slot in an outcome channel (reserved when it was accepted: this never
-    /// waits or fails).
-    pub(super) fn deliver(
-        &mut self,
-        id: RecordId,
-        outcome: Outcome,
-        completed: &mut Vec<(RecordId, Outcome)>,
-    ) {
-        match self.waiters.remove(id.get()) {
-            Some(Waiter::Future(_)) => completed.push((id, outcome)),
-            Some(Waiter::Channel(permit)) => drop(permit.send(RecordOutcome { id, outcome })),
-            None => {}
-        }
-    }
-
     /// Cancels every record still waiting for its outcome: nothing can finish them any more.
+    /// The engine gives up on each, and each caller hears its record was cancelled (a future's,
+    /// and an outcome channel's alike), after any outcome that was already decided.
     pub(super) fn cancel_waiters(&mut self) {
-        let futures = self
-            .waiters
-            .drain()
-            .into_iter()
-            .filter_map(|(_, waiter)| match waiter {
-                Waiter::Future(id) => Some((id, Err(DeliveryError::cancelled(id)))),
-                Waiter::Channel(_) => None,
-            });
-        self.completions.complete(futures);
+        self.engine.abandon();
+        let dropped = mem::replace(&mut self.dropped, true);
+        self.dispatch(false);
+        self.dropped = dropped;
     }
 }
 

@@ -29,13 +29,13 @@ pub(in crate::engine) struct Answer {
     pub(in crate::engine) now: Instant,
 }
 
-impl StreamState {
+impl<T> StreamState<T> {
     /// Takes the answer to a `PutRecords` request of this stream: each entry is delivered,
     /// held, retried or failed, and each shard that had entries in it hears its verdict.
     pub(in crate::engine) fn on_put_records(
         &mut self,
-        cx: &mut Shared,
-        entries: Vec<EntryMeta>,
+        cx: &mut Shared<T>,
+        entries: Vec<EntryMeta<T>>,
         result: Result<PutRecordsResponse, TransportError>,
         answer: Answer,
     ) {
@@ -143,8 +143,8 @@ impl StreamState {
     /// shard does not own all its records (re-sent) or that the map cannot judge yet (held).
     fn on_entry_written(
         &mut self,
-        cx: &mut Shared,
-        entry: EntryMeta,
+        cx: &mut Shared<T>,
+        entry: EntryMeta<T>,
         landing: Arc<Landing>,
         verdict: &mut SlotVerdict,
         answer: Answer,
@@ -199,8 +199,8 @@ impl StreamState {
     /// Reports the records of one written Kinesis record as delivered.
     pub(super) fn deliver(
         &mut self,
-        cx: &mut Shared,
-        entry: EntryMeta,
+        cx: &mut Shared<T>,
+        entry: EntryMeta<T>,
         landing: Arc<Landing>,
         sent_at: Instant,
         landed_at: Instant,
@@ -213,8 +213,8 @@ impl StreamState {
         let shard_slot = self.slot_of.get(&landing.shard_id).copied();
         let duration = landed_at.saturating_duration_since(sent_at);
         let count = records.len() as u64;
-        // By reference: moving each (large) record out would cost a copy apiece.
-        for pending in &mut records {
+        // Drained, to hand each record's token back; the emptied list is kept for reuse.
+        for mut pending in records.drain(..) {
             let first_try = pending.attempts.is_none();
             let delay = sent_at.saturating_duration_since(pending.last_end());
             let size = pending.size();
@@ -235,11 +235,11 @@ impl StreamState {
             let delivery = Delivery {
                 id: RecordId(pending.id),
                 attempts: AttemptList::new(pending.attempts.take(), last),
+                token: pending.token,
             };
             cx.outcomes
                 .settle(Event::Delivered(delivery), pending.id, charge, history);
         }
-        records.clear();
         self.observe(
             shard_slot,
             Metric::KinesisRecordsDataPut,
@@ -276,8 +276,8 @@ impl StreamState {
     /// Retries an entry of a request refused whole as invalid, in a request of its own.
     fn retry_alone(
         &mut self,
-        cx: &mut Shared,
-        mut entry: EntryMeta,
+        cx: &mut Shared<T>,
+        mut entry: EntryMeta<T>,
         error: &Arc<AttemptError>,
         verdict: &mut SlotVerdict,
         answer: Answer,
@@ -293,8 +293,8 @@ impl StreamState {
     /// An entry failed with `error` of `kind`: its records are retried, or fail for good.
     fn on_entry_failed(
         &mut self,
-        cx: &mut Shared,
-        entry: EntryMeta,
+        cx: &mut Shared<T>,
+        entry: EntryMeta<T>,
         kind: TransportErrorKind,
         error: &Arc<AttemptError>,
         verdict: &mut SlotVerdict,

@@ -22,9 +22,9 @@ const DECIDE_BY_DIVISOR: u32 = 2;
 /// range: the records keep their landing and wait, without being re-sent, for a map read that
 /// knows the shard.
 #[derive(Debug)]
-pub(super) struct HeldLanding {
+pub(super) struct HeldLanding<T = ()> {
     pub(super) landing: Arc<Landing>,
-    pub(super) records: Vec<Pending>,
+    pub(super) records: Vec<Pending<T>>,
     /// The shard the aggregate was predicted for (in ordering mode it stays busy meanwhile).
     pub(super) slot: Option<usize>,
     /// The aggregate's size as the service counts it.
@@ -36,7 +36,7 @@ pub(super) struct HeldLanding {
     pub(super) decide_by: Instant,
 }
 
-impl HeldLanding {
+impl<T> HeldLanding<T> {
     /// Whether a map read that started at `read_started` reflects the shards that existed when
     /// the aggregate was written: a read sent after the answer arrived saw the write.
     pub(super) fn read_saw_the_write(&self, read_started: Option<Instant>) -> bool {
@@ -63,14 +63,14 @@ pub(super) struct Landed<'a> {
     pub(super) landed_at: Instant,
 }
 
-impl StreamState {
+impl<T> StreamState<T> {
     /// An aggregate landed on a shard that does not own all of its records: a KCL consumer drops
     /// it there, so every record is re-sent.
     pub(super) fn resend_misplaced(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         landed: Landed<'_>,
-        records: Vec<Pending>,
+        records: Vec<Pending<T>>,
         now: Instant,
     ) {
         let why = "which does not own all of their hash keys; all are re-sent";
@@ -101,12 +101,12 @@ impl StreamState {
     /// fails those past their expiry and returns the others, due again soon.
     pub(super) fn prepare_resend(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         landed: &Landed<'_>,
-        records: Vec<Pending>,
+        records: Vec<Pending<T>>,
         (code, why): (&str, &str),
         now: Instant,
-    ) -> Vec<Pending> {
+    ) -> Vec<Pending<T>> {
         let error = AttemptError::shared(
             code,
             format!(
@@ -145,8 +145,8 @@ impl StreamState {
     /// judge it, and makes sure one is on its way.
     pub(super) fn hold_landing(
         &mut self,
-        cx: &mut Shared,
-        entry: EntryMeta,
+        cx: &mut Shared<T>,
+        entry: EntryMeta<T>,
         landing: Arc<Landing>,
         sent_at: Instant,
         now: Instant,
@@ -176,7 +176,7 @@ impl StreamState {
     /// landing on a shard that a map read made after the write does not list (closed again by
     /// a second reshard) waits for a listing of every shard; if even that does not know it, it
     /// is given up on. The others wait for a map read made after their write.
-    pub(super) fn judge_held_landings(&mut self, cx: &mut Shared, now: Instant) {
+    pub(super) fn judge_held_landings(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         if stream.held_landings.is_empty() {
             return;
@@ -234,12 +234,12 @@ impl StreamState {
     }
 
     /// Gives up on held landings whose decision time has come: their records are re-sent alone.
-    pub(super) fn give_up_overdue_landings(&mut self, cx: &mut Shared, now: Instant) {
+    pub(super) fn give_up_overdue_landings(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         if stream.held_landings.iter().all(|held| held.decide_by > now) {
             return;
         }
-        let (overdue, waiting): (Vec<HeldLanding>, Vec<HeldLanding>) =
+        let (overdue, waiting): (Vec<HeldLanding<T>>, Vec<HeldLanding<T>>) =
             mem::take(&mut stream.held_landings)
                 .into_iter()
                 .partition(|held| held.decide_by <= now);
@@ -259,9 +259,9 @@ impl StreamState {
     /// record counts wherever it lands). The first copy may be readable too, so this is counted.
     pub(super) fn resend_alone(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         landed: Landed<'_>,
-        records: Vec<Pending>,
+        records: Vec<Pending<T>>,
         now: Instant,
     ) {
         let why = "a shard no shard map read in time has listed; each record is re-sent alone, \

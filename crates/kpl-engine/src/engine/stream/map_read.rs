@@ -22,10 +22,10 @@ use crate::transport::{
 /// producers started together do not read together.
 const REFRESH_JITTER: std::ops::RangeInclusive<f64> = 0.9..=1.1;
 
-impl StreamState {
+impl<T> StreamState<T> {
     /// Starts a read of the map (and of the stream's summary until one is known), unless one
     /// is under way.
-    pub(in crate::engine) fn start_refresh(&mut self, cx: &mut Shared, now: Instant) {
+    pub(in crate::engine) fn start_refresh(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         for (kind, request) in stream.maps.begin(&stream.stream, now) {
             cx.requests.enqueue(self.index, kind, request);
@@ -34,7 +34,7 @@ impl StreamState {
 
     pub(in crate::engine) fn on_summary(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         summary: Option<StreamSummary>,
     ) {
         let stream = &mut *self;
@@ -46,7 +46,7 @@ impl StreamState {
 
     pub(in crate::engine) fn on_list_shards(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         page: Result<ListShardsResponse, TransportError>,
         now: Instant,
     ) {
@@ -82,13 +82,13 @@ impl StreamState {
     /// made) fails now with the service's answer, instead of each waiting for its own.
     pub(super) fn fail_queued(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         operation: &str,
         error: &TransportError,
         now: Instant,
     ) {
         let stream = &mut *self;
-        let mut waiting: Vec<Pending> = stream.maps.waiting.drain(..).collect();
+        let mut waiting: Vec<Pending<T>> = stream.maps.waiting.drain(..).collect();
         for packed in stream.collector.take() {
             if let Some(shard) = packed.slot.and_then(|slot| stream.shards.get_mut(slot)) {
                 shard.busy = false;
@@ -114,7 +114,7 @@ impl StreamState {
         }
     }
 
-    pub(super) fn start_history_read(&mut self, cx: &mut Shared, now: Instant) {
+    pub(super) fn start_history_read(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         if let Some(request) = stream.maps.history.begin(&stream.stream, now) {
             cx.requests
@@ -124,7 +124,7 @@ impl StreamState {
 
     pub(in crate::engine) fn on_shard_history(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         page: Result<ListShardsResponse, TransportError>,
         now: Instant,
     ) {
@@ -165,13 +165,13 @@ impl StreamState {
 
     /// Reads every shard again after a backoff; the landings wait, at most until their
     /// `decide_by` (armed already).
-    fn history_failed(&mut self, cx: &mut Shared, now: Instant) {
+    fn history_failed(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         let retry_at = stream.maps.history.failed(now);
         stream.arm_timer(cx, retry_at);
     }
 
-    fn refresh_failed(&mut self, cx: &mut Shared, now: Instant) {
+    fn refresh_failed(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         stream.maps.refresh.failed(now);
         // Records held for the first map stop waiting for this read: servicing the stream
@@ -182,7 +182,7 @@ impl StreamState {
 
     pub(super) fn install_map(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         shards: Vec<ShardDescription>,
         now: Instant,
     ) {
@@ -219,7 +219,7 @@ impl StreamState {
         }
         // Records queued on shards that closed go through the new map; those in flight are
         // judged by where they land.
-        let mut displaced: Vec<Pending> = Vec::new();
+        let mut displaced: Vec<Pending<T>> = Vec::new();
         for (slot, shard) in stream.shards.iter_mut().enumerate() {
             shard.awaiting_refresh = false;
             let open = open_slots.contains(&slot);
@@ -251,14 +251,14 @@ impl StreamState {
 
     /// A landing that contradicts the map: read it again, unless it was read after the
     /// request was sent.
-    pub(super) fn invalidate_map(&mut self, cx: &mut Shared, sent_at: Instant, now: Instant) {
+    pub(super) fn invalidate_map(&mut self, cx: &mut Shared<T>, sent_at: Instant, now: Instant) {
         if self.maps.contradicted_by(sent_at) {
             self.start_refresh(cx, now);
         }
     }
 
     /// Starts a map read unless one is in flight or a failing one waits for its retry.
-    pub(super) fn ensure_map_read(&mut self, cx: &mut Shared, now: Instant) {
+    pub(super) fn ensure_map_read(&mut self, cx: &mut Shared<T>, now: Instant) {
         if self.maps.can_read_now() {
             self.start_refresh(cx, now);
         }

@@ -42,23 +42,23 @@ use crate::transport::ShardId;
 const IDLE_STREAM_REFRESHES: u32 = 5;
 
 #[derive(Debug)]
-pub(super) struct StreamState {
+pub(super) struct StreamState<T = ()> {
     stream: Stream,
     /// Its place among the engine's streams: the name its wake-ups and requests carry.
     index: usize,
-    maps: MapRefresh,
+    maps: MapRefresh<T>,
     max_record_size: usize,
     /// Every shard of the stream the map has listed open, by slot; closed ones stay (empty) so
     /// slots keep their meaning for requests in flight.
-    shards: Vec<ShardQueue>,
+    shards: Vec<ShardQueue<T>>,
     slot_of: BTreeMap<ShardId, usize>,
     /// Aggregates that landed on shards the map did not know, waiting to be judged.
-    held_landings: Vec<HeldLanding>,
+    held_landings: Vec<HeldLanding<T>>,
     /// When a run of `ExpiredTokenException` answers began; a write ends it.
     expired_token_since: Option<Instant>,
     /// Backoff of records sent without a prediction.
     unpredicted_backoff: Backoff,
-    collector: Collector,
+    collector: Collector<T>,
     timer: Option<Instant>,
     stats: StreamStats,
     /// This interval's samples of stream-level metrics, and of shard-level ones without a shard.
@@ -69,10 +69,10 @@ pub(super) struct StreamState {
     retired: bool,
 }
 
-impl StreamState {
+impl<T> StreamState<T> {
     /// The state of `stream`, the engine's stream number `index`, with its first map read
     /// started.
-    pub(super) fn new(stream: Stream, index: usize, cx: &mut Shared, now: Instant) -> Self {
+    pub(super) fn new(stream: Stream, index: usize, cx: &mut Shared<T>, now: Instant) -> Self {
         let config = &cx.config;
         let mut state = Self {
             stream,
@@ -109,7 +109,7 @@ impl StreamState {
 
     /// Frees an idle stream's map and shards and stops re-reading its map; its statistics stay
     /// (without the per-shard part). The next record for it reads the map again.
-    fn retire(&mut self, cx: &mut Shared) {
+    fn retire(&mut self, cx: &mut Shared<T>) {
         for (slot, shard) in self.shards.iter_mut().enumerate() {
             cx.timers
                 .disarm(&mut shard.timer, Timer::Shard(self.index, slot));
@@ -144,7 +144,7 @@ impl StreamState {
 }
 
 /// What the engine asks of a stream, and what it reads of it.
-impl StreamState {
+impl<T> StreamState<T> {
     /// The stream.
     pub(super) fn stream(&self) -> &Stream {
         &self.stream
@@ -164,7 +164,7 @@ impl StreamState {
     /// Takes an accepted record: routes it to its shard, or makes it wait for a map (read again
     /// if the stream was retired).
     #[inline(always)]
-    pub(super) fn accept(&mut self, cx: &mut Shared, pending: Pending, now: Instant) {
+    pub(super) fn accept(&mut self, cx: &mut Shared<T>, pending: Pending<T>, now: Instant) {
         self.last_record_at = now;
         self.observe(None, Metric::UserRecordsReceived, 1.0);
         self.stats.user_records_pending += 1;
@@ -177,7 +177,7 @@ impl StreamState {
 
     /// The stream's wake-up armed for `at` is due: moves the stream forward, unless a later
     /// arming replaced it.
-    pub(super) fn on_stream_timer(&mut self, cx: &mut Shared, at: Instant, now: Instant) {
+    pub(super) fn on_stream_timer(&mut self, cx: &mut Shared<T>, at: Instant, now: Instant) {
         if self.timer == Some(at) {
             self.timer = None;
             self.service_stream(cx, now);
@@ -188,7 +188,7 @@ impl StreamState {
     /// arming replaced it or the shard was freed.
     pub(super) fn on_shard_timer(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         slot: usize,
         at: Instant,
         now: Instant,
@@ -204,7 +204,7 @@ impl StreamState {
     }
 
     /// Arms the stream's wake-up for `at`, unless it is armed earlier.
-    fn arm_timer(&mut self, cx: &mut Shared, at: Instant) {
+    fn arm_timer(&mut self, cx: &mut Shared<T>, at: Instant) {
         cx.timers
             .arm(&mut self.timer, at, Timer::Stream(self.index));
     }
@@ -220,12 +220,12 @@ impl StreamState {
     /// Takes every record the stream holds out of it and stops its reads: for the engine's
     /// `abandon`. Records written on a shard whose landing waits to be judged may have been
     /// written; the others were not.
-    pub(super) fn abandon(&mut self) -> Vec<(Pending, FailureReason)> {
-        let mut taken: Vec<Pending> = self.maps.waiting.drain(..).collect();
+    pub(super) fn abandon(&mut self) -> Vec<(Pending<T>, FailureReason)> {
+        let mut taken: Vec<Pending<T>> = self.maps.waiting.drain(..).collect();
         for packed in self.collector.take() {
             taken.extend(packed.records);
         }
-        let mut abandoned: Vec<(Pending, FailureReason)> = Vec::new();
+        let mut abandoned: Vec<(Pending<T>, FailureReason)> = Vec::new();
         for held in self.held_landings.drain(..) {
             abandoned.extend(
                 held.records
@@ -274,7 +274,7 @@ impl StreamState {
 
 /// What the engine's tests look at.
 #[cfg(test)]
-impl StreamState {
+impl<T> StreamState<T> {
     pub(super) fn is_retired(&self) -> bool {
         self.retired
     }
@@ -283,13 +283,13 @@ impl StreamState {
         self.shards.len()
     }
 
-    pub(super) fn shard(&self, slot: usize) -> &ShardQueue {
+    pub(super) fn shard(&self, slot: usize) -> &ShardQueue<T> {
         &self.shards[slot]
     }
 }
 
 /// Outcomes, and what they are counted in.
-impl StreamState {
+impl<T> StreamState<T> {
     fn record_buffering(&mut self, waited: Duration) {
         self.stats.buffering_time.record(millis(waited));
     }
@@ -317,9 +317,9 @@ impl StreamState {
     /// at `now`: in its history, and in the buffering statistics.
     fn failed_attempt(
         &mut self,
-        cx: &mut Shared,
+        cx: &mut Shared<T>,
         slot: Option<usize>,
-        pending: &mut Pending,
+        pending: &mut Pending<T>,
         error: &Arc<AttemptError>,
         answer: Answer,
     ) {
@@ -332,7 +332,7 @@ impl StreamState {
     }
 
     /// Fails `pending` as expired (`record_ttl` reached).
-    fn expire(&mut self, cx: &mut Shared, mut pending: Pending, now: Instant) {
+    fn expire(&mut self, cx: &mut Shared<T>, mut pending: Pending<T>, now: Instant) {
         let error = AttemptError::shared(
             codes::EXPIRED,
             "record_ttl reached before the record could be written",
@@ -342,7 +342,12 @@ impl StreamState {
     }
 
     /// Settles `pending` as failed for `reason`, handing the record back.
-    pub(super) fn fail(&mut self, cx: &mut Shared, mut pending: Pending, reason: FailureReason) {
+    pub(super) fn fail(
+        &mut self,
+        cx: &mut Shared<T>,
+        mut pending: Pending<T>,
+        reason: FailureReason,
+    ) {
         // A failed record counts against the shard it was predicted for, as in the KPL.
         let predicted = self.maps.predict(pending.hash_key);
         let retries = pending.failed_attempts().saturating_sub(1);
@@ -359,13 +364,14 @@ impl StreamState {
             .attempts
             .take()
             .map_or((Vec::new(), 0), |history| history.into_parts());
-        let record = pending.into_record(self.stream.clone());
+        let (record, token) = pending.into_record(self.stream.clone());
         let failure = Failure {
             id: RecordId(id),
             reason,
             record,
             attempts,
             omitted_attempts,
+            token,
         };
         cx.outcomes
             .settle(Event::Failed(Box::new(failure)), id, charge, history);

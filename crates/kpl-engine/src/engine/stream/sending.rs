@@ -15,10 +15,10 @@ use crate::metrics::Metric;
 use crate::outcome::{AttemptError, FailureReason, codes};
 use crate::transport::{PutRecordsRequest, Request};
 
-impl StreamState {
+impl<T> StreamState<T> {
     /// Sends a record to its predicted shard's aggregate, or makes it wait for a map.
     #[inline(always)]
-    pub(super) fn route(&mut self, cx: &mut Shared, pending: Pending, now: Instant) {
+    pub(super) fn route(&mut self, cx: &mut Shared<T>, pending: Pending<T>, now: Instant) {
         match self.maps.predict(pending.hash_key) {
             Some(slot) => self.aggregate(cx, slot, pending, now),
             // No map yet (the map is never torn: see `install_map`). Wait for it; at the
@@ -28,14 +28,14 @@ impl StreamState {
     }
 
     /// Makes a record wait for its stream's map, at most until its deadline.
-    pub(super) fn await_map(&mut self, cx: &mut Shared, pending: Pending) {
+    pub(super) fn await_map(&mut self, cx: &mut Shared<T>, pending: Pending<T>) {
         let stream = &mut *self;
         let deadline = stream.maps.wait(pending);
         stream.arm_timer(cx, deadline);
     }
 
     #[inline(always)]
-    fn aggregate(&mut self, cx: &mut Shared, slot: usize, pending: Pending, now: Instant) {
+    fn aggregate(&mut self, cx: &mut Shared<T>, slot: usize, pending: Pending<T>, now: Instant) {
         let max_count = cx.aggregate_max_count(Packing::Aggregated);
         let shard = &mut self.shards[slot];
         shard.add(pending, max_count);
@@ -51,12 +51,12 @@ impl StreamState {
     /// among themselves or each alone, so they go before anything accepted after them.
     pub(super) fn requeue_front(
         &mut self,
-        cx: &mut Shared,
-        records: Vec<Pending>,
+        cx: &mut Shared<T>,
+        records: Vec<Pending<T>>,
         packing: Packing,
         now: Instant,
     ) {
-        let mut by_slot: BTreeMap<usize, Vec<Pending>> = BTreeMap::new();
+        let mut by_slot: BTreeMap<usize, Vec<Pending<T>>> = BTreeMap::new();
         for pending in records {
             match self.maps.predict(pending.hash_key) {
                 Some(slot) => by_slot.entry(slot).or_default().push(pending),
@@ -78,7 +78,7 @@ impl StreamState {
 
     /// Moves a shard forward: fails expired records, passes what its limits allow to the
     /// collector, and arms the shard's next wake-up.
-    pub(super) fn service_shard(&mut self, cx: &mut Shared, slot: usize, now: Instant) {
+    pub(super) fn service_shard(&mut self, cx: &mut Shared<T>, slot: usize, now: Instant) {
         let ordering = cx.ordered();
         if let Some((expired, survivors)) = self.shards[slot].take_expired(now) {
             let error = AttemptError::shared(
@@ -107,7 +107,7 @@ impl StreamState {
         }
     }
 
-    pub(super) fn service_all_shards(&mut self, cx: &mut Shared, now: Instant) {
+    pub(super) fn service_all_shards(&mut self, cx: &mut Shared<T>, now: Instant) {
         for slot in 0..self.shards.len() {
             if self.shards[slot].open {
                 self.service_shard(cx, slot, now);
@@ -127,7 +127,7 @@ impl StreamState {
         }
     }
 
-    fn collect(&mut self, cx: &mut Shared, packed: PackedRecord, now: Instant) {
+    fn collect(&mut self, cx: &mut Shared<T>, packed: PackedRecord<T>, now: Instant) {
         let shape = RequestShape::of(&cx.config);
         if self.collector.must_send_before(&packed, shape) {
             self.send_collected(cx);
@@ -139,7 +139,7 @@ impl StreamState {
     }
 
     /// Turns what the stream's collector holds into a `PutRecords` request.
-    fn send_collected(&mut self, cx: &mut Shared) {
+    fn send_collected(&mut self, cx: &mut Shared<T>) {
         let packed = self.collector.take();
         if packed.is_empty() {
             return;
@@ -179,7 +179,7 @@ impl StreamState {
     }
 
     /// Sends what is buffered now, without waiting for deadlines (see `Engine::flush`).
-    pub(in crate::engine) fn flush(&mut self, cx: &mut Shared, now: Instant) {
+    pub(in crate::engine) fn flush(&mut self, cx: &mut Shared<T>, now: Instant) {
         let stream = &mut *self;
         stream.maps.flush_on_map |= !stream.maps.waiting.is_empty();
         for slot in 0..self.shards.len() {
@@ -198,13 +198,13 @@ impl StreamState {
     /// expire, the others go back to the head of their shards, to be packed again.
     pub(in crate::engine) fn drop_expired_entries(
         &mut self,
-        cx: &mut Shared,
-        dropped: Vec<EntryMeta>,
+        cx: &mut Shared<T>,
+        dropped: Vec<EntryMeta<T>>,
         now: Instant,
     ) {
         let mut requeued = false;
         for meta in dropped {
-            let (expired, survivors): (Vec<Pending>, Vec<Pending>) =
+            let (expired, survivors): (Vec<Pending<T>>, Vec<Pending<T>>) =
                 meta.records.into_iter().partition(|p| p.expiration <= now);
             for pending in expired {
                 self.expire(cx, pending, now);
@@ -228,7 +228,7 @@ impl StreamState {
     /// Moves a stream forward: records whose map wait is over, held landings overdue, the
     /// collector at its deadline, the periodic map read (or retirement when idle), the listing
     /// of every shard; then arms the stream's next wake-up.
-    pub(super) fn service_stream(&mut self, cx: &mut Shared, now: Instant) {
+    pub(super) fn service_stream(&mut self, cx: &mut Shared<T>, now: Instant) {
         // Before the first map exists, records wait for it while it is being read (past their
         // deadline if need be, but not past their expiry): sent unpredicted they could not be
         // aggregated. In ordering mode they always wait, as a record sent unpredicted would

@@ -108,6 +108,7 @@ impl Fixture {
             expiration: self.now + Duration::from_secs(30),
             attempts: None,
             isolate: false,
+            token: (),
         };
         self.stream.accept(&mut self.cx, pending, self.now);
     }
