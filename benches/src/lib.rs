@@ -457,6 +457,12 @@ pub fn aws_transport(endpoint: String) -> Option<kpl_aws::AwsTransport> {
     let mut settings = kpl_aws::AwsSettings::default();
     settings.region = Some("us-east-1".to_owned());
     settings.endpoint_url = Some(endpoint);
-    settings.credentials = Some(("AKIDBENCH".to_owned(), "bench-secret".to_owned(), None));
+    settings.credentials = Some(kpl::aws::Credentials::new(
+        "AKIDBENCH",
+        "bench-secret",
+        None,
+        None,
+        "bench",
+    ));
     kpl_aws::AwsTransport::new(settings).ok()
 }

@@ -62,8 +62,8 @@ pub struct AwsSettings {
     pub region: Option<String>,
     /// A full endpoint URL (`http://` or `https://`), for local servers or VPC endpoints.
     pub endpoint_url: Option<String>,
-    /// Static credentials: access key id, secret access key, session token.
-    pub credentials: Option<(String, String, Option<String>)>,
+    /// Static credentials (the SDK's type, which never prints the secret).
+    pub credentials: Option<Credentials>,
     /// A credentials provider of the application's (an SSO or web-identity provider, one that
     /// rotates keys, ...); it takes precedence over `credentials`. Without either, the SDK's
     /// default chain decides.
@@ -390,14 +390,8 @@ async fn load_sdk_config(
     }
     if let Some(provider) = &settings.credentials_provider {
         loader = loader.credentials_provider(provider.clone());
-    } else if let Some((id, secret, token)) = &settings.credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            id.clone(),
-            secret.clone(),
-            token.clone(),
-            None,
-            "kpl-static",
-        ));
+    } else if let Some(keys) = &settings.credentials {
+        loader = loader.credentials_provider(keys.clone());
     }
     loader.load().await
 }

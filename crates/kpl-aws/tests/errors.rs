@@ -393,7 +393,7 @@ async fn a_refused_connection_is_a_connection_error() {
     let mut settings = AwsSettings::default();
     settings.region = Some("us-east-1".into());
     settings.endpoint_url = Some("http://127.0.0.1:1".into());
-    settings.credentials = Some(("AKIDTEST".into(), "secret".into(), None));
+    settings.credentials = Some(Credentials::new("AKIDTEST", "secret", None, None, "test"));
     let transport = AwsTransport::new(settings).unwrap();
     let error = transport.put_records(put("s")).await.unwrap_err();
     assert_eq!(error.kind(), TransportErrorKind::Connection, "{error}");
@@ -466,7 +466,13 @@ fn settings_that_cannot_be_used_are_refused_with_the_reason() {
         AwsTransport::new(settings.clone()).unwrap_err(),
         AwsSettingsError::Endpoint(_)
     ));
-    settings.credentials = Some(("AKIDSECRETID".into(), "very-secret".into(), None));
+    settings.credentials = Some(Credentials::new(
+        "AKIDSECRETID",
+        "very-secret",
+        None,
+        None,
+        "test",
+    ));
     let debug = format!("{settings:?}");
     assert!(!debug.contains("very-secret") && !debug.contains("AKIDSECRETID"));
 }

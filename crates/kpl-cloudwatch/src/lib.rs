@@ -39,6 +39,8 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,17 +74,28 @@ const DATUM_OVERHEAD_BYTES: usize = 160;
 /// What one dimension's encoding costs beyond its name and value.
 const DIMENSION_OVERHEAD_BYTES: usize = 16;
 
+/// Gives the SDK configuration the CloudWatch client derives from: the region, credentials and
+/// HTTP client (proxy, trust store) another client already uses, so both go one way. The
+/// producer hands its Kinesis transport's (`kpl_aws::AwsTransport::sdk_config`).
+pub type BaseConfig =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = aws_config::SdkConfig> + Send>> + Send + Sync>;
+
 /// Where and as whom to upload. Everything is optional: by default the SDK's provider chains
-/// decide the region and the credentials, and the regional endpoint is used.
+/// decide the region and the credentials, and the regional endpoint is used. The client derives
+/// from [`base_config`](Self::base_config) when given; each setting here that is set overrides
+/// it.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct CloudWatchSettings {
+    /// The SDK configuration to derive from (see [`BaseConfig`]); `None`: the SDK's defaults.
+    /// Its endpoint never carries over: CloudWatch's is `endpoint_url`, or the regional one.
+    pub base_config: Option<BaseConfig>,
     /// The region, such as `us-east-1`.
     pub region: Option<String>,
     /// A full endpoint URL (`http://` or `https://`), for a VPC endpoint or a local server.
     pub endpoint_url: Option<String>,
-    /// Static credentials: access key id, secret access key, session token.
-    pub credentials: Option<(String, String, Option<String>)>,
+    /// Static credentials (the SDK's type, which never prints the secret).
+    pub credentials: Option<Credentials>,
     /// A credentials provider of the application's (an SSO or web-identity provider, one that
     /// rotates keys, ...); it takes precedence over `credentials`. Without either, the SDK's
     /// default chain decides.
@@ -97,6 +110,10 @@ pub struct CloudWatchSettings {
 impl fmt::Debug for CloudWatchSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CloudWatchSettings")
+            .field(
+                "base_config",
+                &self.base_config.as_ref().map(|_| "<shared>"),
+            )
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
             .field(
@@ -151,7 +168,7 @@ impl CloudWatchExporter {
 
     async fn client(&self) -> &Client {
         self.client
-            .get_or_init(|| async { Client::new(&load_sdk_config(&self.settings).await) })
+            .get_or_init(|| async { Client::from_conf(client_config(&self.settings).await) })
             .await
     }
 }
@@ -280,39 +297,43 @@ fn split_into_calls(data: Vec<CwDatum>) -> Vec<(Vec<CwDatum>, usize)> {
     calls
 }
 
-/// The SDK configuration for `settings`: the SDK's standard retries (exponential backoff with
-/// jitter) for each call.
-async fn load_sdk_config(settings: &CloudWatchSettings) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+/// The client's configuration: derived from the base (given, or the SDK's defaults with the
+/// settings' HTTP client), then the settings laid over it, with the SDK's standard retries
+/// (exponential backoff with jitter) for each call.
+async fn client_config(settings: &CloudWatchSettings) -> aws_sdk_cloudwatch::Config {
+    let base = match &settings.base_config {
+        Some(base) => base().await,
+        None => {
+            let mut loader = aws_config::defaults(BehaviorVersion::latest());
+            // The credentials chain's own calls (STS, instance metadata) take the same way.
+            if let Some(http_client) = &settings.http_client {
+                loader = loader.http_client(http_client.clone());
+            }
+            loader.load().await
+        }
+    };
+    let mut config = aws_sdk_cloudwatch::config::Builder::from(&base)
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+    // Another service's endpoint must not carry over.
+    config.set_endpoint_url(settings.endpoint_url.clone());
     if let Some(request) = settings.request_timeout {
-        loader = loader.timeout_config(
-            TimeoutConfig::builder()
-                .operation_attempt_timeout(request)
-                .build(),
-        );
+        let timeouts = base
+            .timeout_config()
+            .map_or_else(TimeoutConfig::builder, TimeoutConfig::to_builder);
+        config = config.timeout_config(timeouts.operation_attempt_timeout(request).build());
     }
     if let Some(region) = &settings.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
+        config = config.region(aws_config::Region::new(region.clone()));
     }
     if let Some(http_client) = &settings.http_client {
-        loader = loader.http_client(http_client.clone());
-    }
-    if let Some(url) = &settings.endpoint_url {
-        loader = loader.endpoint_url(url.clone());
+        config = config.http_client(http_client.clone());
     }
     if let Some(provider) = &settings.credentials_provider {
-        loader = loader.credentials_provider(provider.clone());
-    } else if let Some((id, secret, token)) = &settings.credentials {
-        loader = loader.credentials_provider(Credentials::new(
-            id.clone(),
-            secret.clone(),
-            token.clone(),
-            None,
-            "kpl-metrics-static",
-        ));
+        config = config.credentials_provider(provider.clone());
+    } else if let Some(keys) = &settings.credentials {
+        config = config.credentials_provider(keys.clone());
     }
-    loader.load().await
+    config.build()
 }
 
 #[cfg(test)]

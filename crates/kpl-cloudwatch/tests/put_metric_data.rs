@@ -22,6 +22,8 @@ struct Received {
     body: Value,
     /// The access key id the request was signed with.
     access_key: String,
+    /// The region it was signed for.
+    region: String,
 }
 
 /// How the stub answers.
@@ -86,12 +88,15 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: An
         }
         let body: Vec<u8> = buffer.drain(..head_end + length).skip(head_end).collect();
         let gzip = header("content-encoding").is_some_and(|v| v.contains("gzip"));
-        let access_key = header("authorization")
-            .and_then(|auth| {
-                let credential = auth.split("Credential=").nth(1)?;
-                Some(credential.split('/').next()?.to_owned())
-            })
-            .unwrap_or_default();
+        let scope = |part: usize| {
+            header("authorization")
+                .and_then(|auth| {
+                    let credential = auth.split("Credential=").nth(1)?;
+                    Some(credential.split('/').nth(part)?.to_owned())
+                })
+                .unwrap_or_default()
+        };
+        let (access_key, region) = (scope(0), scope(2));
         let body = if gzip {
             let mut plain = Vec::new();
             std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut plain)
@@ -108,6 +113,7 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: An
                 gzip,
                 body,
                 access_key,
+                region,
             });
             log.len()
         };
@@ -136,7 +142,13 @@ fn exporter(url: &str) -> CloudWatchExporter {
     let mut settings = CloudWatchSettings::default();
     settings.region = Some("us-east-1".to_owned());
     settings.endpoint_url = Some(url.to_owned());
-    settings.credentials = Some(("AKIDEXAMPLE".to_owned(), "secret".to_owned(), None));
+    settings.credentials = Some(aws_credential_types::Credentials::new(
+        "AKIDEXAMPLE",
+        "secret",
+        None,
+        None,
+        "test",
+    ));
     settings.request_timeout = Some(Duration::from_secs(5));
     CloudWatchExporter::new(settings)
 }
@@ -208,7 +220,13 @@ async fn a_credentials_provider_signs_the_uploads_in_place_of_static_keys() {
     let mut settings = CloudWatchSettings::default();
     settings.region = Some("us-east-1".to_owned());
     settings.endpoint_url = Some(stub.url.clone());
-    settings.credentials = Some(("AKIDEXAMPLE".to_owned(), "secret".to_owned(), None));
+    settings.credentials = Some(aws_credential_types::Credentials::new(
+        "AKIDEXAMPLE",
+        "secret",
+        None,
+        None,
+        "test",
+    ));
     settings.credentials_provider =
         Some(aws_credential_types::provider::SharedCredentialsProvider::new(MetricsAccount));
     assert!(!format!("{settings:?}").contains("AKIDEXAMPLE"));
@@ -220,6 +238,66 @@ async fn a_credentials_provider_signs_the_uploads_in_place_of_static_keys() {
     let received = stub.received.lock().unwrap();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].access_key, "AKIDMETRICS");
+}
+
+/// A base configuration as another client's (the producer's Kinesis transport's): its region,
+/// its keys, and its endpoint, which must not carry over to CloudWatch.
+fn base_config(kinesis_endpoint: &str) -> kpl_cloudwatch::BaseConfig {
+    let kinesis_endpoint = kinesis_endpoint.to_owned();
+    Arc::new(move || {
+        let kinesis_endpoint = kinesis_endpoint.clone();
+        Box::pin(async move {
+            let keys =
+                aws_credential_types::Credentials::new("AKIDBASE", "secret", None, None, "test");
+            aws_config::SdkConfig::builder()
+                .region(aws_config::Region::new("eu-west-1"))
+                .endpoint_url(kinesis_endpoint)
+                .credentials_provider(
+                    aws_credential_types::provider::SharedCredentialsProvider::new(keys),
+                )
+                .behavior_version(aws_config::BehaviorVersion::latest())
+                .build()
+        })
+    })
+}
+
+#[tokio::test]
+async fn a_client_derived_from_a_base_configuration_keeps_its_region_and_keys_not_its_endpoint() {
+    let cloudwatch = stub(Answer::Ok).await;
+    let kinesis = stub(Answer::Ok).await;
+    let mut settings = CloudWatchSettings::default();
+    settings.base_config = Some(base_config(&kinesis.url));
+    settings.endpoint_url = Some(cloudwatch.url.clone());
+    let upload = MetricsUpload::new("KinesisProducerLibrary", UNIX_EPOCH, vec![datum(1)]);
+    CloudWatchExporter::new(settings.clone())
+        .export(upload.clone())
+        .await
+        .unwrap();
+    {
+        let received = cloudwatch.received.lock().unwrap();
+        assert_eq!(received.len(), 1);
+        assert_eq!(
+            (received[0].access_key.as_str(), received[0].region.as_str()),
+            ("AKIDBASE", "eu-west-1")
+        );
+    }
+    assert!(
+        kinesis.received.lock().unwrap().is_empty(),
+        "not to the base's endpoint"
+    );
+    // The metrics' own provider and region win over the base's.
+    settings.credentials_provider =
+        Some(aws_credential_types::provider::SharedCredentialsProvider::new(MetricsAccount));
+    settings.region = Some("ap-south-1".to_owned());
+    CloudWatchExporter::new(settings)
+        .export(upload)
+        .await
+        .unwrap();
+    let received = cloudwatch.received.lock().unwrap();
+    assert_eq!(
+        (received[1].access_key.as_str(), received[1].region.as_str()),
+        ("AKIDMETRICS", "ap-south-1")
+    );
 }
 
 #[tokio::test]

@@ -10,18 +10,11 @@ use crate::config::Config;
 use crate::error::BuildError;
 use kpl_engine::metrics::MetricsExporter;
 
-/// What the default transport found and made for its calls, for the default exporter's calls to
-/// go the same way: its region, and its HTTP client (a proxy, a trust store) if it has one.
+/// The default transport, when the producer made one: the default exporter derives its SDK
+/// configuration from the transport's (region, credentials, HTTP client with its proxy and trust
+/// store), so the records and their metrics go one way.
 #[cfg(feature = "aws")]
-#[derive(Default)]
-#[cfg_attr(
-    not(feature = "cloudwatch"),
-    expect(dead_code, reason = "only the CloudWatch exporter reads it")
-)]
-pub(crate) struct Network {
-    pub(crate) region: Option<String>,
-    pub(crate) http_client: Option<kpl_aws::SharedHttpClient>,
-}
+pub(crate) type Network = Option<kpl_aws::AwsTransport>;
 #[cfg(not(feature = "aws"))]
 pub(crate) type Network = ();
 
@@ -77,12 +70,14 @@ pub(crate) fn is_loopback_url(url: &str) -> bool {
 /// `AwsAccessKeyId`, `AwsSecretKey` and `AwsSessionToken` as the AWS clients take them. Empty
 /// credentials (set field by field) mean the default chain, never empty static keys.
 #[cfg(feature = "aws")]
-pub(crate) fn static_credentials(config: &Config) -> Option<(String, String, Option<String>)> {
+pub(crate) fn static_credentials(config: &Config) -> Option<aws_credential_types::Credentials> {
     let credentials = config.credentials.as_ref().filter(|c| !c.is_empty())?;
-    Some((
+    Some(aws_credential_types::Credentials::new(
         credentials.access_key_id.clone(),
         credentials.secret_access_key.clone(),
         credentials.session_token.clone(),
+        None,
+        "kpl-static",
     ))
 }
 
@@ -161,11 +156,7 @@ pub(crate) fn default_transport(
         return Err(BuildError::RuntimeWithoutIo);
     }
     let transport = aws_transport(config, providers.kinesis.clone())?;
-    let network = Network {
-        region: transport.region().map(str::to_owned),
-        http_client: transport.http_client(),
-    };
-    Ok((SharedTransport::new(transport), network))
+    Ok((SharedTransport::new(transport.clone()), Some(transport)))
 }
 
 /// The KPL's default: metrics uploaded to CloudWatch, with the producer's region and
@@ -180,19 +171,28 @@ pub(crate) fn default_exporter(
         return None;
     }
     let mut settings = kpl_cloudwatch::CloudWatchSettings::default();
-    // The transport's: `Region`, or what the SDK's chain found at build.
-    settings.region = network.region;
+    match network {
+        // The transport's region (`Region`, or what the SDK's chain found at build), its
+        // credentials and its way through the network (proxy, trust store), as the KPL's
+        // metrics take the records'.
+        Some(transport) => {
+            settings.base_config = Some(Arc::new(move || {
+                let transport = transport.clone();
+                Box::pin(async move { transport.sdk_config().await })
+            }));
+        }
+        None => {
+            settings.credentials = static_credentials(config);
+            settings.credentials_provider = providers.kinesis.clone();
+        }
+    }
     settings.endpoint_url =
         crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
-    settings.credentials = static_credentials(config);
-    // The records' provider unless the metrics have their own, as in the KPL.
-    settings.credentials_provider = providers
-        .metrics
-        .clone()
-        .or_else(|| providers.kinesis.clone());
+    // The metrics' own provider, if they have one, as in the KPL.
+    if let Some(provider) = &providers.metrics {
+        settings.credentials_provider = Some(provider.clone());
+    }
     settings.request_timeout = Some(config.request_timeout);
-    // The records' way through the network (proxy, trust store), as the KPL's metrics take it.
-    settings.http_client = network.http_client;
     Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
 }
 
