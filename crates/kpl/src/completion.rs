@@ -264,7 +264,7 @@ impl CompletionTable {
 }
 
 /// The outcome of one record: resolves to the [`Delivery`] (shard id, sequence number,
-/// attempts) or a [`DeliveryError`]. Named, `Send` and `'static`; dropping it does not cancel
+/// attempts) or a [`DeliveryError`](crate::DeliveryError). Named, `Send` and `'static`; dropping it does not cancel
 /// the record.
 #[must_use = "the outcome of the record is only known by awaiting this future"]
 pub struct DeliveryFuture {

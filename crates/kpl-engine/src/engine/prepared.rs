@@ -8,7 +8,7 @@ use crate::stream::Stream;
 /// A record checked (partition key, explicit hash key) and hashed (the MD5 of its key, most of
 /// the work of accepting it), with none of the engine's state: a driver can prepare records
 /// before taking the lock that guards its engine, then hand them to
-/// [`Engine::submit_prepared`].
+/// [`Engine::submit_prepared`](crate::Engine::submit_prepared).
 #[derive(Debug)]
 pub struct PreparedRecord {
     pub(super) stream: Stream,

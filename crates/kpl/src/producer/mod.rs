@@ -36,11 +36,11 @@ use crate::metrics::{MetricReading, MetricsExports};
 #[non_exhaustive]
 pub struct ShutdownReport {
     /// Records that no call had carried: accepted and certainly not written, handed back. (Their
-    /// delivery futures resolve with [`DeliveryErrorKind::ShutDown`].)
+    /// delivery futures resolve with [`DeliveryErrorKind::ShutDown`](crate::DeliveryErrorKind::ShutDown).)
     pub unsent: Vec<Record>,
     /// Records whose call was still in flight at the deadline (or whose landing on a new shard
     /// waited to be judged): they may have been written, so re-sending them may duplicate them.
-    /// (Their delivery futures resolve with [`DeliveryErrorKind::ShutDownInFlight`].)
+    /// (Their delivery futures resolve with [`DeliveryErrorKind::ShutDownInFlight`](crate::DeliveryErrorKind::ShutDownInFlight).)
     pub in_flight: Vec<Record>,
 }
 
@@ -51,7 +51,7 @@ pub struct ShutdownReport {
 ///
 /// **Dropping** the last handle without [`shutdown`](Self::shutdown) never blocks: the driver
 /// stops, calls in flight are abandoned, and every pending [`DeliveryFuture`] resolves with
-/// [`DeliveryErrorKind::Cancelled`]. Use `shutdown` to deliver what can be delivered first.
+/// [`DeliveryErrorKind::Cancelled`](crate::DeliveryErrorKind::Cancelled). Use `shutdown` to deliver what can be delivered first.
 #[derive(Clone)]
 pub struct KinesisProducer {
     handle: Arc<Handle>,
@@ -141,7 +141,7 @@ impl KinesisProducer {
 
     /// Accepts many records under one lock and one clock read, each checked and hashed before
     /// the lock, or says for each why not and hands it back. One result per record, in order.
-    /// A record refused for want of space ([`SendErrorKind::BufferFull`]) stops the batch: the
+    /// A record refused for want of space ([`SendErrorKind::BufferFull`](crate::SendErrorKind::BufferFull)) stops the batch: the
     /// ones after it are refused the same way, so records are accepted in the order given.
     /// See [`send_all`](Self::send_all) to wait for space instead.
     pub fn send_batch(
@@ -218,7 +218,7 @@ impl KinesisProducer {
     /// reached (back-pressure). Other refusals return at once.
     ///
     /// Waiting callers get space in the order they began to wait, and while any waits, `send`
-    /// refuses with [`SendErrorKind::BufferFull`]: a large record is not passed over forever
+    /// refuses with [`SendErrorKind::BufferFull`](crate::SendErrorKind::BufferFull): a large record is not passed over forever
     /// by smaller ones that fit in what frees up.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
         let id = self.send_waiting(record, None, Waiter::Future).await?;
@@ -226,7 +226,7 @@ impl KinesisProducer {
     }
 
     /// [`send_wait`](Self::send_wait), giving up after `timeout` with
-    /// [`SendErrorKind::TimedOut`] and the record.
+    /// [`SendErrorKind::TimedOut`](crate::SendErrorKind::TimedOut) and the record.
     pub async fn send_wait_timeout(
         &self,
         record: Record,
@@ -294,10 +294,10 @@ impl KinesisProducer {
     /// **Back-pressure**: the channel holds at most `capacity` outcomes, counting those of
     /// records still outstanding: a slot is reserved when a record is accepted, so an outcome
     /// is never dropped and never waits. While every slot is taken (outcomes not yet
-    /// received), [`OutcomeSender::send`] refuses with [`SendErrorKind::BufferFull`] and
+    /// received), [`OutcomeSender::send`] refuses with [`SendErrorKind::BufferFull`](crate::SendErrorKind::BufferFull) and
     /// [`OutcomeSender::send_wait`] waits: a consumer that falls behind slows its producers
     /// down instead of growing a queue. The producer's own limits apply too. Dropping the
-    /// receiver makes the sender refuse every record with [`SendErrorKind::NoOutcomeReceiver`].
+    /// receiver makes the sender refuse every record with [`SendErrorKind::NoOutcomeReceiver`](crate::SendErrorKind::NoOutcomeReceiver).
     /// `user_record_timeout` does not apply: there is no future to time out.
     ///
     /// # Panics
@@ -417,9 +417,9 @@ impl KinesisProducer {
     }
 
     /// Stops accepting records, flushes, waits up to `deadline` for outcomes, then fails what
-    /// is left and returns those records: never sent ([`DeliveryErrorKind::ShutDown`]), or
+    /// is left and returns those records: never sent ([`DeliveryErrorKind::ShutDown`](crate::DeliveryErrorKind::ShutDown)), or
     /// carried by a call still in flight, so possibly written
-    /// ([`DeliveryErrorKind::ShutDownInFlight`]).
+    /// ([`DeliveryErrorKind::ShutDownInFlight`](crate::DeliveryErrorKind::ShutDownInFlight)).
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let shared = &self.handle.shared;
         shared.lock().accepting = false;
