@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use kpl_benches::stub::KinesisStub;
+use kpl_sim::http::VerifyingEndpoint;
 use kpl_benches::{
     NullTransport, aws_transport, engine_records, even_ranges, run_blocking_threads, run_producer,
     run_producer_in_batches, user_records,
@@ -20,7 +20,7 @@ fn producer(c: &mut Criterion) {
     let records = user_records(PRODUCER_RECORDS, 42);
     let ranges = even_ranges(4);
     let stream = Stream::new("bench").expect("valid stream name");
-    let stub = KinesisStub::start(ranges.clone()).expect("the stub starts");
+    let stub = VerifyingEndpoint::start(ranges.clone()).expect("the stub starts");
     let aws = aws_transport(stub.endpoint()).expect("valid settings");
 
     let mut group = c.benchmark_group("producer");

@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(batched, 5_000);
         let threads = run_blocking_threads(engine_records(&stream, &records), null, 4);
         assert_eq!(threads, 5_000);
-        let stub = stub::KinesisStub::start(ranges).expect("stub starts");
+        let stub = kpl_sim::http::VerifyingEndpoint::start(ranges).expect("stub starts");
         let aws = aws_transport(stub.endpoint()).expect("valid settings");
         assert_eq!(run_producer(engine_records(&stream, &records), aws), 5_000);
     }
@@ -226,7 +226,6 @@ mod tests {
 }
 
 pub mod scoreboard;
-pub mod stub;
 
 /// A transport that acknowledges every entry at once, each on the shard owning its hash key.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The end-to-end scoreboard of `cargo xtask bench`: a producer process pushing the standard
-//! workload over HTTP to a [`KinesisStub`](crate::stub::KinesisStub) in another process, with
+//! workload over HTTP to a [`VerifyingEndpoint`](kpl_sim::http::VerifyingEndpoint) in another process, with
 //! what the producer process spent, and the wire-ready limit measured in the same run.
 //!
 //! The `kpl-scoreboard` binary runs each part; `cargo xtask bench` starts the processes (pinned
@@ -30,11 +30,11 @@ pub fn application_records(stream: &Stream, count: usize, seed: u64) -> Vec<Reco
     })
 }
 
-/// The wrapping sum of the records' [`fingerprint`](crate::stub::fingerprint)s, to compare
+/// The wrapping sum of the records' [`fingerprint`](kpl_sim::http::fingerprint)s, to compare
 /// with what the stub received.
 pub fn fingerprint_sum(records: &[Record]) -> u64 {
     records.iter().fold(0, |sum, record| {
-        sum.wrapping_add(crate::stub::fingerprint(record.data()))
+        sum.wrapping_add(kpl_sim::http::fingerprint(record.data()))
     })
 }
 
@@ -280,7 +280,7 @@ mod tests {
 
     #[test]
     fn every_way_delivers_every_record_intact_to_the_stub() {
-        let stub = crate::stub::KinesisStub::start(crate::even_ranges(4))
+        let stub = kpl_sim::http::VerifyingEndpoint::start(crate::even_ranges(4))
             .unwrap_or_else(|e| panic!("{e}"));
         let mut sum = 0u64;
         for way in Way::ALL {

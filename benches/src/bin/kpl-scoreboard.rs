@@ -10,7 +10,7 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use kpl_benches::scoreboard::{self, Way};
-use kpl_benches::stub::KinesisStub;
+use kpl_sim::http::VerifyingEndpoint;
 use kpl_engine::time::{Clock, SystemClock};
 
 fn main() -> ExitCode {
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
 }
 
 fn stub() -> Result<(), String> {
-    let stub = KinesisStub::start(kpl_benches::even_ranges(4)).map_err(|e| e.to_string())?;
+    let stub = VerifyingEndpoint::start(kpl_benches::even_ranges(4)).map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", stub.endpoint()).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;

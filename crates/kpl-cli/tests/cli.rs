@@ -3,8 +3,6 @@
 //! server can show: a stream that refuses, records that fail, an endpoint that is not there.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-#[path = "../../kpl/tests/faulty/mod.rs"]
-mod faulty;
 mod support;
 
 use std::collections::BTreeMap;
@@ -12,7 +10,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use faulty::FaultyKinesis;
+use kpl_sim::http::Endpoint;
 use kpl::time::{Clock, SystemClock};
 use kpl_sim::SimKinesis;
 use serde_json::Value;
@@ -369,10 +367,10 @@ fn bad_input_is_named_by_file_line_and_field_and_skip_bad_counts_it() {
 }
 
 /// A local Kinesis endpoint with stream `s` of `shards` shards, and the arguments that reach it.
-fn endpoint(shards: u32) -> (FaultyKinesis, Vec<String>) {
+fn endpoint(shards: u32) -> (Endpoint, Vec<String>) {
     let mut sim = SimKinesis::new(11);
     sim.create_stream("s", shards, SystemClock.now());
-    let server = FaultyKinesis::start(sim).unwrap();
+    let server = Endpoint::start(sim).unwrap();
     let args = vec![
         "--endpoint".to_owned(),
         server.endpoint(),
@@ -479,7 +477,7 @@ fn an_unknown_stream_refused_credentials_a_missing_permission_and_no_endpoint_ex
         text(&output.stderr)
     );
     // Keys the service does not know.
-    server.script([faulty::Fault::Status {
+    server.script([kpl_sim::http::Fault::Status {
         status: 400,
         code: "UnrecognizedClientException",
         applied: false,

@@ -31,6 +31,8 @@
 
 pub mod goodput;
 mod harness;
+#[cfg(feature = "http")]
+pub mod http;
 mod service;
 mod transport;
 

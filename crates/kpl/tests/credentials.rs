@@ -2,7 +2,6 @@
 //! go to, checked by the access key and region each call to a local endpoint was signed with.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-mod faulty;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,20 +14,20 @@ use aws_config::profile::ProfileFileCredentialsProvider;
     reason = "the types ProfileFileCredentialsProvider takes, by the path aws-config names them"
 )]
 use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
-use faulty::FaultyKinesis;
+use kpl_sim::http::Endpoint;
 use kpl::aws::{Credentials, CredentialsFuture, ProvideCredentials};
 use kpl::time::{Clock, SystemClock};
 use kpl::{BuildError, Config, KinesisProducer, ProducerBuilder, Record, Stream, TokioClock};
 use kpl_sim::SimKinesis;
 
-fn endpoint() -> FaultyKinesis {
+fn endpoint() -> Endpoint {
     let mut sim = SimKinesis::new(3);
     sim.create_stream("s", 2, SystemClock.now());
-    FaultyKinesis::start(sim).unwrap()
+    Endpoint::start(sim).unwrap()
 }
 
 /// A producer on the default AWS transport to `endpoint`, with no static keys.
-fn builder(endpoint: &FaultyKinesis, configure: impl FnOnce(&mut Config)) -> ProducerBuilder {
+fn builder(endpoint: &Endpoint, configure: impl FnOnce(&mut Config)) -> ProducerBuilder {
     let mut config = Config::default();
     config.set("KinesisEndpoint", &endpoint.endpoint()).unwrap();
     config.set("Region", "us-east-1").unwrap();

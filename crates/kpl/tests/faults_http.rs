@@ -1,5 +1,5 @@
 //! The producer's promises over real HTTP, through the AWS transport, against a loopback endpoint
-//! that injects faults (`faulty/mod.rs`): every record gets exactly one outcome; every delivery
+//! that injects faults (`kpl_sim::http::Endpoint`): every record gets exactly one outcome; every delivery
 //! is stored on a shard that owns its hash key, in an aggregate a KCL consumer keeps; a record is
 //! stored twice only after an attempt whose outcome was unknown; the request rate stays bounded
 //! while shards throttle, and throughput comes back after.
@@ -9,12 +9,11 @@
     reason = "end-to-end tests over loopback HTTP"
 )]
 
-mod faulty;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use faulty::{Fault, FaultyKinesis, RandomFaults};
+use kpl_sim::http::{Endpoint, Fault, RandomFaults};
 use kpl::time::{Clock, SystemClock};
 use kpl::{
     Attempt, Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream, TokioClock,
@@ -40,10 +39,10 @@ fn producer(endpoint: &str, configure: impl FnOnce(&mut Config)) -> KinesisProdu
     KinesisProducer::builder().config(config).build().unwrap()
 }
 
-fn endpoint_with_stream(shards: u32, seed: u64) -> FaultyKinesis {
+fn endpoint_with_stream(shards: u32, seed: u64) -> Endpoint {
     let mut sim = SimKinesis::new(seed);
     sim.create_stream("s", shards, SystemClock.now());
-    FaultyKinesis::start(sim).unwrap()
+    Endpoint::start(sim).unwrap()
 }
 
 fn data(n: usize) -> Vec<u8> {
@@ -76,7 +75,7 @@ struct Run {
 
 /// One run: 2,000 records to a new 4-shard stream `name` of `endpoint`, under seeded faults and
 /// a reshard; checks every promise and says what happened.
-async fn run_under_faults(endpoint: &FaultyKinesis, name: &str, seed: u64) -> Run {
+async fn run_under_faults(endpoint: &Endpoint, name: &str, seed: u64) -> Run {
     endpoint.with_sim(|sim| sim.create_stream(name, 4, SystemClock.now()));
     let faults_before = endpoint.injected();
     endpoint.set_random(RandomFaults {
@@ -240,7 +239,7 @@ async fn every_promise_holds_under_seeded_http_faults_and_a_reshard() {
         .ok()
         .and_then(|secs| secs.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let endpoint = FaultyKinesis::start(SimKinesis::new(11)).unwrap();
+    let endpoint = Endpoint::start(SimKinesis::new(11)).unwrap();
     let started = SystemClock.now();
     let rss_at_start = rss_kib();
     let mut total = Run::default();

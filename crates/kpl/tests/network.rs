@@ -3,14 +3,13 @@
 //! in front of a local Kinesis endpoint.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-mod faulty;
 mod middlemen;
 mod warnings;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use faulty::FaultyKinesis;
+use kpl_sim::http::Endpoint;
 use kpl::time::{Clock, SystemClock};
 use kpl::{Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream};
 use kpl_sim::SimKinesis;
@@ -18,10 +17,10 @@ use middlemen::{ConnectProxy, TlsFront};
 use warnings::Warnings;
 
 /// A local Kinesis endpoint behind a TLS front; its CA's PEM written to a file of its own.
-async fn tls_endpoint(name: &str) -> (FaultyKinesis, TlsFront, std::path::PathBuf) {
+async fn tls_endpoint(name: &str) -> (Endpoint, TlsFront, std::path::PathBuf) {
     let mut sim = SimKinesis::new(5);
     sim.create_stream("s", 2, SystemClock.now());
-    let plain = FaultyKinesis::start(sim).unwrap();
+    let plain = Endpoint::start(sim).unwrap();
     let upstream = plain
         .endpoint()
         .trim_start_matches("http://")

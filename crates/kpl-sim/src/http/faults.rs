@@ -1,61 +1,66 @@
-//! A fault-injecting Kinesis endpoint on loopback: HTTP/1.1 speaking the JSON 1.1 protocol the
-//! AWS SDK sends, with the simulated service (`kpl-sim`) behind it for streams, shards, limits,
-//! reshards and what was stored. Faults are injected at the HTTP level, scripted or seeded:
-//! error answers (applied or not), answers delayed past the client's timeout, connections reset
-//! mid-answer, calls never answered, wrong entry counts, malformed JSON, endless `NextToken`s,
-//! and per-entry errors.
-#![allow(
-    clippy::unwrap_used,
-    clippy::disallowed_methods,
-    dead_code,
-    reason = "a test server; each test uses a part"
-)]
+//! The simulated service's answers over HTTP, and the faults injected into them.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_smithy_types::base64;
-use kpl::time::{Clock, SystemClock};
-use kpl::transport::{
+use kpl_aggregation::{HashKey, KinesisRecord};
+use kpl_engine::time::{Clock, SystemClock};
+use kpl_engine::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, PutRecordsEntryResult, PutRecordsRequest,
     ShardFilter,
 };
-use kpl::{Stream, TransportError};
-use kpl_aggregation::{HashKey, KinesisRecord};
-use kpl_engine::{Request, Response};
-use kpl_sim::SimKinesis;
+use kpl_engine::{Request, Response, Stream, TransportError, TransportErrorKind};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
 
-/// One fault, for one call.
+use super::wire::HttpRequest;
+use crate::SimKinesis;
+
+/// One fault, for one call. Where a fault is `applied`, the call took effect in the service
+/// before the fault hid its answer, as a real one can.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Fault {
-    /// Answer with this HTTP status and error code; `applied`: the call took effect first.
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer with an HTTP status and an error code.
     Status {
+        /// The HTTP status.
         status: u16,
+        /// The error code (`__type`).
         code: &'static str,
+        /// Whether the call took effect first.
         applied: bool,
     },
-    /// Answer correctly, but only after this long (past the client's timeout).
-    Delay { by: Duration, applied: bool },
+    /// Answer correctly, but only after a while (past the client's timeout).
+    Delay {
+        /// How long.
+        by: Duration,
+        /// Whether the call took effect (else the late answer is an error).
+        applied: bool,
+    },
     /// Close the connection halfway through the answer (the call took effect).
     Reset,
-    /// Never answer (keep the connection open); `applied`: the call took effect.
-    Silent { applied: bool },
+    /// Never answer (keep the connection open).
+    Silent {
+        /// Whether the call took effect.
+        applied: bool,
+    },
     /// A `PutRecords` answer with one result missing (the call took effect).
     WrongCount,
-    /// An answer that is not JSON; `applied`: the call took effect.
-    Malformed { applied: bool },
+    /// An answer that is not JSON.
+    Malformed {
+        /// Whether the call took effect.
+        applied: bool,
+    },
     /// A `ListShards` page whose `NextToken` always leads back to itself.
     EndlessToken,
-    /// Every `every`-th entry of a `PutRecords` fails with `code` (not stored).
-    EntryErrors { code: &'static str, every: usize },
+    /// Some entries of a `PutRecords` fail (not stored); the others are written.
+    EntryErrors {
+        /// Their error code.
+        code: &'static str,
+        /// Every `every`-th entry fails, the first included.
+        every: usize,
+    },
 }
 
 impl Fault {
@@ -76,45 +81,36 @@ impl Fault {
 
 /// Seeded random faults: each call draws one with `probability`.
 #[derive(Clone, Debug)]
-pub(crate) struct RandomFaults {
-    pub(crate) seed: u64,
-    pub(crate) probability: f64,
+pub struct RandomFaults {
+    /// The seed of the draws.
+    pub seed: u64,
+    /// The chance that a call draws a fault.
+    pub probability: f64,
     /// How long delayed answers wait (past the client's request timeout).
-    pub(crate) delay: Duration,
+    pub delay: Duration,
 }
 
-struct State {
-    sim: SimKinesis,
-    script: VecDeque<Fault>,
-    random: Option<(RandomFaults, SmallRng)>,
-    injected: BTreeMap<String, u64>,
-    calls: u64,
-    put_calls: u64,
+pub(super) struct State {
+    pub(super) sim: SimKinesis,
+    pub(super) script: VecDeque<Fault>,
+    pub(super) random: Option<(RandomFaults, SmallRng)>,
+    pub(super) injected: BTreeMap<String, u64>,
+    pub(super) calls: u64,
+    pub(super) put_calls: u64,
     /// Every `PutRecords` is accepted and never answered.
-    stalled: bool,
+    pub(super) stalled: bool,
     /// Calls by the access key id they were signed with.
-    access_keys: BTreeMap<String, u64>,
+    pub(super) access_keys: BTreeMap<String, u64>,
     /// Calls by the region they were signed for.
-    regions: BTreeMap<String, u64>,
+    pub(super) regions: BTreeMap<String, u64>,
     /// Calls by operation: the `x-amz-target` header, or the path of a call without one (a
     /// CloudWatch call in RPC v2 CBOR names its operation in the path).
-    operations: BTreeMap<String, u64>,
+    pub(super) operations: BTreeMap<String, u64>,
 }
 
-/// A running endpoint; it stops with the test process.
-#[derive(Clone)]
-pub(crate) struct FaultyKinesis {
-    address: SocketAddr,
-    state: Arc<Mutex<State>>,
-}
-
-impl FaultyKinesis {
-    /// Starts on loopback, on a thread and runtime of its own, with `sim` behind it.
-    pub(crate) fn start(sim: SimKinesis) -> io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let state = Arc::new(Mutex::new(State {
+impl State {
+    pub(super) fn new(sim: SimKinesis) -> Self {
+        Self {
             sim,
             script: VecDeque::new(),
             random: None,
@@ -125,200 +121,33 @@ impl FaultyKinesis {
             access_keys: BTreeMap::new(),
             regions: BTreeMap::new(),
             operations: BTreeMap::new(),
-        }));
-        let shared = Arc::clone(&state);
-        std::thread::Builder::new()
-            .name("faulty-kinesis".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).unwrap();
-                    while let Ok((socket, _)) = listener.accept().await {
-                        let state = Arc::clone(&shared);
-                        tokio::spawn(async move {
-                            let _ = serve(socket, state).await;
-                        });
-                    }
-                });
-            })?;
-        Ok(Self { address, state })
+        }
     }
 
-    /// The endpoint URL.
-    pub(crate) fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// Queues faults for the next calls, whatever the random faults say.
-    pub(crate) fn script(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.state.lock().unwrap().script.extend(faults);
-    }
-
-    /// Turns seeded random faults on.
-    pub(crate) fn set_random(&self, faults: RandomFaults) {
-        let rng = SmallRng::seed_from_u64(faults.seed);
-        self.state.lock().unwrap().random = Some((faults, rng));
-    }
-
-    /// Stalls (accepts every `PutRecords` and never answers) or recovers.
-    pub(crate) fn set_stalled(&self, stalled: bool) {
-        self.state.lock().unwrap().stalled = stalled;
-    }
-
-    /// Turns random faults off.
-    pub(crate) fn clear_random(&self) {
-        self.state.lock().unwrap().random = None;
-    }
-
-    /// Runs `f` on the simulated service (reshards, read-back).
-    pub(crate) fn with_sim<T>(&self, f: impl FnOnce(&mut SimKinesis) -> T) -> T {
-        f(&mut self.state.lock().unwrap().sim)
-    }
-
-    /// Faults injected so far, by kind.
-    pub(crate) fn injected(&self) -> BTreeMap<String, u64> {
-        self.state.lock().unwrap().injected.clone()
-    }
-
-    /// Calls received so far by the access key id that signed them.
-    pub(crate) fn access_keys(&self) -> BTreeMap<String, u64> {
-        self.state.lock().unwrap().access_keys.clone()
-    }
-
-    /// Calls received so far by operation (see `State::operations`).
-    pub(crate) fn operations(&self) -> BTreeMap<String, u64> {
-        self.state.lock().unwrap().operations.clone()
-    }
-
-    /// Calls of `operation` received so far: a Kinesis operation by its `x-amz-target`, a
-    /// CloudWatch one by the path that names it.
-    pub(crate) fn calls_of(&self, operation: &str) -> u64 {
-        self.operations()
-            .iter()
-            .filter(|(called, _)| called.rsplit(['.', '/']).next() == Some(operation))
-            .map(|(_, calls)| calls)
-            .sum()
-    }
-
-    /// Calls received so far by the region they were signed for.
-    pub(crate) fn regions(&self) -> BTreeMap<String, u64> {
-        self.state.lock().unwrap().regions.clone()
-    }
-
-    /// Calls received so far: all, and `PutRecords`.
-    pub(crate) fn calls(&self) -> (u64, u64) {
-        let state = self.state.lock().unwrap();
-        (state.calls, state.put_calls)
+    /// Counts a call by who signed it, for which region, and its operation.
+    pub(super) fn count_call(&mut self, request: &HttpRequest) {
+        *self.access_keys.entry(request.access_key.clone()).or_default() += 1;
+        *self.regions.entry(request.region.clone()).or_default() += 1;
+        let operation = if request.target.is_empty() {
+            request.path.clone()
+        } else {
+            request.target.clone()
+        };
+        *self.operations.entry(operation).or_default() += 1;
     }
 }
 
 /// What to send back, decided under the lock and written after it.
-enum Answer {
+pub(super) enum Answer {
     Reply { status: u16, body: String },
     Delayed { by: Duration, body: String },
     Reset { body: String },
     Silent,
 }
 
-async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
-    socket.set_nodelay(true)?;
-    let mut reader = BufReader::new(socket);
-    let mut line = String::new();
-    loop {
-        let mut length = 0usize;
-        let mut target = String::new();
-        let (mut access_key, mut region) = (String::new(), String::new());
-        let mut bearer = String::new();
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        let path = line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).await? == 0 {
-                return Ok(());
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                } else if name.eq_ignore_ascii_case("x-amz-sso_bearer_token") {
-                    bearer = value.trim().to_owned();
-                } else if name.eq_ignore_ascii_case("x-amz-target") {
-                    target = value.trim().to_owned();
-                } else if name.eq_ignore_ascii_case("authorization") {
-                    // `AWS4-HMAC-SHA256 Credential=<key id>/<date>/<region>/...`
-                    let credential = value.split("Credential=").nth(1).unwrap_or_default();
-                    let mut scope = credential.split('/');
-                    access_key = scope.next().unwrap_or_default().to_owned();
-                    region = scope.nth(1).unwrap_or_default().to_owned();
-                }
-            }
-        }
-        {
-            let mut state = state.lock().unwrap();
-            *state.access_keys.entry(access_key).or_default() += 1;
-            *state.regions.entry(region).or_default() += 1;
-            let operation = if target.is_empty() {
-                path.clone()
-            } else {
-                target.clone()
-            };
-            *state.operations.entry(operation).or_default() += 1;
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).await?;
-        let answer = if path.starts_with("/federation/credentials") {
-            sso_role_credentials(&bearer)
-        } else if target.is_empty() && body.starts_with(b"Action=AssumeRoleWithWebIdentity") {
-            assume_role_with_web_identity(&body)
-        } else {
-            let mut state = state.lock().unwrap();
-            answer(&mut state, &target, &body)
-        };
-        // A call held open must not hold its request too (memory runs measure the producer).
-        drop(body);
-        let socket = reader.get_mut();
-        match answer {
-            Answer::Reply { status, body } => write_answer(socket, status, &body).await?,
-            Answer::Delayed { by, body } => {
-                tokio::time::sleep(by).await;
-                write_answer(socket, 200, &body).await?;
-            }
-            Answer::Reset { body } => {
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                socket.write_all(head.as_bytes()).await?;
-                socket.write_all(&body.as_bytes()[..body.len() / 2]).await?;
-                return Ok(());
-            }
-            Answer::Silent => {
-                // Hold the connection until the client gives up on it.
-                let mut sink = Vec::new();
-                let _ = reader.read_to_end(&mut sink).await;
-                return Ok(());
-            }
-        }
-    }
-}
-
 /// IAM Identity Center's `GetRoleCredentials` (REST JSON): keys named after the portal's
 /// bearer token (`AKID` + token), as STS's below.
-fn sso_role_credentials(bearer: &str) -> Answer {
+pub(super) fn sso_role_credentials(bearer: &str) -> Answer {
     if bearer.is_empty() || !bearer.chars().all(|c| c.is_ascii_alphanumeric()) {
         let body = r#"{"message":"the session token is missing or invalid"}"#;
         return Answer::Reply {
@@ -341,7 +170,7 @@ fn sso_role_credentials(bearer: &str) -> Answer {
 /// STS's `AssumeRoleWithWebIdentity` (query protocol, form in, XML out): keys named after the
 /// token (`AKID` + token), so a test sees which token reached the service; a call without a
 /// role or with a token that is not plain letters and digits is refused as STS refuses it.
-fn assume_role_with_web_identity(body: &[u8]) -> Answer {
+pub(super) fn assume_role_with_web_identity(body: &[u8]) -> Answer {
     let form = String::from_utf8_lossy(body);
     let field = |name: &str| {
         form.split('&')
@@ -368,16 +197,6 @@ fn assume_role_with_web_identity(body: &[u8]) -> Answer {
          </ResponseMetadata></AssumeRoleWithWebIdentityResponse>"
     );
     Answer::Reply { status: 200, body }
-}
-
-async fn write_answer(socket: &mut TcpStream, status: u16, body: &str) -> io::Result<()> {
-    let reason = if status == 200 { "OK" } else { "Error" };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body.as_bytes()).await
 }
 
 fn draw(state: &mut State, operation: &str) -> Option<Fault> {
@@ -446,7 +265,7 @@ fn draw(state: &mut State, operation: &str) -> Option<Fault> {
     Some(choices[rng.random_range(0..choices.len())].clone())
 }
 
-fn answer(state: &mut State, target: &str, body: &[u8]) -> Answer {
+pub(super) fn answer(state: &mut State, target: &str, body: &[u8]) -> Answer {
     state.calls += 1;
     let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
     if operation == "PutRecords" {
@@ -459,7 +278,7 @@ fn answer(state: &mut State, target: &str, body: &[u8]) -> Answer {
     }
     let now = SystemClock.now();
     let apply = |state: &mut State| -> Result<Value, TransportError> {
-        let request = to_request(&operation, &request);
+        let request = to_request(&operation, &request)?;
         let response = state.sim.handle(request, now)?;
         Ok(to_json(response))
     };
@@ -544,8 +363,10 @@ fn entry_errors(
     every: usize,
     now: std::time::Instant,
 ) -> String {
-    let Request::PutRecords(put) = to_request("PutRecords", request) else {
-        unreachable!()
+    let put = match to_request("PutRecords", request) {
+        Ok(Request::PutRecords(put)) => put,
+        Ok(_) => return error_answer(&unreadable("not a PutRecords")).1,
+        Err(error) => return error_answer(&error).1,
     };
     let (failing, passing): (Vec<_>, Vec<_>) = put
         .entries
@@ -590,37 +411,49 @@ fn entry_errors(
         .to_string()
 }
 
-fn stream_of(request: &Value) -> Stream {
+/// A request the service cannot read: answered as the service answers it.
+fn unreadable(what: &str) -> TransportError {
+    TransportError::new(
+        TransportErrorKind::Validation,
+        "SerializationException",
+        format!("the request could not be read: {what}"),
+    )
+}
+
+fn stream_of(request: &Value) -> Result<Stream, TransportError> {
     let name = request["StreamARN"]
         .as_str()
         .or_else(|| request["StreamName"].as_str())
         .unwrap_or("missing");
-    Stream::new(name).unwrap()
+    Stream::new(name).map_err(|error| unreadable(&error.to_string()))
 }
 
-fn to_request(operation: &str, request: &Value) -> Request {
-    match operation {
+fn put_entry(entry: &Value) -> Result<KinesisRecord, TransportError> {
+    let data = base64_simd::STANDARD
+        .decode_to_vec(entry["Data"].as_str().unwrap_or_default())
+        .map_err(|_| unreadable("Data is not base64"))?;
+    let record = KinesisRecord::new(entry["PartitionKey"].as_str().unwrap_or_default(), data);
+    Ok(match entry["ExplicitHashKey"].as_str() {
+        Some(ehk) => {
+            let hash_key =
+                HashKey::parse_decimal(ehk).map_err(|error| unreadable(&error.to_string()))?;
+            record.with_explicit_hash_key(hash_key)
+        }
+        None => record,
+    })
+}
+
+fn to_request(operation: &str, request: &Value) -> Result<Request, TransportError> {
+    Ok(match operation {
         "PutRecords" => Request::PutRecords(PutRecordsRequest::new(
-            stream_of(request),
+            stream_of(request)?,
             request["Records"]
                 .as_array()
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .map(|entry| {
-                    let data = base64::decode(entry["Data"].as_str().unwrap_or_default()).unwrap();
-                    let record = KinesisRecord::new(
-                        entry["PartitionKey"].as_str().unwrap_or_default(),
-                        data,
-                    );
-                    match entry["ExplicitHashKey"].as_str() {
-                        Some(ehk) => {
-                            record.with_explicit_hash_key(HashKey::parse_decimal(ehk).unwrap())
-                        }
-                        None => record,
-                    }
-                })
-                .collect(),
+                .map(put_entry)
+                .collect::<Result<_, _>>()?,
         )),
         "ListShards" => {
             let next_token = request["NextToken"].as_str().map(str::to_owned);
@@ -631,9 +464,10 @@ fn to_request(operation: &str, request: &Value) -> Request {
             // A token this endpoint made up leads back to the first page.
             let next_token = next_token.filter(|token| token != "again");
             let stream = if request["StreamName"].is_null() && request["StreamARN"].is_null() {
-                Stream::new("s").unwrap()
+                // A page after the first names its stream by the token alone.
+                Stream::new("s").map_err(|error| unreadable(&error.to_string()))?
             } else {
-                stream_of(request)
+                stream_of(request)?
             };
             Request::ListShards(ListShardsRequest::new(
                 stream,
@@ -642,8 +476,8 @@ fn to_request(operation: &str, request: &Value) -> Request {
                 request["MaxResults"].as_u64().unwrap_or(1_000) as u32,
             ))
         }
-        _ => Request::DescribeStreamSummary(DescribeStreamSummaryRequest::new(stream_of(request))),
-    }
+        _ => Request::DescribeStreamSummary(DescribeStreamSummaryRequest::new(stream_of(request)?)),
+    })
 }
 
 fn entry_json(entry: PutRecordsEntryResult) -> Value {

@@ -1,12 +1,9 @@
-//! A minimal Kinesis endpoint for benchmarks: HTTP/1.1 with keep-alive, answering every
-//! `PutRecords` with success on the shard that owns each entry's hash key, as fast as it can.
-//!
-//! It checks what it receives the way a consumer would: every aggregate's MD5 trailer, and the
-//! KCL's rule that every user record of an aggregate belongs to the shard the aggregate was
-//! written to (a KCL consumer drops the whole aggregate otherwise). It counts the user records
-//! a consumer would get and adds up their [`fingerprint`]s, so a run can show that every record
-//! arrived intact. It runs on a thread of its own (the other core); it has no shard limits and
-//! is not a test double for behaviour.
+//! The fast endpoint: every `PutRecords` entry written, checked the way a consumer would read
+//! it: every aggregate's MD5 trailer, and the KCL's rule that every user record of an aggregate
+//! belongs to the shard it was written to (a KCL consumer drops the whole aggregate otherwise).
+//! It counts the user records a consumer would get and adds up their [`fingerprint`]s, so a run
+//! can show that every record arrived intact. No shard limits and nothing stored: it is not a
+//! model of the service's behaviour, and answers as fast as it can.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,8 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord, MAGIC, deaggregate_strict};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::BufReader;
+use tokio::net::TcpStream;
+
+use super::wire::{read_request, write_answer};
 
 /// A 64-bit fingerprint of a user record's data: its first 8 bytes and its length. The
 /// benchmarks' data is random, so the sum over a run tells whether each record arrived once
@@ -29,7 +28,7 @@ pub fn fingerprint(data: &[u8]) -> u64 {
 
 /// What the stub has received so far.
 #[derive(Debug, Default)]
-pub struct StubCounts {
+pub struct VerifiedCounts {
     /// User records a KCL consumer would get.
     pub user_records: AtomicU64,
     /// Wrapping sum of the [`fingerprint`]s of those records.
@@ -44,7 +43,7 @@ pub struct StubCounts {
     pub dropped_by_kcl: AtomicU64,
 }
 
-impl StubCounts {
+impl VerifiedCounts {
     /// The counts as one line of JSON.
     pub fn to_json(&self) -> serde_json::Value {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -59,43 +58,24 @@ impl StubCounts {
     }
 }
 
-/// A running stub; it stops when the process ends.
+/// The fast, verifying endpoint (see the [module](super)); it runs until the process ends.
 #[derive(Debug)]
-pub struct KinesisStub {
+pub struct VerifyingEndpoint {
     address: SocketAddr,
-    counts: Arc<StubCounts>,
+    counts: Arc<VerifiedCounts>,
 }
 
-impl KinesisStub {
-    /// Starts the stub for a stream with these shard ranges, on a thread of its own.
+impl VerifyingEndpoint {
+    /// Starts the endpoint for a stream with these shard ranges, on a thread of its own.
     pub fn start(ranges: Vec<HashKeyRange>) -> io::Result<Self> {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let address = listener.local_addr()?;
-        let counts = Arc::new(StubCounts::default());
+        let counts = Arc::new(VerifiedCounts::default());
         let shared = Arc::new(Shared {
             ranges,
             counts: Arc::clone(&counts),
         });
-        std::thread::Builder::new()
-            .name("kinesis-stub".into())
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
-                let Ok(runtime) = runtime else { return };
-                runtime.block_on(async move {
-                    let Ok(listener) = TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    while let Ok((socket, _)) = listener.accept().await {
-                        let shared = Arc::clone(&shared);
-                        tokio::spawn(async move {
-                            let _ = serve(socket, &shared).await;
-                        });
-                    }
-                });
-            })?;
+        let address = super::serve_on_loopback("kpl-sim-verifying", move |socket| {
+            serve(socket, Arc::clone(&shared))
+        })?;
         Ok(Self { address, counts })
     }
 
@@ -105,61 +85,34 @@ impl KinesisStub {
     }
 
     /// What it has received so far.
-    pub fn counts(&self) -> &StubCounts {
+    pub fn counts(&self) -> &VerifiedCounts {
         &self.counts
     }
 }
 
 struct Shared {
     ranges: Vec<HashKeyRange>,
-    counts: Arc<StubCounts>,
+    counts: Arc<VerifiedCounts>,
 }
 
-async fn serve(socket: TcpStream, shared: &Shared) -> io::Result<()> {
+async fn serve(socket: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
     socket.set_nodelay(true)?;
     let mut reader = BufReader::new(socket);
     let mut line = String::new();
-    let mut body = Vec::new();
     let mut sequence = 0u64;
-    loop {
-        // Request line and headers.
-        let mut length = 0usize;
-        let mut target = String::new();
-        line.clear();
-        if reader.read_line(&mut line).await? == 0 {
-            return Ok(());
-        }
-        loop {
-            line.clear();
-            reader.read_line(&mut line).await?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                } else if name.eq_ignore_ascii_case("x-amz-target") {
-                    target = value.trim().to_owned();
-                }
-            }
-        }
-        body.resize(length, 0);
-        reader.read_exact(&mut body).await?;
-        let answer = match target.as_str() {
-            "Kinesis_20131202.PutRecords" => put_records(&body, shared, &mut sequence),
-            "Kinesis_20131202.ListShards" => list_shards(&shared.ranges),
-            _ => r#"{"StreamDescriptionSummary":{"StreamName":"bench","StreamARN":"arn:aws:kinesis:us-east-1:123456789012:stream/bench","StreamStatus":"ACTIVE","RetentionPeriodHours":24,"StreamCreationTimestamp":1.7E9,"EnhancedMonitoring":[],"OpenShardCount":4}}"#.to_owned(),
+    while let Some(request) = read_request(&mut reader, &mut line).await? {
+        let answer = match request.operation() {
+            "PutRecords" => put_records(&request.body, &shared, &mut sequence),
+            "ListShards" => list_shards(&shared.ranges),
+            _ => SUMMARY.to_owned(),
         };
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
-            answer.len()
-        );
-        let socket = reader.get_mut();
-        socket.write_all(head.as_bytes()).await?;
-        socket.write_all(answer.as_bytes()).await?;
+        write_answer(reader.get_mut(), 200, &answer).await?;
     }
+    Ok(())
 }
+
+/// The stream's summary: active, with the service's default record size limit.
+const SUMMARY: &str = r#"{"StreamDescriptionSummary":{"StreamName":"bench","StreamARN":"arn:aws:kinesis:us-east-1:123456789012:stream/bench","StreamStatus":"ACTIVE","RetentionPeriodHours":24,"StreamCreationTimestamp":1.7E9,"EnhancedMonitoring":[],"OpenShardCount":4}}"#;
 
 fn shard_of(ranges: &[HashKeyRange], key: HashKey) -> usize {
     ranges.partition_point(|range| range.end() < key)
@@ -208,7 +161,7 @@ fn put_records(body: &[u8], shared: &Shared, sequence: &mut u64) -> String {
 }
 
 /// Counts what a KCL consumer of `range` gets from `record`.
-fn verify(record: KinesisRecord, range: Option<HashKeyRange>, counts: &StubCounts) {
+fn verify(record: KinesisRecord, range: Option<HashKeyRange>, counts: &VerifiedCounts) {
     let count = |counter: &AtomicU64, n: usize| counter.fetch_add(n as u64, Ordering::Relaxed);
     if !record.data().starts_with(&MAGIC) {
         count(&counts.user_records, 1);
@@ -262,9 +215,14 @@ mod tests {
     }
 
     #[test]
-    fn the_stub_counts_what_a_kcl_consumer_gets_and_nothing_else() {
-        let ranges = crate::even_ranges(2);
-        let counts = StubCounts::default();
+    fn the_endpoint_counts_what_a_kcl_consumer_gets_and_nothing_else() {
+        let ranges = vec![
+            HashKeyRange::new(HashKey::new(0), HashKey::new(u128::MAX / 2))
+                .unwrap_or(HashKeyRange::FULL),
+            HashKeyRange::new(HashKey::new(u128::MAX / 2 + 1), HashKey::new(u128::MAX))
+                .unwrap_or(HashKeyRange::FULL),
+        ];
+        let counts = VerifiedCounts::default();
         let (a, b) = (user("a", b"first"), user("b", b"second"));
         let shard = |record: &UserRecord| shard_of(&ranges, record.hash_key());
         assert_ne!(shard(&a), shard(&b), "the keys were chosen for two shards");
