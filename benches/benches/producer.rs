@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use kpl_sim::http::VerifyingEndpoint;
 use kpl_benches::{
     NullTransport, aws_transport, engine_records, even_ranges, run_blocking_threads, run_producer,
     run_producer_in_batches, user_records,
 };
 use kpl_engine::Stream;
+use kpl_sim::http::VerifyingEndpoint;
 
 /// Records per iteration (fewer than the other benchmarks: each iteration goes through HTTP).
 const PRODUCER_RECORDS: usize = 250_000;

@@ -10,8 +10,8 @@ use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use kpl_benches::scoreboard::{self, Way};
-use kpl_sim::http::VerifyingEndpoint;
 use kpl_engine::time::{Clock, SystemClock};
+use kpl_sim::http::VerifyingEndpoint;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

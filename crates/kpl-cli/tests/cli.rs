@@ -10,9 +10,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use kpl_sim::http::Endpoint;
 use kpl::time::{Clock, SystemClock};
 use kpl_sim::SimKinesis;
+use kpl_sim::http::Endpoint;
 use serde_json::Value;
 use support::{framed, interrupt, kpl, run, text};
 

@@ -3,27 +3,21 @@
 //! and nothing panics.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::time::Duration;
+mod support;
 
-use kpl::time::Clock;
+use std::time::Duration;
+use support::SimProducer;
+
 use kpl::{
     Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, RejectReason, SendErrorKind,
-    Stream, TokioClock, TransportErrorKind,
+    Stream, TransportErrorKind,
 };
-use kpl_sim::{SimKinesis, SimTransport};
+use kpl_sim::SimTransport;
 
 fn producer() -> (KinesisProducer, SimTransport) {
-    let mut sim = SimKinesis::new(9);
-    sim.create_stream("s", 2, TokioClock.now());
-    let transport = SimTransport::new(sim, TokioClock);
     let mut config = Config::default();
     config.return_user_record_on_failure = true;
-    let producer = KinesisProducer::builder()
-        .config(config)
-        .transport(transport.clone())
-        .build()
-        .unwrap();
-    (producer, transport)
+    SimProducer::seeded(9).config(config).build()
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,11 +2,13 @@
 //! refused, and back-pressure that keeps the order.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
-use std::time::Duration;
+mod support;
 
-use kpl::time::Clock;
-use kpl::{Config, KinesisProducer, Record, SendErrorKind, Stream, TokioClock};
-use kpl_sim::{SimKinesis, SimTransport, UnansweredTransport};
+use std::time::Duration;
+use support::SimProducer;
+
+use kpl::{Config, KinesisProducer, Record, SendErrorKind, Stream};
+use kpl_sim::UnansweredTransport;
 
 fn record(n: usize) -> Record {
     Record::new(Stream::new("s").unwrap(), format!("key-{n}"), vec![1; 20])
@@ -15,13 +17,7 @@ fn record(n: usize) -> Record {
 fn producer(max_outstanding: u64) -> KinesisProducer {
     let mut config = Config::default();
     config.max_outstanding_records = max_outstanding;
-    let mut sim = SimKinesis::new(9);
-    sim.create_stream("s", 2, TokioClock.now());
-    KinesisProducer::builder()
-        .config(config)
-        .transport(SimTransport::new(sim, TokioClock))
-        .build()
-        .unwrap()
+    SimProducer::seeded(9).config(config).build().0
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,25 +1,19 @@
 //! The blocking producer, used from plain threads.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
+use support::SimProducer;
 
-use kpl::time::Clock;
-use kpl::{BlockingProducer, Config, DeliveryErrorKind, Record, Stream, TokioClock};
-use kpl_sim::{Faults, SimKinesis, SimTransport, UnansweredTransport};
+use kpl::{BlockingProducer, Config, DeliveryErrorKind, Record, Stream};
+use kpl_sim::{Faults, SimTransport, UnansweredTransport};
 
 fn producer() -> (BlockingProducer, SimTransport) {
-    let mut sim = SimKinesis::new(5);
-    sim.create_stream("s", 2, TokioClock.now());
-    let transport = SimTransport::new(sim, TokioClock);
     let mut config = Config::default();
     config.record_max_buffered_time = Duration::from_millis(5);
-    let producer = BlockingProducer::builder()
-        .config(config)
-        .transport(transport.clone())
-        .build()
-        .unwrap();
-    (producer, transport)
+    SimProducer::seeded(5).config(config).build_blocking()
 }
 
 #[test]

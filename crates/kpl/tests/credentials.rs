@@ -2,10 +2,12 @@
 //! go to, checked by the access key and region each call to a local endpoint was signed with.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use support::SimProducer;
 
 use aws_config::credential_process::CredentialProcessProvider;
 use aws_config::profile::ProfileFileCredentialsProvider;
@@ -14,16 +16,14 @@ use aws_config::profile::ProfileFileCredentialsProvider;
     reason = "the types ProfileFileCredentialsProvider takes, by the path aws-config names them"
 )]
 use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
-use kpl_sim::http::Endpoint;
 use kpl::aws::{Credentials, CredentialsFuture, ProvideCredentials};
 use kpl::time::{Clock, SystemClock};
 use kpl::{BuildError, Config, KinesisProducer, ProducerBuilder, Record, Stream, TokioClock};
 use kpl_sim::SimKinesis;
+use kpl_sim::http::Endpoint;
 
 fn endpoint() -> Endpoint {
-    let mut sim = SimKinesis::new(3);
-    sim.create_stream("s", 2, SystemClock.now());
-    Endpoint::start(sim).unwrap()
+    Endpoint::start(SimProducer::seeded(3).sim()).unwrap()
 }
 
 /// A producer on the default AWS transport to `endpoint`, with no static keys.

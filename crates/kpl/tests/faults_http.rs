@@ -9,17 +9,16 @@
     reason = "end-to-end tests over loopback HTTP"
 )]
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kpl_sim::http::{Endpoint, Fault, RandomFaults};
 use kpl::time::{Clock, SystemClock};
 use kpl::{
     Attempt, Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream, TokioClock,
 };
 use kpl_aggregation::HashKey;
 use kpl_sim::SimKinesis;
+use kpl_sim::http::{Endpoint, Fault, RandomFaults};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 

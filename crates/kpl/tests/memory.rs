@@ -2,16 +2,18 @@
 //! counting allocator while every record waits in a call the endpoint does not answer.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
+use support::SimProducer;
 
-use kpl::time::Clock;
 use kpl::transport::{
     DescribeStreamSummaryRequest, ListShardsRequest, ListShardsResponse, PutRecordsRequest,
     PutRecordsResponse, StreamSummary, Transport, TransportFuture,
 };
-use kpl::{Config, KinesisProducer, Record, SendErrorKind, Stream, TokioClock};
-use kpl_sim::{SimKinesis, SimTransport};
+use kpl::{Config, KinesisProducer, Record, SendErrorKind, Stream};
+use kpl_sim::SimTransport;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
@@ -78,10 +80,8 @@ struct Shape {
 /// checks the heap they take against the charge; then lets everything through.
 async fn fill_while_stalled(shape: Shape, aggregation: bool, check_peak: bool) {
     const LIMIT: usize = 4 * 1024 * 1024;
-    let mut sim = SimKinesis::new(9);
-    sim.create_stream("s", 4, TokioClock.now());
     let gate = Gate {
-        inner: SimTransport::new(sim, TokioClock),
+        inner: SimProducer::seeded(9).streams(&[("s", 4)]).transport(),
         open: Arc::new(watch::channel(true).0),
         held: Arc::new(watch::channel(0).0),
     };

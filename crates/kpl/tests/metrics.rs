@@ -2,14 +2,16 @@
 //! test binary) and its windowed view, at each level and granularity.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
+use support::SimProducer;
 
 use kpl::time::Clock;
 use kpl::{
     Config, KinesisProducer, Metric, MetricsGranularity, MetricsLevel, Record, Stream, TokioClock,
 };
-use kpl_sim::{SimKinesis, SimTransport};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 const RECORDS: usize = 1_000;
@@ -22,13 +24,10 @@ async fn run(name: &str, level: MetricsLevel, granularity: MetricsGranularity) -
     config.metrics_level = level;
     config.metrics_granularity = granularity;
     config.add_metrics_dimension("run", name, MetricsGranularity::Global);
-    let mut sim = SimKinesis::new(7);
-    sim.create_stream("orders", 2, TokioClock.now());
-    let producer = KinesisProducer::builder()
+    let (producer, _) = SimProducer::seeded(7)
+        .streams(&[("orders", 2)])
         .config(config)
-        .transport(SimTransport::new(sim, TokioClock))
-        .build()
-        .unwrap();
+        .build();
     let stream = Stream::new("orders").unwrap();
     let mut deliveries = Vec::new();
     for n in 0..RECORDS {
@@ -228,11 +227,10 @@ fn producer_with(
     let mut config = Config::default();
     config.metrics_upload_delay = Duration::from_secs(10);
     configure(&mut config);
-    let mut sim = SimKinesis::new(3);
-    sim.create_stream("orders", 2, TokioClock.now());
+    let sim = SimProducer::seeded(3).streams(&[("orders", 2)]);
     KinesisProducer::builder()
         .config(config)
-        .transport(SimTransport::new(sim, TokioClock))
+        .transport(sim.transport())
         .metrics_exporter(exporter)
         .build()
         .unwrap()
@@ -341,9 +339,9 @@ async fn a_tenth_throttled_once_gives_exact_statistics_in_the_window_and_the_upl
     // No map re-read, which would take the scripted throttle for itself.
     config.shard_map_refresh_interval = Duration::from_secs(3_600);
     config.rng_seed = Some(1);
-    let mut sim = SimKinesis::new(11);
-    sim.create_stream("orders", 1, TokioClock.now());
-    let transport = SimTransport::new(sim, TokioClock);
+    let transport = SimProducer::seeded(11)
+        .streams(&[("orders", 1)])
+        .transport();
     let producer = KinesisProducer::builder()
         .config(config)
         .transport(transport.clone())

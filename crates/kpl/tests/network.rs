@@ -6,21 +6,20 @@
 mod middlemen;
 mod warnings;
 
+mod support;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use support::SimProducer;
 
-use kpl_sim::http::Endpoint;
-use kpl::time::{Clock, SystemClock};
 use kpl::{Config, DeliveryErrorKind, FailureReason, KinesisProducer, Record, Stream};
-use kpl_sim::SimKinesis;
+use kpl_sim::http::Endpoint;
 use middlemen::{ConnectProxy, TlsFront};
 use warnings::Warnings;
 
 /// A local Kinesis endpoint behind a TLS front; its CA's PEM written to a file of its own.
 async fn tls_endpoint(name: &str) -> (Endpoint, TlsFront, std::path::PathBuf) {
-    let mut sim = SimKinesis::new(5);
-    sim.create_stream("s", 2, SystemClock.now());
-    let plain = Endpoint::start(sim).unwrap();
+    let plain = Endpoint::start(SimProducer::seeded(5).sim()).unwrap();
     let upstream = plain
         .endpoint()
         .trim_start_matches("http://")

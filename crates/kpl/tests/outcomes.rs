@@ -2,20 +2,17 @@
 //! from a consumer that falls behind.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
+use support::SimProducer;
 
-use kpl::time::Clock;
-use kpl::{DeliveryErrorKind, KinesisProducer, Record, SendErrorKind, Stream, TokioClock};
-use kpl_sim::{SimKinesis, SimTransport, UnansweredTransport};
+use kpl::{DeliveryErrorKind, KinesisProducer, Record, SendErrorKind, Stream};
+use kpl_sim::UnansweredTransport;
 
 fn producer() -> KinesisProducer {
-    let mut sim = SimKinesis::new(5);
-    sim.create_stream("s", 2, TokioClock.now());
-    KinesisProducer::builder()
-        .transport(SimTransport::new(sim, TokioClock))
-        .build()
-        .unwrap()
+    SimProducer::seeded(5).build().0
 }
 
 fn record(n: usize) -> Record {

@@ -1,9 +1,12 @@
 //! The async producer against the simulated Kinesis, on tokio's paused clock.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use support::SimProducer;
 
 use kpl::time::Clock;
 use kpl::transport::{
@@ -26,18 +29,11 @@ fn producer_with(
     streams: &[(&str, u32)],
     faults: Faults,
 ) -> (KinesisProducer, SimTransport) {
-    let mut sim = SimKinesis::new(3);
-    for (name, shards) in streams {
-        sim.create_stream(name, *shards, TokioClock.now());
-    }
-    sim.set_faults(faults);
-    let transport = SimTransport::new(sim, TokioClock);
-    let producer = KinesisProducer::builder()
+    SimProducer::seeded(3)
+        .streams(streams)
+        .faults(faults)
         .config(config)
-        .transport(transport.clone())
         .build()
-        .unwrap();
-    (producer, transport)
 }
 
 fn producer(streams: &[(&str, u32)]) -> (KinesisProducer, SimTransport) {

@@ -10,8 +10,8 @@ use kpl_engine::transport::{
     ShardFilter,
 };
 use kpl_engine::{Request, Response, Stream, TransportError, TransportErrorKind};
-use rand::rngs::SmallRng;
 use rand::Rng;
+use rand::rngs::SmallRng;
 use serde_json::{Value, json};
 
 use super::wire::HttpRequest;
@@ -126,7 +126,10 @@ impl State {
 
     /// Counts a call by who signed it, for which region, and its operation.
     pub(super) fn count_call(&mut self, request: &HttpRequest) {
-        *self.access_keys.entry(request.access_key.clone()).or_default() += 1;
+        *self
+            .access_keys
+            .entry(request.access_key.clone())
+            .or_default() += 1;
         *self.regions.entry(request.region.clone()).or_default() += 1;
         let operation = if request.target.is_empty() {
             request.path.clone()

@@ -33,8 +33,8 @@ use rand::rngs::SmallRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-pub use self::faults::{Fault, RandomFaults};
 use self::faults::{Answer, State, answer, assume_role_with_web_identity, sso_role_credentials};
+pub use self::faults::{Fault, RandomFaults};
 pub use self::verifying::{VerifiedCounts, VerifyingEndpoint, fingerprint};
 use self::wire::{read_request, write_answer};
 use crate::SimKinesis;
@@ -169,7 +169,6 @@ impl Endpoint {
     }
 }
 
-
 /// Serves the calls of one connection.
 async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
     socket.set_nodelay(true)?;
@@ -181,7 +180,9 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
         let answer = if request.path.starts_with("/federation/credentials") {
             sso_role_credentials(&request.bearer)
         } else if request.target.is_empty()
-            && request.body.starts_with(b"Action=AssumeRoleWithWebIdentity")
+            && request
+                .body
+                .starts_with(b"Action=AssumeRoleWithWebIdentity")
         {
             assume_role_with_web_identity(&request.body)
         } else {
@@ -197,7 +198,9 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
                 write_answer(socket, 200, &body).await?;
             }
             Answer::Reset { body } => {
-                socket.write_all(wire::head(200, body.len()).as_bytes()).await?;
+                socket
+                    .write_all(wire::head(200, body.len()).as_bytes())
+                    .await?;
                 socket.write_all(&body.as_bytes()[..body.len() / 2]).await?;
                 return Ok(());
             }

@@ -38,7 +38,11 @@ pub(super) async fn read_request(
         return Ok(None);
     }
     let mut request = HttpRequest {
-        path: line.split_whitespace().nth(1).unwrap_or_default().to_owned(),
+        path: line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned(),
         ..HttpRequest::default()
     };
     let mut length = 0usize;
@@ -88,6 +92,8 @@ pub(super) async fn write_answer(
     status: u16,
     body: &str,
 ) -> io::Result<()> {
-    socket.write_all(head(status, body.len()).as_bytes()).await?;
+    socket
+        .write_all(head(status, body.len()).as_bytes())
+        .await?;
     socket.write_all(body.as_bytes()).await
 }
