@@ -454,9 +454,9 @@ pub fn run_blocking_threads(
 /// The AWS transport to `endpoint` with static local credentials.
 pub fn aws_transport(endpoint: String) -> Option<kpl_aws::AwsTransport> {
     let mut settings = kpl_aws::AwsSettings::default();
-    settings.region = Some("us-east-1".to_owned());
-    settings.endpoint_url = Some(endpoint);
-    settings.credentials = Some(kpl::aws::Credentials::new(
+    settings.sdk.region = Some("us-east-1".to_owned());
+    settings.sdk.endpoint_url = Some(endpoint);
+    settings.sdk.credentials = Some(kpl::aws::Credentials::new(
         "AKIDBENCH",
         "bench-secret",
         None,

@@ -14,14 +14,15 @@
 //! use kpl_aws::{AwsSettings, AwsTransport};
 //!
 //! let mut settings = AwsSettings::default();
-//! settings.region = Some("eu-west-1".to_owned());
-//! settings.endpoint_url = Some("http://127.0.0.1:4567".to_owned()); // a local server
+//! settings.sdk.region = Some("eu-west-1".to_owned());
+//! settings.sdk.endpoint_url = Some("http://127.0.0.1:4567".to_owned()); // a local server
 //! let transport = AwsTransport::new(settings)?;
 //! # Ok::<(), kpl_aws::AwsSettingsError>(())
 //! ```
 #![forbid(unsafe_code)]
 
 mod errors;
+mod sdk;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,12 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_config::meta::region::ProvideRegion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
@@ -49,6 +47,7 @@ use tokio::sync::{Notify, OnceCell};
 
 pub use aws_smithy_runtime_api::client::http::SharedHttpClient;
 pub use errors::map_sdk_error;
+pub use sdk::SdkSettings;
 
 mod http;
 mod unverified_tls;
@@ -58,20 +57,11 @@ mod unverified_tls;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct AwsSettings {
-    /// The region, such as `us-east-1`.
-    pub region: Option<String>,
-    /// A full endpoint URL (`http://` or `https://`), for local servers or VPC endpoints.
-    pub endpoint_url: Option<String>,
-    /// Static credentials (the SDK's type, which never prints the secret).
-    pub credentials: Option<Credentials>,
-    /// A credentials provider of the application's (an SSO or web-identity provider, one that
-    /// rotates keys, ...); it takes precedence over `credentials`. Without either, the SDK's
-    /// default chain decides.
-    pub credentials_provider: Option<SharedCredentialsProvider>,
+    /// Region, endpoint, credentials and the call timeout, as every AWS client of the producer
+    /// takes them (the CloudWatch exporter's too).
+    pub sdk: SdkSettings,
     /// Timeout for establishing a connection.
     pub connect_timeout: Option<Duration>,
-    /// Timeout of a whole call.
-    pub request_timeout: Option<Duration>,
     /// Whether to verify TLS certificates (`VerifyCertificate`). `false` accepts any
     /// certificate, for test endpoints with self-signed ones; a `warn` says so at `new`.
     pub verify_certificate: bool,
@@ -93,12 +83,8 @@ pub struct AwsSettings {
 impl Default for AwsSettings {
     fn default() -> Self {
         Self {
-            region: None,
-            endpoint_url: None,
-            credentials: None,
-            credentials_provider: None,
+            sdk: SdkSettings::default(),
             connect_timeout: None,
-            request_timeout: None,
             verify_certificate: true,
             proxy_host: None,
             proxy_port: None,
@@ -111,18 +97,8 @@ impl Default for AwsSettings {
 impl fmt::Debug for AwsSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AwsSettings")
-            .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| "<redacted>"),
-            )
-            .field(
-                "credentials_provider",
-                &self.credentials_provider.as_ref().map(|_| "<provider>"),
-            )
+            .field("sdk", &self.sdk)
             .field("connect_timeout", &self.connect_timeout)
-            .field("request_timeout", &self.request_timeout)
             .field("verify_certificate", &self.verify_certificate)
             .field(
                 "proxy_host",
@@ -218,7 +194,7 @@ impl fmt::Debug for AwsTransport {
 impl AwsTransport {
     /// A transport with these settings, checked now; the SDK configuration loads on first use.
     ///
-    /// Without `settings.region`, the SDK's region chain is asked now (`AWS_REGION`,
+    /// Without `settings.sdk.region`, the SDK's region chain is asked now (`AWS_REGION`,
     /// `AWS_DEFAULT_REGION`, the profile's `region`, then the EC2 instance metadata), on a thread
     /// of its own, and [`AwsSettingsError::NoRegion`] is returned when none answers: a producer
     /// without a region fails here rather than record by record later. Asking the instance
@@ -227,19 +203,19 @@ impl AwsTransport {
     pub fn new(mut settings: AwsSettings) -> Result<Self, AwsSettingsError> {
         if !settings.verify_certificate {
             tracing::warn!(
-                endpoint = settings.endpoint_url.as_deref().unwrap_or("(regional)"),
+                endpoint = settings.sdk.endpoint_url.as_deref().unwrap_or("(regional)"),
                 "VerifyCertificate=false: any TLS certificate is accepted, so anyone on the path \
                  can read and change the calls; use CaCertFile for a private CA instead"
             );
         }
-        if let Some(url) = &settings.endpoint_url
+        if let Some(url) = &settings.sdk.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(AwsSettingsError::Endpoint(url.clone()));
         }
         let http_client = http::client_for(&settings)?;
-        if settings.region.is_none() {
-            settings.region = Some(region_from_chain().ok_or(AwsSettingsError::NoRegion)?);
+        if settings.sdk.region.is_none() {
+            settings.sdk.region = Some(region_from_chain().ok_or(AwsSettingsError::NoRegion)?);
         }
         Ok(Self {
             settings: Arc::new(settings),
@@ -273,7 +249,7 @@ impl AwsTransport {
     /// The region calls go to for streams named by name: the settings' or the one the SDK's
     /// chain found at [`new`](Self::new). `None` for a transport on a client built elsewhere.
     pub fn region(&self) -> Option<&str> {
-        self.settings.region.as_deref()
+        self.settings.sdk.region.as_deref()
     }
 
     /// The HTTP client made for the settings' proxy and trust store, if they ask for one: hand
@@ -312,7 +288,7 @@ impl AwsTransport {
             Arc::clone(clients.entry(region.to_owned()).or_default())
         };
         let mut settings = AwsSettings::clone(&self.settings);
-        settings.region = Some(region.to_owned());
+        settings.sdk.region = Some(region.to_owned());
         Ok(self.loaded(&slot, &Arc::new(settings)).await)
     }
 
@@ -369,31 +345,20 @@ async fn load_sdk_config(
     settings: &AwsSettings,
     http_client: Option<SharedHttpClient>,
 ) -> aws_config::SdkConfig {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
     let mut timeouts = TimeoutConfig::builder();
     if let Some(connect) = settings.connect_timeout {
         timeouts = timeouts.connect_timeout(connect);
     }
-    if let Some(request) = settings.request_timeout {
+    if let Some(request) = settings.sdk.request_timeout {
         timeouts = timeouts.operation_attempt_timeout(request);
     }
-    loader = loader.timeout_config(timeouts.build());
-    if let Some(http_client) = http_client {
-        loader = loader.http_client(http_client);
-    }
-    if let Some(region) = &settings.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    if let Some(url) = &settings.endpoint_url {
-        loader = loader.endpoint_url(url.clone());
-    }
-    if let Some(provider) = &settings.credentials_provider {
-        loader = loader.credentials_provider(provider.clone());
-    } else if let Some(keys) = &settings.credentials {
-        loader = loader.credentials_provider(keys.clone());
-    }
-    loader.load().await
+    settings
+        .sdk
+        .loader(http_client)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts.build())
+        .load()
+        .await
 }
 
 /// The region of a stream ARN (`arn:<partition>:kinesis:<region>:<account>:stream/<name>`).

@@ -391,9 +391,9 @@ fn timeouts_dispatch_failures_and_construction_failures_map_to_their_kinds() {
 #[tokio::test]
 async fn a_refused_connection_is_a_connection_error() {
     let mut settings = AwsSettings::default();
-    settings.region = Some("us-east-1".into());
-    settings.endpoint_url = Some("http://127.0.0.1:1".into());
-    settings.credentials = Some(Credentials::new("AKIDTEST", "secret", None, None, "test"));
+    settings.sdk.region = Some("us-east-1".into());
+    settings.sdk.endpoint_url = Some("http://127.0.0.1:1".into());
+    settings.sdk.credentials = Some(Credentials::new("AKIDTEST", "secret", None, None, "test"));
     let transport = AwsTransport::new(settings).unwrap();
     let error = transport.put_records(put("s")).await.unwrap_err();
     assert_eq!(error.kind(), TransportErrorKind::Connection, "{error}");
@@ -406,7 +406,7 @@ fn settings_that_cannot_be_used_are_refused_with_the_reason() {
         settings.verify_certificate,
         "verified unless told otherwise"
     );
-    settings.region = Some("us-east-1".into());
+    settings.sdk.region = Some("us-east-1".into());
     // A proxy is taken; one that is not a URL is not.
     settings.proxy_host = Some("proxy.local".into());
     settings.proxy_port = Some(3128);
@@ -461,12 +461,12 @@ fn settings_that_cannot_be_used_are_refused_with_the_reason() {
         "{error}"
     );
     settings.ca_certificates = None;
-    settings.endpoint_url = Some("localhost:4567".into());
+    settings.sdk.endpoint_url = Some("localhost:4567".into());
     assert!(matches!(
         AwsTransport::new(settings.clone()).unwrap_err(),
         AwsSettingsError::Endpoint(_)
     ));
-    settings.credentials = Some(Credentials::new(
+    settings.sdk.credentials = Some(Credentials::new(
         "AKIDSECRETID",
         "very-secret",
         None,

@@ -60,8 +60,8 @@ fn metadata_endpoint(region: Option<&'static str>) -> String {
 fn without_a_region_the_instance_metadata_is_asked_and_none_is_refused() {
     if let Some(expected) = std::env::var_os(CHILD) {
         let mut settings = AwsSettings::default();
-        settings.endpoint_url = Some("http://127.0.0.1:9".to_owned());
-        settings.credentials = Some(aws_credential_types::Credentials::new(
+        settings.sdk.endpoint_url = Some("http://127.0.0.1:9".to_owned());
+        settings.sdk.credentials = Some(aws_credential_types::Credentials::new(
             "AKIDTEST", "secret", None, None, "test",
         ));
         match (AwsTransport::new(settings), expected.to_str().unwrap()) {

@@ -11,7 +11,9 @@
 //! next one (CloudWatch would count the samples twice).
 //!
 //! It has its own region, endpoint and credentials, so metrics can go to another account or
-//! region than the records (the KPL's `CloudwatchEndpoint` and metrics credentials).
+//! region than the records (the KPL's `CloudwatchEndpoint` and metrics credentials); or it
+//! derives its client from another's configuration ([`CloudWatchSettings::base_config`]), as
+//! the producer's default exporter derives it from the Kinesis transport's.
 //!
 //! ```no_run
 //! use std::time::SystemTime;
@@ -21,7 +23,7 @@
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut settings = CloudWatchSettings::default();
-//! settings.region = Some("eu-west-1".to_owned());
+//! settings.sdk.region = Some("eu-west-1".to_owned());
 //! let exporter = CloudWatchExporter::new(settings);
 //! let mut stat = Summary::default();
 //! (stat.count, stat.sum, stat.min, stat.max) = (3, 2.0, 0.0, 1.0);
@@ -42,17 +44,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum as CwDatum, StandardUnit, StatisticSet};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use kpl_aws::SdkSettings;
 use kpl_engine::metrics::{
     ExportError, ExportFuture, ExportReport, MetricDatum, MetricsExporter, MetricsUpload, Unit,
 };
@@ -82,49 +81,30 @@ pub type BaseConfig =
 
 /// Where and as whom to upload. Everything is optional: by default the SDK's provider chains
 /// decide the region and the credentials, and the regional endpoint is used. The client derives
-/// from [`base_config`](Self::base_config) when given; each setting here that is set overrides
-/// it.
+/// from [`base_config`](Self::base_config) when given; each setting of `sdk` that is set
+/// overrides it.
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct CloudWatchSettings {
+    /// Region, endpoint, credentials and the call timeout (of each attempt), as every AWS
+    /// client of the producer takes them.
+    pub sdk: SdkSettings,
     /// The SDK configuration to derive from (see [`BaseConfig`]); `None`: the SDK's defaults.
-    /// Its endpoint never carries over: CloudWatch's is `endpoint_url`, or the regional one.
+    /// Its endpoint never carries over: CloudWatch's is `sdk.endpoint_url`, or the regional one.
     pub base_config: Option<BaseConfig>,
-    /// The region, such as `us-east-1`.
-    pub region: Option<String>,
-    /// A full endpoint URL (`http://` or `https://`), for a VPC endpoint or a local server.
-    pub endpoint_url: Option<String>,
-    /// Static credentials (the SDK's type, which never prints the secret).
-    pub credentials: Option<Credentials>,
-    /// A credentials provider of the application's (an SSO or web-identity provider, one that
-    /// rotates keys, ...); it takes precedence over `credentials`. Without either, the SDK's
-    /// default chain decides.
-    pub credentials_provider: Option<SharedCredentialsProvider>,
-    /// Timeout of each call (each attempt).
-    pub request_timeout: Option<Duration>,
     /// An HTTP client of the application's (a proxy, a trust store: `kpl_aws::AwsTransport`'s
-    /// `http_client`); `None`: the SDK's.
+    /// `http_client`); `None`: the base's, or the SDK's.
     pub http_client: Option<SharedHttpClient>,
 }
 
 impl fmt::Debug for CloudWatchSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CloudWatchSettings")
+            .field("sdk", &self.sdk)
             .field(
                 "base_config",
                 &self.base_config.as_ref().map(|_| "<shared>"),
             )
-            .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| "<redacted>"),
-            )
-            .field(
-                "credentials_provider",
-                &self.credentials_provider.as_ref().map(|_| "<provider>"),
-            )
-            .field("request_timeout", &self.request_timeout)
             .field(
                 "http_client",
                 &self.http_client.as_ref().map(|_| "<client>"),
@@ -297,41 +277,33 @@ fn split_into_calls(data: Vec<CwDatum>) -> Vec<(Vec<CwDatum>, usize)> {
     calls
 }
 
-/// The client's configuration: derived from the base (given, or the SDK's defaults with the
-/// settings' HTTP client), then the settings laid over it, with the SDK's standard retries
-/// (exponential backoff with jitter) for each call.
+/// The client's configuration: derived from the base (given, or loaded from the settings),
+/// with the settings laid over it and the SDK's standard retries (exponential backoff with
+/// jitter) for each call.
 async fn client_config(settings: &CloudWatchSettings) -> aws_sdk_cloudwatch::Config {
+    let sdk = &settings.sdk;
     let base = match &settings.base_config {
         Some(base) => base().await,
-        None => {
-            let mut loader = aws_config::defaults(BehaviorVersion::latest());
-            // The credentials chain's own calls (STS, instance metadata) take the same way.
-            if let Some(http_client) = &settings.http_client {
-                loader = loader.http_client(http_client.clone());
-            }
-            loader.load().await
-        }
+        None => sdk.loader(settings.http_client.clone()).load().await,
     };
     let mut config = aws_sdk_cloudwatch::config::Builder::from(&base)
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
     // Another service's endpoint must not carry over.
-    config.set_endpoint_url(settings.endpoint_url.clone());
-    if let Some(request) = settings.request_timeout {
+    config.set_endpoint_url(sdk.endpoint_url.clone());
+    if let Some(request) = sdk.request_timeout {
         let timeouts = base
             .timeout_config()
             .map_or_else(TimeoutConfig::builder, TimeoutConfig::to_builder);
         config = config.timeout_config(timeouts.operation_attempt_timeout(request).build());
     }
-    if let Some(region) = &settings.region {
+    if let Some(region) = &sdk.region {
         config = config.region(aws_config::Region::new(region.clone()));
     }
     if let Some(http_client) = &settings.http_client {
         config = config.http_client(http_client.clone());
     }
-    if let Some(provider) = &settings.credentials_provider {
-        config = config.credentials_provider(provider.clone());
-    } else if let Some(keys) = &settings.credentials {
-        config = config.credentials_provider(keys.clone());
+    if let Some(provider) = sdk.provider() {
+        config = config.credentials_provider(provider);
     }
     config.build()
 }

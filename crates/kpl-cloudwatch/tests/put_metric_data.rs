@@ -140,16 +140,16 @@ async fn serve(mut socket: TcpStream, log: Arc<Mutex<Vec<Received>>>, answer: An
 
 fn exporter(url: &str) -> CloudWatchExporter {
     let mut settings = CloudWatchSettings::default();
-    settings.region = Some("us-east-1".to_owned());
-    settings.endpoint_url = Some(url.to_owned());
-    settings.credentials = Some(aws_credential_types::Credentials::new(
+    settings.sdk.region = Some("us-east-1".to_owned());
+    settings.sdk.endpoint_url = Some(url.to_owned());
+    settings.sdk.credentials = Some(aws_credential_types::Credentials::new(
         "AKIDEXAMPLE",
         "secret",
         None,
         None,
         "test",
     ));
-    settings.request_timeout = Some(Duration::from_secs(5));
+    settings.sdk.request_timeout = Some(Duration::from_secs(5));
     CloudWatchExporter::new(settings)
 }
 
@@ -218,16 +218,16 @@ impl aws_credential_types::provider::ProvideCredentials for MetricsAccount {
 async fn a_credentials_provider_signs_the_uploads_in_place_of_static_keys() {
     let stub = stub(Answer::Ok).await;
     let mut settings = CloudWatchSettings::default();
-    settings.region = Some("us-east-1".to_owned());
-    settings.endpoint_url = Some(stub.url.clone());
-    settings.credentials = Some(aws_credential_types::Credentials::new(
+    settings.sdk.region = Some("us-east-1".to_owned());
+    settings.sdk.endpoint_url = Some(stub.url.clone());
+    settings.sdk.credentials = Some(aws_credential_types::Credentials::new(
         "AKIDEXAMPLE",
         "secret",
         None,
         None,
         "test",
     ));
-    settings.credentials_provider =
+    settings.sdk.credentials_provider =
         Some(aws_credential_types::provider::SharedCredentialsProvider::new(MetricsAccount));
     assert!(!format!("{settings:?}").contains("AKIDEXAMPLE"));
     let upload = MetricsUpload::new("KinesisProducerLibrary", UNIX_EPOCH, vec![datum(1)]);
@@ -267,7 +267,7 @@ async fn a_client_derived_from_a_base_configuration_keeps_its_region_and_keys_no
     let kinesis = stub(Answer::Ok).await;
     let mut settings = CloudWatchSettings::default();
     settings.base_config = Some(base_config(&kinesis.url));
-    settings.endpoint_url = Some(cloudwatch.url.clone());
+    settings.sdk.endpoint_url = Some(cloudwatch.url.clone());
     let upload = MetricsUpload::new("KinesisProducerLibrary", UNIX_EPOCH, vec![datum(1)]);
     CloudWatchExporter::new(settings.clone())
         .export(upload.clone())
@@ -286,9 +286,9 @@ async fn a_client_derived_from_a_base_configuration_keeps_its_region_and_keys_no
         "not to the base's endpoint"
     );
     // The metrics' own provider and region win over the base's.
-    settings.credentials_provider =
+    settings.sdk.credentials_provider =
         Some(aws_credential_types::provider::SharedCredentialsProvider::new(MetricsAccount));
-    settings.region = Some("ap-south-1".to_owned());
+    settings.sdk.region = Some("ap-south-1".to_owned());
     CloudWatchExporter::new(settings)
         .export(upload)
         .await

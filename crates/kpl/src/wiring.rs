@@ -96,11 +96,11 @@ pub(crate) fn aws_settings(config: &Config) -> Result<kpl_aws::AwsSettings, Buil
         );
     }
     let mut settings = kpl_aws::AwsSettings::default();
-    settings.region = (!config.region.is_empty()).then(|| config.region.clone());
-    settings.endpoint_url = endpoint_url;
-    settings.credentials = static_credentials(config);
+    settings.sdk.region = (!config.region.is_empty()).then(|| config.region.clone());
+    settings.sdk.endpoint_url = endpoint_url;
+    settings.sdk.credentials = static_credentials(config);
     settings.connect_timeout = Some(config.connect_timeout);
-    settings.request_timeout = Some(config.request_timeout);
+    settings.sdk.request_timeout = Some(config.request_timeout);
     settings.verify_certificate = config.verify_certificate;
     settings.proxy_host = (!config.proxy_host.is_empty()).then(|| config.proxy_host.clone());
     settings.proxy_port = Some(config.proxy_port);
@@ -131,7 +131,7 @@ pub(crate) fn aws_transport(
     provider: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 ) -> Result<kpl_aws::AwsTransport, BuildError> {
     let mut settings = aws_settings(config)?;
-    settings.credentials_provider = provider;
+    settings.sdk.credentials_provider = provider;
     kpl_aws::AwsTransport::new(settings).map_err(|error| match error {
         kpl_aws::AwsSettingsError::NoRegion => BuildError::NoRegion,
         error => BuildError::UnsupportedSetting(Box::new(error)),
@@ -182,17 +182,17 @@ pub(crate) fn default_exporter(
             }));
         }
         None => {
-            settings.credentials = static_credentials(config);
-            settings.credentials_provider = providers.kinesis.clone();
+            settings.sdk.credentials = static_credentials(config);
+            settings.sdk.credentials_provider = providers.kinesis.clone();
         }
     }
-    settings.endpoint_url =
+    settings.sdk.endpoint_url =
         crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
     // The metrics' own provider, if they have one, as in the KPL.
     if let Some(provider) = &providers.metrics {
-        settings.credentials_provider = Some(provider.clone());
+        settings.sdk.credentials_provider = Some(provider.clone());
     }
-    settings.request_timeout = Some(config.request_timeout);
+    settings.sdk.request_timeout = Some(config.request_timeout);
     Some(Arc::new(kpl_cloudwatch::CloudWatchExporter::new(settings)))
 }
 
