@@ -1030,9 +1030,9 @@ fn memory_markdown() -> String {
          in JSON). They exist only while it is queued or in flight, but are reserved when it is \
          accepted, so that encoding never passes the limit;\n\
          - {} bytes of bookkeeping: {ENGINE_BYTES_PER_RECORD} in the engine (its entry and its \
-         slot in the record window) and {facade} in the producer (its places in the tables of \
-         waiting records and of completions; {timer} more with `UserRecordTimeoutInMillis` set, \
-         for the future's timer);\n\
+         slot in the record window) and {facade} in the producer (the token the engine keeps with \
+         it, saying where its outcome goes, and its place in the table of completions; {timer} \
+         more with `UserRecordTimeoutInMillis` set, for the future's timer);\n\
          - once an attempt to write it has failed, {HISTORY_BYTES} more for its history of \
          failed attempts (the first and the latest), which only a retried record has.\n\n\
          The limit is checked against the most the records can take, each record without a \
