@@ -90,7 +90,9 @@ pub struct CloudWatchSettings {
     /// client of the producer takes them.
     pub sdk: SdkSettings,
     /// The SDK configuration to derive from (see [`BaseConfig`]); `None`: the SDK's defaults.
-    /// Its endpoint never carries over: CloudWatch's is `sdk.endpoint_url`, or the regional one.
+    /// Its endpoint stands unless `sdk.endpoint_url` is set: give a base without another
+    /// service's endpoint (the producer's default exporter strips `KinesisEndpoint` from the
+    /// transport's).
     pub base_config: Option<BaseConfig>,
     /// An HTTP client of the application's (a proxy, a trust store: `kpl_aws::AwsTransport`'s
     /// `http_client`); `None`: the base's, or the SDK's.
@@ -288,8 +290,10 @@ async fn client_config(settings: &CloudWatchSettings) -> aws_sdk_cloudwatch::Con
     };
     let mut config = aws_sdk_cloudwatch::config::Builder::from(&base)
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
-    // Another service's endpoint must not carry over.
-    config.set_endpoint_url(sdk.endpoint_url.clone());
+    // Otherwise the base's (or the environment's, or the profile's) stands.
+    if let Some(url) = &sdk.endpoint_url {
+        config = config.endpoint_url(url.clone());
+    }
     if let Some(request) = sdk.request_timeout {
         let timeouts = base
             .timeout_config()

@@ -262,7 +262,8 @@ fn base_config(kinesis_endpoint: &str) -> kpl_cloudwatch::BaseConfig {
 }
 
 #[tokio::test]
-async fn a_client_derived_from_a_base_configuration_keeps_its_region_and_keys_not_its_endpoint() {
+async fn a_client_derived_from_a_base_configuration_keeps_its_region_and_keys_and_its_own_endpoint_wins()
+ {
     let cloudwatch = stub(Answer::Ok).await;
     let kinesis = stub(Answer::Ok).await;
     let mut settings = CloudWatchSettings::default();
@@ -298,6 +299,22 @@ async fn a_client_derived_from_a_base_configuration_keeps_its_region_and_keys_no
         (received[1].access_key.as_str(), received[1].region.as_str()),
         ("AKIDMETRICS", "ap-south-1")
     );
+}
+
+#[tokio::test]
+async fn a_base_configuration_s_endpoint_stands_when_the_settings_give_none() {
+    // As `AWS_ENDPOINT_URL` from the environment would be: one endpoint for every service.
+    let shared = stub(Answer::Ok).await;
+    let mut settings = CloudWatchSettings::default();
+    settings.base_config = Some(base_config(&shared.url));
+    let upload = MetricsUpload::new("KinesisProducerLibrary", UNIX_EPOCH, vec![datum(2)]);
+    CloudWatchExporter::new(settings)
+        .export(upload)
+        .await
+        .unwrap();
+    let received = shared.received.lock().unwrap();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].access_key, "AKIDBASE");
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@
 //! can take, each record without a history counted as if it had one, so that the limit holds
 //! even when every outstanding record comes to be retried.
 //! - whatever the driver keeps per record, [`EngineConfig::record_overhead_bytes`](crate::EngineConfig::record_overhead_bytes)
-//!   (the `kpl` producer's places in its tables of waiting records and of completions).
+//!   (the `kpl` producer's: the token the engine keeps with each record, and its place in the
+//!   table of completions).
 //!
 //! With all of it counted, `max_outstanding_bytes` bounds the memory the producer holds for
 //! records; what remains is a fixed overhead (the runtime, the connections, the transport's

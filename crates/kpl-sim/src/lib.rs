@@ -7,7 +7,10 @@
 //!
 //! [`SimTransport`] puts it behind the engine's [`Transport`](kpl_engine::Transport) trait, for
 //! drivers and demos; [`Pair`] drives an [`Engine`](kpl_engine::Engine) against it in virtual
-//! time, for simulation tests.
+//! time, for simulation tests. With the `http` feature, `http` puts it behind HTTP on loopback
+//! (`http::Endpoint`, with faults injected at the HTTP level) and offers a fast endpoint that
+//! checks every record as a KCL consumer reads it (`http::VerifyingEndpoint`), for clients
+//! that speak to Kinesis over the network.
 //!
 //! ```
 //! use std::time::Instant;

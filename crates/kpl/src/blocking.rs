@@ -110,6 +110,26 @@ impl BlockingOutcomeSender {
     pub fn send_wait(&self, record: Record) -> Result<RecordId, SendError> {
         self.runtime.block_on(self.sender.send_wait(record))
     }
+
+    /// [`send`](Self::send) with a context its outcome brings back (see
+    /// [`OutcomeSender::send_with`]).
+    pub fn send_with<C: std::any::Any + Send + Sync>(
+        &self,
+        record: Record,
+        context: C,
+    ) -> Result<RecordId, SendError> {
+        self.sender.send_with(record, context)
+    }
+
+    /// [`send_wait`](Self::send_wait) with a context its outcome brings back.
+    pub fn send_wait_with<C: std::any::Any + Send + Sync>(
+        &self,
+        record: Record,
+        context: C,
+    ) -> Result<RecordId, SendError> {
+        self.runtime
+            .block_on(self.sender.send_wait_with(record, context))
+    }
 }
 
 impl BlockingProducer {

@@ -36,7 +36,7 @@ pub struct RecordOutcome {
 }
 
 /// What a caller sends with a record for its outcome to bring back.
-pub(crate) type OutcomeContext = Box<dyn Any + Send>;
+pub(crate) type OutcomeContext = Box<dyn Any + Send + Sync>;
 
 impl RecordOutcome {
     /// The context the record was sent with, if it was sent with one of type `C`.

@@ -176,9 +176,22 @@ pub(crate) fn default_exporter(
         // credentials and its way through the network (proxy, trust store), as the KPL's
         // metrics take the records'.
         Some(transport) => {
+            // `KinesisEndpoint` is Kinesis's alone; an endpoint from the environment or the
+            // profile (`AWS_ENDPOINT_URL`) stands for every service.
+            let kinesis_endpoint =
+                crate::config::endpoint_url(&config.kinesis_endpoint, config.kinesis_port)
+                    .is_some();
             settings.base_config = Some(Arc::new(move || {
                 let transport = transport.clone();
-                Box::pin(async move { transport.sdk_config().await })
+                Box::pin(async move {
+                    let base = transport.sdk_config().await;
+                    if !kinesis_endpoint {
+                        return base;
+                    }
+                    let mut base = base.into_builder();
+                    base.set_endpoint_url(None);
+                    base.build()
+                })
             }));
         }
         None => {

@@ -101,20 +101,23 @@ fn threads_fire_and_forget_and_one_thread_reads_every_outcome() {
     let (sender, mut outcomes) = producer.outcome_channel(32);
     let reader = std::thread::spawn(move || {
         let mut written = 0;
-        while let Some(outcome) = outcomes.blocking_recv() {
+        while let Some(mut outcome) = outcomes.blocking_recv() {
             assert!(outcome.outcome.is_ok());
+            // Each record's context names the thread and the record that sent it.
+            let (t, i) = outcome.take_context::<(usize, usize)>().unwrap();
+            assert!(t < 3 && i < 200);
             written += 1;
         }
         written
     });
-    let senders: Vec<_> = (0..3)
+    let senders: Vec<_> = (0..3_usize)
         .map(|t| {
             let sender = sender.clone();
             std::thread::spawn(move || {
                 let stream = Stream::new("s").unwrap();
-                for i in 0..200 {
+                for i in 0..200_usize {
                     let record = Record::new(stream.clone(), format!("t{t}-{i}"), vec![2; 10]);
-                    sender.send_wait(record).unwrap();
+                    sender.send_wait_with(record, (t, i)).unwrap();
                 }
             })
         })

@@ -144,7 +144,7 @@ async fn fill_while_stalled(shape: Shape, aggregation: bool, check_peak: bool) {
     );
     assert!(charged <= LIMIT);
     // The charge covers what the producer (and the calls it made) really hold, with a margin
-    // for the few structures that grow as a whole (the table of waiting records, one request's
+    // for the few structures that grow as a whole (the table of completions, one request's
     // entry list) ...
     const SLACK: usize = 256 * 1024;
     assert!(held <= charged + SLACK, "held {held} > charged {charged}");

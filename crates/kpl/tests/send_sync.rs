@@ -2,7 +2,8 @@
 
 use kpl::{
     BlockingDelivery, BlockingProducer, BuildError, Config, ConfigError, Delivery, DeliveryError,
-    DeliveryFuture, KinesisProducer, ProducerBuilder, Record, SendError, ShutdownReport, Stream,
+    DeliveryFuture, KinesisProducer, OutcomeReceiver, OutcomeSender, ProducerBuilder, Record,
+    RecordOutcome, SendError, ShutdownReport, Stream,
 };
 
 use std::future::Future;
@@ -23,6 +24,9 @@ fn public_types_are_send_and_sync() {
     send_sync::<ConfigError>();
     send_sync::<BuildError>();
     send_sync::<ShutdownReport>();
+    send_sync::<RecordOutcome>();
+    send_sync::<OutcomeSender>();
+    send_static::<OutcomeReceiver>();
     send_static::<ProducerBuilder>();
     send_static::<BlockingDelivery>();
 }

@@ -375,7 +375,7 @@ fn entry_errors(
         .entries
         .into_iter()
         .enumerate()
-        .partition(|(i, _)| i % every == 0);
+        .partition(|(i, _)| i % every.max(1) == 0);
     let passed = if passing.is_empty() {
         Ok(Vec::new())
     } else {

@@ -177,6 +177,9 @@ async fn serve(socket: TcpStream, state: Arc<Mutex<State>>) -> io::Result<()> {
     let mut line = String::new();
     while let Some(request) = read_request(&mut reader, &mut line).await? {
         lock().count_call(&request);
+        if let Some(why) = &request.unreadable {
+            return write_answer(reader.get_mut(), 400, &wire::unreadable_answer(why)).await;
+        }
         let answer = if request.path.starts_with("/federation/credentials") {
             sso_role_credentials(&request.bearer)
         } else if request.target.is_empty()

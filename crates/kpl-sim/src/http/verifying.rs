@@ -14,7 +14,7 @@ use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord, MAGIC, deaggregate_s
 use tokio::io::BufReader;
 use tokio::net::TcpStream;
 
-use super::wire::{read_request, write_answer};
+use super::wire::{self, read_request, write_answer};
 
 /// A 64-bit fingerprint of a user record's data: its first 8 bytes and its length. The
 /// benchmarks' data is random, so the sum over a run tells whether each record arrived once
@@ -101,6 +101,9 @@ async fn serve(socket: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
     let mut line = String::new();
     let mut sequence = 0u64;
     while let Some(request) = read_request(&mut reader, &mut line).await? {
+        if let Some(why) = &request.unreadable {
+            return write_answer(reader.get_mut(), 400, &wire::unreadable_answer(why)).await;
+        }
         let answer = match request.operation() {
             "PutRecords" => put_records(&request.body, &shared, &mut sequence),
             "ListShards" => list_shards(&shared.ranges),

@@ -5,6 +5,11 @@ use std::io;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The largest body read: a `PutRecords` of 5 MiB is about 7 MiB in base64 and JSON.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The longest request line or header line read.
+const MAX_LINE_BYTES: u64 = 64 * 1024;
+
 /// One request, with what the endpoints look at.
 #[derive(Debug, Default)]
 pub(super) struct HttpRequest {
@@ -19,6 +24,9 @@ pub(super) struct HttpRequest {
     /// `x-amz-sso_bearer_token`, IAM Identity Center's portal token.
     pub(super) bearer: String,
     pub(super) body: Vec<u8>,
+    /// Why the request cannot be read (its body's framing); it is refused, and the connection
+    /// closed, since where the next request starts is unknown.
+    pub(super) unreadable: Option<String>,
 }
 
 impl HttpRequest {
@@ -33,8 +41,7 @@ pub(super) async fn read_request(
     reader: &mut (impl AsyncBufRead + Unpin),
     line: &mut String,
 ) -> io::Result<Option<HttpRequest>> {
-    line.clear();
-    if reader.read_line(line).await? == 0 {
+    if read_line(reader, line).await? == 0 {
         return Ok(None);
     }
     let mut request = HttpRequest {
@@ -45,10 +52,9 @@ pub(super) async fn read_request(
             .to_owned(),
         ..HttpRequest::default()
     };
-    let mut length = 0usize;
+    let mut length = Some(0usize);
     loop {
-        line.clear();
-        if reader.read_line(line).await? == 0 {
+        if read_line(reader, line).await? == 0 {
             return Ok(None);
         }
         let header = line.trim_end();
@@ -60,7 +66,9 @@ pub(super) async fn read_request(
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            length = value.parse().unwrap_or(0);
+            length = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            length = None;
         } else if name.eq_ignore_ascii_case("x-amz-target") {
             value.clone_into(&mut request.target);
         } else if name.eq_ignore_ascii_case("x-amz-sso_bearer_token") {
@@ -73,9 +81,43 @@ pub(super) async fn read_request(
             request.region = scope.nth(1).unwrap_or_default().to_owned();
         }
     }
-    request.body.resize(length, 0);
-    reader.read_exact(&mut request.body).await?;
+    match length {
+        Some(length) if length <= MAX_BODY_BYTES => {
+            request.body.resize(length, 0);
+            reader.read_exact(&mut request.body).await?;
+        }
+        Some(length) => {
+            request.unreadable = Some(format!("a body of {length} bytes, over {MAX_BODY_BYTES}"));
+        }
+        None => {
+            request.unreadable =
+                Some("a body without a content-length (chunked or unreadable)".to_owned());
+        }
+    }
     Ok(Some(request))
+}
+
+/// Reads one line into `line` (cleared first), at most `MAX_LINE_BYTES` of it.
+async fn read_line(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    line: &mut String,
+) -> io::Result<usize> {
+    line.clear();
+    let read = (&mut *reader).take(MAX_LINE_BYTES).read_line(line).await?;
+    if read as u64 == MAX_LINE_BYTES && !line.ends_with('\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a header line too long",
+        ));
+    }
+    Ok(read)
+}
+
+/// The service's answer to a request it cannot read.
+pub(super) fn unreadable_answer(why: &str) -> String {
+    format!(
+        r#"{{"__type":"SerializationException","message":"the request could not be read: {why}"}}"#
+    )
 }
 
 /// The head of an answer of `length` bytes with `status`.
@@ -96,4 +138,51 @@ pub(super) async fn write_answer(
         .write_all(head(status, body.len()).as_bytes())
         .await?;
     socket.write_all(body.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> io::Result<Option<HttpRequest>> {
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        runtime.block_on(async {
+            let mut reader = tokio::io::BufReader::new(bytes);
+            read_request(&mut reader, &mut String::new()).await
+        })
+    }
+
+    #[test]
+    fn a_request_is_read_whole_and_a_body_it_cannot_frame_is_refused_unread() -> io::Result<()> {
+        let request = read(
+            b"POST / HTTP/1.1\r\nX-Amz-Target: Kinesis_20131202.PutRecords\r\n\
+              Authorization: AWS4-HMAC-SHA256 Credential=AKID/20261207/eu-west-1/kinesis/aws4_request\r\n\
+              Content-Length: 2\r\n\r\n{}",
+        )?
+        .ok_or_else(|| io::Error::other("a request"))?;
+        assert_eq!(request.operation(), "PutRecords");
+        assert_eq!(
+            (request.access_key.as_str(), request.region.as_str()),
+            ("AKID", "eu-west-1")
+        );
+        assert_eq!(request.body, b"{}");
+        assert!(request.unreadable.is_none());
+        for head in [
+            "Content-Length: 99999999999",
+            "Content-Length: lots",
+            "Transfer-Encoding: chunked",
+        ] {
+            let bytes = format!("POST / HTTP/1.1\r\n{head}\r\n\r\n");
+            let request = read(bytes.as_bytes())?.ok_or_else(|| io::Error::other("a request"))?;
+            assert!(request.unreadable.is_some(), "{head}");
+            assert!(request.body.is_empty(), "{head}: nothing allocated for it");
+        }
+        let endless = format!("POST / HTTP/1.1\r\nX: {}", "x".repeat(100_000));
+        assert!(
+            read(endless.as_bytes()).is_err(),
+            "a header line has a bound"
+        );
+        assert!(read(b"")?.is_none(), "a closed connection");
+        Ok(())
+    }
 }

@@ -173,8 +173,6 @@ impl Drop for DriverStopped {
         // does not report them outstanding (and ageing) for the rest of its life, and each ends
         // cancelled where its outcome is awaited (a future, or a slot in an outcome channel).
         state.dropped = true;
-        state.engine.abandon();
-        state.dispatch(false);
         state.cancel_waiters();
         state.flushes.clear();
         state.failures_to_log.clear();

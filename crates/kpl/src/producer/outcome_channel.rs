@@ -39,8 +39,10 @@ impl OutcomeSender {
     /// [`send`](Self::send) with `context`, which the record's [`RecordOutcome`] brings back
     /// ([`RecordOutcome::take_context`]): what the caller needs to act on the outcome (where the
     /// record came from, say) travels with the record, and no table of ids is needed. The
-    /// producer keeps it with the record; a context larger than a pointer is boxed.
-    pub fn send_with<C: Any + Send>(
+    /// producer keeps it with the record, boxed unless it has no size; it is not counted
+    /// against `MaxOutstandingBytes`. A refused record comes back without it (the caller still
+    /// has what it put in).
+    pub fn send_with<C: Any + Send + Sync>(
         &self,
         record: Record,
         context: C,
@@ -79,7 +81,7 @@ impl OutcomeSender {
     }
 
     /// [`send_wait`](Self::send_wait) with `context`, as [`send_with`](Self::send_with).
-    pub async fn send_wait_with<C: Any + Send>(
+    pub async fn send_wait_with<C: Any + Send + Sync>(
         &self,
         record: Record,
         context: C,
