@@ -240,16 +240,44 @@ pub(crate) struct AttemptError {
 }
 
 impl AttemptError {
+    /// The most of an error code kept: service codes are short, and whatever sends longer ones
+    /// (a proxy, an emulator, a broken gateway) must not make each retried record hold them.
+    /// (What a retried record's history pins of the capped text is not yet charged against
+    /// `max_outstanding_bytes`: one answer's records share its errors, so it is at most one
+    /// code and message per distinct error of an answer.)
+    pub(crate) const MAX_CODE_BYTES: usize = 128;
+    /// The most of an error message kept, for the same reason.
+    pub(crate) const MAX_MESSAGE_BYTES: usize = 512;
+
+    /// An attempt's error, its code and message cut to [`Self::MAX_CODE_BYTES`] and
+    /// [`Self::MAX_MESSAGE_BYTES`] (on a character boundary, an ellipsis marking the cut).
     pub(crate) fn shared(code: impl Into<String>, message: impl Into<String>) -> Arc<Self> {
         Arc::new(Self {
-            code: code.into(),
-            message: message.into(),
+            code: capped(code.into(), Self::MAX_CODE_BYTES),
+            message: capped(message.into(), Self::MAX_MESSAGE_BYTES),
         })
     }
 
     pub(crate) fn code(&self) -> &str {
         &self.code
     }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in an ellipsis when cut.
+fn capped(mut text: String, max: usize) -> String {
+    const ELLIPSIS: char = '…';
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - ELLIPSIS.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push(ELLIPSIS);
+    // Keep only what the cut text needs.
+    text.shrink_to_fit();
+    text
 }
 
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -686,6 +714,21 @@ pub enum Event<T = ()> {
 mod tests {
     use super::*;
     use crate::time::{Clock, SystemClock};
+
+    #[test]
+    fn error_codes_and_messages_are_cut_where_they_enter_on_a_character_boundary() {
+        let error = AttemptError::shared("X".repeat(1_000), "é".repeat(40_000));
+        assert_eq!(error.code.len(), AttemptError::MAX_CODE_BYTES);
+        assert!(error.message.len() <= AttemptError::MAX_MESSAGE_BYTES);
+        assert!(error.message.len() >= AttemptError::MAX_MESSAGE_BYTES - 4);
+        assert!(error.message.ends_with('…') && error.message.starts_with("éé"));
+        assert!(error.message.capacity() <= AttemptError::MAX_MESSAGE_BYTES);
+        let short = AttemptError::shared("InternalFailure", "boom");
+        assert_eq!(
+            (short.code.as_str(), short.message.as_str()),
+            ("InternalFailure", "boom")
+        );
+    }
 
     #[test]
     fn a_long_history_keeps_the_first_and_the_latest_attempts_and_counts_the_rest() {

@@ -89,6 +89,8 @@ impl<T> StreamState<T> {
                 }
             }
             Ok(response) => {
+                // One error per distinct code and message in the answer, shared by its entries.
+                let mut errors: BTreeMap<(String, String), Arc<AttemptError>> = BTreeMap::new();
                 for (entry, result) in entries.into_iter().zip(response.entries) {
                     let verdict = verdicts.entry(entry.slot).or_default();
                     match result {
@@ -104,7 +106,12 @@ impl<T> StreamState<T> {
                         }
                         PutRecordsEntryResult::Failed { code, message } => {
                             let kind = TransportErrorKind::from_code(&code);
-                            let error = AttemptError::shared(code, message);
+                            let error =
+                                Arc::clone(errors.entry((code, message)).or_insert_with_key(
+                                    |(code, message)| {
+                                        AttemptError::shared(code.as_str(), message.as_str())
+                                    },
+                                ));
                             self.stats.error(error.code(), 1);
                             self.interval(entry.slot).error(error.code());
                             self.observe(entry.slot, Metric::KinesisRecordsPut, 0.0);

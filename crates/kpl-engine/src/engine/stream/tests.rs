@@ -413,3 +413,37 @@ fn the_statistics_and_the_metrics_count_the_same_bytes_and_records() {
     );
     assert_eq!(count(Metric::RequestTime), stats.request_time.count);
 }
+
+#[test]
+fn an_answer_s_long_error_messages_are_cut_and_shared_by_its_entries() {
+    let mut config = EngineConfig::default();
+    config.aggregation_enabled = false;
+    let mut fx = Fixture::new(config, &[("shardId-0", 0, u128::MAX)]);
+    fx.accept("a");
+    fx.accept("b");
+    let entries = fx.send();
+    assert_eq!(entries.len(), 2);
+    let long = PutRecordsEntryResult::Failed {
+        code: "AccessDeniedException".to_owned(),
+        message: "é".repeat(32 * 1024),
+    };
+    fx.answer(entries, Ok(vec![long.clone(), long]));
+    let messages: Vec<(usize, *const u8)> = fx
+        .events()
+        .into_iter()
+        .map(|event| match event {
+            Event::Failed(failure) => {
+                let message = failure.attempts()[0].error_message().unwrap_or_default();
+                assert!(message.ends_with('…'), "cut: {} bytes", message.len());
+                (message.len(), message.as_ptr())
+            }
+            other => panic!("failed, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(messages.len(), 2);
+    assert!(messages[0].0 <= 512);
+    assert_eq!(
+        messages[0].1, messages[1].1,
+        "one copy for the answer's entries"
+    );
+}
