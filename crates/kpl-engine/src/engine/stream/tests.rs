@@ -416,8 +416,10 @@ fn the_statistics_and_the_metrics_count_the_same_bytes_and_records() {
 
 #[test]
 fn an_answer_s_long_error_messages_are_cut_and_shared_by_its_entries() {
-    let mut config = EngineConfig::default();
-    config.aggregation_enabled = false;
+    let config = EngineConfig {
+        aggregation_enabled: false,
+        ..EngineConfig::default()
+    };
     let mut fx = Fixture::new(config, &[("shardId-0", 0, u128::MAX)]);
     fx.accept("a");
     fx.accept("b");
