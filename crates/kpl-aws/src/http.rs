@@ -95,6 +95,14 @@ fn proxy_config(settings: &AwsSettings) -> Result<Option<ProxyConfig>, AwsSettin
     let Some(url) = proxy_url(settings) else {
         return Ok(proxy_in_environment().then(ProxyConfig::from_env));
     };
+    if url.contains('@') {
+        // Where it would be printed, or logged by a layer below, it cannot be taken back.
+        return Err(AwsSettingsError::Proxy(format!(
+            "{:?} holds user information: give it as the proxy's user name and password \
+             (ProxyUserName, ProxyPassword) instead",
+            without_userinfo(&url)
+        )));
+    }
     let mut config = ProxyConfig::all(url.as_str()).map_err(|error| {
         AwsSettingsError::Proxy(format!("proxy {:?}: {error}", without_userinfo(&url)))
     })?;
@@ -107,13 +115,7 @@ fn proxy_config(settings: &AwsSettings) -> Result<Option<ProxyConfig>, AwsSettin
 /// `url` without a `user:password@` part, for messages: a password written into `ProxyHost`
 /// must not be printed.
 pub(crate) fn without_userinfo(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) if scheme.is_empty() => format!("<redacted>@{}", &rest[at + 1..]),
-        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
+    kpl_engine::transport::redact_userinfo(url)
 }
 
 /// Where a PEM certificate begins.

@@ -202,8 +202,13 @@ impl AwsTransport {
     /// there to skip it.
     pub fn new(mut settings: AwsSettings) -> Result<Self, AwsSettingsError> {
         if !settings.verify_certificate {
+            let endpoint = settings
+                .sdk
+                .endpoint_url
+                .as_deref()
+                .map(http::without_userinfo);
             tracing::warn!(
-                endpoint = settings.sdk.endpoint_url.as_deref().unwrap_or("(regional)"),
+                endpoint = endpoint.as_deref().unwrap_or("(regional)"),
                 "VerifyCertificate=false: any TLS certificate is accepted, so anyone on the path \
                  can read and change the calls; use CaCertFile for a private CA instead"
             );
@@ -211,7 +216,7 @@ impl AwsTransport {
         if let Some(url) = &settings.sdk.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(AwsSettingsError::Endpoint(url.clone()));
+            return Err(AwsSettingsError::Endpoint(http::without_userinfo(url)));
         }
         let http_client = http::client_for(&settings)?;
         if settings.sdk.region.is_none() {

@@ -603,7 +603,9 @@ impl Remote {
             // The producer built later takes the region found now, not the chain again.
             config.region = region.to_owned();
         }
-        let place = match (&transport.region(), config.kinesis_endpoint.as_str()) {
+        // Printed in messages: never a password written into the endpoint.
+        let endpoint = kpl::transport::redact_userinfo(&config.kinesis_endpoint);
+        let place = match (&transport.region(), endpoint.as_str()) {
             (Some(region), "") => format!("region {region}"),
             (Some(region), endpoint) => format!("{endpoint} (region {region})"),
             (None, endpoint) => endpoint.to_owned(),

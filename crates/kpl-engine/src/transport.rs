@@ -391,6 +391,30 @@ impl StdError for TransportError {
     }
 }
 
+/// `value` (an endpoint or proxy URL, or a host) safe to print: everything between its scheme
+/// (if any) and its last `@` is replaced by `<redacted>`. The whole value is scanned, so a
+/// password holding `/`, `?` or `#`, or a `user:password@host` without a scheme, is caught
+/// too; any `@` counts as the end of user information.
+///
+/// ```
+/// use kpl_engine::transport::redact_userinfo;
+///
+/// assert_eq!(redact_userinfo("https://user:pa/ss@host:443/x"), "https://<redacted>@host:443/x");
+/// assert_eq!(redact_userinfo("user:hunter2@proxy.corp"), "<redacted>@proxy.corp");
+/// assert_eq!(redact_userinfo("http://127.0.0.1:4567"), "http://127.0.0.1:4567");
+/// ```
+pub fn redact_userinfo(value: &str) -> String {
+    let Some(at) = value.rfind('@') else {
+        return value.to_owned();
+    };
+    let start = value
+        .find("://")
+        .map(|scheme| scheme + 3)
+        .filter(|&start| start <= at)
+        .unwrap_or(0);
+    format!("{}<redacted>@{}", &value[..start], &value[at + 1..])
+}
+
 /// The future a [`Transport`] returns: named, boxed, `Send`, and independent of any runtime.
 #[must_use = "a transport future does nothing unless polled"]
 pub struct TransportFuture<T>(Pin<Box<dyn Future<Output = Result<T, TransportError>> + Send>>);

@@ -478,11 +478,5 @@ pub enum BuildError {
 
 /// A value without the `user:password@` of a URL, which must not be echoed in an error.
 fn without_userinfo(value: &str) -> String {
-    if let Some((scheme, rest)) = value.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            return format!("{scheme}://<redacted>@{}", &rest[at + 1..]);
-        }
-    }
-    value.to_owned()
+    kpl_engine::transport::redact_userinfo(value)
 }

@@ -91,7 +91,7 @@ pub(crate) fn aws_settings(config: &Config) -> Result<kpl_aws::AwsSettings, Buil
         && !is_loopback_url(url)
     {
         tracing::warn!(
-            endpoint = %url,
+            endpoint = %crate::transport::redact_userinfo(url),
             "plain http to a host that is not this machine: records and the session token travel unencrypted"
         );
     }

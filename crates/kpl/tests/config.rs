@@ -165,6 +165,51 @@ fn secrets_never_appear_in_debug_or_errors() {
     assert!(!error.to_string().contains("AKIAEXAMPLEEXAMPLE12"));
 }
 
+#[test]
+fn passwords_in_endpoint_and_proxy_values_are_never_printed_whatever_they_hold() {
+    // A password with `/` (the authority seemed to end before the `@`), and a proxy host with
+    // user information but no scheme.
+    for (key, value, secret) in [
+        (
+            "KinesisEndpoint",
+            "https://user:pa/ss@kinesis.example.com",
+            "pa/ss",
+        ),
+        ("ProxyHost", "user:hunter2@proxy.corp", "hunter2"),
+        (
+            "CloudwatchEndpoint",
+            "http://u:p?w#d@cw.example.com",
+            "p?w#d",
+        ),
+    ] {
+        let mut config = Config::default();
+        let shown = match config.set(key, value) {
+            Err(error) => format!("{error} {error:?}"),
+            Ok(()) => format!("{config:?}"),
+        };
+        assert!(!shown.contains(secret), "{key}: {shown}");
+    }
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn the_aws_transport_refuses_user_information_in_a_proxy_url_and_never_prints_it() {
+    let mut settings = kpl_aws::AwsSettings::default();
+    settings.sdk.region = Some("eu-west-1".to_owned());
+    settings.proxy_host = Some("http://user:pa/ss@proxy.corp:3128".to_owned());
+    assert!(!format!("{settings:?}").contains("pa/ss"));
+    let error = kpl_aws::AwsTransport::new(settings.clone()).unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(
+        shown.contains("ProxyUserName") && !shown.contains("pa/ss"),
+        "{shown}"
+    );
+    settings.proxy_host = None;
+    settings.sdk.endpoint_url = Some("ftp://user:pa/ss@kinesis.example.com".to_owned());
+    let error = kpl_aws::AwsTransport::new(settings).unwrap_err();
+    assert!(!format!("{error} {error:?}").contains("pa/ss"), "{error}");
+}
+
 /// (key, minimum, maximum) of every integer key, as the KPL states them.
 const INTEGER_RANGES: &[(&str, u64, u64)] = &[
     ("AggregationMaxCount", 1, i64::MAX as u64),
