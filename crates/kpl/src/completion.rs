@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -56,12 +57,18 @@ impl RecordOutcome {
     }
 }
 
+/// A future's place in the table of completions. Places are given out one after another to
+/// futures only, so records sent without a future (through an outcome channel) leave no gap
+/// the table would have to span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FutureKey(u64);
+
 /// Where an accepted record's outcome goes: the token the engine carries with the record and
 /// hands back with its outcome, so no table maps record ids to their callers.
 #[derive(Debug)]
 pub(crate) enum Waiter {
-    /// Its [`DeliveryFuture`], through the table of completions (by the record's id).
-    Future,
+    /// Its [`DeliveryFuture`], through its place in the table of completions.
+    Future(FutureKey),
     /// A slot reserved in an outcome channel, and the sender's context.
     Channel(mpsc::OwnedPermit<RecordOutcome>, Option<OutcomeContext>),
 }
@@ -73,10 +80,10 @@ impl Waiter {
         self,
         id: RecordId,
         outcome: Outcome,
-        completed: &mut Vec<(RecordId, Outcome)>,
+        completed: &mut Vec<(FutureKey, Outcome)>,
     ) {
         match self {
-            Self::Future => completed.push((id, outcome)),
+            Self::Future(key) => completed.push((key, outcome)),
             Self::Channel(permit, context) => drop(permit.send(RecordOutcome {
                 id,
                 outcome,
@@ -197,26 +204,33 @@ enum Slot {
     Abandoned,
 }
 
-/// The outcomes of the records sent for [`DeliveryFuture`]s, by record id.
+/// The outcomes of the records sent for [`DeliveryFuture`]s, by their futures' places.
 #[derive(Default)]
 pub(crate) struct CompletionTable {
     slots: Mutex<IdTable<Slot>>,
+    next_key: AtomicU64,
 }
 
 impl CompletionTable {
+    /// A place for the next future. A place given out and never used (the record was refused)
+    /// costs nothing.
+    pub(crate) fn reserve(&self) -> FutureKey {
+        FutureKey(self.next_key.fetch_add(1, Ordering::Relaxed))
+    }
+
     fn slots(&self) -> MutexGuard<'_, IdTable<Slot>> {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Hands records their outcomes (each record once) and wakes the tasks awaiting them.
-    pub(crate) fn complete(&self, outcomes: impl IntoIterator<Item = (RecordId, Outcome)>) {
+    pub(crate) fn complete(&self, outcomes: impl IntoIterator<Item = (FutureKey, Outcome)>) {
         let mut wake = Vec::new();
         let mut slots = self.slots();
-        for (id, outcome) in outcomes {
+        for (FutureKey(key), outcome) in outcomes {
             let done = Slot::Done(outcome.map_err(Box::new));
-            match slots.get_mut(id.get()) {
-                None => slots.insert(id.get(), done),
-                Some(Slot::Abandoned) => drop(slots.remove(id.get())),
+            match slots.get_mut(key) {
+                None => slots.insert(key, done),
+                Some(Slot::Abandoned) => drop(slots.remove(key)),
                 Some(slot) => {
                     if let Slot::Waiting(waker) = std::mem::replace(slot, done) {
                         wake.push(waker);
@@ -228,32 +242,32 @@ impl CompletionTable {
         wake.into_iter().for_each(Waker::wake);
     }
 
-    /// Record `id`'s outcome if it is there, else remembers whom to wake.
-    fn poll(&self, id: RecordId, cx: &mut Context<'_>) -> Poll<Outcome> {
+    /// The outcome of record `id`, at `key`, if it is there, else remembers whom to wake.
+    fn poll(&self, FutureKey(key): FutureKey, id: RecordId, cx: &mut Context<'_>) -> Poll<Outcome> {
         let mut slots = self.slots();
-        match slots.get_mut(id.get()) {
+        match slots.get_mut(key) {
             Some(Slot::Waiting(waker)) => {
                 waker.clone_from(cx.waker());
                 Poll::Pending
             }
             None => {
-                slots.insert(id.get(), Slot::Waiting(cx.waker().clone()));
+                slots.insert(key, Slot::Waiting(cx.waker().clone()));
                 Poll::Pending
             }
-            Some(Slot::Done(_) | Slot::Abandoned) => match slots.remove(id.get()) {
+            Some(Slot::Done(_) | Slot::Abandoned) => match slots.remove(key) {
                 Some(Slot::Done(outcome)) => Poll::Ready(outcome.map_err(|error| *error)),
                 _ => Poll::Ready(Err(DeliveryError::cancelled(id))),
             },
         }
     }
 
-    /// Record `id`'s future is gone: frees its slot, or marks it for its outcome to free.
-    fn forget(&self, id: RecordId) {
+    /// The future at `key` is gone: frees its slot, or marks it for its outcome to free.
+    fn forget(&self, FutureKey(key): FutureKey) {
         let mut slots = self.slots();
-        match slots.get_mut(id.get()) {
-            Some(Slot::Done(_)) => drop(slots.remove(id.get())),
+        match slots.get_mut(key) {
+            Some(Slot::Done(_)) => drop(slots.remove(key)),
             Some(slot) => *slot = Slot::Abandoned,
-            None => slots.insert(id.get(), Slot::Abandoned),
+            None => slots.insert(key, Slot::Abandoned),
         }
     }
 
@@ -269,6 +283,7 @@ impl CompletionTable {
 #[must_use = "the outcome of the record is only known by awaiting this future"]
 pub struct DeliveryFuture {
     id: RecordId,
+    key: FutureKey,
     /// `None` once resolved.
     table: Option<Arc<CompletionTable>>,
     timeout: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -277,11 +292,13 @@ pub struct DeliveryFuture {
 impl DeliveryFuture {
     pub(crate) fn new(
         id: RecordId,
+        key: FutureKey,
         table: Arc<CompletionTable>,
         timeout: Option<Pin<Box<tokio::time::Sleep>>>,
     ) -> Self {
         Self {
             id,
+            key,
             table: Some(table),
             timeout,
         }
@@ -309,7 +326,7 @@ impl Future for DeliveryFuture {
         let Some(table) = &self.table else {
             return Poll::Ready(Err(DeliveryError::cancelled(id)));
         };
-        if let Poll::Ready(outcome) = table.poll(id, cx) {
+        if let Poll::Ready(outcome) = table.poll(self.key, id, cx) {
             self.table = None;
             return Poll::Ready(outcome);
         }
@@ -317,7 +334,7 @@ impl Future for DeliveryFuture {
             && timeout.as_mut().poll(cx).is_ready()
         {
             if let Some(table) = self.table.take() {
-                table.forget(id);
+                table.forget(self.key);
             }
             return Poll::Ready(Err(DeliveryError::bare(id, DeliveryErrorKind::TimedOut)));
         }
@@ -328,7 +345,7 @@ impl Future for DeliveryFuture {
 impl Drop for DeliveryFuture {
     fn drop(&mut self) {
         if let Some(table) = self.table.take() {
-            table.forget(self.id);
+            table.forget(self.key);
         }
     }
 }
@@ -371,7 +388,7 @@ mod tests {
 
     impl Wake for Counter {
         fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -389,8 +406,17 @@ mod tests {
             .collect()
     }
 
-    fn cancelled(id: RecordId) -> (RecordId, Outcome) {
-        (id, Err(DeliveryError::cancelled(id)))
+    /// In these tests a future's place is its record's id.
+    fn key(id: RecordId) -> FutureKey {
+        FutureKey(id.get())
+    }
+
+    fn future_of(id: RecordId, table: &Arc<CompletionTable>) -> DeliveryFuture {
+        DeliveryFuture::new(id, key(id), Arc::clone(table), None)
+    }
+
+    fn cancelled(id: RecordId) -> (FutureKey, Outcome) {
+        (key(id), Err(DeliveryError::cancelled(id)))
     }
 
     #[test]
@@ -403,13 +429,13 @@ mod tests {
             panic!("two ids")
         };
         // Polled before its outcome: it waits, and is woken once.
-        let mut waiting = DeliveryFuture::new(late, Arc::clone(&table), None);
+        let mut waiting = future_of(late, &table);
         assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
         table.complete([cancelled(late)]);
-        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1);
         // Its outcome before the poll: ready at once.
         table.complete([cancelled(early)]);
-        let mut ready = DeliveryFuture::new(early, Arc::clone(&table), None);
+        let mut ready = future_of(early, &table);
         for future in [&mut waiting, &mut ready] {
             let Poll::Ready(Err(error)) = Pin::new(future).poll(&mut cx) else {
                 panic!("the outcome is there");
@@ -428,8 +454,8 @@ mod tests {
         let [never_polled, polled, finished] = ids(3)[..] else {
             panic!("three ids")
         };
-        drop(DeliveryFuture::new(never_polled, Arc::clone(&table), None));
-        let mut future = DeliveryFuture::new(polled, Arc::clone(&table), None);
+        drop(future_of(never_polled, &table));
+        let mut future = future_of(polled, &table);
         assert!(Pin::new(&mut future).poll(&mut cx).is_pending());
         drop(future);
         assert_eq!(
@@ -440,9 +466,9 @@ mod tests {
         table.complete([cancelled(never_polled), cancelled(polled)]);
         assert_eq!(table.footprint(), 0);
         table.complete([cancelled(finished)]);
-        drop(DeliveryFuture::new(finished, Arc::clone(&table), None));
+        drop(future_of(finished, &table));
         assert_eq!(table.footprint(), 0);
-        assert_eq!(counter.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(counter.0.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use self::driver::{LAST_UPLOAD_TIMEOUT, log_failures};
 pub use self::outcome_channel::{OutcomeReceiver, OutcomeSender};
 use self::state::Shared;
 pub use crate::completion::RecordOutcome;
-use crate::completion::{DeliveryFuture, Waiter};
+use crate::completion::{DeliveryFuture, FutureKey, Waiter};
 use crate::error::{SendError, SendErrorKind};
 use crate::metrics::{MetricReading, MetricsExports};
 
@@ -91,21 +91,22 @@ impl KinesisProducer {
     /// (or `send_wait` callers are waiting for space first; see [`send_wait`](Self::send_wait)),
     /// the record is invalid or too large, or the producer is shutting down.
     pub fn send(&self, record: Record) -> Result<DeliveryFuture, SendError> {
+        let key = self.handle.shared.completions.reserve();
         let id = self
-            .admit(record, None, Waiter::Future)
+            .admit(record, None, Waiter::Future(key))
             .map_err(|(refusal, _)| refusal)?;
-        Ok(self.delivery_future(id))
+        Ok(self.delivery_future(id, key))
     }
 
     /// The future of record `id`'s outcome, with the producer's `user_record_timeout`.
-    fn delivery_future(&self, id: RecordId) -> DeliveryFuture {
+    fn delivery_future(&self, id: RecordId, key: FutureKey) -> DeliveryFuture {
         let shared = &self.handle.shared;
         // On the producer's runtime, whichever thread sends (a timer needs a runtime's clock).
         let timer = shared.user_record_timeout.map(|timeout| {
             let _entered = shared.runtime.enter();
             Box::pin(tokio::time::sleep(timeout))
         });
-        DeliveryFuture::new(id, Arc::clone(&shared.completions), timer)
+        DeliveryFuture::new(id, key, Arc::clone(&shared.completions), timer)
     }
 
     /// `send` for a caller holding `ticket` in the queue of `send_wait` callers (`None`: not
@@ -152,7 +153,7 @@ impl KinesisProducer {
             .into_iter()
             .map(|prepared| prepared.map_err(send_error));
         let shared = &self.handle.shared;
-        let mut accepted: Vec<Result<RecordId, SendError>> =
+        let mut accepted: Vec<Result<(RecordId, FutureKey), SendError>> =
             Vec::with_capacity(prepared.size_hint().0);
         let wake = {
             let mut state = shared.lock();
@@ -167,8 +168,11 @@ impl KinesisProducer {
                             prepared.into_record(),
                         ));
                     }
-                    let admitted = state.admit(prepared, None, Waiter::Future, now);
-                    admitted.map(|(id, _)| id).map_err(|(refusal, _)| refusal)
+                    let key = shared.completions.reserve();
+                    let admitted = state.admit(prepared, None, Waiter::Future(key), now);
+                    admitted
+                        .map(|(id, _)| (id, key))
+                        .map_err(|(refusal, _)| refusal)
                 });
                 full |= matches!(&result, Err(e) if e.kind() == SendErrorKind::BufferFull);
                 accepted.push(result);
@@ -180,7 +184,7 @@ impl KinesisProducer {
         }
         accepted
             .into_iter()
-            .map(|result| result.map(|id| self.delivery_future(id)))
+            .map(|result| result.map(|(id, key)| self.delivery_future(id, key)))
             .collect()
     }
 
@@ -221,8 +225,9 @@ impl KinesisProducer {
     /// refuses with [`SendErrorKind::BufferFull`](crate::SendErrorKind::BufferFull): a large record is not passed over forever
     /// by smaller ones that fit in what frees up.
     pub async fn send_wait(&self, record: Record) -> Result<DeliveryFuture, SendError> {
-        let id = self.send_waiting(record, None, Waiter::Future).await?;
-        Ok(self.delivery_future(id))
+        let key = self.handle.shared.completions.reserve();
+        let id = self.send_waiting(record, None, Waiter::Future(key)).await?;
+        Ok(self.delivery_future(id, key))
     }
 
     /// [`send_wait`](Self::send_wait), giving up after `timeout` with
@@ -232,10 +237,11 @@ impl KinesisProducer {
         record: Record,
         timeout: Duration,
     ) -> Result<DeliveryFuture, SendError> {
+        let key = self.handle.shared.completions.reserve();
         let id = self
-            .send_waiting(record, Some(timeout), Waiter::Future)
+            .send_waiting(record, Some(timeout), Waiter::Future(key))
             .await?;
-        Ok(self.delivery_future(id))
+        Ok(self.delivery_future(id, key))
     }
 
     async fn send_waiting(
@@ -510,7 +516,46 @@ impl Drop for QueuePlace {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::TokioClock;
     use kpl_sim::UnansweredTransport;
+
+    #[tokio::test(start_paused = true)]
+    async fn futures_between_many_channel_records_take_no_places_for_them() {
+        let mut sim = kpl_sim::SimKinesis::new(3);
+        sim.create_stream("s", 2, TokioClock.now());
+        let producer = KinesisProducer::builder()
+            .transport(kpl_sim::SimTransport::new(sim, TokioClock))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let record = |key: String| Record::new(stream.clone(), key, vec![1]);
+        let first = producer.send(record("first".into()));
+        let (sender, mut outcomes) = producer.outcome_channel(64);
+        let reader = tokio::spawn(async move {
+            let mut received = 0;
+            while outcomes.recv().await.is_some() {
+                received += 1;
+            }
+            received
+        });
+        for n in 0..5_000 {
+            let sent = sender.send_wait(record(format!("channel-{n}"))).await;
+            assert!(sent.is_ok());
+        }
+        drop(sender);
+        let mut second = producer
+            .send(record("second".into()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Polled once, the second future takes its place while the first's outcome waits.
+        let _ = tokio::time::timeout(Duration::ZERO, &mut second).await;
+        let footprint = producer.handle.shared.completions.footprint();
+        assert!(footprint <= 2, "{footprint} places for two futures");
+        producer.flush_and_wait().await;
+        assert!(first.unwrap_or_else(|e| panic!("{e}")).await.is_ok());
+        assert!(second.await.is_ok());
+        assert_eq!(reader.await.unwrap_or_default(), 5_000);
+        assert_eq!(producer.handle.shared.completions.footprint(), 0);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn flush_calls_with_nothing_accepted_in_between_share_one_marker() {
