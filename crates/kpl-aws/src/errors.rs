@@ -113,6 +113,9 @@ pub(crate) fn redact_credentials(message: &str) -> String {
         // ASCII lowercasing keeps byte offsets, so positions found in it hold in `text`.
         while let Some(found) = text.to_ascii_lowercase()[from..].find(marker) {
             let start = from + found + marker.len();
+            // `x-amz-security-token: value`: the value starts after any spaces.
+            let spaces = text[start..].len() - text[start..].trim_start_matches(' ').len();
+            let start = start + spaces;
             let end = text[start..]
                 .find(|c: char| c.is_whitespace() || matches!(c, ',' | '\'' | '"' | '&' | ';'))
                 .map_or(text.len(), |length| start + length);
@@ -144,5 +147,7 @@ mod tests {
         let bare = redact_credentials("bad header X-Amz-Security-Token:abc123 here");
         assert_eq!(bare, "bad header X-Amz-Security-Token:<redacted> here");
         assert_eq!(redact_credentials("Rate exceeded"), "Rate exceeded");
+        let spaced = redact_credentials("header x-amz-security-token:   abc123 quoted");
+        assert_eq!(spaced, "header x-amz-security-token:   <redacted> quoted");
     }
 }

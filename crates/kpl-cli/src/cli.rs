@@ -147,8 +147,8 @@ pub(crate) struct ProduceArgs {
     /// FILE.errors (one line each: where it was read, the error code, the message).
     #[arg(long, value_name = "FILE")]
     pub(crate) failed_out: Option<PathBuf>,
-    /// Shards of a stream created on demand (`--local`).
-    #[arg(long, default_value_t = 4)]
+    /// Shards of a stream created on demand (`--local`), 1 to 100,000.
+    #[arg(long, default_value_t = 4, value_parser = shard_count())]
     pub(crate) shards: u32,
     /// How long Ctrl-C or the end of input waits for the records still in flight.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -231,8 +231,8 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) size: usize,
     /// Shards of the embedded stream (each takes 1 MiB and 1,000 Kinesis records a second, as
-    /// the service's do).
-    #[arg(long, default_value_t = 64)]
+    /// the service's do), 1 to 100,000.
+    #[arg(long, default_value_t = 64, value_parser = shard_count())]
     pub(crate) shards: u32,
     /// Sending tasks, and threads of the runtime.
     #[arg(long, default_value_t = 1)]
@@ -260,8 +260,8 @@ pub(crate) enum StreamCommand {
     Create {
         #[command(flatten)]
         target: TargetArgs,
-        /// Its shards.
-        #[arg(long, default_value_t = 4)]
+        /// Its shards, 1 to 100,000.
+        #[arg(long, default_value_t = 4, value_parser = shard_count())]
         shards: u32,
     },
     /// Show a stream's status and shards (with their lineage and hash key ranges).
@@ -302,6 +302,15 @@ fn parse_timestamp(text: &str) -> Result<std::time::SystemTime, String> {
     }
     humantime::parse_rfc3339_weak(text)
         .map_err(|error| format!("{text:?}: {error} (give RFC 3339 or seconds since the epoch)"))
+}
+
+/// The most shards a stream here may have: a shard map reads at most 100,000 (and the
+/// service's own limit per account is lower).
+const MAX_SHARDS: i64 = 100_000;
+
+/// `--shards`: 1 to [`MAX_SHARDS`], so a typo cannot make millions of simulated shards.
+fn shard_count() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=MAX_SHARDS)
 }
 
 #[cfg(test)]

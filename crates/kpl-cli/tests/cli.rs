@@ -643,3 +643,19 @@ fn help_shows_examples_and_completions_are_printed_for_each_shell() {
         assert!(text(&output.stdout).contains(marker), "{shell}");
     }
 }
+
+#[test]
+fn a_shard_count_out_of_range_is_refused_before_anything_is_made() {
+    for shards in ["0", "100001", "4000000000"] {
+        for args in [
+            &["bench", "--local", "--records", "1", "--shards", shards][..],
+            &[
+                "stream", "create", "--local", "--stream", "s", "--shards", shards,
+            ][..],
+        ] {
+            let output = run(args, b"");
+            assert_eq!(output.status.code(), Some(2), "{args:?}");
+            assert!(text(&output.stderr).contains("--shards"), "{args:?}");
+        }
+    }
+}
