@@ -296,13 +296,18 @@ pub(crate) struct Place<'a> {
 pub(crate) struct Printer {
     format: OutputFormat,
     out: std::io::BufWriter<std::io::Stdout>,
+    /// Whether stdout is a terminal: record data is then shown with its control bytes escaped,
+    /// so that a stream's contents cannot drive the terminal (titles, clipboard writes).
+    terminal: bool,
 }
 
 impl Printer {
     pub(crate) fn new(format: OutputFormat) -> Self {
+        let stdout = std::io::stdout();
         Self {
             format,
-            out: std::io::BufWriter::new(std::io::stdout()),
+            terminal: std::io::IsTerminal::is_terminal(&stdout),
+            out: std::io::BufWriter::new(stdout),
         }
     }
 
@@ -314,6 +319,10 @@ impl Printer {
         place: Option<&Place<'_>>,
     ) -> Result<(), Failure> {
         let written = match self.format {
+            OutputFormat::Text if self.terminal => self
+                .out
+                .write_all(&escape_controls(record.data()))
+                .and_then(|()| self.out.write_all(b"\n")),
             OutputFormat::Text => self
                 .out
                 .write_all(record.data())
@@ -373,5 +382,51 @@ fn stdout_failure(error: std::io::Error) -> Failure {
             outcome: Outcome::Failed,
             message: format!("writing to stdout: {error}"),
         }
+    }
+}
+
+/// `data` with its control bytes (C0 but for tab, DEL, and C1 in UTF-8 text) written as
+/// `\xNN` (`\u{NN}` for C1), for a terminal: a record holding escape sequences is shown, not
+/// obeyed.
+fn escape_controls(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let c1 = |pair: &[u8]| pair[0] == 0xc2 && (0x80..=0x9f).contains(&pair[1]);
+    let is_control = |byte: u8| (byte < 0x20 && byte != b'\t') || byte == 0x7f;
+    let clean = !data.iter().any(|&byte| is_control(byte)) && !data.windows(2).any(c1);
+    if clean {
+        return std::borrow::Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut rest = data;
+    while let Some((&byte, tail)) = rest.split_first() {
+        if is_control(byte) {
+            out.extend_from_slice(format!("\\x{byte:02x}").as_bytes());
+            rest = tail;
+        } else if rest.len() >= 2 && c1(rest) {
+            out.extend_from_slice(format!("\\u{{{:02x}}}", rest[1]).as_bytes());
+            rest = &rest[2..];
+        } else {
+            out.push(byte);
+            rest = tail;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_bytes_are_shown_escaped_and_text_is_left_alone() {
+        assert_eq!(
+            &*escape_controls(b"plain\ttext \xc3\xa9"),
+            b"plain\ttext \xc3\xa9"
+        );
+        assert_eq!(
+            &*escape_controls(b"a\x1b]52;c;aGk=\x07b\x7f"),
+            b"a\\x1b]52;c;aGk=\\x07b\\x7f"
+        );
+        // C1 CSI (U+009B) in UTF-8.
+        assert_eq!(&*escape_controls(b"x\xc2\x9by"), b"x\\u{9b}y");
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! `docs/metrics.md` lists every metric and how each backend sees it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -23,6 +23,7 @@ use kpl_engine::metrics::{
     ExportError, ExportReport, Granularity, Level, Metric, MetricDatum, MetricsExporter,
     MetricsUpload, Series,
 };
+use kpl_engine::stats::{MAX_ERROR_CODES, OTHER_ERROR_CODES};
 use kpl_engine::{ShardId, Stream, Summary};
 
 /// Which dimension levels metrics are reported at (`MetricsGranularity`).
@@ -283,6 +284,9 @@ pub(crate) struct MetricsHub {
     /// The engine's series of each of the last seconds, newest last.
     window: VecDeque<Vec<Series>>,
     uploads: Option<Uploads>,
+    /// Every error code reported so far, at most `MAX_ERROR_CODES` over the producer's life:
+    /// each becomes a label value, and recorders keep every label set they see.
+    codes: BTreeSet<Arc<str>>,
 }
 
 impl MetricsHub {
@@ -300,6 +304,7 @@ impl MetricsHub {
             additional,
             window: VecDeque::with_capacity(WINDOW_SECONDS),
             uploads: None,
+            codes: BTreeSet::new(),
         }
     }
 
@@ -363,7 +368,12 @@ impl MetricsHub {
     }
 
     /// Takes one second's series: keeps them for the window and reports them.
-    pub(crate) fn add_second(&mut self, series: Vec<Series>) {
+    pub(crate) fn add_second(&mut self, mut series: Vec<Series>) {
+        for series in &mut series {
+            if let Some(code) = &mut series.error_code {
+                self.bound_code(code);
+            }
+        }
         self.emit(&series);
         if let Some(uploads) = self.uploads.as_mut() {
             let reported = series.iter().filter(|s| reports(self.level, s.metric));
@@ -373,6 +383,19 @@ impl MetricsHub {
             self.window.pop_front();
         }
         self.window.push_back(series);
+    }
+
+    /// Keeps `code` if it was seen before or there is room for one more over the producer's
+    /// life; otherwise it becomes `OtherErrorCodes`, as the engine counts codes past its bound.
+    fn bound_code(&mut self, code: &mut Arc<str>) {
+        if self.codes.contains(code) {
+            return;
+        }
+        if self.codes.len() + 1 < MAX_ERROR_CODES {
+            self.codes.insert(Arc::clone(code));
+        } else {
+            *code = Arc::from(OTHER_ERROR_CODES);
+        }
     }
 
     /// The statistics of the last `window` (whole seconds, at most [`WINDOW_SECONDS`]), at
@@ -492,6 +515,34 @@ mod tests {
             actual == expected,
             "docs/metrics.md is out of date: run `KPL_BLESS=1 cargo test -p kpl --lib metrics`"
         );
+    }
+
+    #[test]
+    fn error_codes_are_bounded_over_the_producer_s_life_not_per_second() {
+        let mut hub = MetricsHub::new(
+            MetricsLevel::Detailed,
+            MetricsGranularity::Stream,
+            Vec::new(),
+        );
+        let stream = Stream::new("s").unwrap_or_else(|e| panic!("{e}"));
+        let mut one = Summary::default();
+        (one.count, one.sum, one.min, one.max) = (1, 1.0, 1.0, 1.0);
+        // A new code every second, as a misbehaving endpoint could send.
+        for second in 0..1_000 {
+            let code: Arc<str> = Arc::from(format!("Code{second}"));
+            let series = Series::new(Metric::ErrorsByCode, stream.clone(), None, Some(code), one);
+            hub.add_second(vec![series]);
+        }
+        let codes: BTreeSet<Arc<str>> = hub
+            .window
+            .iter()
+            .flatten()
+            .filter_map(|series| series.error_code.clone())
+            .collect();
+        assert!(codes.len() <= MAX_ERROR_CODES, "{} codes", codes.len());
+        assert!(codes.contains(OTHER_ERROR_CODES));
+        assert!(codes.contains("Code0") || hub.codes.contains("Code0"));
+        assert!(hub.codes.len() < MAX_ERROR_CODES);
     }
 
     #[test]
