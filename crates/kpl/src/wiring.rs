@@ -171,34 +171,27 @@ pub(crate) fn default_exporter(
         return None;
     }
     let mut settings = kpl_cloudwatch::CloudWatchSettings::default();
-    match network {
-        // The transport's region (`Region`, or what the SDK's chain found at build), its
-        // credentials and its way through the network (proxy, trust store), as the KPL's
-        // metrics take the records'.
-        Some(transport) => {
-            // `KinesisEndpoint` is Kinesis's alone; an endpoint from the environment or the
-            // profile (`AWS_ENDPOINT_URL`) stands for every service.
-            let kinesis_endpoint =
-                crate::config::endpoint_url(&config.kinesis_endpoint, config.kinesis_port)
-                    .is_some();
-            settings.base_config = Some(Arc::new(move || {
-                let transport = transport.clone();
-                Box::pin(async move {
-                    let base = transport.sdk_config().await;
-                    if !kinesis_endpoint {
-                        return base;
-                    }
-                    let mut base = base.into_builder();
-                    base.set_endpoint_url(None);
-                    base.build()
-                })
-            }));
-        }
-        None => {
-            settings.sdk.credentials = static_credentials(config);
-            settings.sdk.credentials_provider = providers.kinesis.clone();
-        }
-    }
+    // Made only beside the default transport: the application's own transport comes with
+    // its own exporter, or none.
+    let transport = network?;
+    // The transport's region (`Region`, or what the SDK's chain found at build), its
+    // credentials and its way through the network (proxy, trust store), as the KPL's metrics
+    // take the records'. `KinesisEndpoint` is Kinesis's alone; an endpoint from the environment
+    // or the profile (`AWS_ENDPOINT_URL`) stands for every service.
+    let kinesis_endpoint =
+        crate::config::endpoint_url(&config.kinesis_endpoint, config.kinesis_port).is_some();
+    settings.base_config = Some(Arc::new(move || {
+        let transport = transport.clone();
+        Box::pin(async move {
+            let base = transport.sdk_config().await;
+            if !kinesis_endpoint {
+                return base;
+            }
+            let mut base = base.into_builder();
+            base.set_endpoint_url(None);
+            base.build()
+        })
+    }));
     settings.sdk.endpoint_url =
         crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
     // The metrics' own provider, if they have one, as in the KPL.
