@@ -38,7 +38,7 @@ where
             };
             let message = failure.as_connector_error().map_or_else(
                 || "the request could not be sent".to_owned(),
-                ToString::to_string,
+                |error| redact_credentials(&with_causes(error)),
             );
             TransportError::new(kind, code, message)
         }
@@ -77,6 +77,22 @@ where
         }
         other => TransportError::new(TransportErrorKind::Other, "Unknown", other.to_string()),
     }
+}
+
+/// `error` and its causes, each once: a connector error alone says as little as "other" when
+/// the cause is, say, a credentials provider that failed.
+fn with_causes(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// A request that could not be built: the input broke a rule of the SDK's builders.

@@ -23,6 +23,7 @@
 
 mod errors;
 mod sdk;
+mod warm_credentials;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,6 +49,7 @@ use tokio::sync::{Notify, OnceCell};
 pub use aws_smithy_runtime_api::client::http::SharedHttpClient;
 pub use errors::map_sdk_error;
 pub use sdk::SdkSettings;
+pub use warm_credentials::{RENEW_AHEAD, WarmCredentials, keep_warm};
 
 mod http;
 mod unverified_tls;
@@ -302,24 +304,35 @@ impl AwsTransport {
         if let Some(client) = slot.client.get() {
             return client.clone();
         }
-        if !slot.loading.swap(true, Ordering::AcqRel) {
-            let settings = Arc::clone(settings);
-            let http_client = self.http_client.clone();
-            let load = Arc::clone(slot);
-            tokio::spawn(async move {
-                let client = Client::new(&load_sdk_config(&settings, http_client).await);
-                let _ = load.client.set(client);
-                load.loaded.notify_waiters();
-            });
-        }
         loop {
-            // Registered before the check, so a load finishing in between still wakes it.
+            // Registered before the checks, so a load ending in between still wakes it.
             let loaded = slot.loaded.notified();
             if let Some(client) = slot.client.get() {
                 return client.clone();
             }
+            if !slot.loading.swap(true, Ordering::AcqRel) {
+                let settings = Arc::clone(settings);
+                let http_client = self.http_client.clone();
+                let load = LoadEnding(Arc::clone(slot));
+                tokio::spawn(async move {
+                    let client = Client::new(&load_sdk_config(&settings, http_client).await);
+                    let _ = load.0.client.set(client);
+                });
+            }
             loaded.await;
         }
+    }
+}
+
+/// Ends a load of the SDK configuration when dropped, whether it set the client or its task
+/// stopped first (a panic, its runtime shut down): waiters wake, and without a client the next
+/// one starts the load again instead of waiting for a load that will never end.
+struct LoadEnding(Arc<ClientSlot>);
+
+impl Drop for LoadEnding {
+    fn drop(&mut self) {
+        self.0.loading.store(false, Ordering::Release);
+        self.0.loaded.notify_waiters();
     }
 }
 
@@ -357,13 +370,14 @@ async fn load_sdk_config(
     if let Some(request) = settings.sdk.request_timeout {
         timeouts = timeouts.operation_attempt_timeout(request);
     }
-    settings
+    let config = settings
         .sdk
         .loader(http_client)
         .retry_config(RetryConfig::disabled())
         .timeout_config(timeouts.build())
         .load()
-        .await
+        .await;
+    keep_warm(config)
 }
 
 /// The region of a stream ARN (`arn:<partition>:kinesis:<region>:<account>:stream/<name>`).
@@ -539,5 +553,45 @@ mod tests {
             Some("cn-north-1")
         );
         assert_eq!(arn_region("orders"), None);
+    }
+
+    /// A transport shared by producers on two runtimes: the first stops while the load it
+    /// started is under way, and the second's calls start the load again instead of waiting
+    /// for ever on one that will never end.
+    #[test]
+    fn a_load_whose_runtime_stopped_is_started_again_by_the_next_call() {
+        let mut settings = AwsSettings::default();
+        settings.sdk.region = Some("us-east-1".to_owned());
+        settings.sdk.credentials = Some(aws_credential_types::Credentials::new(
+            "AKID", "secret", None, None, "test",
+        ));
+        let transport = AwsTransport::new(settings).unwrap();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        first.block_on(async {
+            let load = transport.loaded(&transport.client, &transport.settings);
+            // Polled once: the load is spawned, and has not run.
+            tokio::select! {
+                biased;
+                _ = load => panic!("loaded without running the load"),
+                () = std::future::ready(()) => {}
+            }
+            assert!(transport.client.loading.load(Ordering::Acquire));
+        });
+        drop(first);
+        assert!(!transport.client.loading.load(Ordering::Acquire));
+        assert!(transport.client.client.get().is_none());
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = second.block_on(async {
+            let load = transport.loaded(&transport.client, &transport.settings);
+            tokio::time::timeout(Duration::from_secs(30), load).await
+        });
+        let client = client.expect("the second runtime loads the client");
+        assert_eq!(client.config().region().map(AsRef::as_ref), Some("us-east-1"));
     }
 }

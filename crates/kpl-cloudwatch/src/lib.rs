@@ -286,7 +286,7 @@ async fn client_config(settings: &CloudWatchSettings) -> aws_sdk_cloudwatch::Con
     let sdk = &settings.sdk;
     let base = match &settings.base_config {
         Some(base) => base().await,
-        None => sdk.loader(settings.http_client.clone()).load().await,
+        None => kpl_aws::keep_warm(sdk.loader(settings.http_client.clone()).load().await),
     };
     let mut config = aws_sdk_cloudwatch::config::Builder::from(&base)
         .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
@@ -307,7 +307,9 @@ async fn client_config(settings: &CloudWatchSettings) -> aws_sdk_cloudwatch::Con
         config = config.http_client(http_client.clone());
     }
     if let Some(provider) = sdk.provider() {
-        config = config.credentials_provider(provider);
+        let warm = kpl_aws::WarmCredentials::new(provider);
+        warm.warm();
+        config = config.credentials_provider(warm);
     }
     config.build()
 }

@@ -94,7 +94,7 @@ pub use kpl_aws::AwsSettingsError;
 pub mod aws {
     pub use aws_credential_types::Credentials;
     pub use aws_credential_types::provider::{
-        ProvideCredentials, SharedCredentialsProvider,
+        ProvideCredentials, SharedCredentialsProvider, error::CredentialsError,
         future::ProvideCredentials as CredentialsFuture,
     };
     pub use kpl_aws::AwsTransport;

@@ -102,6 +102,92 @@ async fn a_provider_that_rotates_keys_signs_each_call_with_the_key_it_gives_then
     assert!(loads.load(Ordering::Relaxed) >= 2);
 }
 
+/// Keys that take `delay` to come, as STS behind a proxy or the instance metadata of a busy
+/// host; counts how often it is asked.
+#[derive(Debug)]
+struct Slow {
+    delay: Duration,
+    loads: Arc<AtomicU64>,
+}
+
+impl ProvideCredentials for Slow {
+    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        CredentialsFuture::new(async move {
+            self.loads.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(self.delay).await;
+            Ok(Credentials::new("AKIDSLOW", "secret", None, None, "test"))
+        })
+    }
+}
+
+/// A provider slower than `RequestTimeout` is not cancelled with each call that gives up
+/// waiting for it: it is asked once, and once it answers every record goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_slower_than_the_request_timeout_is_asked_once_and_the_records_go() {
+    let endpoint = endpoint();
+    let loads = Arc::new(AtomicU64::new(0));
+    let provider = Slow {
+        delay: Duration::from_millis(300),
+        loads: Arc::clone(&loads),
+    };
+    let producer = builder(&endpoint, |config| {
+        config.set("RequestTimeout", "100").unwrap();
+    })
+    .credentials_provider(provider)
+    .build()
+    .unwrap();
+    assert_eq!(deliver(&producer, 20).await, 20);
+    producer.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(loads.load(Ordering::Relaxed), 1);
+    let keys: Vec<String> = endpoint.access_keys().into_keys().collect();
+    assert_eq!(keys, ["AKIDSLOW"]);
+}
+
+/// Never any keys.
+#[derive(Debug)]
+struct Failing;
+
+impl ProvideCredentials for Failing {
+    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        CredentialsFuture::ready(Err(kpl::aws::CredentialsError::provider_error(
+            "the role cannot be assumed",
+        )))
+    }
+}
+
+/// A provider that always fails ends every record in a failure that names it, within the
+/// records' time to live; nothing is sent and nothing waits for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_always_fails_ends_every_record_in_a_failure_that_names_it() {
+    let endpoint = endpoint();
+    let producer = builder(&endpoint, |config| {
+        config.set("RecordTtl", "1500").unwrap();
+    })
+    .credentials_provider(Failing)
+    .build()
+    .unwrap();
+    let stream = Stream::new("s").unwrap();
+    let mut futures = Vec::new();
+    for n in 0..10 {
+        let record = Record::new(stream.clone(), format!("key-{n}"), vec![1; 10]);
+        futures.push(producer.send(record).unwrap());
+    }
+    producer.flush();
+    for future in futures {
+        let failure = future.await.unwrap_err();
+        let text = format!("{failure:?}");
+        assert!(text.contains("credential"), "{text}");
+    }
+    producer.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(endpoint.calls_of("PutRecords"), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_profile_file_and_a_credential_process_provide_keys_through_the_hook() {
     let directory = std::env::temp_dir().join(format!("kpl-credentials-{}", std::process::id()));
