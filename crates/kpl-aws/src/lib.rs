@@ -592,6 +592,9 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(30), load).await
         });
         let client = client.expect("the second runtime loads the client");
-        assert_eq!(client.config().region().map(AsRef::as_ref), Some("us-east-1"));
+        assert_eq!(
+            client.config().region().map(AsRef::as_ref),
+            Some("us-east-1")
+        );
     }
 }

@@ -198,17 +198,21 @@ impl State {
     /// The current keys, unless they expire within [`LAST_USABLE`] of `now`.
     fn usable(&self, now: SystemTime) -> Option<&Credentials> {
         self.current.as_ref().filter(|current| {
-            current
-                .expiry()
-                .is_none_or(|expiry| expiry.duration_since(now).is_ok_and(|left| left > LAST_USABLE))
+            current.expiry().is_none_or(|expiry| {
+                expiry
+                    .duration_since(now)
+                    .is_ok_and(|left| left > LAST_USABLE)
+            })
         })
     }
 }
 
 fn renewal_due(credentials: &Credentials, now: SystemTime) -> bool {
-    credentials
-        .expiry()
-        .is_some_and(|expiry| expiry.duration_since(now).map_or(true, |left| left < RENEW_AHEAD))
+    credentials.expiry().is_some_and(|expiry| {
+        expiry
+            .duration_since(now)
+            .map_or(true, |left| left < RENEW_AHEAD)
+    })
 }
 
 /// An error of the same kind as `failure`, for each of the waiters it reaches (the SDK's
@@ -265,7 +269,13 @@ mod tests {
                 let n = self.loads.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(self.delay).await;
                 let expiry = SystemClock.system_time() + self.lifetime;
-                Ok(Credentials::new(format!("AKID{n}"), "s", None, Some(expiry), "test"))
+                Ok(Credentials::new(
+                    format!("AKID{n}"),
+                    "s",
+                    None,
+                    Some(expiry),
+                    "test",
+                ))
             })
         }
     }
@@ -358,7 +368,10 @@ mod tests {
                 "{error:?}"
             );
             let cause = error.source().unwrap().to_string();
-            assert!(cause.contains("not enabled") || cause.contains("not loaded"), "{cause}");
+            assert!(
+                cause.contains("not enabled") || cause.contains("not loaded"),
+                "{cause}"
+            );
         }
     }
 }

@@ -194,6 +194,16 @@ pub(crate) fn default_exporter(
     }));
     settings.sdk.endpoint_url =
         crate::config::endpoint_url(&config.cloudwatch_endpoint, config.cloudwatch_port);
+    if kinesis_endpoint && settings.sdk.endpoint_url.is_none() {
+        // Most often a local server or a test: the records stay local, and the metrics would
+        // go to the region's CloudWatch, with the producer's credentials.
+        tracing::warn!(
+            metrics_level = ?config.metrics_level,
+            "KinesisEndpoint is set and CloudwatchEndpoint is not: the metrics go to the \
+             region's CloudWatch; set MetricsLevel=none, or CloudwatchEndpoint, to keep them \
+             elsewhere"
+        );
+    }
     // The metrics' own provider, if they have one, as in the KPL.
     if let Some(provider) = &providers.metrics {
         settings.sdk.credentials_provider = Some(provider.clone());

@@ -292,3 +292,36 @@ fn an_endpoint_with_a_password_is_refused_without_echoing_it() {
     let message = config.validate().unwrap_err().to_string();
     assert!(!message.contains("s3cret"), "{message}");
 }
+
+/// A producer on a local Kinesis endpoint would send its metrics to the region's CloudWatch:
+/// the build says so, once, unless CloudWatch has an endpoint too or metrics are off.
+#[tokio::test]
+async fn a_local_kinesis_endpoint_without_a_cloudwatch_one_is_warned_about_at_build() {
+    let warned = |configure: fn(&mut Config)| {
+        let mut config = Config::default();
+        config
+            .set("KinesisEndpoint", "http://127.0.0.1:4567")
+            .unwrap();
+        config.set("Region", "us-east-1").unwrap();
+        config.set("AwsAccessKeyId", "AKIDLOCAL").unwrap();
+        config.set("AwsSecretKey", "secret").unwrap();
+        configure(&mut config);
+        let warnings = Warnings::default();
+        let producer = tracing::subscriber::with_default(warnings.clone(), || {
+            kpl::KinesisProducer::builder()
+                .config(config)
+                .build()
+                .unwrap()
+        });
+        drop(producer);
+        warnings.text().matches("CloudwatchEndpoint is not").count()
+    };
+    assert_eq!(warned(|_| {}), 1);
+    assert_eq!(
+        warned(|c| c
+            .set("CloudwatchEndpoint", "http://127.0.0.1:4567")
+            .unwrap()),
+        0
+    );
+    assert_eq!(warned(|c| c.set("MetricsLevel", "none").unwrap()), 0);
+}

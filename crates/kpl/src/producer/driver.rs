@@ -193,8 +193,10 @@ pub(super) struct DriverLog {
     reported_unjudged: u64,
 }
 
-/// The longest `shutdown` waits for the last upload of the metrics.
+/// The longest the last upload of the metrics may take before it is counted lost.
 pub(super) const LAST_UPLOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `shutdown` waits for the last metrics upload, beyond the records' outcomes.
+pub(super) const LAST_UPLOAD_WAIT: Duration = Duration::from_millis(250);
 
 /// Throttling after this long without any counts as starting again.
 const THROTTLING_QUIET: Duration = Duration::from_secs(10);

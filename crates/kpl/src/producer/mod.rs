@@ -23,7 +23,7 @@ use kpl_engine::{PreparedRecord, Record, RecordId, Rejected, Stream, StreamStats
 use tokio::sync::oneshot;
 
 pub use self::builder::ProducerBuilder;
-use self::driver::{LAST_UPLOAD_TIMEOUT, log_failures};
+use self::driver::{LAST_UPLOAD_TIMEOUT, LAST_UPLOAD_WAIT, log_failures};
 pub use self::outcome_channel::{OutcomeReceiver, OutcomeSender};
 use self::state::Shared;
 pub use crate::completion::RecordOutcome;
@@ -454,11 +454,21 @@ impl KinesisProducer {
         };
         log_failures(failures);
         shared.driver_wake.notify_one();
-        // The last interval's metrics go now, within the request timeout (and a few seconds at
-        // most: shutting down is not held up by a metrics service), or are counted lost.
+        // The last interval's metrics go now, in a task of their own bounded by the request
+        // timeout (and a few seconds at most), or are counted lost. Shutdown waits for them a
+        // moment only: the records are done, and a metrics service out of reach must not hold
+        // the application up.
         if let Some(upload) = last_upload {
             let bound = shared.request_timeout.min(LAST_UPLOAD_TIMEOUT);
-            upload.send(bound).await;
+            let sending = tokio::spawn(upload.send(bound));
+            if tokio::time::timeout(LAST_UPLOAD_WAIT, sending)
+                .await
+                .is_err()
+            {
+                tracing::debug!(
+                    "the last metrics upload goes on after shutdown returned, while the runtime runs"
+                );
+            }
         }
         if !report.unsent.is_empty() || !report.in_flight.is_empty() {
             tracing::warn!(
