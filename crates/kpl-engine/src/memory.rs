@@ -33,6 +33,12 @@ pub const ENGINE_BYTES_PER_RECORD: usize = 256;
 /// failed attempt on.
 pub const HISTORY_BYTES: usize = 288;
 
+/// The most the distinct error texts (code and message, each capped) held for retried
+/// records' histories take, with their bookkeeping, whatever the answers say: a fixed part of
+/// the memory beyond the limit, shared by every record. An error whose text does not fit keeps
+/// its code and loses its message.
+pub const ERROR_TEXT_BUDGET: usize = 256 * 1024;
+
 /// Encoded copies of a record's key and data reserved for while it is queued or in flight.
 pub const ENCODED_COPIES: usize = 2;
 

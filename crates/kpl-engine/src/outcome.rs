@@ -233,7 +233,7 @@ pub(crate) struct Landing {
 }
 
 /// Why an attempt failed; shared by the attempts of all user records it concerned.
-#[derive(PartialEq, Eq, Debug)]
+#[derive(PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) struct AttemptError {
     code: String,
     message: String,
@@ -242,9 +242,8 @@ pub(crate) struct AttemptError {
 impl AttemptError {
     /// The most of an error code kept: service codes are short, and whatever sends longer ones
     /// (a proxy, an emulator, a broken gateway) must not make each retried record hold them.
-    /// (What a retried record's history pins of the capped text is not yet charged against
-    /// `max_outstanding_bytes`: one answer's records share its errors, so it is at most one
-    /// code and message per distinct error of an answer.)
+    /// (The distinct texts retried records hold are bounded together too: see
+    /// `engine::error_texts`.)
     pub(crate) const MAX_CODE_BYTES: usize = 128;
     /// The most of an error message kept, for the same reason.
     pub(crate) const MAX_MESSAGE_BYTES: usize = 512;
@@ -260,6 +259,16 @@ impl AttemptError {
 
     pub(crate) fn code(&self) -> &str {
         &self.code
+    }
+
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The bytes its code and message take.
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.code.capacity() + self.message.capacity()
     }
 }
 

@@ -16,6 +16,7 @@
 //! `now`, outputs are polled.
 
 mod collector;
+mod error_texts;
 mod map_refresh;
 mod outcomes;
 mod pending;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
+use super::error_texts::ErrorTexts;
 use super::outcomes::Outcomes;
 use super::pending::{Packing, Pending};
 use super::requests::Requests;
@@ -24,6 +25,8 @@ pub(super) struct Shared<T = ()> {
     pub(super) timers: Timers,
     pub(super) requests: Requests<T>,
     pub(super) outcomes: Outcomes<T>,
+    /// The distinct error texts records' histories hold.
+    pub(super) error_texts: ErrorTexts,
 }
 
 impl<T> Shared<T> {
@@ -35,6 +38,7 @@ impl<T> Shared<T> {
             timers: Timers::default(),
             requests: Requests::default(),
             outcomes: Outcomes::default(),
+            error_texts: ErrorTexts::default(),
         }
     }
 

@@ -52,7 +52,7 @@ impl<T> StreamState<T> {
         match result {
             Err(error) => {
                 let kind = error.kind();
-                let error = AttemptError::shared(error.code(), error.message());
+                let error = cx.error_texts.error(error.code(), error.message());
                 self.stats.error(error.code(), 1);
                 self.interval.error(error.code());
                 // A request refused whole as invalid may hold one bad entry among good ones:
@@ -89,8 +89,6 @@ impl<T> StreamState<T> {
                 }
             }
             Ok(response) => {
-                // One error per distinct code and message in the answer, shared by its entries.
-                let mut errors: BTreeMap<(String, String), Arc<AttemptError>> = BTreeMap::new();
                 for (entry, result) in entries.into_iter().zip(response.entries) {
                     let verdict = verdicts.entry(entry.slot).or_default();
                     match result {
@@ -106,12 +104,8 @@ impl<T> StreamState<T> {
                         }
                         PutRecordsEntryResult::Failed { code, message } => {
                             let kind = TransportErrorKind::from_code(&code);
-                            let error =
-                                Arc::clone(errors.entry((code, message)).or_insert_with_key(
-                                    |(code, message)| {
-                                        AttemptError::shared(code.as_str(), message.as_str())
-                                    },
-                                ));
+                            // One error per distinct code and message, shared by its entries.
+                            let error = cx.error_texts.error(&code, &message);
                             self.stats.error(error.code(), 1);
                             self.interval(entry.slot).error(error.code());
                             self.observe(entry.slot, Metric::KinesisRecordsPut, 0.0);

@@ -449,3 +449,42 @@ fn an_answer_s_long_error_messages_are_cut_and_shared_by_its_entries() {
         "one copy for the answer's entries"
     );
 }
+
+/// An answer that gives every entry a different long message (as no service does, but a proxy
+/// or a broken gateway may): the records' histories share the texts, and what they hold
+/// together stays within the budget however many records are retried.
+#[test]
+fn entry_messages_held_by_retried_records_stay_within_the_budget() {
+    // No rate limit in the way of 500 records per call.
+    let config = EngineConfig {
+        aggregation_enabled: false,
+        rate_limit: 1_000,
+        ..EngineConfig::default()
+    };
+    let mut fx = Fixture::new(config, &[("shardId-0", 0, u128::MAX)]);
+    for n in 0..500 {
+        fx.accept(&format!("key-{n}"));
+    }
+    let long = "m".repeat(64 * 1024);
+    // Two rounds: each record's first and latest failures are both held.
+    for round in 0..2 {
+        let entries = fx.send();
+        assert_eq!(entries.len(), 500);
+        let answers = (0..entries.len())
+            .map(|n| PutRecordsEntryResult::Failed {
+                code: "InternalFailure".to_owned(),
+                message: format!("{round}-{n}{long}"),
+            })
+            .collect();
+        fx.answer(entries, Ok(answers));
+        fx.now += Duration::from_secs(5);
+    }
+    assert!(fx.events().is_empty(), "every record is retried");
+    assert_eq!(fx.cx.outcomes.outstanding_records(), 500);
+    let held = fx.cx.error_texts.bytes();
+    assert!(
+        held <= crate::memory::ERROR_TEXT_BUDGET,
+        "{held} bytes of error text held"
+    );
+    assert!(held > crate::memory::ERROR_TEXT_BUDGET / 2, "{held}");
+}
