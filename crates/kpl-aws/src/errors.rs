@@ -23,6 +23,11 @@ pub fn map_sdk_error<E>(error: SdkError<E, HttpResponse>) -> TransportError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
+    // Why an answer could not be read (cut at the cap, not JSON...).
+    let response_cause = match &error {
+        SdkError::ResponseError(_) => StdError::source(&error).map(with_causes),
+        _ => None,
+    };
     match error {
         SdkError::ConstructionFailure(_) => construction_failure("the request could not be built"),
         SdkError::TimeoutError(_) => TransportError::new(
@@ -49,10 +54,13 @@ where
             } else {
                 TransportErrorKind::Other
             };
+            let cause = response_cause
+                .map(|cause| format!(": {}", redact_credentials(&cause)))
+                .unwrap_or_default();
             TransportError::new(
                 kind,
                 "MalformedResponse",
-                format!("HTTP {status}: the response could not be read"),
+                format!("HTTP {status}: the response could not be read{cause}"),
             )
         }
         SdkError::ServiceError(service) => {

@@ -21,6 +21,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod answer_cap;
 mod errors;
 mod sdk;
 mod warm_credentials;
@@ -46,6 +47,7 @@ use kpl_engine::transport::{
 use kpl_engine::{ShardId, Stream, TransportError, TransportErrorKind};
 use tokio::sync::{Notify, OnceCell};
 
+pub use answer_cap::MAX_ANSWER_BYTES;
 pub use aws_smithy_runtime_api::client::http::SharedHttpClient;
 pub use errors::map_sdk_error;
 pub use sdk::SdkSettings;
@@ -315,7 +317,11 @@ impl AwsTransport {
                 let http_client = self.http_client.clone();
                 let load = LoadEnding(Arc::clone(slot));
                 tokio::spawn(async move {
-                    let client = Client::new(&load_sdk_config(&settings, http_client).await);
+                    let config = load_sdk_config(&settings, http_client).await;
+                    let config = aws_sdk_kinesis::config::Builder::from(&config)
+                        .interceptor(answer_cap::AnswerCap)
+                        .build();
+                    let client = Client::from_conf(config);
                     let _ = load.0.client.set(client);
                 });
             }

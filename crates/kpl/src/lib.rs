@@ -97,7 +97,7 @@ pub mod aws {
         ProvideCredentials, SharedCredentialsProvider, error::CredentialsError,
         future::ProvideCredentials as CredentialsFuture,
     };
-    pub use kpl_aws::AwsTransport;
+    pub use kpl_aws::{AwsTransport, MAX_ANSWER_BYTES};
 
     /// The AWS transport the producer would make for `config` (its region settled, its proxy,
     /// trust store and credentials set): for an application's own Kinesis calls (reading the

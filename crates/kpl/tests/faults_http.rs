@@ -365,6 +365,39 @@ async fn an_endless_listing_and_odd_answers_end_in_outcomes_not_hangs() {
     assert_eq!(producer.outstanding_records(), 0);
 }
 
+/// An answer larger than any real one is not read whole: the call fails as unreadable, and
+/// its record goes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_larger_than_any_real_one_is_refused_unread_and_the_record_goes_again() {
+    let endpoint = endpoint_with_stream(1, 17);
+    let producer = producer(&endpoint.endpoint(), |_| {});
+    let stream = Stream::new("s").unwrap();
+    producer
+        .send(Record::new(stream.clone(), "warm", data(0)))
+        .unwrap()
+        .await
+        .unwrap();
+    endpoint.script([Fault::Oversized {
+        bytes: 3 * kpl::aws::MAX_ANSWER_BYTES / 2,
+    }]);
+    let delivery = producer
+        .send(Record::new(stream.clone(), "k", data(1)))
+        .unwrap()
+        .await
+        .unwrap();
+    let attempts = delivery.attempts();
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let refused = &attempts[0];
+    assert_ne!(refused.error_code(), Some("InternalFailure"), "{refused:?}");
+    assert!(
+        refused
+            .error_message()
+            .is_some_and(|message| message.contains("longer than")),
+        "{refused:?}"
+    );
+    assert_eq!(producer.outstanding_records(), 0);
+}
+
 /// Resident memory at its peak so far, in KiB (Linux).
 fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -61,6 +61,12 @@ pub enum Fault {
         /// Every `every`-th entry fails, the first included.
         every: usize,
     },
+    /// A `PutRecords` refused whole (not stored) with an `InternalFailure` whose message is
+    /// `bytes` long: an answer larger than any the service gives.
+    Oversized {
+        /// The message's length.
+        bytes: usize,
+    },
 }
 
 impl Fault {
@@ -75,6 +81,7 @@ impl Fault {
             Self::Malformed { .. } => "Malformed",
             Self::EndlessToken => "EndlessToken",
             Self::EntryErrors { .. } => "EntryErrors",
+            Self::Oversized { .. } => "Oversized",
         }
     }
 }
@@ -355,6 +362,11 @@ pub(super) fn answer(state: &mut State, target: &str, body: &[u8]) -> Answer {
             status: 200,
             body: entry_errors(state, &request, code, every, now),
         },
+        Some(Fault::Oversized { bytes }) => {
+            let message = "x".repeat(bytes);
+            let body = json!({"__type": "InternalFailure", "message": message}).to_string();
+            Answer::Reply { status: 500, body }
+        }
     }
 }
 
