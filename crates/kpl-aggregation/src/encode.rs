@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-use bytes::Bytes;
 use hashbrown::HashTable;
 use prost::encoding::{encode_varint, encoded_len_varint};
 
@@ -146,7 +145,9 @@ pub struct Aggregator {
     explicit_hash_key_index: HashMap<HashKey, u64, FastHasher>,
     hasher: FastHasher,
     record_count: usize,
-    /// Kept whole so that a lone record can be emitted unwrapped, as the KPL does.
+    /// Kept whole so that a lone record can be emitted unwrapped, as the KPL does. It is
+    /// encoded into the tables and `records` only when a second record joins it, so a record
+    /// that goes alone (aggregation off, or larger than the limit) is never copied.
     first: Option<FirstRecord>,
 }
 
@@ -162,9 +163,12 @@ struct KeySlot {
 
 #[derive(Clone, Debug)]
 struct FirstRecord {
-    partition_key: String,
+    record: UserRecord,
     hash_key: HashKey,
-    data: Bytes,
+    /// What it adds to an aggregate (see [`Placement::growth`]).
+    growth: usize,
+    /// Whether it is encoded in the tables and `records` yet.
+    written: bool,
 }
 
 /// Where a record's keys would go: existing table indexes, or new entries and their encoded size.
@@ -209,7 +213,7 @@ impl Aggregator {
     pub fn size(&self) -> usize {
         match (&self.first, self.record_count) {
             (None, _) => 0,
-            (Some(first), 1) => first.data.len(),
+            (Some(first), 1) => first.record.data().len(),
             (Some(_), _) => self.aggregate_size(),
         }
     }
@@ -281,13 +285,14 @@ impl Aggregator {
     /// (its buffers keep their capacity). Returns `None` when nothing was added.
     pub fn finish(&mut self) -> Option<KinesisRecord> {
         let first = self.first.take()?;
+        let (partition_key, _, data) = first.record.into_parts();
         let record = if self.record_count == 1 {
-            KinesisRecord::new(first.partition_key, first.data)
+            KinesisRecord::new(partition_key.into_string(), data)
         } else {
             let body = self.encode_body();
             let partition_key = match self.outer_partition_key {
                 OuterPartitionKey::Constant => OuterPartitionKey::CONSTANT.to_owned(),
-                OuterPartitionKey::FirstUserRecord => first.partition_key,
+                OuterPartitionKey::FirstUserRecord => partition_key.into_string(),
             };
             KinesisRecord::unsealed_aggregate(partition_key, body)
         };
@@ -304,6 +309,11 @@ impl Aggregator {
         self.explicit_hash_key_index.clear();
         self.record_count = 0;
         self.first = None;
+        // Only a record larger than the limit could have grown it past the limit; no shard
+        // keeps room for the largest record it ever saw.
+        if self.records.capacity() > 2 * self.max_size.get() {
+            self.records = Vec::new();
+        }
     }
 
     /// The size the aggregate would have with a record at `placement`, if that exceeds the limit.
@@ -314,17 +324,35 @@ impl Aggregator {
     }
 
     fn accept(&mut self, record: &UserRecord, placement: &Placement) {
-        if self.first.is_none() {
-            self.first = Some(FirstRecord {
-                partition_key: record.partition_key().as_str().to_owned(),
-                hash_key: record.hash_key(),
-                data: record.data().clone(),
-            });
+        match &mut self.first {
+            None => {
+                self.first = Some(FirstRecord {
+                    record: record.clone(),
+                    hash_key: record.hash_key(),
+                    growth: placement.growth,
+                    written: false,
+                });
+                self.record_count = 1;
+                return;
+            }
+            Some(first) if !first.written => {
+                // A second record joins: the first is encoded now, in the empty tables, where
+                // the second's placement counted it.
+                first.written = true;
+                let first = first.record.clone();
+                self.record_count = 0;
+                let placement = self.place(&first);
+                self.write(&first, &placement);
+            }
+            Some(_) => {}
         }
         self.write(record, placement);
     }
 
     fn aggregate_size(&self) -> usize {
+        if let Some(first) = self.unwritten_first() {
+            return AGGREGATE_OVERHEAD + first.growth;
+        }
         AGGREGATE_OVERHEAD
             + self.partition_key_table.len()
             + self.explicit_hash_key_table.len()
@@ -332,23 +360,50 @@ impl Aggregator {
     }
 
     /// Looks both keys up (one hash-table probe each) and computes what the record would add.
+    /// The first record, while it is not encoded yet (the tables are then empty).
+    fn unwritten_first(&self) -> Option<&FirstRecord> {
+        self.first.as_ref().filter(|first| !first.written)
+    }
+
     fn place(&self, record: &UserRecord) -> Placement {
         let key = record.partition_key().as_str().as_bytes();
         let key_hash = self.hasher.hash_one(key);
-        let table = &self.partition_key_table;
-        let found = self.partition_key_index.find(key_hash, |slot| {
-            slot.hash == key_hash && table.get(slot.start..slot.end) == Some(key)
-        });
-        let (key_index, new_key) = match found {
-            Some(slot) => (slot.index, false),
-            None => (self.partition_key_index.len() as u64, true),
-        };
-        let (hash_key_index, new_hash_key) = match record.explicit_hash_key() {
-            None => (None, false),
-            Some(hash_key) => match self.explicit_hash_key_index.get(&hash_key) {
-                Some(&index) => (Some(index), false),
-                None => (Some(self.explicit_hash_key_index.len() as u64), true),
-            },
+        let (key_index, new_key, hash_key_index, new_hash_key) = match self.unwritten_first() {
+            // The tables are empty, and the first record takes their first entries.
+            Some(first) => {
+                let first = &first.record;
+                let (key_index, new_key) = if first.partition_key().as_str().as_bytes() == key {
+                    (0, false)
+                } else {
+                    (1, true)
+                };
+                let (hash_key_index, new_hash_key) =
+                    match (record.explicit_hash_key(), first.explicit_hash_key()) {
+                        (None, _) => (None, false),
+                        (Some(own), Some(first)) if own == first => (Some(0), false),
+                        (Some(_), Some(_)) => (Some(1), true),
+                        (Some(_), None) => (Some(0), true),
+                    };
+                (key_index, new_key, hash_key_index, new_hash_key)
+            }
+            None => {
+                let table = &self.partition_key_table;
+                let found = self.partition_key_index.find(key_hash, |slot| {
+                    slot.hash == key_hash && table.get(slot.start..slot.end) == Some(key)
+                });
+                let (key_index, new_key) = match found {
+                    Some(slot) => (slot.index, false),
+                    None => (self.partition_key_index.len() as u64, true),
+                };
+                let (hash_key_index, new_hash_key) = match record.explicit_hash_key() {
+                    None => (None, false),
+                    Some(hash_key) => match self.explicit_hash_key_index.get(&hash_key) {
+                        Some(&index) => (Some(index), false),
+                        None => (Some(self.explicit_hash_key_index.len() as u64), true),
+                    },
+                };
+                (key_index, new_key, hash_key_index, new_hash_key)
+            }
         };
         let body = record_body_len(key_index, hash_key_index, record.data().len());
         let mut growth = 1 + encoded_len_varint(body as u64) + body;
@@ -489,6 +544,89 @@ fn decimal_len(hash_key: HashKey) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PartitionKey;
+
+    fn record(key: &str, data: &[u8]) -> UserRecord {
+        UserRecord::new(
+            PartitionKey::new(key).unwrap_or_else(|e| panic!("{e}")),
+            data.to_vec(),
+        )
+    }
+
+    #[test]
+    fn a_record_that_goes_alone_is_never_copied_and_leaves_no_room_behind() {
+        let limit = MaxAggregateSize::new(1_000).unwrap_or_else(|e| panic!("{e}"));
+        let mut aggregator = Aggregator::new(limit, OuterPartitionKey::Constant);
+        let large = record("big", &[7; 100_000]);
+        assert!(aggregator.push(&large).is_none());
+        assert_eq!(aggregator.records.capacity(), 0, "not encoded while alone");
+        let small = record("small", b"x");
+        let alone = aggregator
+            .push(&small)
+            .unwrap_or_else(|| panic!("the large one went"));
+        assert_eq!(
+            alone.data().as_ptr(),
+            large.data().as_ptr(),
+            "its data, not a copy"
+        );
+        let finished = aggregator
+            .finish()
+            .unwrap_or_else(|| panic!("the small one"));
+        assert_eq!(finished.data().as_ptr(), small.data().as_ptr());
+        assert_eq!(aggregator.records.capacity(), 0);
+    }
+
+    #[test]
+    fn a_second_record_sharing_the_first_s_keys_is_sized_and_encoded_as_if_both_were_written() {
+        let hash = HashKey::new(42);
+        for (first, second) in [
+            (record("k", b"a"), record("k", b"b")),
+            (record("k", b"a"), record("j", b"b")),
+            (
+                record("k", b"a").with_explicit_hash_key(hash),
+                record("k", b"b").with_explicit_hash_key(hash),
+            ),
+            (
+                record("k", b"a").with_explicit_hash_key(hash),
+                record("j", b"b").with_explicit_hash_key(HashKey::new(7)),
+            ),
+            (
+                record("k", b"a"),
+                record("k", b"b").with_explicit_hash_key(hash),
+            ),
+        ] {
+            let mut aggregator = Aggregator::default();
+            aggregator
+                .try_push(&first)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let predicted = aggregator.size_with(&second);
+            aggregator
+                .try_push(&second)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(aggregator.size(), predicted);
+            let aggregate = aggregator.finish().unwrap_or_else(|| panic!("two records"));
+            assert_eq!(aggregate.data().len(), predicted);
+            let back = crate::deaggregate(&aggregate);
+            let keys: Vec<_> = back
+                .iter()
+                .map(|r| {
+                    (
+                        r.partition_key().to_owned(),
+                        r.explicit_hash_key(),
+                        r.data().to_vec(),
+                    )
+                })
+                .collect();
+            let expected: Vec<_> = [&first, &second]
+                .iter()
+                .map(|r| {
+                    let key = r.partition_key().as_str().to_owned();
+                    (key, r.explicit_hash_key(), r.data().to_vec())
+                })
+                .collect();
+            assert_eq!(keys, expected);
+        }
+    }
 
     #[test]
     fn decimal_len_matches_formatting() {
