@@ -280,6 +280,13 @@ pub(crate) fn memory(minutes: u64) -> Result {
         command
     };
     run(
+        "the memory promise: peak live heap by record size and endpoint",
+        cargo()
+            .args(["test", "--release", "--locked", "-p", "kpl-benches"])
+            .args(["--test", "memory_promise", "--", "--nocapture"])
+            .env("KPL_MEMORY_FULL", "1"),
+    )?;
+    run(
         "memory with a stalled endpoint, default limits",
         &mut http_test("stalled", "KPL_MEMORY_RUN", "1".to_owned()),
     )?;

@@ -12,8 +12,10 @@
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
 //! - `goodput`: the goodput table of `docs/benchmarks.md` (workload × enforcement × `RateLimit`,
 //!   in the simulator's virtual time).
-//! - `memory`: the producer's memory at the default limits, with a stalled endpoint, then with one
-//!   stuck shard for `--minutes N` (10 by default).
+//! - `memory`: the memory promise's table (peak live heap by record size and endpoint, see
+//!   `benches/tests/memory_promise.rs`), the producer's memory at the default limits with a
+//!   stalled endpoint, then with one stuck shard for `--minutes N` (10 by default; resident
+//!   memory within 5 % from minute 2 on).
 //! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
 //!   times in a row.
 

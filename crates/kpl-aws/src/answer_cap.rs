@@ -12,7 +12,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 
 /// The most bytes of an answer read; a longer one fails its call as an unreadable answer.
-pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// Reads each answer's body through a limit of [`MAX_ANSWER_BYTES`].
 #[derive(Debug)]

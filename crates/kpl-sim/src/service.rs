@@ -275,6 +275,10 @@ pub struct SimKinesis {
     counters: Counters,
     /// Written records are acknowledged and counted but not stored (long memory runs).
     discard_written: bool,
+    /// Failing shards' messages are this long, each different (see `set_failure_message_len`).
+    failure_message_len: usize,
+    /// Failure messages written so far, to make each one different.
+    failure_messages: u64,
 }
 
 impl fmt::Debug for SimKinesis {
@@ -380,6 +384,8 @@ impl SimKinesis {
             scripted: VecDeque::new(),
             list_shards_page: 100,
             discard_written: false,
+            failure_message_len: 0,
+            failure_messages: 0,
             next_sequence: 0,
             counters: Counters::default(),
         }
@@ -450,6 +456,13 @@ impl SimKinesis {
             .ok_or_else(|| SimError(format!("no shard {shard_id} in stream {name}")))?;
         shard.failing = code.map(str::to_owned);
         Ok(())
+    }
+
+    /// Makes the messages of failing shards' entries `len` bytes long and each one different,
+    /// as no service writes them but a proxy or a broken gateway may: a test of what a producer
+    /// keeps of them. 0 (the default) gives the service's short message.
+    pub fn set_failure_message_len(&mut self, len: usize) {
+        self.failure_message_len = len;
     }
 
     /// Stops storing written records (they are still acknowledged and counted), so that a long
@@ -891,9 +904,16 @@ impl SimKinesis {
                 ));
             };
             if let Some(code) = &shard.failing {
+                let mut message = format!("Shard {} is failing (injected).", shard.id);
+                if self.failure_message_len > message.len() {
+                    self.failure_messages += 1;
+                    message = format!("{message} #{}", self.failure_messages);
+                    let padding = self.failure_message_len.saturating_sub(message.len());
+                    message.extend(std::iter::repeat_n('x', padding));
+                }
                 results.push(PutRecordsEntryResult::Failed {
                     code: code.clone(),
-                    message: format!("Shard {} is failing (injected).", shard.id),
+                    message,
                 });
                 continue;
             }

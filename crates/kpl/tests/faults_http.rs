@@ -575,6 +575,20 @@ async fn a_stuck_shard_holds_its_records_and_memory_stays_flat() {
             "RSS grew from {first} KiB to {most} KiB at the limit"
         );
     }
+    // The long run: resident memory within 5 % from minute 2 to the end.
+    if minutes.is_some_and(|minutes| minutes > 2) {
+        let settled: Vec<u64> = samples
+            .iter()
+            .filter(|(at, _, _)| *at >= Duration::from_secs(120))
+            .map(|&(_, rss, _)| rss)
+            .collect();
+        if let (Some(&least), Some(&most)) = (settled.iter().min(), settled.iter().max()) {
+            assert!(
+                most <= least + least / 20,
+                "RSS from minute 2 on ranged from {least} KiB to {most} KiB"
+            );
+        }
+    }
     endpoint.with_sim(|sim| sim.set_shard_failing("s", stuck.as_str(), None).unwrap());
     producer.flush_and_wait().await;
     assert_eq!(producer.outstanding_records(), 0);
