@@ -48,6 +48,7 @@ mod error;
 pub mod metrics;
 mod producer;
 mod properties;
+mod runtime_probe;
 mod wiring;
 
 pub use blocking::{

@@ -146,13 +146,16 @@ pub(crate) fn default_transport(
     providers: &Credentials,
 ) -> Result<(SharedTransport, Network), BuildError> {
     // The AWS client's connections need the runtime's IO driver; without it every call would
-    // panic in a task. Tokio offers no way to ask but to register something.
-    let io = std::panic::catch_unwind(|| {
-        let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
-        socket.set_nonblocking(true)?;
-        tokio::net::UdpSocket::from_std(socket).map(drop)
+    // panic in a task.
+    let io = crate::runtime_probe::has_driver(|| {
+        let registered = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(socket)
+            });
+        drop(registered);
     });
-    if io.is_err() {
+    if !io {
         return Err(BuildError::RuntimeWithoutIo);
     }
     let transport = aws_transport(config, providers.kinesis.clone())?;

@@ -520,6 +520,25 @@ async fn request_timeout_ends_a_hung_call_and_the_record_is_retried() {
 
 #[test]
 fn build_needs_a_runtime_and_a_transport() {
+    // The probes' panics reach no hook of the application's (a crash reporter would record
+    // them): this one counts the panics of this thread, and passes the others on.
+    let reported = Arc::new(AtomicUsize::new(0));
+    let this_thread = std::thread::current().id();
+    let previous = std::panic::take_hook();
+    let counted = Arc::clone(&reported);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == this_thread {
+            counted.fetch_add(1, Ordering::SeqCst);
+        } else {
+            previous(info);
+        }
+    }));
+    build_is_refused_where_it_cannot_run();
+    drop(std::panic::take_hook());
+    assert_eq!(reported.load(Ordering::SeqCst), 0);
+}
+
+fn build_is_refused_where_it_cannot_run() {
     let error = KinesisProducer::builder()
         .transport(SimTransport::new(SimKinesis::new(1), TokioClock))
         .build()

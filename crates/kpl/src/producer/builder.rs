@@ -104,7 +104,13 @@ impl ProducerBuilder {
     }
 
     /// Checks the configuration and starts the producer's driver task on the current tokio
-    /// runtime.
+    /// runtime, which needs timers (and IO, for the default AWS transport).
+    ///
+    /// The producer lives on that runtime: its driver and the timers of
+    /// `UserRecordTimeoutInMillis` run there. [`send`](KinesisProducer::send) works from any
+    /// thread, but once that runtime stops (a `current_thread` runtime whose `block_on`
+    /// returned, say) no record moves and no timer fires: build on a runtime that outlives the
+    /// producer, or use [`BlockingProducer`](crate::BlockingProducer).
     pub fn build(self) -> Result<KinesisProducer, BuildError> {
         self.config.validate()?;
         let credentials = self.credentials;
@@ -114,9 +120,8 @@ impl ProducerBuilder {
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         // Without timers the driver's first deadline would panic and cancel every record with
-        // no reason given; tokio offers no way to ask but to try.
-        let timers = std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO)));
-        if timers.is_err() {
+        // no reason given.
+        if !crate::runtime_probe::has_driver(|| drop(tokio::time::sleep(Duration::ZERO))) {
             return Err(BuildError::RuntimeWithoutTimers);
         }
         let own_transport = self.transport.is_some();
