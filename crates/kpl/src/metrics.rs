@@ -260,18 +260,23 @@ impl DueUpload {
 }
 
 fn record_export(outcomes: &Mutex<MetricsExports>, result: &Result<ExportReport, ExportError>) {
-    let mut outcomes = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
-    match result {
-        Ok(report) => {
-            outcomes.uploads += 1;
-            outcomes.datums += report.datums as u64;
-            outcomes.skipped_datums += report.skipped as u64;
+    {
+        let mut outcomes = outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(report) => {
+                outcomes.uploads += 1;
+                outcomes.datums += report.datums as u64;
+                outcomes.skipped_datums += report.skipped as u64;
+            }
+            Err(error) => {
+                outcomes.failed_uploads += 1;
+                outcomes.lost_datums += error.lost as u64;
+            }
         }
-        Err(error) => {
-            outcomes.failed_uploads += 1;
-            outcomes.lost_datums += error.lost as u64;
-            tracing::warn!(%error, "metrics upload failed; its statistics are dropped");
-        }
+    }
+    // Logged with the lock let go: a subscriber may ask for `metrics_exports`.
+    if let Err(error) = result {
+        tracing::warn!(%error, "metrics upload failed; its statistics are dropped");
     }
 }
 
@@ -367,14 +372,17 @@ impl MetricsHub {
         })
     }
 
-    /// Takes one second's series: keeps them for the window and reports them.
-    pub(crate) fn add_second(&mut self, mut series: Vec<Series>) {
+    /// Takes one second's series: keeps them for the window, and returns what to report to the
+    /// `metrics` recorder, for the caller to [`emit`](Emissions::emit) once it holds no lock (a
+    /// recorder may call back into the producer).
+    #[must_use = "the second's metrics reach the recorder only when emitted"]
+    pub(crate) fn add_second(&mut self, mut series: Vec<Series>) -> Emissions {
         for series in &mut series {
             if let Some(code) = &mut series.error_code {
                 self.bound_code(code);
             }
         }
-        self.emit(&series);
+        let emissions = self.emissions(&series);
         if let Some(uploads) = self.uploads.as_mut() {
             let reported = series.iter().filter(|s| reports(self.level, s.metric));
             roll_up_tree(reported, self.granularity, &mut uploads.pending);
@@ -383,6 +391,7 @@ impl MetricsHub {
             self.window.pop_front();
         }
         self.window.push_back(series);
+        emissions
     }
 
     /// Keeps `code` if it was seen before or there is room for one more over the producer's
@@ -422,21 +431,37 @@ impl MetricsHub {
             .collect()
     }
 
-    /// Sends a second's series to the `metrics` facade's recorder, as counters of the sample
+    /// A second's series as the `metrics` facade's recorder takes them: counters of the sample
     /// sum and count and gauges of the minimum and maximum (see `docs/metrics.md`).
-    fn emit(&self, series: &[Series]) {
+    fn emissions(&self, series: &[Series]) -> Emissions {
         if self.level == MetricsLevel::None {
-            return;
+            return Emissions(Vec::new());
         }
         let mut places = BTreeMap::new();
         let reported = series.iter().filter(|s| reports(self.level, s.metric));
         roll_up_finest(reported, self.granularity, &mut places);
-        for (key, stat) in places {
-            let labels: Vec<metrics::Label> = dimensions(&key, &self.additional)
-                .into_iter()
-                .map(|(name, value)| metrics::Label::new(name, value))
-                .collect();
-            let names = &NAMES[key.0.index()];
+        let emissions = places
+            .into_iter()
+            .map(|(key, stat)| {
+                let labels: Vec<metrics::Label> = dimensions(&key, &self.additional)
+                    .into_iter()
+                    .map(|(name, value)| metrics::Label::new(name, value))
+                    .collect();
+                (&NAMES[key.0.index()], labels, stat)
+            })
+            .collect();
+        Emissions(emissions)
+    }
+}
+
+/// One second's metrics for the `metrics` facade's recorder, prepared under the hub's lock and
+/// emitted after it.
+pub(crate) struct Emissions(Vec<(&'static FacadeNames, Vec<metrics::Label>, Summary)>);
+
+impl Emissions {
+    /// Hands them to the recorder. Call it holding no lock of the producer's.
+    pub(crate) fn emit(self) {
+        for (names, labels, stat) in self.0 {
             metrics::counter!(names.sum, labels.clone()).increment(stat.sum.round() as u64);
             metrics::counter!(names.count, labels.clone()).increment(stat.count);
             metrics::gauge!(names.min, labels.clone()).set(stat.min);
@@ -531,7 +556,7 @@ mod tests {
         for second in 0..1_000 {
             let code: Arc<str> = Arc::from(format!("Code{second}"));
             let series = Series::new(Metric::ErrorsByCode, stream.clone(), None, Some(code), one);
-            hub.add_second(vec![series]);
+            hub.add_second(vec![series]).emit();
         }
         let codes: BTreeSet<Arc<str>> = hub
             .window
@@ -690,8 +715,12 @@ mod tests {
              `MetricsLevel`, in `MetricsNamespace`. The upload runs in a task of its own; while one \
              is under way the next interval waits and grows instead of queuing, a failed one is \
              logged and counted (`KinesisProducer::metrics_exports`) and its statistics dropped \
-             (sending them again would count them twice), and `shutdown` sends the last interval, \
-             waiting at most `RequestTimeout` or 5 s.\n\n\
+             (sending them again would count them twice), and `shutdown` sends the last interval in \
+             a task bounded by `RequestTimeout` or 5 s, and waits for it at most 250 ms beyond the \
+             records' outcomes (a CloudWatch out of reach does not hold the application up; the \
+             upload goes on while the runtime runs). A producer with `KinesisEndpoint` set and \
+             `CloudwatchEndpoint` not warns at build: its metrics would go to the region's \
+             CloudWatch.\n\n\
              ## CloudWatch\n\n\
              With the `cloudwatch` feature (on by default), a producer on the default AWS transport \
              uploads to CloudWatch (`kpl-cloudwatch`, on `aws-sdk-cloudwatch`), as the KPL does, \

@@ -148,8 +148,8 @@ pub(crate) fn default_transport(
     // The AWS client's connections need the runtime's IO driver; without it every call would
     // panic in a task.
     let io = crate::runtime_probe::has_driver(|| {
-        let registered = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .and_then(|socket| {
+        let registered =
+            std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).and_then(|socket| {
                 socket.set_nonblocking(true)?;
                 tokio::net::UdpSocket::from_std(socket)
             });

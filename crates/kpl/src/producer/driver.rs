@@ -47,8 +47,12 @@ pub(super) async fn collect_metrics(shared: Weak<Shared>, upload_timeout: Durati
             let series = state.engine.take_metrics();
             let mut hub = shared.metrics();
             drop(state);
-            hub.add_second(series);
-            hub.due_upload(shared.clock.system_time(), false)
+            let emissions = hub.add_second(series);
+            let due = hub.due_upload(shared.clock.system_time(), false);
+            drop(hub);
+            // With no lock held: a recorder may call back into the producer.
+            emissions.emit();
+            due
         };
         if let Some(upload) = due {
             tokio::spawn(upload.send(upload_timeout));

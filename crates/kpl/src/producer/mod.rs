@@ -445,12 +445,11 @@ impl KinesisProducer {
             let last_metrics = state.engine.take_metrics();
             let mut hub = shared.metrics();
             drop(state);
-            hub.add_second(last_metrics);
-            (
-                report,
-                failures,
-                hub.due_upload(shared.clock.system_time(), true),
-            )
+            let emissions = hub.add_second(last_metrics);
+            let due = hub.due_upload(shared.clock.system_time(), true);
+            drop(hub);
+            emissions.emit();
+            (report, failures, due)
         };
         log_failures(failures);
         shared.driver_wake.notify_one();
