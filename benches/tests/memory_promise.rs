@@ -274,6 +274,8 @@ fn serve(mode: &str) {
     let mut sim = SimKinesis::new(1);
     sim.create_stream("s", SHARDS, SystemClock.now());
     sim.set_discard_written(true);
+    // Records of up to 10 MiB, as a stream raised to the service's largest allows.
+    sim.set_max_record_size_kib("s", 10 * 1024).unwrap();
     if mode == Endpointing::LongMessages.name() {
         let shards: Vec<String> = sim
             .open_shards("s")

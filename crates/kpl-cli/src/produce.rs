@@ -56,12 +56,13 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<Outcome, Failure> {
         .transpose()?;
     let (records, inputs) = mpsc::channel(READ_AHEAD);
     let files = args.files.clone();
+    let reader = Arc::new(Reader::default());
+    let reading = Arc::clone(&reader);
     std::thread::spawn(move || {
-        input::read_all(&files, &shape, |record| {
-            records.blocking_send(record).is_ok()
-        });
+        input::read_all(&files, &shape, |record| reading.pass_on(&records, record));
     });
     let run = Run {
+        reader,
         producer,
         stream,
         skip_bad: args.skip_bad,
@@ -72,6 +73,9 @@ pub(crate) async fn run(args: ProduceArgs) -> Result<Outcome, Failure> {
     let report = run.pump(inputs).await?;
     target.save()?;
     crate::say(&report.summary());
+    if let Some(problem) = &report.failed_out_problem {
+        eprintln!("kpl: {problem}");
+    }
     match &report.stopped_at {
         Some(bad) if bad.unreadable => eprintln!("kpl: stopped: {bad}"),
         Some(bad) => {
@@ -98,8 +102,55 @@ fn refuse_an_input(failed_out: &Path, files: &[PathBuf]) -> Result<(), Failure> 
     Ok(())
 }
 
+/// The input reader's side of the hand-over: a record it read is either passed on, or kept
+/// here when the run stopped taking records meanwhile, so that no record read is lost.
+#[derive(Default)]
+struct Reader(std::sync::Mutex<Hand>);
+
+#[derive(Default)]
+struct Hand {
+    stopped: bool,
+    /// The record the reader was passing on when the run stopped taking them.
+    held: Option<InputRecord>,
+}
+
+impl Reader {
+    /// Passes `record` on (waiting for room); `false` once the run stopped taking records.
+    /// The lock is held while waiting, so that [`stop`](Self::stop) finds the record here if the
+    /// hand-over fails.
+    fn pass_on(&self, records: &mpsc::Sender<InputRecord>, record: InputRecord) -> bool {
+        let mut hand = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if hand.stopped {
+            // Read after the run stopped, and after it said how far the input was read.
+            return false;
+        }
+        match records.blocking_send(record) {
+            Ok(()) => true,
+            Err(mpsc::error::SendError(record)) => {
+                hand.held = Some(record);
+                false
+            }
+        }
+    }
+
+    /// Stops the hand-over (call after closing the channel) and gives back the record that
+    /// was being passed on, if any.
+    fn stop(&self) -> Option<InputRecord> {
+        let mut hand = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        hand.stopped = true;
+        hand.held.take()
+    }
+}
+
 /// One `produce` run's settings.
 struct Run {
+    reader: Arc<Reader>,
     producer: KinesisProducer,
     stream: Stream,
     skip_bad: bool,
@@ -135,13 +186,13 @@ impl Run {
                 // Outcomes first: they free room for the next records.
                 biased;
                 Some(outcome) = outcomes.recv() => {
-                    report.record_outcome(outcome, self.failed_out.as_mut())?;
+                    report.record_outcome(outcome, self.failed_out.as_mut());
                 }
                 _ = &mut interrupt, if !report.interrupted => {
                     report.interrupted = true;
                     reading = false;
                     if let Some((sent, _)) = sending.take() {
-                        report.not_accepted(sent, "Interrupted", "Ctrl-C before the producer took it", self.failed_out.as_mut())?;
+                        report.not_accepted(sent, "Interrupted", "Ctrl-C before the producer took it", self.failed_out.as_mut());
                     }
                 }
                 accepted = async {
@@ -163,13 +214,13 @@ impl Run {
                                 field: None,
                                 problem: refused.to_string(),
                             };
-                            report.bad_input(bad, &sent.raw, self.skip_bad, self.failed_out.as_mut())?;
+                            report.bad_input(bad, &sent.raw, self.skip_bad, self.failed_out.as_mut());
                             reading &= self.skip_bad;
                         }
                         Err(refused) => {
                             // Not the record's fault (the producer is going away): it was not
                             // sent, and neither will what follows be.
-                            report.not_accepted(sent, "Refused", &refused.to_string(), self.failed_out.as_mut())?;
+                            report.not_accepted(sent, "Refused", &refused.to_string(), self.failed_out.as_mut());
                             reading = false;
                         }
                     }
@@ -196,7 +247,7 @@ impl Run {
                         }
                         Err(bad) => {
                             reading &= self.skip_bad && !bad.unreadable;
-                            report.bad_input(bad, &input.raw, self.skip_bad, self.failed_out.as_mut())?;
+                            report.bad_input(bad, &input.raw, self.skip_bad, self.failed_out.as_mut());
                         }
                     }
                 }
@@ -205,7 +256,9 @@ impl Run {
         if report.interrupted {
             // Records read ahead but never handed to the producer: not sent, and said so.
             inputs.close();
-            while let Ok(input) = inputs.try_recv() {
+            let held = self.reader.stop();
+            let read_ahead = std::iter::from_fn(|| inputs.try_recv().ok());
+            for input in read_ahead.chain(held) {
                 last_read = Some(input.location.clone());
                 let sent = Sent {
                     location: input.location,
@@ -216,7 +269,7 @@ impl Run {
                     "Interrupted",
                     "read but not sent: Ctrl-C",
                     self.failed_out.as_mut(),
-                )?;
+                );
             }
             if let Some(location) = &last_read {
                 eprintln!("kpl: interrupted; the input was read up to {location}");
@@ -246,11 +299,11 @@ impl Run {
             interrupted
         });
         while let Some(outcome) = outcomes.recv().await {
-            report.record_outcome(outcome, self.failed_out.as_mut())?;
+            report.record_outcome(outcome, self.failed_out.as_mut());
         }
         report.interrupted |= shutdown.await.unwrap_or(false);
         if let Some(failed_out) = self.failed_out.as_mut() {
-            failed_out.finish()?;
+            report.failed_out_problem = failed_out.finish().err();
         }
         report.elapsed = since(report.started);
         progress.finish();
@@ -270,6 +323,8 @@ pub(crate) struct Report {
     pub(crate) interrupted: bool,
     /// The bad input that stopped reading.
     pub(crate) stopped_at: Option<BadInput>,
+    /// Why `--failed-out` is not complete, if it is not.
+    pub(crate) failed_out_problem: Option<String>,
 }
 
 impl Report {
@@ -282,6 +337,7 @@ impl Report {
             latencies: Latencies::default(),
             interrupted: false,
             stopped_at: None,
+            failed_out_problem: None,
         }
     }
 
@@ -291,7 +347,7 @@ impl Report {
         &mut self,
         mut outcome: RecordOutcome,
         failed_out: Option<&mut FailedOut>,
-    ) -> Result<(), Failure> {
+    ) {
         let sent = outcome.take_context::<Sent>();
         match outcome.outcome {
             Ok(delivery) => self.delivered(&delivery),
@@ -300,11 +356,10 @@ impl Report {
                 self.failed(&code, error.attempt_count());
                 if let (Some(failed_out), Some(sent)) = (failed_out, sent) {
                     let message = format!("{error} [attempts: {}]", attempt_codes(&error));
-                    failed_out.write(&sent.raw, &sent.location, &code, &message)?;
+                    failed_out.write(&sent.raw, &sent.location, &code, &message);
                 }
             }
         }
-        Ok(())
     }
 
     pub(crate) fn delivered(&mut self, delivery: &Delivery) {
@@ -334,13 +389,12 @@ impl Report {
         code: &str,
         message: &str,
         failed_out: Option<&mut FailedOut>,
-    ) -> Result<(), Failure> {
+    ) {
         *self.failures.entry(code.to_owned()).or_default() += 1;
         Counters::add(&self.counters.failed, 1);
         if let Some(failed_out) = failed_out {
-            failed_out.write(&sent.raw, &sent.location, code, message)?;
+            failed_out.write(&sent.raw, &sent.location, code, message);
         }
-        Ok(())
     }
 
     /// A bad input record: counted and kept in `failed_out` when skipping, else the reason to
@@ -351,13 +405,13 @@ impl Report {
         raw: &Bytes,
         skip: bool,
         failed_out: Option<&mut FailedOut>,
-    ) -> Result<(), Failure> {
+    ) {
         if let Some(failed_out) = failed_out {
             if bad.unreadable {
                 // No record was read there: only the error is kept.
-                failed_out.write_error(&bad.location, "Unreadable", &bad.to_string())?;
+                failed_out.write_error(&bad.location, "Unreadable", &bad.to_string());
             } else {
-                failed_out.write(raw, &bad.location, "BadInput", &bad.to_string())?;
+                failed_out.write(raw, &bad.location, "BadInput", &bad.to_string());
             }
         }
         if skip && !bad.unreadable {
@@ -366,7 +420,6 @@ impl Report {
         } else {
             self.stopped_at = Some(bad);
         }
-        Ok(())
     }
 
     /// The exit status: interrupted, stopped by bad input, some failed or skipped, or done.
@@ -379,7 +432,7 @@ impl Report {
             Outcome::Interrupted
         } else if self.stopped_at.is_some() {
             Outcome::BadInput
-        } else if self.failures.is_empty() && skipped == 0 {
+        } else if self.failures.is_empty() && skipped == 0 && self.failed_out_problem.is_none() {
             Outcome::Done
         } else {
             Outcome::Failed
@@ -518,11 +571,21 @@ pub(crate) fn error_code(error: &DeliveryError) -> String {
 
 /// Failed records written back in the input format, their errors beside them. Written as
 /// `FILE.partial` and renamed at the end, so a run that stops early leaves the last run's file.
+///
+/// A write that fails (a full disk) does not stop the run: the records' outcomes are still
+/// waited for and counted, what could not be written is counted as lost, and at the end the
+/// partial file is left under its `.partial` name and named in the error, so that the last
+/// run's `FILE` is never taken for this run's failures.
 pub(crate) struct FailedOut {
     records: BufWriter<File>,
     errors: BufWriter<File>,
     format: InputFormat,
     path: PathBuf,
+    /// The first write error, once one happened; nothing more is written after it.
+    broken: Option<std::io::Error>,
+    /// Failed records (and error lines) to be written, and how many of them could not be.
+    total: u64,
+    lost: u64,
 }
 
 impl FailedOut {
@@ -537,16 +600,33 @@ impl FailedOut {
             errors: open(&errors_path(path))?,
             format,
             path: path.to_owned(),
+            broken: None,
+            total: 0,
+            lost: 0,
         })
     }
 
-    fn write(
-        &mut self,
-        raw: &[u8],
-        location: &Location,
-        code: &str,
-        message: &str,
-    ) -> Result<(), Failure> {
+    /// Keeps the first write error, and counts what it lost.
+    fn written(&mut self, result: std::io::Result<()>) {
+        if let Err(error) = result {
+            self.lost += 1;
+            if self.broken.is_none() {
+                eprintln!(
+                    "kpl: --failed-out: cannot write {}: {error}; the run goes on, and the \
+                     failures from here on are counted but not written",
+                    partial(&self.path).display()
+                );
+                self.broken = Some(error);
+            }
+        }
+    }
+
+    fn write(&mut self, raw: &[u8], location: &Location, code: &str, message: &str) {
+        self.total += 1;
+        if self.broken.is_some() {
+            self.lost += 1;
+            return;
+        }
         let written = match self.format {
             InputFormat::Text | InputFormat::Json => self
                 .records
@@ -555,31 +635,52 @@ impl FailedOut {
             InputFormat::Binary => self.records.write_all(&input::frame(raw)),
         };
         let message = message.replace(['\t', '\n'], " ");
-        written
-            .and_then(|()| writeln!(self.errors, "{location}\t{code}\t{message}"))
-            .map_err(|error| Failure::bad_input(format!("{}: {error}", self.path.display())))
+        let written = written.and_then(|()| writeln!(self.errors, "{location}\t{code}\t{message}"));
+        self.written(written);
     }
 
     /// An error line alone, for input that could not be read.
-    fn write_error(
-        &mut self,
-        location: &Location,
-        code: &str,
-        message: &str,
-    ) -> Result<(), Failure> {
+    fn write_error(&mut self, location: &Location, code: &str, message: &str) {
+        self.total += 1;
+        if self.broken.is_some() {
+            self.lost += 1;
+            return;
+        }
         let message = message.replace(['\t', '\n'], " ");
-        writeln!(self.errors, "{location}\t{code}\t{message}")
-            .map_err(|error| Failure::bad_input(format!("{}: {error}", self.path.display())))
+        let written = writeln!(self.errors, "{location}\t{code}\t{message}");
+        self.written(written);
     }
 
-    fn finish(&mut self) -> Result<(), Failure> {
-        let errors = errors_path(&self.path);
-        self.records
-            .flush()
-            .and_then(|()| self.errors.flush())
-            .and_then(|()| std::fs::rename(partial(&self.path), &self.path))
-            .and_then(|()| std::fs::rename(partial(&errors), &errors))
-            .map_err(|error| Failure::bad_input(format!("{}: {error}", self.path.display())))
+    /// Puts the files in place, or says why they are not: the run's outcomes are counted by
+    /// then, and the summary printed after.
+    fn finish(&mut self) -> Result<(), String> {
+        if self.broken.is_none() {
+            let errors = errors_path(&self.path);
+            let done = self
+                .records
+                .flush()
+                .and_then(|()| self.errors.flush())
+                .and_then(|()| std::fs::rename(partial(&self.path), &self.path))
+                .and_then(|()| std::fs::rename(partial(&errors), &errors));
+            match done {
+                Ok(()) => return Ok(()),
+                Err(error) => self.broken = Some(error),
+            }
+        }
+        let error = self
+            .broken
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Err(format!(
+            "--failed-out: {} is incomplete: of {} failed records, {} were never written and \
+             the last ones written may be cut short ({error}); {} was left as the previous run \
+             wrote it",
+            partial(&self.path).display(),
+            self.total,
+            self.lost,
+            self.path.display()
+        ))
     }
 }
 
@@ -600,6 +701,56 @@ pub(crate) fn errors_path(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn input(line: u64) -> InputRecord {
+        let location = Location {
+            source: Arc::from("stdin"),
+            line,
+        };
+        InputRecord {
+            location: location.clone(),
+            raw: Bytes::from_static(b"x"),
+            parsed: Err(BadInput {
+                location,
+                unreadable: false,
+                field: None,
+                problem: "unused".to_owned(),
+            }),
+        }
+    }
+
+    /// The reader waits to pass a record on to a full channel when the run stops taking
+    /// records (Ctrl-C): the record comes back to the run, which writes it as interrupted,
+    /// instead of being dropped with the failed hand-over.
+    #[test]
+    fn a_record_being_passed_on_when_the_run_stops_comes_back() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (records, mut inputs) = mpsc::channel(1);
+        let reader = Arc::new(Reader::default());
+        assert!(reader.pass_on(&records, input(1)), "room for one");
+        let reading = Arc::clone(&reader);
+        let blocked = std::thread::spawn(move || reading.pass_on(&records, input(2)));
+        // The reader holds its lock while it waits: once the run closes the channel, its
+        // hand-over fails and `stop` (which waits for the lock) finds the record.
+        while !blocked.is_finished() && reader.0.try_lock().is_ok() {
+            std::thread::yield_now();
+        }
+        inputs.close();
+        let held = reader.stop();
+        assert!(!blocked.join().unwrap_or(true), "the hand-over failed");
+        let read_ahead = runtime.block_on(async { inputs.recv().await });
+        let lines: Vec<u64> = read_ahead
+            .into_iter()
+            .chain(held)
+            .map(|input| input.location.line)
+            .collect();
+        assert_eq!(lines, [1, 2], "both records read come back, in order");
+        // A record read after the stop is not passed on.
+        let (late, _inputs) = mpsc::channel(1);
+        assert!(!reader.pass_on(&late, input(3)));
+    }
 
     #[test]
     fn latency_percentiles_are_within_a_percent_in_little_memory() {

@@ -303,6 +303,28 @@ fn bad_input_is_named_by_file_line_and_field_and_skip_bad_counts_it() {
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[0][..2], [format!("{json}:2").as_str(), "BadInput"]);
     assert_eq!(errors[1][..2], [format!("{json}:3").as_str(), "BadInput"]);
+    // A --failed-out that cannot be written (a full disk) stops nothing: the run goes on,
+    // counts everything, prints its summary, and says the file is incomplete; the previous
+    // run's file stays as it was, and the exit status says not everything went.
+    let full = scratch.path("full.jsonl");
+    std::fs::write(&full, "the previous run's failures\n").unwrap();
+    std::os::unix::fs::symlink("/dev/full", scratch.path("full.jsonl.partial")).unwrap();
+    let mut args = base.to_vec();
+    args.extend(["--skip-bad", "--failed-out", full.to_str().unwrap(), json]);
+    let output = run(&args, b"");
+    assert_eq!(status(&output), 1, "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("full.jsonl.partial is incomplete") && stderr.contains("No space left"),
+        "{stderr}"
+    );
+    let counts = summary(&output);
+    assert_eq!(counts["delivered"], "2");
+    assert_eq!(counts["skipped"], "2 bad input records");
+    assert_eq!(
+        std::fs::read_to_string(&full).unwrap(),
+        "the previous run's failures\n"
+    );
     // A record too large names its line and the limit.
     let big = scratch.file("big.txt", format!("small\n{}\n", "x".repeat(1_100_000)));
     let output = run(
