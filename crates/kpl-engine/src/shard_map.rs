@@ -12,18 +12,27 @@ use crate::transport::{ShardDescription, ShardId};
 pub struct ShardMap {
     /// Open shards sorted by the start of their range; ranges do not overlap.
     open: Vec<(HashKeyRange, ShardId)>,
-    /// Every shard ever listed, including closed ones, so landings on a parent or a child can be
-    /// checked after a reshard.
+    /// The shards listed, and the shards open in the map before (parents just closed), so
+    /// landings on a parent or a child can be checked after a reshard. Older closed shards are
+    /// forgotten: a landing on one is judged after a read of the stream's history.
     known: BTreeMap<ShardId, HashKeyRange>,
     /// Whether the listing had overlapping open shards (one of each overlap was left out).
     had_overlaps: bool,
 }
 
 impl ShardMap {
-    /// Builds a map from `ListShards` output. Closed shards are only remembered; overlapping open
-    /// ranges (a listing taken mid-reshard) keep the first shard of each overlap.
+    /// Builds a map from `ListShards` output. Closed shards are only remembered, with the
+    /// shards `previous` had open; overlapping open ranges (a listing taken mid-reshard) keep
+    /// the first shard of each overlap.
     pub fn from_shards(shards: &[ShardDescription], previous: Option<&Self>) -> Self {
-        let mut known = previous.map(|map| map.known.clone()).unwrap_or_default();
+        let mut known: BTreeMap<ShardId, HashKeyRange> = previous
+            .map(|map| {
+                map.open
+                    .iter()
+                    .map(|(range, id)| (id.clone(), *range))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut open: Vec<(HashKeyRange, ShardId)> = Vec::new();
         for shard in shards {
             known.insert(shard.shard_id.clone(), shard.hash_key_range);

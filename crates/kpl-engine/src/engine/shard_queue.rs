@@ -108,6 +108,12 @@ impl<T> ShardQueue<T> {
         }
     }
 
+    /// Moves the queue to another place among its stream's shards (see
+    /// `StreamState::forget_closed_slots`): only while no packed record of it exists.
+    pub(super) fn move_to(&mut self, slot: usize) {
+        self.slot = slot;
+    }
+
     /// Adds a record to the open aggregate. The aggregate is finished first when it already
     /// holds `max_count` records or the record does not fit, and after when it holds
     /// `max_count`.

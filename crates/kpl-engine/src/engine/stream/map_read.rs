@@ -12,6 +12,7 @@ use crate::engine::pending::Pending;
 use crate::engine::requests::InFlightKind;
 use crate::engine::shard_queue::ShardQueue;
 use crate::engine::shared::Shared;
+use crate::engine::timers::Timer;
 use crate::outcome::{AttemptError, FailureReason, codes};
 use crate::shard_map::ShardMap;
 use crate::transport::{
@@ -190,13 +191,15 @@ impl<T> StreamState<T> {
         let jitter = cx.rng.random_range(REFRESH_JITTER);
         let aggregate_limit = self.aggregate_limit(&cx.config);
         let outer_partition_key = cx.config.outer_partition_key;
-        let stream = &mut *self;
-        let map = ShardMap::from_shards(&shards, stream.maps.map.as_ref());
+        let map = ShardMap::from_shards(&shards, self.maps.map.as_ref());
         if !map.is_consistent() {
             // Pages read across a reshard; read again rather than route by a torn map.
             self.refresh_failed(cx, now);
             return;
         }
+        // Before the new map's slots are found: the old routing by slot is replaced below.
+        self.forget_closed_slots(cx);
+        let stream = &mut *self;
         let mut open_slots = Vec::with_capacity(map.open_shards().len());
         for &(range, ref shard_id) in map.open_shards() {
             let slot = match stream.slot_of.get(shard_id) {
@@ -246,6 +249,39 @@ impl<T> StreamState<T> {
         self.judge_held_landings(cx, now);
         if flush {
             self.flush(cx, now);
+        }
+    }
+
+    /// Drops the queues of shards that were closed by an earlier map, once nothing refers to
+    /// their places (no record of the stream outstanding, none waiting for a map or a
+    /// judgement, the collector empty): a stream resharded over and over keeps only its open
+    /// shards and the parents of the latest reshard. The open shards' queues move down, their
+    /// wake-ups with them.
+    fn forget_closed_slots(&mut self, cx: &mut Shared<T>) {
+        let unreferenced = self.stats.user_records_pending == 0
+            && self.held_landings.is_empty()
+            && self.maps.waiting.is_empty()
+            && self.collector.is_empty();
+        if !unreferenced || self.shards.iter().all(|shard| shard.open) {
+            return;
+        }
+        let queues = std::mem::take(&mut self.shards);
+        self.slot_of.clear();
+        for (old_slot, mut shard) in queues.into_iter().enumerate() {
+            let wake_at = shard.timer;
+            cx.timers
+                .disarm(&mut shard.timer, Timer::Shard(self.index, old_slot));
+            if !shard.open {
+                continue;
+            }
+            let slot = self.shards.len();
+            shard.move_to(slot);
+            if let Some(at) = wake_at {
+                cx.timers
+                    .arm(&mut shard.timer, at, Timer::Shard(self.index, slot));
+            }
+            self.slot_of.insert(shard.id.clone(), slot);
+            self.shards.push(shard);
         }
     }
 

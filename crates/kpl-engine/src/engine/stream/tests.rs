@@ -488,3 +488,40 @@ fn entry_messages_held_by_retried_records_stay_within_the_budget() {
     );
     assert!(held > crate::memory::ERROR_TEXT_BUDGET / 2, "{held}");
 }
+
+/// A stream resharded again and again (each time one shard replaced by another), with nothing
+/// outstanding in between, keeps the queues of its open shard and of the parent just closed,
+/// not one per shard it ever had; its map remembers no more; records still go to the open
+/// shard.
+#[test]
+fn a_stream_resharded_over_and_over_keeps_only_its_open_shards_and_their_parents() {
+    let mut fx = Fixture::new(EngineConfig::default(), &[("shardId-0", 0, u128::MAX)]);
+    for generation in 1..=20 {
+        let id = format!("shardId-{generation}");
+        fx.now += Duration::from_secs(1);
+        fx.stream.start_refresh(&mut fx.cx, fx.now);
+        assert_eq!(fx.answer_map_reads(&[(id.as_str(), 0, u128::MAX)]), 1);
+        assert!(
+            fx.stream.shards.len() <= 2,
+            "{} queues",
+            fx.stream.shards.len()
+        );
+        let map = fx.stream.shard_map().unwrap_or_else(|| panic!("a map"));
+        let parent = ShardId::from(format!("shardId-{}", generation - 1).as_str());
+        assert!(map.range_of(&parent).is_some(), "the parent is remembered");
+        if generation > 1 {
+            let grandparent = ShardId::from(format!("shardId-{}", generation - 2).as_str());
+            assert!(
+                map.range_of(&grandparent).is_none(),
+                "older shards are forgotten"
+            );
+        }
+    }
+    fx.accept("a");
+    let entries = fx.send();
+    let slot = entries[0].slot.unwrap_or_else(|| panic!("a shard's entry"));
+    assert_eq!(fx.stream.shards[slot].id, ShardId::from("shardId-20"));
+    assert!(fx.stream.shards[slot].open);
+    fx.answer(entries, Ok(vec![written("shardId-20")]));
+    assert_eq!(fx.events().len(), 1);
+}
