@@ -298,7 +298,16 @@ pub(crate) fn memory(minutes: u64) -> Result {
 
 /// The goodput table: each workload against a simulated stream that enforces the service's
 /// per-shard limits by token buckets or by fixed windows, at several `RateLimit`s.
-pub(crate) fn goodput(args: &[String]) -> Result {
+pub(crate) fn goodput(http: bool, args: &[String]) -> Result {
+    if http {
+        return run(
+            "goodput in real time over HTTP",
+            cargo()
+                .args(["run", "--release", "--locked", "-p", "kpl-benches"])
+                .args(["--bin", "kpl-goodput-http", "--"])
+                .args(args),
+        );
+    }
     run(
         "goodput scenarios in virtual time",
         cargo()

@@ -24,8 +24,8 @@ pub(crate) enum Task {
         first: u64,
         minutes: Option<u64>,
     },
-    /// The goodput table, for these workloads.
-    Goodput { args: Vec<String> },
+    /// The goodput table, for these workloads; with `http`, in real time over HTTP.
+    Goodput { http: bool, args: Vec<String> },
     /// The producer's memory with a stalled endpoint, then a stuck shard for `minutes`.
     Memory { minutes: u64 },
     /// The end-to-end suites, `repeat` times.
@@ -34,7 +34,7 @@ pub(crate) enum Task {
 
 pub(crate) const USAGE: &str = "usage: cargo xtask <ci | setup | bench [--quick] [criterion args] | \
     fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | \
-    memory [--minutes N] | goodput [WORKLOAD]>";
+    memory [--minutes N] | goodput [--http] [WORKLOAD | RECORDS...]>";
 
 impl Task {
     /// The task `args` (without the program's name) ask for.
@@ -54,7 +54,12 @@ impl Task {
             "fuzz" => fuzz(rest),
             "soak" => soak(rest),
             "goodput" => Ok(Self::Goodput {
-                args: rest.to_vec(),
+                http: rest.iter().any(|arg| arg == "--http"),
+                args: rest
+                    .iter()
+                    .filter(|arg| *arg != "--http")
+                    .cloned()
+                    .collect(),
             }),
             "memory" => match rest {
                 [] => Ok(Self::Memory { minutes: 10 }),
@@ -156,6 +161,13 @@ mod tests {
         assert_eq!(parse("e2e --repeat 3"), Ok(Task::E2e { repeat: 3 }));
         assert!(parse("e2e --repeat 0").is_err());
         assert_eq!(parse("memory"), Ok(Task::Memory { minutes: 10 }));
+        assert_eq!(
+            parse("goodput --http 200000"),
+            Ok(Task::Goodput {
+                http: true,
+                args: vec!["200000".to_owned()]
+            })
+        );
         assert_eq!(
             parse("soak --seeds 5 --minutes 2"),
             Ok(Task::Soak {

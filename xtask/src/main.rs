@@ -11,7 +11,8 @@
 //! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
 //! - `goodput`: the goodput table of `docs/benchmarks.md` (workload × enforcement × `RateLimit`,
-//!   in the simulator's virtual time).
+//!   in the simulator's virtual time); `goodput --http`: the producer through `kpl-aws` against
+//!   the simulated service behind HTTP, in real time (`benches/src/bin/kpl-goodput-http.rs`).
 //! - `memory`: the memory promise's table (peak live heap by record size and endpoint, see
 //!   `benches/tests/memory_promise.rs`), the producer's memory at the default limits with a
 //!   stalled endpoint, then with one stuck shard for `--minutes N` (10 by default; resident
@@ -42,7 +43,7 @@ fn main() -> ExitCode {
             first,
             minutes,
         } => fuzz::soak(seeds, first, minutes),
-        Task::Goodput { args } => bench::goodput(&args),
+        Task::Goodput { http, args } => bench::goodput(http, &args),
         Task::Memory { minutes } => bench::memory(minutes),
         Task::E2e { repeat } => e2e::e2e(repeat),
     });

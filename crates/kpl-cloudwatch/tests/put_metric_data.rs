@@ -425,7 +425,8 @@ async fn a_producers_statistics_reach_cloudwatch_exactly() {
 
     let stub = stub(Answer::Ok).await;
     let mut config = Config::default();
-    // One user record per Kinesis record and a hundred per call: the throttled call is a tenth.
+    // One user record per Kinesis record and up to a hundred per call; one call is throttled
+    // whole (as many records as the shard's rate let into it).
     config.aggregation_enabled = false;
     config.collection_max_count = 100;
     config.metrics_granularity = MetricsGranularity::Stream;
@@ -459,6 +460,8 @@ async fn a_producers_statistics_reach_cloudwatch_exactly() {
     // Everything goes in the upload at shutdown (the delay is a minute).
     producer.shutdown(Duration::from_secs(5)).await;
     assert_eq!(producer.metrics_exports().map(|e| e.uploads), Some(1));
+    let retried = transport.with_sim(|sim| sim.counters().throttled_entries) as f64;
+    assert!((1.0..=100.0).contains(&retried), "{retried}");
 
     let received = stub.received.lock().unwrap();
     let datums = datums(&received);
@@ -478,17 +481,20 @@ async fn a_producers_statistics_reach_cloudwatch_exactly() {
     let stream_dim = [("StreamName", "orders")];
     for dims in [&[][..], &stream_dim[..]] {
         assert_eq!(find("UserRecordsPut", dims), (1_001.0, 1_001.0));
-        assert_eq!(find("RetriesPerRecord", dims), (1_001.0, 100.0));
-        assert_eq!(find("AllErrors", dims), (1_101.0, 100.0));
-        assert_eq!(find("KinesisRecordsPut", dims), (1_101.0, 1_001.0));
+        assert_eq!(find("RetriesPerRecord", dims), (1_001.0, retried));
+        assert_eq!(find("AllErrors", dims), (1_001.0 + retried, retried));
+        assert_eq!(
+            find("KinesisRecordsPut", dims),
+            (1_001.0 + retried, 1_001.0)
+        );
         // A thousand records of 10 bytes and the one-byte first.
         assert_eq!(find("UserRecordsDataPut", dims), (1_001.0, 10_001.0));
     }
     let throttled = ("ErrorCode", "ProvisionedThroughputExceededException");
-    assert_eq!(find("ErrorsByCode", &[throttled]), (100.0, 100.0));
+    assert_eq!(find("ErrorsByCode", &[throttled]), (retried, retried));
     assert_eq!(
         find("ErrorsByCode", &[throttled, ("StreamName", "orders")]),
-        (100.0, 100.0)
+        (retried, retried)
     );
     assert!(
         datums

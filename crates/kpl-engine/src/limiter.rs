@@ -5,15 +5,26 @@
 //! documents the limits, 1,000 records and 1 MiB per second, not the mechanism); the limiter is
 //! built to reach the limits under either without a storm of throttled entries:
 //! - the buckets hold a tenth of a second, so an idle spell does not end in a burst that one
-//!   window cannot take;
-//! - the controller starts at the shard's limit (a `RateLimit` above 100 is room to probe, not a
-//!   rate to start at);
+//!   window cannot take, and start empty (the first record goes on credit), so the first
+//!   second's writes are the rate's alone;
+//! - the controller starts just under the shard's limit (97 %: a `RateLimit` above 100 is room
+//!   to probe, not a rate to start at), where a window of whole aggregates still takes all;
+//! - after a record larger than the bucket, nothing saved up during its absorption goes at once;
 //! - a throttle cuts the rate at most once a second (the service's accounting period: answers
-//!   within a second of a cut still reflect the old rate), to nine tenths of the lower of the
-//!   current rate and the rate the shard accepted over the last second (but not below half the
-//!   current rate), so that producers sharing a shard find their shares in a few cuts;
-//! - without throttling, the rate comes back by a twentieth of the configured rate per second
-//!   of sending at it (not while the shard idles).
+//!   within a second of a cut still reflect the old rate). The first, or one well below the
+//!   shard's known ceiling, or one while the shard took well under the current rate (another
+//!   producer writes to it), cuts to nine tenths of the lower of the two (but not below half the
+//!   current rate), so that producers sharing a shard find their shares in a few cuts. The rate
+//!   it came at is the shard's ceiling (the knee);
+//! - a throttle at the known ceiling lowers the ceiling by a hundredth and sets the rate just
+//!   under it: under fixed one-second windows the ceiling is a whole number of aggregates per
+//!   window, a little under the limit, and a deep cut there would give away a tenth to avoid a
+//!   hundredth;
+//! - without throttling the rate comes back fast to just under the ceiling, then probes above
+//!   it by a thousandth of the configured rate per second (a throttle every ten seconds or so
+//!   per shard), and by 1.5 % per second once well above it or after 30 seconds without a
+//!   throttle (the ceiling may have risen: another producer stopped); never while the shard
+//!   idles.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,18 +43,48 @@ pub(crate) const SHARD_BYTES_PER_SEC: f64 = 1_048_576.0;
 /// it at that limit (or at the configured rate, if lower).
 const BURST_SECONDS: f64 = 0.1;
 
+/// The share of the shard's limit the rate starts at (when `RateLimit` allows it): a little
+/// under the limit, where a shard that counts in fixed windows of whole aggregates still
+/// takes everything, so that a start does not begin with a round of throttles.
+const START_SHARE: f64 = 0.97;
+
 /// The lowest fraction of the shard's limit (or of the configured rate, if lower) AIMD may cut
 /// to.
 const AIMD_FLOOR: f64 = 0.05;
 /// The factor applied on a throttling response.
 const AIMD_DECREASE: f64 = 0.9;
-/// How much of the configured rate comes back per second without throttling, above the rate
-/// the shard last throttled at (probing for more).
+/// How much of the configured rate comes back per second without throttling, well above the
+/// shard's ceiling (the knee) or without one.
 const AIMD_RECOVERY_PER_SEC: f64 = 0.015;
-/// The same, below nineteen twentieths of that rate (coming back to what the shard took).
+/// The same, near the ceiling (below `NEAR_KNEE` times it): probing slowly past it.
+const AIMD_PROBE_PER_SEC: f64 = 0.001;
+/// How far above the ceiling probing stays slow.
+const NEAR_KNEE: f64 = 1.05;
+/// The same, below `KNEE_MARGIN` of the ceiling (coming back to what the shard took).
 const AIMD_RETURN_PER_SEC: f64 = 0.25;
-/// The fast return stops this far below the rate where the last throttle came (the knee).
-const KNEE_MARGIN: f64 = 0.95;
+/// Where the fast return stops, and where a throttle at the ceiling sets the rate: this much
+/// of the ceiling.
+const KNEE_MARGIN: f64 = 0.98;
+/// The least share of the shard's limit a producer takes when alone on it.
+const ALONE_SHARE: f64 = 0.95;
+/// How many throttles in a row while alone make the knee the shard's own ceiling.
+const ALONE_AFTER: u8 = 2;
+/// How much longer than its absorption at the shard's rate a record larger than the bucket
+/// holds the shard.
+const LARGE_RECORD_MARGIN: Duration = Duration::from_millis(100);
+/// How long after a record larger than the bucket was repaid a throttle is put down to it.
+const LARGE_RECORD_AFTERMATH: Duration = Duration::from_secs(2);
+/// Where the fast return stops when the knee is a share of a shard others write to.
+const SHARED_KNEE_MARGIN: f64 = 0.95;
+/// A throttle within this fraction below the ceiling, or above it, is a throttle at it.
+const AT_KNEE: f64 = 0.03;
+/// What a throttle at the ceiling lowers it to.
+const KNEE_STEP: f64 = 0.99;
+/// A ceiling this long without a throttle no longer slows probing.
+const KNEE_FORGOTTEN_AFTER: Duration = Duration::from_secs(30);
+/// How far below the current rate the rate the shard took must be to say the shard is shared
+/// (just below it, it is the phase of the last second at a shard that counts in windows).
+const TAKEN_MATTERS: f64 = 0.8;
 /// A cut starts from what the shard took lately, but from no less than this share of the
 /// current rate (then `AIMD_DECREASE` applies).
 const CUT_AT_MOST_TO: f64 = 0.5;
@@ -60,10 +101,10 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(capacity: f64) -> Self {
+    fn empty(capacity: f64) -> Self {
         Self {
             capacity,
-            tokens: capacity,
+            tokens: 0.0,
         }
     }
 
@@ -154,12 +195,26 @@ pub(crate) struct ShardLimiter {
     /// The factor the shard last throttled at: the rate comes back fast to just below it, and
     /// slowly beyond.
     knee: Option<f64>,
+    /// How many throttles in a row came while this producer had the shard to itself (see
+    /// `ALONE_SHARE`). From `ALONE_AFTER` on, the knee is the shard's own ceiling, approached and held
+    /// closely; otherwise it may be a share of a shard others write to, which producers keep
+    /// finding, fairly, by deep cuts and the usual pace of recovery.
+    alone_throttles: u8,
+    /// Whether the knee was set by a throttle at it while alone: the shard's own ceiling,
+    /// held closely (after a deep cut the knee may be a share, or a dip, and is left behind at
+    /// the usual pace).
+    knee_confirmed: bool,
     updated: Instant,
     accepted: Accepted,
     /// When a record was last let through.
     last_take: Option<Instant>,
     /// After a record larger than the bucket: nothing goes before this.
     repaid_at: Option<Instant>,
+    /// When the last record larger than the bucket was repaid: throttles soon after say
+    /// little about the shard's steady ceiling.
+    large_until: Option<Instant>,
+    /// Nothing was taken yet: the first record goes on credit.
+    fresh: bool,
     /// The last record asked for had to wait for tokens: the rate is what holds records back,
     /// so it may come back meanwhile.
     held_back: bool,
@@ -175,16 +230,22 @@ impl ShardLimiter {
         Self {
             records_per_sec,
             bytes_per_sec,
-            records: Bucket::full((records_per_sec * BURST_SECONDS).max(1.0)),
-            bytes: Bucket::full(bytes_per_sec * BURST_SECONDS),
-            factor: (1.0 / scale).min(1.0),
+            // Empty: the first second's writes are the rate's alone, which a window that opens
+            // with them can take.
+            records: Bucket::empty((records_per_sec * BURST_SECONDS).max(1.0)),
+            bytes: Bucket::empty(bytes_per_sec * BURST_SECONDS),
+            factor: (START_SHARE / scale).min(1.0),
             floor: AIMD_FLOOR * (1.0 / scale).min(1.0),
             last_decrease: None,
             knee: None,
+            alone_throttles: 0,
+            knee_confirmed: false,
             updated: now,
             accepted: Accepted::new(now),
             last_take: None,
             repaid_at: None,
+            large_until: None,
+            fresh: true,
             held_back: false,
         }
     }
@@ -207,9 +268,25 @@ impl ShardLimiter {
         // The rate comes back only while it is what holds records back: not while the shard
         // idles or waits for a large record to be absorbed.
         if self.held_back {
-            let below = self.knee.map_or(0.0, |knee| knee * KNEE_MARGIN);
+            if self
+                .last_decrease
+                .is_some_and(|cut| now.saturating_duration_since(cut) >= KNEE_FORGOTTEN_AFTER)
+            {
+                self.knee = None;
+            }
+            let (margin, near) = if self.knee_confirmed {
+                (KNEE_MARGIN, NEAR_KNEE)
+            } else {
+                (SHARED_KNEE_MARGIN, 0.0)
+            };
+            let below = self.knee.map_or(0.0, |knee| knee * margin);
             let fast = ((below - self.factor) / AIMD_RETURN_PER_SEC).clamp(0.0, elapsed);
-            self.factor += fast * AIMD_RETURN_PER_SEC + (elapsed - fast) * AIMD_RECOVERY_PER_SEC;
+            let probe = if self.knee.is_some_and(|knee| self.factor < knee * near) {
+                AIMD_PROBE_PER_SEC
+            } else {
+                AIMD_RECOVERY_PER_SEC
+            };
+            self.factor += fast * AIMD_RETURN_PER_SEC + (elapsed - fast) * probe;
             self.factor = self.factor.min(1.0);
         }
     }
@@ -224,8 +301,25 @@ impl ShardLimiter {
                 return Err(at);
             }
             self.repaid_at = None;
+            // Nothing was saved up while the service absorbed the large record: only what
+            // came in since.
+            let since = now.saturating_duration_since(at).as_secs_f64();
+            self.bytes.tokens = self.bytes.tokens.min(since * self.byte_rate());
+            self.records.tokens = self
+                .records
+                .tokens
+                .min((since * self.records_per_sec * self.factor).max(1.0));
         }
         let cost = bytes as f64;
+        if self.fresh && cost <= self.bytes.capacity {
+            // The first record goes at once, on credit: the buckets start empty, and what it
+            // took is paid back before the next goes.
+            self.fresh = false;
+            self.records.tokens -= 1.0;
+            self.bytes.tokens -= cost;
+            self.last_take = Some(now);
+            return Ok(());
+        }
         let ready_at = if cost > self.bytes.capacity {
             // Larger than the bucket: the service takes it only after as long without writes
             // as it takes to refill that much (up to a second: a full bucket, or a new window).
@@ -250,7 +344,11 @@ impl ShardLimiter {
                 // Nothing more until the service has absorbed it at its real rate.
                 self.bytes.tokens = 0.0;
                 let rate = self.bytes_per_sec.min(SHARD_BYTES_PER_SEC);
-                self.repaid_at = Some(now + Duration::from_secs_f64(cost / rate));
+                // Plus a margin: the service took it a call's latency after it left here, and
+                // counts its absorption from then.
+                let repaid_at = now + Duration::from_secs_f64(cost / rate) + LARGE_RECORD_MARGIN;
+                self.repaid_at = Some(repaid_at);
+                self.large_until = Some(repaid_at + LARGE_RECORD_AFTERMATH);
             } else {
                 self.bytes.tokens -= cost;
             }
@@ -283,13 +381,44 @@ impl ShardLimiter {
         // Below the rate the shard took lately, if that was lower (the binding one of its two
         // limits is the one used closer to the configured rate), but not below half the current
         // rate: a producer that lost out in the last second would otherwise keep a small share.
-        let mut factor = self.factor;
+        let factor = self.factor;
+        let mut cut_from = factor;
+        let mut shared = false;
         if let Some((bytes, records)) = self.accepted.rate(now) {
             let taken = (bytes / self.bytes_per_sec).max(records / self.records_per_sec);
-            factor = factor.min(taken.max(factor * CUT_AT_MOST_TO));
+            cut_from = factor.min(taken.max(factor * CUT_AT_MOST_TO));
+            shared = taken < factor * TAKEN_MATTERS;
         }
-        self.knee = Some(factor);
-        self.factor = (factor * AIMD_DECREASE).max(self.floor);
+        // Alone on the shard: it took what it was sent at, and that is most of the shard's
+        // limit (producers sharing a shard each take a part, and keep finding fair shares by
+        // the usual deep cuts).
+        let share_of_limit = factor * self.records_per_sec / SHARD_RECORDS_PER_SEC;
+        let after_large = self.large_until.is_some_and(|until| now < until);
+        let alone = !shared && !after_large && share_of_limit >= ALONE_SHARE;
+        self.alone_throttles = if alone {
+            self.alone_throttles.saturating_add(1)
+        } else {
+            0
+        };
+        let at_knee = self.knee.filter(|&knee| {
+            self.alone_throttles >= ALONE_AFTER && factor >= knee * (1.0 - AT_KNEE)
+        });
+        match at_knee {
+            Some(knee) => {
+                // The ceiling is just under where the throttle came, whether that was above
+                // the last knee (it rose) or below it (it fell).
+                debug_assert!(factor >= knee * (1.0 - AT_KNEE));
+                let knee = factor * KNEE_STEP;
+                self.knee = Some(knee);
+                self.knee_confirmed = true;
+                self.factor = (knee * KNEE_MARGIN).max(self.floor);
+            }
+            None => {
+                self.knee_confirmed = false;
+                self.knee = Some(cut_from);
+                self.factor = (cut_from * AIMD_DECREASE).max(self.floor);
+            }
+        }
         self.last_decrease = Some(now);
         // Tokens saved up at the old rate would let the next burst through at that rate anyway.
         self.records.tokens = self.records.tokens.min(self.records.capacity * self.factor);
@@ -314,46 +443,107 @@ mod tests {
     const MIB: usize = 1_048_576;
 
     #[test]
-    fn the_bucket_holds_a_tenth_of_a_second_then_paces_at_the_configured_rate() {
+    fn the_bucket_starts_empty_holds_a_tenth_of_a_second_and_paces_at_the_rate() {
         let start = SystemClock.now();
-        let mut limiter = ShardLimiter::new(100, start);
-        for _ in 0..100 {
-            limiter.try_take(10, start).unwrap();
-        }
+        let mut limiter = ShardLimiter::new(60, start);
+        // Empty at first: the first record goes on credit, and the first second's writes are
+        // the rate's alone.
+        limiter.try_take(10, start).unwrap();
         let ready_at = limiter.try_take(10, start).unwrap_err();
-        assert_eq!(ready_at, start + ms(1));
-        // 100 ms later there are 100 record tokens again, and no more.
-        let later = start + ms(100);
-        for _ in 0..100 {
+        assert_eq!(ready_at, start + ms(4), "two records at 600 a second");
+        // After an idle second: a tenth of a second's worth (60 records), and no more.
+        let later = start + ms(1_000);
+        for _ in 0..60 {
             limiter.try_take(10, later).unwrap();
         }
         assert!(limiter.try_take(10, later).is_err());
     }
 
     #[test]
-    fn a_rate_limit_above_100_starts_at_the_shard_limit() {
+    fn the_rate_starts_just_under_the_shard_limit_or_at_a_lower_rate_limit() {
         let start = SystemClock.now();
         let limiter = ShardLimiter::new(150, start);
-        assert!((limiter.rate_factor() - 1.0 / 1.5).abs() < 1e-9);
+        assert!((limiter.rate_factor() - START_SHARE / 1.5).abs() < 1e-9);
+        assert!((ShardLimiter::new(100, start).rate_factor() - START_SHARE).abs() < 1e-9);
         assert_eq!(ShardLimiter::new(60, start).rate_factor(), 1.0);
+    }
+
+    /// Alone on a shard that counts in fixed windows, the ceiling is a little under the limit.
+    /// The first throttle cuts deep; once throttles keep coming at the same rate, each sets the
+    /// rate just under where it came, and the rate creeps up past it slowly.
+    #[test]
+    fn throttles_at_the_shard_s_own_ceiling_set_the_rate_just_under_it() {
+        let start = SystemClock.now();
+        let mut limiter = ShardLimiter::new(100, start);
+        let ceiling = limiter.rate_factor();
+        let mut t = start;
+        let throttle_at_ceiling = |limiter: &mut ShardLimiter, t: &mut Instant| {
+            // A second of writes at the current rate, then a throttle.
+            for n in 0..10 {
+                let share = limiter.rate_factor();
+                let bytes = (share * SHARD_BYTES_PER_SEC / 10.0) as usize;
+                limiter.on_written(bytes, *t + ms(100 * n));
+            }
+            *t += ms(1_000);
+            limiter.factor = ceiling;
+            limiter.on_throttled(*t - ms(20), *t);
+            *t += ms(10);
+        };
+        throttle_at_ceiling(&mut limiter, &mut t);
+        assert!((limiter.rate_factor() - ceiling * AIMD_DECREASE).abs() < 0.01);
+        throttle_at_ceiling(&mut limiter, &mut t);
+        throttle_at_ceiling(&mut limiter, &mut t);
+        let held = limiter.rate_factor();
+        assert!(
+            (held - ceiling * KNEE_STEP * KNEE_MARGIN).abs() < 1e-9,
+            "{held} against {ceiling}"
+        );
+        // Sending for ten seconds without a throttle: up by a thousandth a second.
+        for _ in 0..1_000 {
+            while limiter.try_take(MIB / 200, t).is_ok() {}
+            t += ms(10);
+        }
+        let probed = limiter.rate_factor() - held;
+        assert!(
+            (probed - 10.0 * AIMD_PROBE_PER_SEC).abs() < 0.002,
+            "{probed}"
+        );
+        // A throttle while the shard took half the rate: another producer writes to it, and
+        // the cut is deep again.
+        for n in 0..10 {
+            limiter.on_written(MIB / 20, t + ms(100 * n));
+        }
+        t += ms(1_000);
+        let before = limiter.rate_factor();
+        limiter.on_throttled(t - ms(20), t);
+        assert!(
+            limiter.rate_factor() < 0.6 * before,
+            "{}",
+            limiter.rate_factor()
+        );
     }
 
     #[test]
     fn a_record_larger_than_the_bucket_waits_for_a_quiet_second_then_for_its_own_absorption() {
         let start = SystemClock.now();
         let mut limiter = ShardLimiter::new(100, start);
-        limiter.try_take(50_000, start).unwrap();
+        let first = start + ms(1_000);
+        limiter.try_take(50_000, first).unwrap();
         // A 5 MiB record needs a second without writes (a full service bucket, a new window).
-        let ready_at = limiter.try_take(5 * MIB, start + ms(10)).unwrap_err();
-        assert_eq!(ready_at, start + ms(1_000));
+        let ready_at = limiter.try_take(5 * MIB, first + ms(10)).unwrap_err();
+        assert_eq!(ready_at, first + ms(1_000));
         limiter.try_take(5 * MIB, ready_at).unwrap();
-        // Then nothing goes until the service has taken 5 MiB at 1 MiB/s.
+        // Then nothing goes until the service has taken 5 MiB at 1 MiB/s (and a call's
+        // latency more).
         let next = limiter.try_take(10, ready_at + ms(1)).unwrap_err();
-        assert_eq!(next, ready_at + ms(5_000));
-        limiter.try_take(10, next).unwrap();
+        assert_eq!(next, ready_at + ms(5_000) + LARGE_RECORD_MARGIN);
+        // And nothing saved up meanwhile goes at once: the rate starts again from then.
+        let after = limiter.try_take(10, next).unwrap_err();
+        assert_eq!(after, next + ms(1));
+        limiter.try_take(10, after).unwrap();
         // Half a MiB needs half a quiet second.
-        let half = limiter.try_take(MIB / 2, next).unwrap_err();
-        assert_eq!(half, next + ms(500));
+        let half = limiter.try_take(MIB / 2, after).unwrap_err();
+        assert_eq!(half, after + ms(500));
     }
 
     #[test]

@@ -222,6 +222,9 @@ pub struct Counters {
     pub throttled_entries: u64,
     /// Entries written.
     pub written_entries: u64,
+    /// Bytes of the entries written as the service counts them against a shard's limit: data
+    /// and partition key.
+    pub written_bytes: u64,
 }
 
 /// One user record as a KCL consumer would see it.
@@ -927,6 +930,7 @@ impl SimKinesis {
             }
             self.next_sequence += 1;
             let sequence_number = format!("{sequence:056}");
+            self.counters.written_bytes += entry.billed_size() as u64;
             let (partition_key, explicit_hash_key, data) = entry.into_parts();
             self.counters.written_entries += 1;
             results.push(PutRecordsEntryResult::Written {

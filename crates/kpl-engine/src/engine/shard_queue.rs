@@ -451,9 +451,11 @@ mod tests {
 
     #[test]
     fn ordering_mode_sends_one_packed_record_at_a_time() {
-        let now = SystemClock.now();
+        let made = SystemClock.now();
         let config = EngineConfig::default();
-        let mut shard = queue(&config, now);
+        let mut shard = queue(&config, made);
+        // Once its rate limiter holds its tenth of a second.
+        let now = made + Duration::from_secs(1);
         for id in 0..2 * MAX_COUNT {
             shard.add(pending(id, now, Duration::from_secs(30)), MAX_COUNT);
         }

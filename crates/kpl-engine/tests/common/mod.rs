@@ -84,8 +84,14 @@ pub(crate) fn drain<T>(engine: &mut Engine<T>, now: Instant) -> Vec<(RequestId, 
     std::iter::from_fn(|| engine.poll_request(now)).collect()
 }
 
-/// An engine that has read a one-shard map at `start` and finished a warm-up record.
-pub(crate) fn ready_engine(config: EngineConfig, start: Instant) -> Engine {
+/// How long before it is ready [`ready_engine`] reads the map and writes a warm-up record.
+pub(crate) const WARM_UP: Duration = Duration::from_secs(2);
+
+/// An engine that has read a one-shard map and finished a warm-up record [`WARM_UP`] before
+/// `ready_at`.
+pub(crate) fn ready_engine(config: EngineConfig, ready_at: Instant) -> Engine {
+    // Warmed before: its shards' rate limiters, empty when made, are full by then.
+    let start = ready_at - WARM_UP;
     let mut engine = Engine::new(config).unwrap();
     engine
         .submit(Record::new(stream(), "warm", vec![0]), start)

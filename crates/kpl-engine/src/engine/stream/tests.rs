@@ -67,6 +67,8 @@ impl Fixture {
         let mut fixture = Self { cx, stream, now };
         fixture.answer_map_reads(shards);
         assert!(fixture.stream.shard_map().is_some());
+        // A second on: the shards' rate limiters, empty when made, hold their tenth of a second.
+        fixture.now += Duration::from_secs(1);
         fixture
     }
 
