@@ -21,6 +21,11 @@ use tokio::sync::Notify;
 /// How long before their expiry keys are renewed in the background.
 pub const RENEW_AHEAD: Duration = Duration::from_secs(300);
 
+/// For this long after a resolution failed, callers get its failure at once (and a new
+/// resolution is under way) rather than wait on the next one: a provider slower than the
+/// calls' timeout that fails would otherwise never show why.
+const FAILURE_SHOWN_FOR: Duration = Duration::from_secs(5);
+
 /// Keys with less than this left are not handed out: the call they sign would arrive expired.
 const LAST_USABLE: Duration = Duration::from_secs(1);
 
@@ -43,8 +48,9 @@ struct State {
     resolving: bool,
     /// How many resolutions have ended: a waiter knows its one ended when this moves.
     ended: u64,
-    /// Why the last resolution failed, while no keys are usable.
+    /// Why the last resolution failed, while no keys are usable, and when.
     failure: Option<Arc<CredentialsError>>,
+    failed_at: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for WarmCredentials {
@@ -110,6 +116,12 @@ impl WarmCredentials {
             if !state.resolving {
                 Shared::start(&self.shared, &mut state, &runtime);
             }
+            let recent_failure = state.failed_at.is_some_and(|at| {
+                SystemClock.now().saturating_duration_since(at) < FAILURE_SHOWN_FOR
+            });
+            if let (true, Some(failure)) = (recent_failure, &state.failure) {
+                return Err(same_kind(failure));
+            }
             state.ended
         };
         loop {
@@ -173,6 +185,9 @@ struct Ending {
 
 impl Drop for Ending {
     fn drop(&mut self) {
+        // A task that stopped is no answer of the provider's: its waiters are told, but the
+        // next caller asks the provider again at once.
+        let answered = self.result.is_some();
         let result = self.result.take().unwrap_or_else(|| {
             Err(CredentialsError::unhandled(
                 "the task resolving the credentials stopped before it ended",
@@ -186,8 +201,12 @@ impl Drop for Ending {
                 Ok(credentials) => {
                     state.current = Some(credentials);
                     state.failure = None;
+                    state.failed_at = None;
                 }
-                Err(error) => state.failure = Some(Arc::new(error)),
+                Err(error) => {
+                    state.failure = Some(Arc::new(error));
+                    state.failed_at = answered.then(|| SystemClock.now());
+                }
             }
         }
         self.shared.finished.notify_waiters();
@@ -344,6 +363,48 @@ mod tests {
         let keys = second.block_on(warm.provide_credentials()).unwrap();
         assert_eq!(keys.access_key_id(), "AKID1");
         assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    /// A provider slower than the calls' timeout that fails: callers that come soon after see
+    /// its failure at once (while it is asked again), rather than time out waiting again.
+    #[tokio::test(start_paused = true)]
+    async fn a_recent_failure_is_shown_at_once_while_the_provider_is_asked_again() {
+        #[derive(Debug)]
+        struct SlowFailure(Arc<AtomicU64>);
+        impl ProvideCredentials for SlowFailure {
+            fn provide_credentials<'a>(&'a self) -> provider::future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                provider::future::ProvideCredentials::new(async move {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Err(CredentialsError::provider_error("no role"))
+                })
+            }
+        }
+        let asked = Arc::new(AtomicU64::new(0));
+        let warm = WarmCredentials::new(SharedCredentialsProvider::new(SlowFailure(Arc::clone(
+            &asked,
+        ))));
+        assert!(warm.provide_credentials().await.is_err());
+        let shown = tokio::time::timeout(Duration::from_millis(1), warm.provide_credentials())
+            .await
+            .expect("at once, not after the provider's 300 ms")
+            .unwrap_err();
+        let mut chain = Vec::new();
+        let mut cause: Option<&(dyn Error + 'static)> = Some(&shown);
+        while let Some(error) = cause {
+            chain.push(error.to_string());
+            cause = error.source();
+        }
+        assert!(
+            chain.iter().any(|text| text.contains("no role")),
+            "{chain:?}"
+        );
+        assert!(warm.shared.lock().resolving, "asked again meanwhile");
+        tokio::task::yield_now().await;
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
