@@ -11,20 +11,21 @@
 //!   to probe, not a rate to start at), where a window of whole aggregates still takes all;
 //! - after a record larger than the bucket, nothing saved up during its absorption goes at once;
 //! - a throttle cuts the rate at most once a second (the service's accounting period: answers
-//!   within a second of a cut still reflect the old rate). The first, or one well below the
-//!   shard's known ceiling, or one while the shard took well under the current rate (another
-//!   producer writes to it), cuts to nine tenths of the lower of the two (but not below half the
-//!   current rate), so that producers sharing a shard find their shares in a few cuts. The rate
-//!   it came at is the shard's ceiling (the knee);
-//! - a throttle at the known ceiling lowers the ceiling by a hundredth and sets the rate just
-//!   under it: under fixed one-second windows the ceiling is a whole number of aggregates per
-//!   window, a little under the limit, and a deep cut there would give away a tenth to avoid a
-//!   hundredth;
-//! - without throttling the rate comes back fast to just under the ceiling, then probes above
-//!   it by a thousandth of the configured rate per second (a throttle every ten seconds or so
-//!   per shard), and by 1.5 % per second once well above it or after 30 seconds without a
-//!   throttle (the ceiling may have risen: another producer stopped); never while the shard
-//!   idles.
+//!   within a second of a cut still reflect the old rate). The first, or one while the shard
+//!   took well under the current rate (another producer writes to it), or one while the
+//!   producer had less than most of the shard's limit, cuts to nine tenths of the lower of the
+//!   current rate and the rate the shard took over the last second (but not below half the
+//!   current rate), so that producers sharing a shard find fair shares in a few cuts; the rate
+//!   comes back fast to just under where the throttle came (the knee), then by 1.5 % of the
+//!   configured rate per second, and never while the shard idles;
+//! - from the second throttle in a row while the producer had most of the shard to itself, the
+//!   knee is the shard's own ceiling: each throttle near it sets the knee a hundredth under
+//!   where the throttle came and the rate 2 % under that, and the rate probes past it by a
+//!   thousandth of the configured rate per second (a throttle every several seconds per shard).
+//!   Under fixed one-second windows the ceiling is a whole number of aggregates per window, a
+//!   little under the limit, and a deep cut there would give a tenth away to avoid a hundredth.
+//!   A knee 30 seconds without a throttle no longer slows probing (the ceiling may have risen);
+//!   a throttle within 2 seconds of a large record's absorption says nothing of the ceiling.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

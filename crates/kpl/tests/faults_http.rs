@@ -492,10 +492,10 @@ async fn a_stuck_shard_holds_its_records_and_memory_stays_flat() {
         limit = config.max_outstanding_bytes as usize;
     });
     let (run_for, per_tick, sample_every) = match minutes {
-        // 2,000 records/s, in ticks of 10 ms.
+        // 4,000 records/s, in ticks of 10 ms: the limit is reached within the first minute.
         Some(minutes) => (
             Duration::from_secs(minutes * 60),
-            20,
+            40,
             Duration::from_secs(30),
         ),
         None => (Duration::from_secs(3), 200, Duration::from_millis(500)),
