@@ -47,6 +47,7 @@ pub(crate) fn ci() -> Result {
         ]),
     )?;
     check_dependency_boundaries()?;
+    check_one_http_stack()?;
     check_licenses_and_sources()?;
 
     let mut tally = Tally::default();
@@ -193,6 +194,44 @@ pub(crate) fn check_dependency_boundaries() -> Result {
         let without = if any_aws { ", nor any aws-* crate" } else { "" };
         eprintln!("{krate} (features {features:?}): none of {forbidden:?}{without}");
     }
+    Ok(())
+}
+
+/// Crates of which the tree may hold one major version only: one HTTP and TLS stack (the SDK
+/// clients on hyper 1 and rustls 0.23, as the project's own connectors), not a second one
+/// pulled in by a legacy feature. (`http` 0.2 stays: the SDK's types still use it.)
+const ONE_VERSION_ONLY: [&str; 5] = ["hyper", "h2", "rustls", "hyper-rustls", "tokio-rustls"];
+
+/// Fails when `cargo tree --duplicates` lists a second version of an HTTP or TLS crate.
+pub(crate) fn check_one_http_stack() -> Result {
+    eprintln!("\n==> one HTTP and TLS stack");
+    let output = cargo()
+        .args([
+            "tree",
+            "--locked",
+            "--workspace",
+            "--duplicates",
+            "--prefix",
+            "none",
+        ])
+        // The duplicated crates only, not what depends on them.
+        .args(["--depth", "0", "-e", "normal,build,dev"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !output.status.success() {
+        return Err("cargo tree --duplicates failed".to_owned());
+    }
+    let tree = String::from_utf8_lossy(&output.stdout);
+    let twice: Vec<&str> = tree
+        .lines()
+        .filter(|line| ONE_VERSION_ONLY.contains(&line.split(' ').next().unwrap_or_default()))
+        .collect();
+    if !twice.is_empty() {
+        return Err(format!(
+            "a second HTTP or TLS stack is in the tree (see `cargo tree -d`): {twice:?}"
+        ));
+    }
+    eprintln!("one version each of {ONE_VERSION_ONLY:?}");
     Ok(())
 }
 

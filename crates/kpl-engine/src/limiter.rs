@@ -401,24 +401,21 @@ impl ShardLimiter {
         } else {
             0
         };
-        let at_knee = self.knee.filter(|&knee| {
-            self.alone_throttles >= ALONE_AFTER && factor >= knee * (1.0 - AT_KNEE)
-        });
-        match at_knee {
-            Some(knee) => {
-                // The ceiling is just under where the throttle came, whether that was above
-                // the last knee (it rose) or below it (it fell).
-                debug_assert!(factor >= knee * (1.0 - AT_KNEE));
-                let knee = factor * KNEE_STEP;
-                self.knee = Some(knee);
-                self.knee_confirmed = true;
-                self.factor = (knee * KNEE_MARGIN).max(self.floor);
-            }
-            None => {
-                self.knee_confirmed = false;
-                self.knee = Some(cut_from);
-                self.factor = (cut_from * AIMD_DECREASE).max(self.floor);
-            }
+        let at_knee = self.alone_throttles >= ALONE_AFTER
+            && self
+                .knee
+                .is_some_and(|knee| factor >= knee * (1.0 - AT_KNEE));
+        if at_knee {
+            // The ceiling is just under where the throttle came, whether that was above the
+            // last knee (it rose) or below it (it fell).
+            let knee = factor * KNEE_STEP;
+            self.knee = Some(knee);
+            self.knee_confirmed = true;
+            self.factor = (knee * KNEE_MARGIN).max(self.floor);
+        } else {
+            self.knee_confirmed = false;
+            self.knee = Some(cut_from);
+            self.factor = (cut_from * AIMD_DECREASE).max(self.floor);
         }
         self.last_decrease = Some(now);
         // Tokens saved up at the old rate would let the next burst through at that rate anyway.
