@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::SimProducer;
+use support::{SimProducer, SlowCredentials};
 
 use aws_config::credential_process::CredentialProcessProvider;
 use aws_config::profile::ProfileFileCredentialsProvider;
@@ -102,36 +102,16 @@ async fn a_provider_that_rotates_keys_signs_each_call_with_the_key_it_gives_then
     assert!(loads.load(Ordering::Relaxed) >= 2);
 }
 
-/// Keys that take `delay` to come, as STS behind a proxy or the instance metadata of a busy
-/// host; counts how often it is asked.
-#[derive(Debug)]
-struct Slow {
-    delay: Duration,
-    loads: Arc<AtomicU64>,
-}
-
-impl ProvideCredentials for Slow {
-    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
-    where
-        Self: 'a,
-    {
-        CredentialsFuture::new(async move {
-            self.loads.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(self.delay).await;
-            Ok(Credentials::new("AKIDSLOW", "secret", None, None, "test"))
-        })
-    }
-}
-
 /// A provider slower than `RequestTimeout` is not cancelled with each call that gives up
 /// waiting for it: it is asked once, and once it answers every record goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_slower_than_the_request_timeout_is_asked_once_and_the_records_go() {
     let endpoint = endpoint();
     let loads = Arc::new(AtomicU64::new(0));
-    let provider = Slow {
+    let provider = SlowCredentials {
         delay: Duration::from_millis(300),
         loads: Arc::clone(&loads),
+        ..SlowCredentials::default()
     };
     let producer = builder(&endpoint, |config| {
         config.set("RequestTimeout", "100").unwrap();

@@ -9,11 +9,12 @@
 
 mod support;
 
+use support::SlowCredentials;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kpl::aws::{Credentials, CredentialsError, CredentialsFuture, ProvideCredentials};
 use kpl::time::{Clock, SystemClock};
 use kpl::{
     Config, DeliveryError, DeliveryErrorKind, KinesisProducer, ProducerBuilder, Record, Stream,
@@ -157,42 +158,12 @@ async fn miscounted_oversized_and_malformed_answers_end_in_outcomes() {
     producer.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Keys after `delay`, or never.
-#[derive(Debug)]
-struct Provider {
-    delay: Duration,
-    fails: bool,
-    loads: Arc<AtomicU64>,
-}
-
-impl ProvideCredentials for Provider {
-    fn provide_credentials<'a>(&'a self) -> CredentialsFuture<'a>
-    where
-        Self: 'a,
-    {
-        CredentialsFuture::new(async move {
-            self.loads.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(self.delay).await;
-            if self.fails {
-                return Err(CredentialsError::provider_error("no role for you"));
-            }
-            Ok(Credentials::new(
-                "AKIDPROVIDED",
-                "provided-secret",
-                None,
-                None,
-                "test",
-            ))
-        })
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_failing_credential_providers_end_every_record_in_one_outcome() {
     for (delay, fails) in [(300, false), (0, true), (300, true)] {
         let endpoint = endpoint();
         let loads = Arc::new(AtomicU64::new(0));
-        let provider = Provider {
+        let provider = SlowCredentials {
             delay: Duration::from_millis(delay),
             fails,
             loads: Arc::clone(&loads),
@@ -215,7 +186,7 @@ async fn slow_and_failing_credential_providers_end_every_record_in_one_outcome()
             assert!(failures.is_empty(), "{failures:?}");
             assert_eq!(loads.load(Ordering::SeqCst), 1, "asked once");
         }
-        assert!(!format!("{failures:?}").contains("provided-secret"));
+        assert!(!format!("{failures:?}").contains("slow-secret"));
     }
 }
 

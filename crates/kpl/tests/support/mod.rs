@@ -89,3 +89,39 @@ impl SimProducer {
         (producer, transport)
     }
 }
+
+/// A credentials provider that answers after `delay` (STS behind a proxy, the instance metadata
+/// of a busy host) with the key `AKIDSLOW`, or fails with "no role for you"; counts how often
+/// it is asked.
+#[cfg(feature = "aws")]
+#[derive(Debug, Default)]
+pub(crate) struct SlowCredentials {
+    pub(crate) delay: std::time::Duration,
+    pub(crate) fails: bool,
+    pub(crate) loads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(feature = "aws")]
+impl kpl::aws::ProvideCredentials for SlowCredentials {
+    fn provide_credentials<'a>(&'a self) -> kpl::aws::CredentialsFuture<'a>
+    where
+        Self: 'a,
+    {
+        kpl::aws::CredentialsFuture::new(async move {
+            self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            if self.fails {
+                return Err(kpl::aws::CredentialsError::provider_error(
+                    "no role for you",
+                ));
+            }
+            Ok(kpl::aws::Credentials::new(
+                "AKIDSLOW",
+                "slow-secret",
+                None,
+                None,
+                "test",
+            ))
+        })
+    }
+}

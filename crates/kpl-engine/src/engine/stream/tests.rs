@@ -95,6 +95,20 @@ impl Fixture {
         reads
     }
 
+    /// One shard, aggregation off, records `a` and `b` sent in one request of two entries.
+    fn two_records_sent_alone() -> (Self, Vec<EntryMeta>) {
+        let config = EngineConfig {
+            aggregation_enabled: false,
+            ..EngineConfig::default()
+        };
+        let mut fx = Self::new(config, &[("shardId-0", 0, u128::MAX)]);
+        fx.accept("a");
+        fx.accept("b");
+        let entries = fx.send();
+        assert_eq!(entries.len(), 2);
+        (fx, entries)
+    }
+
     /// Accepts a 10-byte record with partition key `key`.
     fn accept(&mut self, key: &str) {
         let key = PartitionKey::new(key).unwrap_or_else(|e| panic!("{e}"));
@@ -275,15 +289,7 @@ fn an_answer_with_another_number_of_results_fails_every_record_of_the_request() 
 
 #[test]
 fn a_request_refused_whole_as_invalid_sends_each_entry_again_alone() {
-    let config = EngineConfig {
-        aggregation_enabled: false,
-        ..EngineConfig::default()
-    };
-    let mut fx = Fixture::new(config, &[("shardId-0", 0, u128::MAX)]);
-    fx.accept("a");
-    fx.accept("b");
-    let entries = fx.send();
-    assert_eq!(entries.len(), 2);
+    let (mut fx, entries) = Fixture::two_records_sent_alone();
     let refused = TransportError::new(
         TransportErrorKind::Validation,
         "ValidationException",
@@ -418,15 +424,7 @@ fn the_statistics_and_the_metrics_count_the_same_bytes_and_records() {
 
 #[test]
 fn an_answer_s_long_error_messages_are_cut_and_shared_by_its_entries() {
-    let config = EngineConfig {
-        aggregation_enabled: false,
-        ..EngineConfig::default()
-    };
-    let mut fx = Fixture::new(config, &[("shardId-0", 0, u128::MAX)]);
-    fx.accept("a");
-    fx.accept("b");
-    let entries = fx.send();
-    assert_eq!(entries.len(), 2);
+    let (mut fx, entries) = Fixture::two_records_sent_alone();
     let long = PutRecordsEntryResult::Failed {
         code: "AccessDeniedException".to_owned(),
         message: "é".repeat(32 * 1024),
