@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::e2e::e2e_tests;
+use crate::release;
 use crate::util::{
     CARGO_DENY, CARGO_MACHETE, Result, Tally, cargo, cargo_tool, root, run, run_tests,
 };
@@ -49,6 +50,7 @@ pub(crate) fn ci() -> Result {
     check_dependency_boundaries()?;
     check_one_http_stack()?;
     check_licenses_and_sources()?;
+    release::release_checks()?;
 
     let mut tally = Tally::default();
     let result = (|| {
@@ -84,7 +86,8 @@ pub(crate) fn ci() -> Result {
                 "corpus_replay",
             ]),
             &mut tally,
-        )
+        )?;
+        release::package_builds()
     })();
     println!(
         "\nsummary: {} passed, {} failed, {} skipped",

@@ -30,11 +30,18 @@ pub(crate) enum Task {
     Memory { minutes: u64 },
     /// The end-to-end suites, `repeat` times.
     E2e { repeat: u32 },
+    /// The checks of what users get: metadata, packages, the README's way of depending.
+    Package,
+    /// The version bump and changelog cut of a release.
+    ReleasePrepare { version: String, date: String },
+    /// The changelog's section for a release.
+    ReleaseNotes { version: String },
 }
 
 pub(crate) const USAGE: &str = "usage: cargo xtask <ci | setup | bench [--quick] [criterion args] | \
     fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | \
-    memory [--minutes N] | goodput [--http] [WORKLOAD | RECORDS...]>";
+    memory [--minutes N] | goodput [--http] [WORKLOAD | RECORDS...] | package | \
+    release-prepare VERSION --date YYYY-MM-DD | release-notes VERSION>";
 
 impl Task {
     /// The task `args` (without the program's name) ask for.
@@ -77,6 +84,20 @@ impl Task {
                     .map(|repeat| Self::E2e { repeat })
                     .ok_or_else(|| format!("--repeat takes a positive number, not {count}")),
                 other => Err(format!("unknown e2e options {other:?}")),
+            },
+            "package" => none(rest).map(|()| Self::Package),
+            "release-prepare" => match rest {
+                [version, flag, date] if flag == "--date" => Ok(Self::ReleasePrepare {
+                    version: version.clone(),
+                    date: date.clone(),
+                }),
+                _ => Err("usage: cargo xtask release-prepare VERSION --date YYYY-MM-DD".to_owned()),
+            },
+            "release-notes" => match rest {
+                [version] => Ok(Self::ReleaseNotes {
+                    version: version.clone(),
+                }),
+                _ => Err("usage: cargo xtask release-notes VERSION".to_owned()),
             },
             _ => Err(USAGE.to_owned()),
         }
@@ -185,6 +206,20 @@ mod tests {
             })
         );
         assert!(parse("fuzz nothing").is_err());
+        assert_eq!(
+            parse("release-prepare 0.2.0 --date 2026-12-08"),
+            Ok(Task::ReleasePrepare {
+                version: "0.2.0".to_owned(),
+                date: "2026-12-08".to_owned()
+            })
+        );
+        assert!(parse("release-prepare 0.2.0").is_err());
+        assert_eq!(
+            parse("release-notes 0.2.0"),
+            Ok(Task::ReleaseNotes {
+                version: "0.2.0".to_owned()
+            })
+        );
         assert!(parse("ci --now").is_err());
         assert!(parse("").is_err());
         assert!(parse("deploy").is_err());

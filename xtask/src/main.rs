@@ -1,5 +1,5 @@
 //! Project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`): a module per
-//! task (`ci`, `bench`, `e2e`, `fuzz`), their flags parsed in `flags`, shared steps in `util`.
+//! task (`ci`, `bench`, `e2e`, `fuzz`, `release`), their flags parsed in `flags`, shared steps in `util`.
 //!
 //! - `ci`: everything CI checks, in order; `.ci/run` and GitHub Actions call exactly this.
 //! - `setup`: installs what the tests need (the Python interop oracle) into `.tools/` (git-ignored).
@@ -19,12 +19,17 @@
 //!   memory within 5 % from minute 2 on).
 //! - `e2e [--repeat N]`: starts the local Kinesis servers and runs only the end-to-end tests, N
 //!   times in a row.
+//! - `package`: the checks of what users get (metadata, minimum Rust, workflows, `cargo publish
+//!   --dry-run`, the README's git dependencies and `cargo install --git`), as `ci` makes them.
+//! - `release-prepare VERSION --date YYYY-MM-DD`, `release-notes VERSION`: the release
+//!   workflow's version bump and changelog cut, and the release's notes (docs/releasing.md).
 
 mod bench;
 mod ci;
 mod e2e;
 mod flags;
 mod fuzz;
+mod release;
 mod util;
 
 use std::process::ExitCode;
@@ -46,6 +51,9 @@ fn main() -> ExitCode {
         Task::Goodput { http, args } => bench::goodput(http, &args),
         Task::Memory { minutes } => bench::memory(minutes),
         Task::E2e { repeat } => e2e::e2e(repeat),
+        Task::Package => release::package_checks(),
+        Task::ReleasePrepare { version, date } => release::prepare(&version, &date),
+        Task::ReleaseNotes { version } => release::notes(&version),
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -604,3 +604,8 @@ mod tests {
         );
     }
 }
+
+/// Keeps the code in this crate's README compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

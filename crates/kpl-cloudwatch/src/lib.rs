@@ -377,3 +377,8 @@ mod tests {
         assert_eq!(calls.iter().map(|(c, _)| c.len()).sum::<usize>(), 1_000);
     }
 }
+
+/// Keeps the code in this crate's README compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

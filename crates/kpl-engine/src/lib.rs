@@ -39,3 +39,8 @@ pub use shard_map::ShardMap;
 pub use stats::{ShardStats, StreamStats, Summary};
 pub use stream::{InvalidStream, Stream};
 pub use transport::{Request, Response, ShardId, Transport, TransportError, TransportErrorKind};
+
+/// Keeps the code in this crate's README compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -691,14 +691,3 @@ fn an_aggregate_waiting_past_the_ttl_of_some_of_its_records_goes_without_them() 
         assert_eq!(engine.outstanding_records(), 0);
     }
 }
-
-#[test]
-fn every_producer_made_error_code_is_documented_next_to_the_service_codes() {
-    let docs = include_str!("../../../docs/aws-errors.md");
-    for code in kpl_engine::codes::ALL {
-        assert!(
-            docs.contains(&format!("| `{code}` |")),
-            "docs/aws-errors.md has no row for {code}"
-        );
-    }
-}

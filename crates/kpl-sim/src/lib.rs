@@ -31,6 +31,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod goodput;
 mod harness;
@@ -45,3 +46,8 @@ pub use service::{
     SimError, SimKinesis, StoredRecord, StreamSnapshot,
 };
 pub use transport::{SimTransport, UnansweredTransport};
+
+/// Keeps the code in this crate's README compiling and passing.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

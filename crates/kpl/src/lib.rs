@@ -39,6 +39,7 @@
 //! # }
 //! ```
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod blocking;
 mod clock;
@@ -108,13 +109,22 @@ pub mod aws {
     }
 }
 
-/// Keeps the code in the workspace README compiling and passing (it uses this crate and
-/// `kpl-aggregation`).
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct WorkspaceReadme;
-
 /// Keeps the code in this crate's README compiling and passing.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct CrateReadme;
+
+/// The generators of the reference pages `docs/config.md` and `docs/metrics.md`, for the
+/// repository's test that keeps them in step (`tests/docs_in_sync.rs`). Not public API.
+#[doc(hidden)]
+pub mod __reference {
+    /// `docs/config.md`: every configuration key, its default and its range.
+    pub fn config_markdown() -> String {
+        crate::config::reference_markdown()
+    }
+
+    /// `docs/metrics.md`: every metric, its unit, level and dimensions.
+    pub fn metrics_markdown() -> String {
+        crate::metrics::reference_markdown()
+    }
+}

@@ -524,23 +524,126 @@ fn describe() {
     }
 }
 
+/// `docs/metrics.md`, generated from the metrics' definitions (`tests/docs_in_sync.rs` keeps the file in step).
+pub(crate) fn reference_markdown() -> String {
+    use std::fmt::Write as _;
+
+    let mut out = String::from(
+        "# Metrics\n\n\
+         Generated from `kpl_engine::metrics` and `crates/kpl/src/metrics.rs`; \
+         `cargo test -p kpl --test docs_in_sync` fails when this file is out of date, and \
+         `KPL_BLESS=1` rewrites it.\n\n\
+         The producer keeps the KPL's metrics, with the KPL's names, units, levels and dimensions. \
+         Each is a distribution: every observation is one sample, and for each interval the \
+         producer keeps the sample count, sum, minimum and maximum (a CloudWatch statistic set). \
+         A count metric's samples are 1s and 0s where the KPL's are: `UserRecordsPut` takes 1 per \
+         record written and 0 per record failed, so its sum is the records written and its mean the \
+         success rate.\n\n\
+         | metric | unit | level | finest dimensions | one sample |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for metric in Metric::ALL {
+        let mut dimensions = String::new();
+        if metric.by_error_code() {
+            dimensions.push_str("ErrorCode, ");
+        }
+        dimensions.push_str("StreamName");
+        if metric.finest() == Granularity::Shard {
+            dimensions.push_str(", ShardId");
+        }
+        let level = match metric.level() {
+            Level::Summary => "Summary",
+            Level::Detailed => "Detailed",
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {level} | {dimensions} | {} |",
+            metric.name(),
+            metric.unit().as_str(),
+            metric.description()
+        );
+    }
+    out.push_str(
+        "\n## Levels, granularity and dimensions\n\n\
+         - `MetricsLevel`: `none` reports nothing, `summary` the metrics marked Summary, `detailed` \
+         (the default) all of them.\n\
+         - `MetricsGranularity`: `global` reports each metric over every stream, `stream` also per \
+         stream, `shard` (the default) also per shard. A sample taken at a shard counts for its \
+         stream and for the whole. Above some hundreds of shards, `stream` keeps the number of \
+         series (and the CloudWatch bill) down, as the KPL's documentation advises.\n\
+         - Samples without a shard (a whole `PutRecords` call that failed, a record sent without \
+         a shard prediction) are reported at the stream.\n\
+         - `Config::add_metrics_dimension(name, value, granularity)` (the KPL's \
+         `addAdditionalMetricsDimension`) adds a dimension to every series at and finer than its \
+         granularity. Dimensions come in the KPL's order: the global additional ones, \
+         `ErrorCode`, `StreamName`, the stream-level additional ones, `ShardId`, the shard-level \
+         additional ones. Blank values are left out.\n\n\
+         ## Where the metrics go\n\n\
+         Every 200 ms the producer samples `UserRecordsPending`; every second it takes the \
+         interval's statistics from the engine and\n\n\
+         1. keeps them for `KinesisProducer::metrics(metric, window)` (the KPL's `getMetrics`): \
+         per shard, per stream and over every stream, over the last `window` seconds (at most \
+         60), whatever `MetricsLevel` says;\n\
+         2. hands them to the `metrics` crate's recorder, if the application installed one \
+         (`metrics-exporter-prometheus`, StatsD, OpenTelemetry…; the library never installs one), \
+         filtered by `MetricsLevel` and split no finer than `MetricsGranularity`, each series once \
+         (summing a metric's series gives its total). Each metric `M` becomes four series with \
+         the dimensions as labels:\n\n\
+         | name | kind | value |\n| --- | --- | --- |\n\
+         | `M_sum` | counter | the sum of the samples (rounded to a whole number) |\n\
+         | `M_count` | counter | the number of samples |\n\
+         | `M_min` | gauge | the smallest sample of the last second with samples |\n\
+         | `M_max` | gauge | the largest sample of the last second with samples |\n\n\
+         So with Prometheus, `rate(UserRecordsPut_sum[1m])` is records written per second, and \
+         `rate(BufferingTime_sum[1m]) / rate(BufferingTime_count[1m])` the mean buffering time. \
+         `crates/kpl/examples/prometheus.rs` prints the scrape text after producing to the \
+         embedded simulated stream;\n\
+         3. every `MetricsUploadDelay` (60 s by default), hands the interval's statistics to the \
+         producer's exporter: at every place up to `MetricsGranularity` (a shard's samples \
+         count for the shard, its stream and the whole, as in the KPL), filtered by \
+         `MetricsLevel`, in `MetricsNamespace`. The upload runs in a task of its own; while one \
+         is under way the next interval waits and grows instead of queuing, a failed one is \
+         logged and counted (`KinesisProducer::metrics_exports`) and its statistics dropped \
+         (sending them again would count them twice), and `shutdown` sends the last interval in \
+         a task bounded by `RequestTimeout` or 5 s, and waits for it at most 250 ms beyond the \
+         records' outcomes (a CloudWatch out of reach does not hold the application up; the \
+         upload goes on while the runtime runs). A producer with `KinesisEndpoint` set and \
+         `CloudwatchEndpoint` not warns at build: its metrics would go to the region's \
+         CloudWatch.\n\n\
+         ## CloudWatch\n\n\
+         With the `cloudwatch` feature (on by default), a producer on the default AWS transport \
+         uploads to CloudWatch (`kpl-cloudwatch`, on `aws-sdk-cloudwatch`), as the KPL does, \
+         unless `MetricsLevel` is `none`. `ProducerBuilder::metrics_exporter` sets another \
+         exporter (or this one on a producer with another transport). Each statistic set \
+         becomes a `MetricDatum` with a `StatisticSet` (sample count, sum, minimum, \
+         maximum), its unit and the interval's timestamp, in as few `PutMetricData` calls as \
+         the service allows (1,000 datums and 1 MB a call; the SDK compresses large bodies). \
+         Sets CloudWatch would refuse (no samples, a value that is not finite: the KPL's \
+         issue #188) are left out and counted. Each call gets up to three attempts (the \
+         SDK's standard retries: exponential backoff with jitter); one refused call loses its \
+         own datums, not the others'. An upload that takes longer than `MetricsUploadDelay` is \
+         given up on and counted lost. Additional dimensions are checked when the producer \
+         is built (names of 1 to 255 characters, not the producer's own; values of at most \
+         1,024; at most 27 of them), as CloudWatch refuses a whole call for one bad \
+         dimension. The region and credentials are the producer's \
+         (`Region`, `AwsAccessKeyId`…, or the SDK's chains); `CloudwatchEndpoint` and \
+         `CloudwatchPort` set the endpoint. To upload with other credentials or to another \
+         region or account (the KPL's metrics credentials provider), give \
+         `ProducerBuilder::metrics_exporter(kpl::CloudWatchExporter::new(settings))` with \
+         `CloudWatchSettings` of their own.\n\n\
+         The credentials need this permission:\n\n\
+         ```json\n\
+         {\n  \"Effect\": \"Allow\",\n  \"Action\": \"cloudwatch:PutMetricData\",\n  \"Resource\": \"*\"\n}\n\
+         ```\n\n\
+         Every metric at `shard` granularity is one series per shard, stream and error code, \
+         and CloudWatch bills per series: above some hundreds of shards, `stream` granularity \
+         or the `summary` level keep the bill (and the `PutMetricData` calls) down.\n",
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn docs_metrics_md_is_generated_from_the_definitions() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md");
-        let expected = reference_markdown();
-        if std::env::var_os("KPL_BLESS").is_some() {
-            std::fs::write(path, &expected).unwrap_or_else(|e| panic!("{e}"));
-        }
-        let actual = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            actual == expected,
-            "docs/metrics.md is out of date: run `KPL_BLESS=1 cargo test -p kpl --lib metrics`"
-        );
-    }
 
     #[test]
     fn error_codes_are_bounded_over_the_producer_s_life_not_per_second() {
@@ -634,122 +737,5 @@ mod tests {
             let names = &NAMES[metric.index()];
             assert_eq!(names.sum, format!("{}_sum", metric.name()));
         }
-    }
-
-    /// `docs/metrics.md`, generated from the metrics' definitions (a test keeps the file in step).
-    fn reference_markdown() -> String {
-        use std::fmt::Write as _;
-
-        let mut out = String::from(
-            "# Metrics\n\n\
-             Generated from `kpl_engine::metrics` and `crates/kpl/src/metrics.rs`; \
-             `cargo test -p kpl --lib metrics` fails when this file is out of date, and \
-             `KPL_BLESS=1` rewrites it.\n\n\
-             The producer keeps the KPL's metrics, with the KPL's names, units, levels and dimensions. \
-             Each is a distribution: every observation is one sample, and for each interval the \
-             producer keeps the sample count, sum, minimum and maximum (a CloudWatch statistic set). \
-             A count metric's samples are 1s and 0s where the KPL's are: `UserRecordsPut` takes 1 per \
-             record written and 0 per record failed, so its sum is the records written and its mean the \
-             success rate.\n\n\
-             | metric | unit | level | finest dimensions | one sample |\n| --- | --- | --- | --- | --- |\n",
-        );
-        for metric in Metric::ALL {
-            let mut dimensions = String::new();
-            if metric.by_error_code() {
-                dimensions.push_str("ErrorCode, ");
-            }
-            dimensions.push_str("StreamName");
-            if metric.finest() == Granularity::Shard {
-                dimensions.push_str(", ShardId");
-            }
-            let level = match metric.level() {
-                Level::Summary => "Summary",
-                Level::Detailed => "Detailed",
-            };
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {level} | {dimensions} | {} |",
-                metric.name(),
-                metric.unit().as_str(),
-                metric.description()
-            );
-        }
-        out.push_str(
-            "\n## Levels, granularity and dimensions\n\n\
-             - `MetricsLevel`: `none` reports nothing, `summary` the metrics marked Summary, `detailed` \
-             (the default) all of them.\n\
-             - `MetricsGranularity`: `global` reports each metric over every stream, `stream` also per \
-             stream, `shard` (the default) also per shard. A sample taken at a shard counts for its \
-             stream and for the whole. Above some hundreds of shards, `stream` keeps the number of \
-             series (and the CloudWatch bill) down, as the KPL's documentation advises.\n\
-             - Samples without a shard (a whole `PutRecords` call that failed, a record sent without \
-             a shard prediction) are reported at the stream.\n\
-             - `Config::add_metrics_dimension(name, value, granularity)` (the KPL's \
-             `addAdditionalMetricsDimension`) adds a dimension to every series at and finer than its \
-             granularity. Dimensions come in the KPL's order: the global additional ones, \
-             `ErrorCode`, `StreamName`, the stream-level additional ones, `ShardId`, the shard-level \
-             additional ones. Blank values are left out.\n\n\
-             ## Where the metrics go\n\n\
-             Every 200 ms the producer samples `UserRecordsPending`; every second it takes the \
-             interval's statistics from the engine and\n\n\
-             1. keeps them for `KinesisProducer::metrics(metric, window)` (the KPL's `getMetrics`): \
-             per shard, per stream and over every stream, over the last `window` seconds (at most \
-             60), whatever `MetricsLevel` says;\n\
-             2. hands them to the `metrics` crate's recorder, if the application installed one \
-             (`metrics-exporter-prometheus`, StatsD, OpenTelemetry…; the library never installs one), \
-             filtered by `MetricsLevel` and split no finer than `MetricsGranularity`, each series once \
-             (summing a metric's series gives its total). Each metric `M` becomes four series with \
-             the dimensions as labels:\n\n\
-             | name | kind | value |\n| --- | --- | --- |\n\
-             | `M_sum` | counter | the sum of the samples (rounded to a whole number) |\n\
-             | `M_count` | counter | the number of samples |\n\
-             | `M_min` | gauge | the smallest sample of the last second with samples |\n\
-             | `M_max` | gauge | the largest sample of the last second with samples |\n\n\
-             So with Prometheus, `rate(UserRecordsPut_sum[1m])` is records written per second, and \
-             `rate(BufferingTime_sum[1m]) / rate(BufferingTime_count[1m])` the mean buffering time. \
-             `crates/kpl/examples/prometheus.rs` prints the scrape text after producing to the \
-             embedded simulated stream;\n\
-             3. every `MetricsUploadDelay` (60 s by default), hands the interval's statistics to the \
-             producer's exporter: at every place up to `MetricsGranularity` (a shard's samples \
-             count for the shard, its stream and the whole, as in the KPL), filtered by \
-             `MetricsLevel`, in `MetricsNamespace`. The upload runs in a task of its own; while one \
-             is under way the next interval waits and grows instead of queuing, a failed one is \
-             logged and counted (`KinesisProducer::metrics_exports`) and its statistics dropped \
-             (sending them again would count them twice), and `shutdown` sends the last interval in \
-             a task bounded by `RequestTimeout` or 5 s, and waits for it at most 250 ms beyond the \
-             records' outcomes (a CloudWatch out of reach does not hold the application up; the \
-             upload goes on while the runtime runs). A producer with `KinesisEndpoint` set and \
-             `CloudwatchEndpoint` not warns at build: its metrics would go to the region's \
-             CloudWatch.\n\n\
-             ## CloudWatch\n\n\
-             With the `cloudwatch` feature (on by default), a producer on the default AWS transport \
-             uploads to CloudWatch (`kpl-cloudwatch`, on `aws-sdk-cloudwatch`), as the KPL does, \
-             unless `MetricsLevel` is `none`. `ProducerBuilder::metrics_exporter` sets another \
-             exporter (or this one on a producer with another transport). Each statistic set \
-             becomes a `MetricDatum` with a `StatisticSet` (sample count, sum, minimum, \
-             maximum), its unit and the interval's timestamp, in as few `PutMetricData` calls as \
-             the service allows (1,000 datums and 1 MB a call; the SDK compresses large bodies). \
-             Sets CloudWatch would refuse (no samples, a value that is not finite: the KPL's \
-             issue #188) are left out and counted. Each call gets up to three attempts (the \
-             SDK's standard retries: exponential backoff with jitter); one refused call loses its \
-             own datums, not the others'. An upload that takes longer than `MetricsUploadDelay` is \
-             given up on and counted lost. Additional dimensions are checked when the producer \
-             is built (names of 1 to 255 characters, not the producer's own; values of at most \
-             1,024; at most 27 of them), as CloudWatch refuses a whole call for one bad \
-             dimension. The region and credentials are the producer's \
-             (`Region`, `AwsAccessKeyId`…, or the SDK's chains); `CloudwatchEndpoint` and \
-             `CloudwatchPort` set the endpoint. To upload with other credentials or to another \
-             region or account (the KPL's metrics credentials provider), give \
-             `ProducerBuilder::metrics_exporter(kpl::CloudWatchExporter::new(settings))` with \
-             `CloudWatchSettings` of their own.\n\n\
-             The credentials need this permission:\n\n\
-             ```json\n\
-             {\n  \"Effect\": \"Allow\",\n  \"Action\": \"cloudwatch:PutMetricData\",\n  \"Resource\": \"*\"\n}\n\
-             ```\n\n\
-             Every metric at `shard` granularity is one series per shard, stream and error code, \
-             and CloudWatch bills per series: above some hundreds of shards, `stream` granularity \
-             or the `summary` level keep the bill (and the `PutMetricData` calls) down.\n",
-        );
-        out
     }
 }
