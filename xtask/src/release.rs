@@ -515,6 +515,19 @@ fn check_depending_as_a_user() -> Result {
         .lines()
         .find(|line| line.starts_with("cargo install ") && line.contains("--git "))
         .ok_or("README.md gives no `cargo install … --git …` line")?;
+    // Cargo cannot fetch a git dependency from a shallow clone.
+    let shallow = Command::new("git")
+        .current_dir(root())
+        .args(["rev-parse", "--is-shallow-repository"])
+        .output()
+        .map_err(|e| format!("git: {e}"))?;
+    if String::from_utf8_lossy(&shallow.stdout).trim() != "false" {
+        return Err(
+            "this checkout is shallow (or not a git repository), and cargo fetches git \
+             dependencies only from a full one: `git fetch --unshallow` first"
+                .to_owned(),
+        );
+    }
     let here = format!("file://{}", root().display());
     let project = target_dir().join("as-a-user");
     if project.exists() {
@@ -541,9 +554,7 @@ fn check_depending_as_a_user() -> Result {
     let as_a_user = |command: &mut Command| {
         command
             .current_dir(&project)
-            .env("CARGO_TARGET_DIR", target_dir())
-            // A shallow clone (as CI checks out) is fetched by git itself.
-            .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true");
+            .env("CARGO_TARGET_DIR", target_dir());
     };
     let mut test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     test.args(["test", "--doc"]);
