@@ -299,4 +299,17 @@ mod tests {
         assert_eq!(counts["corrupt"], 0);
         assert_eq!(counts["dropped_by_kcl"], 0);
     }
+
+    #[test]
+    fn a_stub_with_latency_holds_each_answer_back_and_still_gets_every_record() {
+        let latency = Duration::from_millis(30);
+        let stub =
+            kpl_sim::http::VerifyingEndpoint::start_with_latency(crate::even_ranges(4), latency)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let report = run(Way::SendWait, stub.endpoint(), 500);
+        assert_eq!(report.delivered, 500);
+        // At least the shard listing and one PutRecords call, one after the other.
+        assert!(report.elapsed >= 2 * latency, "{:?}", report.elapsed);
+        assert_eq!(stub.counts().to_json()["user_records"], 500);
+    }
 }

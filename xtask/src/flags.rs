@@ -12,7 +12,11 @@ pub(crate) enum Task {
     Setup,
     /// The criterion benchmarks (given these filter arguments), then the scoreboard; `quick`:
     /// the scoreboard alone, once.
-    Bench { quick: bool, criterion: Vec<String> },
+    Bench {
+        quick: bool,
+        check: bool,
+        criterion: Vec<String>,
+    },
     /// cargo-fuzz on these targets for `secs` each.
     Fuzz {
         targets: Vec<&'static str>,
@@ -38,7 +42,7 @@ pub(crate) enum Task {
     ReleaseNotes { version: String },
 }
 
-pub(crate) const USAGE: &str = "usage: cargo xtask <ci | setup | bench [--quick] [criterion args] | \
+pub(crate) const USAGE: &str = "usage: cargo xtask <ci | setup | bench [--quick] [--check] [criterion args] | \
     fuzz [TARGET] [--secs N] | soak [--seeds N] [--first N] [--minutes N] | e2e [--repeat N] | \
     memory [--minutes N] | goodput [--http] [WORKLOAD | RECORDS...] | package | \
     release-prepare VERSION --date YYYY-MM-DD | release-notes VERSION>";
@@ -52,9 +56,10 @@ impl Task {
             "setup" => none(rest).map(|()| Self::Setup),
             "bench" => Ok(Self::Bench {
                 quick: rest.iter().any(|arg| arg == "--quick"),
+                check: rest.iter().any(|arg| arg == "--check"),
                 criterion: rest
                     .iter()
-                    .filter(|arg| *arg != "--quick")
+                    .filter(|arg| *arg != "--quick" && *arg != "--check")
                     .cloned()
                     .collect(),
             }),
@@ -173,9 +178,10 @@ mod tests {
     fn each_task_takes_its_flags_and_refuses_others() {
         assert_eq!(parse("ci"), Ok(Task::Ci));
         assert_eq!(
-            parse("bench --quick engine"),
+            parse("bench --quick engine --check"),
             Ok(Task::Bench {
                 quick: true,
+                check: true,
                 criterion: vec!["engine".to_owned()]
             })
         );

@@ -3,10 +3,11 @@
 //!
 //! - `ci`: everything CI checks, in order; `.ci/run` and GitHub Actions call exactly this.
 //! - `setup`: installs what the tests need (the Python interop oracle) into `.tools/` (git-ignored).
-//! - `bench [--quick] [criterion args]`: runs the criterion benchmarks and prints the ratios the
-//!   targets are stated in, then the end-to-end scoreboard (a producer process pushing 1 M records
-//!   over HTTP to a verifying stub process, against the wire-ready limit measured in the same
-//!   run); `--quick` runs the scoreboard alone, once.
+//! - `bench [--quick] [--check] [criterion args]`: runs the criterion benchmarks and prints the
+//!   ratios the targets are stated in, then the end-to-end scoreboard (a producer process pushing
+//!   1 M records over HTTP to a verifying stub process, against the wire-ready limit measured in
+//!   the same run, then with 10 and 50 ms per call); `--quick` runs the scoreboard alone, once;
+//!   `--check` fails when a ratio misses its target by more than 3 %.
 //! - `fuzz [TARGET] [--secs N]`: runs cargo-fuzz on each (or one) fuzz target for N seconds.
 //! - `soak [--seeds N] [--first N] [--minutes N]`: runs the engine simulation sweep over many more
 //!   seeds than CI; with `--minutes`, for that long, half of it over HTTP with injected faults.
@@ -41,7 +42,11 @@ fn main() -> ExitCode {
     let outcome = Task::parse(&args).and_then(|task| match task {
         Task::Ci => ci::ci(),
         Task::Setup => ci::setup().map(drop),
-        Task::Bench { quick, criterion } => bench::bench(quick, &criterion),
+        Task::Bench {
+            quick,
+            check,
+            criterion,
+        } => bench::bench(quick, check, &criterion),
         Task::Fuzz { targets, secs } => fuzz::fuzz(&targets, secs),
         Task::Soak {
             seeds,

@@ -1,13 +1,15 @@
 //! The processes of `cargo xtask bench`'s end-to-end scoreboard (see `kpl_benches::scoreboard`).
 //!
-//! - `kpl-scoreboard stub`: starts a verifying Kinesis stub for a 4-shard stream, prints its
-//!   endpoint on one line, and when its standard input closes prints what it received (JSON).
+//! - `kpl-scoreboard stub [LATENCY_MS]`: starts a verifying Kinesis stub for a 4-shard stream
+//!   (answering each call `LATENCY_MS` after it arrives, 0 by default), prints its endpoint on
+//!   one line, and when its standard input closes prints what it received (JSON).
 //! - `kpl-scoreboard produce <send_wait|send_all|sdk_batches> <endpoint> <records>`: pushes the
 //!   standard workload and prints a JSON report of the run.
 //! - `kpl-scoreboard limit <records>`: times the wire-ready limit loop and prints it (JSON).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use kpl_benches::scoreboard::{self, Way};
 use kpl_engine::time::{Clock, SystemClock};
@@ -17,7 +19,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
-        ["stub"] => stub(),
+        ["stub"] => stub(0),
+        ["stub", latency_ms] => match latency_ms.parse() {
+            Ok(latency_ms) => stub(latency_ms),
+            Err(e) => Err(format!("bad latency {latency_ms:?}: {e}")),
+        },
         ["produce", way, endpoint, records] => match (Way::from_name(way), records.parse()) {
             (Some(way), Ok(count)) => {
                 let report = scoreboard::run(way, (*endpoint).to_owned(), count);
@@ -34,7 +40,7 @@ fn main() -> ExitCode {
             Err(e) => Err(format!("bad record count {records:?}: {e}")),
         },
         _ => Err(
-            "usage: kpl-scoreboard stub | produce <way> <endpoint> <records> | limit <records>"
+            "usage: kpl-scoreboard stub [latency_ms] | produce <way> <endpoint> <records> | limit <records>"
                 .to_owned(),
         ),
     };
@@ -47,8 +53,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn stub() -> Result<(), String> {
-    let stub = VerifyingEndpoint::start(kpl_benches::even_ranges(4)).map_err(|e| e.to_string())?;
+fn stub(latency_ms: u64) -> Result<(), String> {
+    let stub = VerifyingEndpoint::start_with_latency(
+        kpl_benches::even_ranges(4),
+        Duration::from_millis(latency_ms),
+    )
+    .map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", stub.endpoint()).map_err(|e| e.to_string())?;
     out.flush().map_err(|e| e.to_string())?;

@@ -3,12 +3,14 @@
 //! belongs to the shard it was written to (a KCL consumer drops the whole aggregate otherwise).
 //! It counts the user records a consumer would get and adds up their [`fingerprint`]s, so a run
 //! can show that every record arrived intact. No shard limits and nothing stored: it is not a
-//! model of the service's behaviour, and answers as fast as it can.
+//! model of the service's behaviour, and answers as fast as it can, or after a fixed latency
+//! per call ([`VerifyingEndpoint::start_with_latency`]) standing for the round trip to a region.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kpl_aggregation::{HashKey, HashKeyRange, KinesisRecord, MAGIC, deaggregate_strict};
 use tokio::io::BufReader;
@@ -68,10 +70,18 @@ pub struct VerifyingEndpoint {
 impl VerifyingEndpoint {
     /// Starts the endpoint for a stream with these shard ranges, on a thread of its own.
     pub fn start(ranges: Vec<HashKeyRange>) -> io::Result<Self> {
+        Self::start_with_latency(ranges, Duration::ZERO)
+    }
+
+    /// Starts the endpoint with every answer held back `latency` after its request was read,
+    /// as a call to a region takes time: connections wait concurrently, so a client hides the
+    /// latency only with enough calls in flight.
+    pub fn start_with_latency(ranges: Vec<HashKeyRange>, latency: Duration) -> io::Result<Self> {
         let counts = Arc::new(VerifiedCounts::default());
         let shared = Arc::new(Shared {
             ranges,
             counts: Arc::clone(&counts),
+            latency,
         });
         let address = super::serve_on_loopback("kpl-sim-verifying", move |socket| {
             serve(socket, Arc::clone(&shared))
@@ -93,6 +103,7 @@ impl VerifyingEndpoint {
 struct Shared {
     ranges: Vec<HashKeyRange>,
     counts: Arc<VerifiedCounts>,
+    latency: Duration,
 }
 
 async fn serve(socket: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
@@ -109,6 +120,9 @@ async fn serve(socket: TcpStream, shared: Arc<Shared>) -> io::Result<()> {
             "ListShards" => list_shards(&shared.ranges),
             _ => SUMMARY.to_owned(),
         };
+        if !shared.latency.is_zero() {
+            tokio::time::sleep(shared.latency).await;
+        }
         write_answer(reader.get_mut(), 200, &answer).await?;
     }
     Ok(())
