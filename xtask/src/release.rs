@@ -247,14 +247,19 @@ fn cargo_metadata() -> Result<Value> {
     serde_json::from_slice(&output.stdout).map_err(|e| format!("cargo metadata: {e}"))
 }
 
-/// The workspace's packages that are published (no `publish = false`).
-fn publishable(metadata: &Value) -> Vec<&Value> {
-    let members: Vec<&str> = metadata["workspace_members"]
+/// The ids of the workspace's packages.
+fn workspace_members(metadata: &Value) -> Vec<&str> {
+    metadata["workspace_members"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(Value::as_str)
-        .collect();
+        .collect()
+}
+
+/// The workspace's packages that are published (no `publish = false`).
+fn publishable(metadata: &Value) -> Vec<&Value> {
+    let members = workspace_members(metadata);
     metadata["packages"]
         .as_array()
         .into_iter()
@@ -400,12 +405,7 @@ fn check_minimum_rust(metadata: &Value) -> Result {
         .flatten()
         .map(|node| (text(node, "id"), node))
         .collect();
-    let members: Vec<&str> = metadata["workspace_members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let members = workspace_members(metadata);
     let workflow = read(&root().join(".github/workflows/ci.yml"))?;
     let mut problems = Vec::new();
     let mut by_version: BTreeMap<String, Vec<String>> = BTreeMap::new();
