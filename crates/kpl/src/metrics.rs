@@ -524,7 +524,8 @@ fn describe() {
     }
 }
 
-/// `docs/metrics.md`, generated from the metrics' definitions (`tests/docs_in_sync.rs` keeps the file in step).
+/// `docs/metrics.md`, generated from the metrics' definitions (`tests/docs_in_sync.rs` keeps
+/// the file in step).
 pub(crate) fn reference_markdown() -> String {
     use std::fmt::Write as _;
 
