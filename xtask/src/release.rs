@@ -29,15 +29,38 @@ const EDITION_2024_RUST: (u64, u64, u64) = (1, 85, 0);
 const NEWER_RUNNER_LABELS: [&str; 1] = ["ubuntu-24.04-arm"];
 
 pub(crate) fn prepare(version: &str, date: &str) -> Result {
+    let manifest_path = root().join("Cargo.toml");
+    let changelog_path = root().join("CHANGELOG.md");
+    // Both files are written only once both are known to be right.
+    let (manifest, changelog) = prepared(
+        &read(&manifest_path)?,
+        &read(&changelog_path)?,
+        version,
+        date,
+    )?;
+    write(&manifest_path, &manifest)?;
+    write(&changelog_path, &changelog)?;
+    // The lockfile records the workspace's versions too.
+    run(
+        "cargo update --workspace",
+        cargo().args(["update", "--workspace"]),
+    )?;
+    eprintln!("prepared {version}: Cargo.toml, Cargo.lock and CHANGELOG.md");
+    Ok(())
+}
+
+/// The workspace manifest and the changelog of release `version`, made on `date`.
+fn prepared(
+    manifest: &str,
+    changelog: &str,
+    version: &str,
+    date: &str,
+) -> Result<(String, String)> {
     let version = Version::parse(version)?;
     if !is_date(date) {
         return Err(format!("--date takes YYYY-MM-DD, not {date}"));
     }
-    let manifest_path = root().join("Cargo.toml");
-    let changelog_path = root().join("CHANGELOG.md");
-    let manifest = read(&manifest_path)?;
-    let changelog = read(&changelog_path)?;
-    let current = workspace_version(&manifest)?;
+    let current = workspace_version(manifest)?;
     let released_before = changelog.contains(&format!("## [{current}]"));
     if version < current || (version == current && released_before) {
         return Err(format!(
@@ -50,18 +73,10 @@ pub(crate) fn prepare(version: &str, date: &str) -> Result {
         ));
     }
     let previous = released_before.then_some(current);
-    write(&manifest_path, &bump_manifest(&manifest, current, version)?)?;
-    write(
-        &changelog_path,
-        &cut_changelog(&changelog, version, previous, date)?,
-    )?;
-    // The lockfile records the workspace's versions too.
-    run(
-        "cargo update --workspace",
-        cargo().args(["update", "--workspace"]),
-    )?;
-    eprintln!("prepared {version}: Cargo.toml, Cargo.lock and CHANGELOG.md");
-    Ok(())
+    Ok((
+        bump_manifest(manifest, current, version)?,
+        cut_changelog(changelog, version, previous, date)?,
+    ))
 }
 
 pub(crate) fn notes(version: &str) -> Result {
@@ -677,6 +692,39 @@ mod tests {
         let empty = cut_changelog(&cut, Version(0, 1, 1), Some(Version(0, 1, 0)), "2026-12-09");
         assert!(empty.is_err(), "nothing under Unreleased");
         assert!(!is_date("2026-1-08") && is_date("2026-12-08"));
+    }
+
+    #[test]
+    fn a_release_follows_the_last_one_and_nothing_is_written_unless_both_files_are_right() {
+        let manifest = "[workspace.package]\nversion = \"0.1.0\"\n\n[workspace.dependencies]\n\
+            kpl = { path = \"crates/kpl\", version = \"=0.1.0\" }\n";
+        let (bumped, cut) = prepared(manifest, CHANGELOG, "0.2.0", "2026-12-08").unwrap();
+        assert_eq!(workspace_version(&bumped), Ok(Version(0, 2, 0)));
+        assert!(cut.contains("[0.2.0]: https://github.com/kpl-rs/kpl-rs/compare/v0.1.0...v0.2.0"));
+        assert!(
+            prepared(manifest, CHANGELOG, "0.1.0", "2026-12-08").is_err(),
+            "released"
+        );
+        assert!(
+            prepared(manifest, CHANGELOG, "0.0.9", "2026-12-08").is_err(),
+            "older"
+        );
+        assert!(
+            prepared(manifest, CHANGELOG, "0.2.0", "08.12.2026").is_err(),
+            "date"
+        );
+        let (_, nothing_new) = prepared(manifest, CHANGELOG, "0.2.0", "2026-12-08").unwrap();
+        let (released, _) = prepared(manifest, CHANGELOG, "0.2.0", "2026-12-08").unwrap();
+        assert!(
+            prepared(&released, &nothing_new, "0.2.1", "2026-12-09").is_err(),
+            "no change"
+        );
+        let unreleased = "# Changelog\n\n## [Unreleased]\n\n### Added\n- All.\n";
+        let (_, first) = prepared(manifest, unreleased, "0.1.0", "2026-12-08").unwrap();
+        assert!(
+            first.contains("## [0.1.0] - 2026-12-08"),
+            "the first release keeps 0.1.0"
+        );
     }
 
     #[test]
