@@ -5,7 +5,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use kpl_aggregation::{Aggregator, HashKey, deaggregate};
+use kpl_aggregation::{
+    Aggregator, HashKey, deaggregate, deaggregate_borrowed, deaggregate_many_borrowed,
+};
 use kpl_benches::{RECORDS, aggregate_all, aggregate_each, md5_and_memcpy, user_records};
 
 fn aggregation(c: &mut Criterion) {
@@ -43,6 +45,28 @@ fn aggregation(c: &mut Criterion) {
             let mut count = 0;
             for record in &aggregates {
                 count += deaggregate(black_box(record)).len();
+            }
+            assert_eq!(count, RECORDS);
+        });
+    });
+    group.bench_function("decode_borrowed", |b| {
+        b.iter(|| {
+            let mut count = 0;
+            for record in &aggregates {
+                count += deaggregate_borrowed(black_box(record)).len();
+            }
+            assert_eq!(count, RECORDS);
+        });
+    });
+    // As a consumer reads a `GetRecords` batch: about 5 MB of aggregates at once.
+    group.bench_function("decode_many_borrowed", |b| {
+        b.iter(|| {
+            let mut count = 0;
+            for batch in aggregates.chunks(100) {
+                count += deaggregate_many_borrowed(black_box(batch))
+                    .iter()
+                    .map(Vec::len)
+                    .sum::<usize>();
             }
             assert_eq!(count, RECORDS);
         });

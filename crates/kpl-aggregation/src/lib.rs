@@ -9,8 +9,9 @@ mod record;
 mod wire;
 
 pub use decode::{
-    DeaggregatedRecord, DecodeError, DecodeErrorKind, DroppedAggregate, ShardDeaggregation,
-    deaggregate, deaggregate_for_shard, deaggregate_strict,
+    BorrowedRecord, DeaggregatedRecord, DecodeError, DecodeErrorKind, DroppedAggregate,
+    ShardDeaggregation, deaggregate, deaggregate_borrowed, deaggregate_for_shard,
+    deaggregate_many_borrowed, deaggregate_strict,
 };
 pub use encode::{
     AggregateFull, Aggregator, MaxAggregateSize, MaxAggregateSizeError, OuterPartitionKey,

@@ -14,8 +14,8 @@
 )]
 
 use kpl_aggregation::{
-    HashKey, HashKeyRange, KinesisRecord, ShardDeaggregation, deaggregate, deaggregate_for_shard,
-    deaggregate_strict,
+    HashKey, HashKeyRange, KinesisRecord, ShardDeaggregation, deaggregate, deaggregate_borrowed,
+    deaggregate_for_shard, deaggregate_many_borrowed, deaggregate_strict,
 };
 use md5::{Digest, Md5};
 use proptest::collection::vec;
@@ -481,5 +481,79 @@ proptest! {
         }
         let full = kcl_model(&keys, &hash_keys, &parts, (0, u128::MAX)).unwrap_or_default();
         prop_assert_eq!(delivered(&deaggregate(&record)), full);
+        assert_borrowed_reads_as_owned(&record);
+    }
+
+    #[test]
+    fn the_borrowing_decoder_reads_any_bytes_as_the_owning_one(
+        partition_key in "[a-z]{1,8}",
+        data in vec(any::<u8>(), 0..64),
+        aggregated in any::<bool>(),
+    ) {
+        // Plain bytes pass through; with the magic and a valid trailer, whatever protobuf the
+        // bytes happen to be is read (or refused) the same way by both.
+        let record = if aggregated {
+            let mut body = kpl_aggregation::MAGIC.to_vec();
+            body.extend_from_slice(&data);
+            body.extend_from_slice(&Md5::digest(&data));
+            KinesisRecord::new(partition_key.as_str(), body)
+        } else {
+            KinesisRecord::new(partition_key.as_str(), data)
+        };
+        assert_borrowed_reads_as_owned(&record);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn many_records_at_once_read_as_each_alone(
+        batch in vec(
+            (vec(table_key(), 1..3), vec(table_hash_key(), 0..2), parts(), 0u8..3),
+            0..20,
+        ),
+    ) {
+        // Aggregates of every length, plain records, and aggregates with a broken trailer,
+        // more than eight of them, so the trailers are checked in several groups of lanes.
+        let records: Vec<KinesisRecord> = batch
+            .iter()
+            .map(|(keys, hash_keys, parts, kind)| {
+                let record = aggregate(keys, hash_keys, parts);
+                match kind {
+                    0 => record,
+                    1 => KinesisRecord::new("plain", record.data()[4..].to_vec()),
+                    _ => {
+                        let mut broken = record.data().to_vec();
+                        if let Some(last) = broken.last_mut() {
+                            *last ^= 1;
+                        }
+                        KinesisRecord::new("broken", broken)
+                    }
+                }
+            })
+            .collect();
+        let many = deaggregate_many_borrowed(&records);
+        prop_assert_eq!(many.len(), records.len());
+        for (record, read) in records.iter().zip(&many) {
+            prop_assert_eq!(read, &deaggregate_borrowed(record));
+        }
+    }
+}
+
+/// `deaggregate_borrowed` reads every user record `deaggregate` reads, field for field.
+fn assert_borrowed_reads_as_owned(record: &KinesisRecord) {
+    let borrowed = deaggregate_borrowed(record);
+    let owned = deaggregate(record);
+    assert_eq!(borrowed.len(), owned.len());
+    for (b, o) in borrowed.iter().zip(&owned) {
+        assert_eq!(
+            (b.partition_key(), b.explicit_hash_key(), b.data()),
+            (o.partition_key(), o.explicit_hash_key(), o.data())
+        );
+        assert_eq!(
+            (b.sub_sequence_number(), b.is_aggregated(), b.hash_key()),
+            (o.sub_sequence_number(), o.is_aggregated(), o.hash_key())
+        );
     }
 }
