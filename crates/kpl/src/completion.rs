@@ -115,8 +115,11 @@ pub(crate) struct IdTable<T> {
 /// The ring is compacted when it is longer than this and [`SLACK_FACTOR`] times the values
 /// it holds.
 pub(crate) const COMPACTION: usize = 65_536;
-/// How much longer than the values held the ring may grow before compaction.
+/// How much longer than the values held the ring may grow before compaction, and how much
+/// more room than its length it may keep.
 const SLACK_FACTOR: usize = 4;
+/// Room the ring keeps however few values it holds: no reallocation for small swings.
+const RING_ROOM_KEPT: usize = 1_024;
 
 impl<T> Default for IdTable<T> {
     fn default() -> Self {
@@ -178,6 +181,13 @@ impl<T> IdTable<T> {
                 self.ring.pop_front();
                 self.base += 1;
             }
+            // A burst of outcomes nobody read yet grows the ring; once they are read, the room
+            // goes back (halving at most once per doubling's worth of removals: amortized O(1)).
+            if self.ring.capacity() > RING_ROOM_KEPT
+                && self.ring.capacity() > SLACK_FACTOR * self.ring.len()
+            {
+                self.ring.shrink_to(RING_ROOM_KEPT.max(2 * self.ring.len()));
+            }
             value
         };
         self.len -= usize::from(value.is_some());
@@ -188,6 +198,12 @@ impl<T> IdTable<T> {
     #[cfg(test)]
     pub(crate) fn footprint(&self) -> usize {
         self.ring.len() + self.stragglers.len()
+    }
+
+    /// The ring's room, in places.
+    #[cfg(test)]
+    fn ring_room(&self) -> usize {
+        self.ring.capacity()
     }
 }
 
@@ -370,6 +386,28 @@ mod tests {
         assert_eq!(table.get_mut(0), Some(&mut 0), "the first is still there");
         assert_eq!(table.remove(0), Some(0));
         assert_eq!(table.remove(0), None);
+        assert_eq!(table.footprint(), 0);
+    }
+
+    #[test]
+    fn room_grown_for_a_burst_of_unread_outcomes_goes_back_once_they_are_read() {
+        let mut table = IdTable::default();
+        for id in 0..200_000u64 {
+            table.insert(id, id);
+        }
+        assert!(table.ring_room() >= 200_000);
+        for id in 0..199_000u64 {
+            assert_eq!(table.remove(id), Some(id));
+        }
+        assert!(
+            table.ring_room() <= RING_ROOM_KEPT.max(SLACK_FACTOR * 1_000),
+            "{} places kept for 1,000 values",
+            table.ring_room()
+        );
+        for id in 199_000..200_000u64 {
+            assert_eq!(table.remove(id), Some(id));
+        }
+        assert!(table.ring_room() <= RING_ROOM_KEPT, "{}", table.ring_room());
         assert_eq!(table.footprint(), 0);
     }
 
