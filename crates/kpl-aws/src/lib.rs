@@ -23,6 +23,7 @@
 
 mod answer_cap;
 mod errors;
+mod exact_body;
 mod sdk;
 mod warm_credentials;
 
@@ -320,6 +321,7 @@ impl AwsTransport {
                     let config = load_sdk_config(&settings, http_client).await;
                     let config = aws_sdk_kinesis::config::Builder::from(&config)
                         .interceptor(answer_cap::AnswerCap)
+                        .interceptor(exact_body::ExactBody)
                         .build();
                     let client = Client::from_conf(config);
                     let _ = load.0.client.set(client);
