@@ -16,15 +16,28 @@ pub(crate) fn bench(quick: bool, check: bool, criterion_args: &[String]) -> Resu
 }
 
 pub(crate) fn criterion(extra: &[String], ratios: &mut Ratios) -> Result {
+    // Estimates older than this mark come from an earlier run (a filter skipped them this
+    // time): they are neither printed nor checked.
+    let mark = target_dir().join("criterion/.xtask-run");
+    std::fs::create_dir_all(target_dir().join("criterion")).map_err(|e| e.to_string())?;
+    std::fs::write(&mark, b"").map_err(|e| format!("{}: {e}", mark.display()))?;
+    let started = std::fs::metadata(&mark)
+        .and_then(|meta| meta.modified())
+        .map_err(|e| format!("{}: {e}", mark.display()))?;
     run(
         "cargo bench",
         cargo()
             .args(["bench", "--locked", "-p", "kpl-benches", "--"])
             .args(extra),
     )?;
-    // Absent when a criterion filter skipped the benchmark.
     let estimate = |group: &str, name: &str| -> Option<f64> {
         let path = target_dir().join(format!("criterion/{group}/{name}/new/estimates.json"));
+        let written = std::fs::metadata(&path)
+            .and_then(|meta| meta.modified())
+            .ok()?;
+        if written < started {
+            return None;
+        }
         let text = std::fs::read_to_string(path).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
         json["mean"]["point_estimate"].as_f64()
