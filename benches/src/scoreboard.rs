@@ -195,7 +195,10 @@ pub fn run(way: Way, endpoint: String, count: usize) -> RunReport {
         elapsed,
         cpu: after.cpu().saturating_sub(before.cpu()),
         application_rss_kib: before.rss_kib,
-        peak_rss_kib: after.peak_rss_kib,
+        // The kernel's counts are approximate (per-thread counters folded in lazily, the
+        // high-water mark raised only at some points), so the peak it reports can read below a
+        // resident size seen earlier: the peak is at least that.
+        peak_rss_kib: after.peak_rss_kib.max(before.rss_kib),
         fingerprint,
     }
 }
@@ -291,7 +294,6 @@ mod tests {
                 "{way:?}"
             );
             sum = sum.wrapping_add(report.fingerprint);
-            assert!(report.peak_rss_kib >= report.application_rss_kib);
         }
         let counts = stub.counts().to_json();
         assert_eq!(counts["user_records"], 9_000);
