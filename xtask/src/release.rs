@@ -566,23 +566,29 @@ fn check_depending_as_a_user() -> Result {
     // The same versions of everything else as the workspace builds with.
     std::fs::copy(root().join("Cargo.lock"), project.join("Cargo.lock"))
         .map_err(|e| format!("Cargo.lock: {e}"))?;
-    let as_a_user = |command: &mut Command| {
+    // Cargo run from the new project, sharing the workspace's build directory.
+    let as_a_user = || {
+        let mut command = cargo();
         command
             .current_dir(&project)
             .env("CARGO_TARGET_DIR", target_dir());
+        command
     };
-    let mut test = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    test.args(["test", "--doc"]);
-    as_a_user(&mut test);
-    run("README.md's dependencies and code, from git", &mut test)?;
+    run(
+        "README.md's dependencies and code, from git",
+        as_a_user().args(["test", "--doc"]),
+    )?;
 
     let installed = project.join("installed");
-    let mut words = install.split_whitespace().skip(1);
-    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.args(words.by_ref().map(|word| word.replace(REPOSITORY, &here)));
+    let mut command = as_a_user();
+    command.args(
+        install
+            .split_whitespace()
+            .skip(1)
+            .map(|word| word.replace(REPOSITORY, &here)),
+    );
     // A debug build shares what the doctests built; the release build is the workflow's.
     command.arg("--debug").arg("--root").arg(&installed);
-    as_a_user(&mut command);
     run(&format!("{install} (debug build)"), &mut command)?;
     run(
         "the installed kpl runs",
